@@ -1,0 +1,252 @@
+//! The command line: clap definitions (their doc comments are the help
+//! text) and the exit-code scheme.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::client::ClientError;
+use crate::config::ConfigError;
+
+/// Exit codes, as documented in `--help`.
+pub mod exit {
+    /// Success.
+    pub const OK: u8 = 0;
+    /// The agent refused the operation, or the agent could not start.
+    pub const REFUSED: u8 = 1;
+    /// Usage or configuration error (flags, config, identity, local file).
+    pub const USAGE: u8 = 2;
+    /// Network, TLS or transfer failure.
+    pub const NETWORK: u8 = 3;
+}
+
+const AFTER_HELP: &str = "\
+Exit codes:
+  0  success
+  1  the agent refused the operation (file exists, too large, no space, not found),
+     or the agent could not start
+  2  usage or configuration error (flags, config file, identity file, local file)
+  3  network, TLS or transfer failure (agent unreachable, certificate refused,
+     connection lost, corrupt data)
+
+Quick start on the agent host:  fileagent serve
+  then:                          fileagent client issue my-laptop --out my-laptop.pem
+On the workstation:             fileagent send part.gcode --agent pi.local --identity my-laptop.pem";
+
+/// fileagent: send print files to a 3D printer's Raspberry Pi over mutually
+/// authenticated TLS. The same binary is the agent (`serve`) and the
+/// workstation client (`send`, `list`, `get`, ...).
+#[derive(Debug, Parser)]
+#[command(name = "fileagent", version, after_help = AFTER_HELP, max_term_width = 100)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the agent: listen for workstations and keep the spool.
+    ///
+    /// Initialises keys and spool on first start (like `init`). Without a
+    /// config file it runs on built-in defaults: data under ./fileagent-data,
+    /// listening on 127.0.0.1:7341 only.
+    Serve(AgentArgs),
+    /// Create the agent's state directory, CA and server certificate (never
+    /// overwrites existing keys) and its spool directories.
+    Init(AgentArgs),
+    /// Manage client identities (on the agent host).
+    #[command(subcommand)]
+    Client(ClientCommand),
+    /// Send print files (or every file in a folder) to the agent.
+    Send(SendArgs),
+    /// List the files in the agent's spool.
+    List(ListArgs),
+    /// Fetch a file back from the agent's spool (verified by SHA-256).
+    Get(GetArgs),
+    /// Delete a file from the agent's spool.
+    Delete(DeleteArgs),
+    /// Show the agent's version, uptime, spool counts and free space.
+    Status(StatusArgs),
+    /// Check that the agent answers, and how fast.
+    Ping(TargetArgs),
+}
+
+/// Options of the agent's own commands.
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// Config file [default: /etc/fileagent/config.toml if it exists, else built-in defaults]
+    #[arg(long, short = 'c', value_name = "PATH")]
+    pub config: Option<PathBuf>,
+}
+
+/// `fileagent client ...`
+#[derive(Debug, Subcommand)]
+pub enum ClientCommand {
+    /// Issue a client certificate signed by the agent's CA and write an
+    /// identity file (client key, client certificate, agent CA; mode 0600).
+    Issue {
+        /// Client name (becomes the certificate's CN, shown in the agent's log).
+        name: String,
+        /// Identity file to write; it must not exist yet.
+        #[arg(long, short = 'o', value_name = "FILE")]
+        out: PathBuf,
+        #[command(flatten)]
+        agent: AgentArgs,
+    },
+}
+
+/// Which agent to talk to, and as whom.
+#[derive(Debug, Args)]
+pub struct TargetArgs {
+    /// Agent as HOST[:PORT] or a name from client.toml [default port: 7341]
+    #[arg(long, short = 'a', env = "FILEAGENT_AGENT", value_name = "HOST[:PORT]")]
+    pub agent: Option<String>,
+    /// Identity file [default: from client.toml, else ~/.config/fileagent/identity.pem]
+    #[arg(long, short = 'i', env = "FILEAGENT_IDENTITY", value_name = "PATH")]
+    pub identity: Option<PathBuf>,
+}
+
+/// `fileagent send`
+#[derive(Debug, Args)]
+pub struct SendArgs {
+    /// Files or folders to send (a folder sends each file directly in it).
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    /// Name to store a single file under [default: its file name]
+    #[arg(long = "as", value_name = "NAME")]
+    pub as_name: Option<String>,
+    /// Replace a file of the same name with different content.
+    #[arg(long)]
+    pub overwrite: bool,
+    /// Print the results as JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub target: TargetArgs,
+}
+
+/// `fileagent list`
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub target: TargetArgs,
+}
+
+/// `fileagent get`
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    /// Name of the file in the spool.
+    pub name: String,
+    /// Where to write it (a folder keeps the name) [default: ./NAME]
+    #[arg(long, short = 'o', value_name = "PATH")]
+    pub output: Option<PathBuf>,
+    #[command(flatten)]
+    pub target: TargetArgs,
+}
+
+/// `fileagent delete`
+#[derive(Debug, Args)]
+pub struct DeleteArgs {
+    /// Name of the file in the spool.
+    pub name: String,
+    #[command(flatten)]
+    pub target: TargetArgs,
+}
+
+/// `fileagent status`
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub target: TargetArgs,
+}
+
+impl Command {
+    /// True for the agent's own commands, which log at `info` by default.
+    pub fn is_agent_side(&self) -> bool {
+        matches!(
+            self,
+            Command::Serve(_) | Command::Init(_) | Command::Client(_)
+        )
+    }
+}
+
+/// The exit code for an error, from the first typed error in its chain.
+pub fn exit_code(error: &anyhow::Error) -> u8 {
+    for cause in error.chain() {
+        if let Some(e) = cause.downcast_ref::<ClientError>() {
+            return match e {
+                ClientError::Refused { .. } => exit::REFUSED,
+                ClientError::BadAddress(_) | ClientError::Local { .. } => exit::USAGE,
+                ClientError::Connect { .. }
+                | ClientError::Tls { .. }
+                | ClientError::Protocol(_)
+                | ClientError::Integrity(_) => exit::NETWORK,
+            };
+        }
+        if cause.downcast_ref::<ConfigError>().is_some() {
+            return exit::USAGE;
+        }
+        if cause.downcast_ref::<UsageError>().is_some() {
+            return exit::USAGE;
+        }
+    }
+    exit::REFUSED
+}
+
+/// A mistake in how the command was called, found after parsing.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn help_documents_exit_codes() {
+        let help = Cli::command().render_long_help().to_string();
+        for code in [
+            "0  success",
+            "1  the agent refused",
+            "2  usage",
+            "3  network",
+        ] {
+            assert!(help.contains(code), "help lacks {code:?}");
+        }
+    }
+
+    #[test]
+    fn errors_map_to_exit_codes() {
+        let refused = anyhow::Error::new(ClientError::Refused {
+            code: crate::protocol::ErrorCode::Exists,
+            message: "m".into(),
+        });
+        assert_eq!(
+            exit_code(&refused.context("sending a.gcode")),
+            exit::REFUSED
+        );
+        let net = anyhow::Error::new(ClientError::Connect {
+            addr: "a".into(),
+            reason: "r".into(),
+        });
+        assert_eq!(exit_code(&net), exit::NETWORK);
+        assert_eq!(
+            exit_code(&anyhow::Error::new(UsageError("u".into()))),
+            exit::USAGE
+        );
+    }
+}

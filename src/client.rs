@@ -1,0 +1,604 @@
+//! The workstation's library client: connects to an agent over mutually
+//! authenticated TLS and runs protocol operations on one connection.
+//!
+//! Errors are typed ([`ClientError`]) because the CLI maps them to exit
+//! codes, and each says what failed and what to do. TLS failures are
+//! translated from rustls' terms into the likely cause (wrong agent, identity
+//! from another agent, expired or refused certificate).
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rustls::{AlertDescription, CertificateError};
+use rustls_pki_types::ServerName;
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+
+use crate::pki::Identity;
+use crate::protocol::{
+    AgentStatus, CHUNK_LEN, Connection, DEFAULT_PORT, ErrorCode, FileEntry, MAX_REPLY_HEADER_LEN,
+    ProtocolError, Reply, Request,
+};
+use crate::spool::file_digest;
+
+/// Time to establish the TCP connection and the TLS handshake.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// Time the agent may take to answer (it fsyncs big files before replying).
+pub const REPLY_TIMEOUT: Duration = Duration::from_secs(300);
+/// Time a body may go without data in either direction.
+pub const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Why a client operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The agent address is malformed.
+    #[error("invalid agent address {0:?}: use HOST or HOST:PORT (e.g. pi.local:7341)")]
+    BadAddress(String),
+    /// TCP connection failed.
+    #[error("cannot reach the agent at {addr}: {reason}")]
+    Connect {
+        /// Address tried.
+        addr: String,
+        /// What happened and what to check.
+        reason: String,
+    },
+    /// TLS handshake or certificate failure.
+    #[error("secure connection to {addr} failed: {reason}")]
+    Tls {
+        /// Address tried.
+        addr: String,
+        /// What happened and what to do.
+        reason: String,
+    },
+    /// The agent answered with an error.
+    #[error("the agent refused: {message}")]
+    Refused {
+        /// Machine-readable reason.
+        code: ErrorCode,
+        /// The agent's explanation.
+        message: String,
+    },
+    /// The connection broke or the agent broke the protocol.
+    #[error("transfer with the agent failed: {0}")]
+    Protocol(#[from] ProtocolError),
+    /// A received file did not match what the agent announced.
+    #[error("received data is corrupt: {0}; nothing was kept, try again")]
+    Integrity(String),
+    /// A local file could not be read or written.
+    #[error("{what} {path}: {source}")]
+    Local {
+        /// What was being done.
+        what: &'static str,
+        /// The local path.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+}
+
+impl From<io::Error> for ClientError {
+    fn from(e: io::Error) -> Self {
+        ClientError::Protocol(ProtocolError::Io(e))
+    }
+}
+
+/// A phase of a long operation, for progress display.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Computing the SHA-256 of a local file.
+    Hashing,
+    /// Sending a body.
+    Sending,
+    /// Receiving a body.
+    Receiving,
+}
+
+/// Receives progress of long operations (implemented by the CLI's bars).
+pub trait Observer {
+    /// A phase of `total` bytes begins.
+    fn phase(&mut self, _phase: Phase, _total: u64) {}
+    /// `done` bytes of the current phase are complete.
+    fn progress(&mut self, _done: u64) {}
+}
+
+/// An observer that ignores everything.
+impl Observer for () {}
+
+/// Result of [`Client::send_file`].
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Sent {
+    /// Name in the spool.
+    pub name: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// SHA-256 confirmed by the agent.
+    pub sha256: String,
+    /// The identical file was already there; no body was sent.
+    pub unchanged: bool,
+    /// A different file of that name was replaced.
+    pub replaced: bool,
+    /// Seconds for the whole operation (hashing included).
+    pub seconds: f64,
+}
+
+/// Result of [`Client::get`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fetched {
+    /// Size in bytes.
+    pub size: u64,
+    /// Verified SHA-256.
+    pub sha256: String,
+}
+
+/// Splits `HOST[:PORT]` (IPv6 as `[addr]:port`); the port defaults to 7341.
+pub fn parse_agent(agent: &str) -> Result<(String, u16), ClientError> {
+    let bad = || ClientError::BadAddress(agent.to_string());
+    if let Ok(addr) = agent.parse::<SocketAddr>() {
+        return Ok((addr.ip().to_string(), addr.port()));
+    }
+    if let Ok(ip) = agent
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<std::net::IpAddr>()
+    {
+        return Ok((ip.to_string(), DEFAULT_PORT));
+    }
+    let (host, port) = match agent.rsplit_once(':') {
+        Some((host, port)) => (host, port.parse::<u16>().map_err(|_| bad())?),
+        None => (agent, DEFAULT_PORT),
+    };
+    if host.is_empty() || host.contains([':', '/', ' ']) {
+        return Err(bad());
+    }
+    Ok((host.to_string(), port))
+}
+
+/// An open, authenticated connection to an agent.
+pub struct Client {
+    conn: Connection<TlsStream<TcpStream>>,
+    addr: String,
+}
+
+impl Client {
+    /// Connects to `agent` (`HOST[:PORT]`) with `identity`, verifying the
+    /// agent against the CA in the identity.
+    pub async fn connect(agent: &str, identity: Identity) -> Result<Client, ClientError> {
+        let (host, port) = parse_agent(agent)?;
+        let addr = format!("{host}:{port}");
+        let server_name = ServerName::try_from(host.clone())
+            .map_err(|_| ClientError::BadAddress(agent.into()))?;
+        let tls = crate::tls::client_config(identity).map_err(|e| ClientError::Tls {
+            addr: addr.clone(),
+            reason: format!("{e:#}"),
+        })?;
+        let connect = async {
+            let tcp = TcpStream::connect((host.as_str(), port))
+                .await
+                .map_err(|e| ClientError::Connect {
+                    addr: addr.clone(),
+                    reason: connect_advice(&e),
+                })?;
+            tcp.set_nodelay(true).ok();
+            TlsConnector::from(Arc::clone(&tls))
+                .connect(server_name, tcp)
+                .await
+                .map_err(|e| ClientError::Tls {
+                    addr: addr.clone(),
+                    reason: tls_advice(&e, &host),
+                })
+        };
+        let stream = tokio::time::timeout(CONNECT_TIMEOUT, connect)
+            .await
+            .map_err(|_| ClientError::Connect {
+                addr: addr.clone(),
+                reason: format!("no answer within {CONNECT_TIMEOUT:?}: check the address and that port {port} is reachable"),
+            })??;
+        Ok(Client {
+            conn: Connection::new(stream, MAX_REPLY_HEADER_LEN),
+            addr,
+        })
+    }
+
+    /// The agent's address as connected.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// Round trip time of a `ping`.
+    pub async fn ping(&mut self) -> Result<Duration, ClientError> {
+        let started = Instant::now();
+        match self.request(&Request::Ping).await? {
+            Reply::Pong => Ok(started.elapsed()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// The agent's status.
+    pub async fn status(&mut self) -> Result<AgentStatus, ClientError> {
+        match self.request(&Request::Status).await? {
+            Reply::Status(status) => Ok(status),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// The files ready in the spool.
+    pub async fn list(&mut self) -> Result<Vec<FileEntry>, ClientError> {
+        match self.request(&Request::List).await? {
+            Reply::Files { files } => Ok(files),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Deletes a file from the spool.
+    pub async fn delete(&mut self, name: &str) -> Result<(), ClientError> {
+        match self.request(&Request::Delete { name: name.into() }).await? {
+            Reply::Deleted { .. } => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Sends the file at `path` under `name`.
+    pub async fn send_file(
+        &mut self,
+        path: &Path,
+        name: &str,
+        overwrite: bool,
+        observer: &mut dyn Observer,
+    ) -> Result<Sent, ClientError> {
+        let started = Instant::now();
+        let local = |what| {
+            move |source| ClientError::Local {
+                what,
+                path: path.to_path_buf(),
+                source,
+            }
+        };
+        let mut file = tokio::fs::File::open(path)
+            .await
+            .map_err(local("cannot open"))?;
+        let size = file.metadata().await.map_err(local("cannot read"))?.len();
+        observer.phase(Phase::Hashing, size);
+        let sha256 = hash_file(path, size, observer)
+            .await
+            .map_err(local("cannot read"))?;
+
+        let request = Request::Send {
+            name: name.into(),
+            size,
+            sha256: sha256.clone(),
+            overwrite,
+        };
+        match self.request(&request).await? {
+            Reply::Continue => {}
+            Reply::Stored { .. } => {
+                return Ok(Sent {
+                    name: name.into(),
+                    size,
+                    sha256,
+                    unchanged: true,
+                    replaced: false,
+                    seconds: started.elapsed().as_secs_f64(),
+                });
+            }
+            other => return Err(unexpected(&other)),
+        }
+        observer.phase(Phase::Sending, size);
+        let mut buf = vec![0u8; CHUNK_LEN];
+        let mut sent = 0u64;
+        // Send exactly the announced size; if the file changed meanwhile the
+        // agent's digest check refuses it.
+        while sent < size {
+            let want = (size - sent).min(CHUNK_LEN as u64) as usize;
+            let n = file
+                .read(&mut buf[..want])
+                .await
+                .map_err(local("cannot read"))?;
+            if n == 0 {
+                break;
+            }
+            self.timed(|conn| conn.write_chunk(&buf[..n])).await?;
+            sent += n as u64;
+            observer.progress(sent);
+        }
+        self.timed(|conn| conn.write_end()).await?;
+        match self.reply().await {
+            Ok(Reply::Stored {
+                sha256: confirmed,
+                unchanged,
+                replaced,
+                ..
+            }) if confirmed == sha256 => Ok(Sent {
+                name: name.into(),
+                size,
+                sha256,
+                unchanged,
+                replaced,
+                seconds: started.elapsed().as_secs_f64(),
+            }),
+            Ok(Reply::Stored { sha256: other, .. }) => Err(ClientError::Integrity(format!(
+                "the agent stored SHA-256 {other} but this file is {sha256}"
+            ))),
+            Ok(other) => Err(unexpected(&other)),
+            Err(ClientError::Refused {
+                code: ErrorCode::SizeMismatch | ErrorCode::DigestMismatch,
+                message,
+            }) if sent != size || hash_changed(path, &sha256).await => Err(ClientError::Local {
+                what: "file changed while it was being sent:",
+                path: path.to_path_buf(),
+                source: io::Error::other(message),
+            }),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Fetches `name` into `dest`: written to a temp file beside it and
+    /// renamed into place only once size and SHA-256 are verified.
+    pub async fn get(
+        &mut self,
+        name: &str,
+        dest: &Path,
+        observer: &mut dyn Observer,
+    ) -> Result<Fetched, ClientError> {
+        let size = match self.request(&Request::Get { name: name.into() }).await? {
+            Reply::Body { size, .. } => size,
+            other => return Err(unexpected(&other)),
+        };
+        let dir = dest
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let local = |what| {
+            move |source| ClientError::Local {
+                what,
+                path: dest.to_path_buf(),
+                source,
+            }
+        };
+        let temp = tempfile::Builder::new()
+            .prefix(".fileagent-")
+            .suffix(".part")
+            .tempfile_in(dir)
+            .map_err(local("cannot create a file beside"))?;
+        let (file, temp_path) = temp.into_parts();
+        let mut file = tokio::fs::File::from_std(file);
+        observer.phase(Phase::Receiving, size);
+        let mut hasher = Sha256::new();
+        let mut received = 0u64;
+        while let Some(chunk) = self.conn.read_chunk(BODY_IDLE_TIMEOUT).await? {
+            received += chunk.len() as u64;
+            if received > size {
+                return Err(ClientError::Integrity(format!(
+                    "more than the announced {size} bytes arrived"
+                )));
+            }
+            hasher.update(&chunk);
+            file.write_all(&chunk)
+                .await
+                .map_err(local("cannot write"))?;
+            observer.progress(received);
+        }
+        let announced = match self.reply().await? {
+            Reply::Complete { sha256 } => sha256,
+            other => return Err(unexpected(&other)),
+        };
+        let computed = hex::encode(hasher.finalize());
+        if received != size {
+            return Err(ClientError::Integrity(format!(
+                "{received} of the announced {size} bytes arrived"
+            )));
+        }
+        if computed != announced {
+            return Err(ClientError::Integrity(format!(
+                "SHA-256 is {computed} but the agent sent {announced}"
+            )));
+        }
+        file.sync_all().await.map_err(local("cannot write"))?;
+        drop(file);
+        temp_path
+            .persist(dest)
+            .map_err(|e| local("cannot write")(e.error))?;
+        Ok(Fetched {
+            size,
+            sha256: computed,
+        })
+    }
+
+    /// Closes the connection cleanly.
+    pub async fn close(mut self) {
+        let _ = self.conn.shutdown().await;
+    }
+
+    async fn request(&mut self, request: &Request) -> Result<Reply, ClientError> {
+        self.timed(|conn| conn.write_message(request)).await?;
+        self.reply().await
+    }
+
+    async fn reply(&mut self) -> Result<Reply, ClientError> {
+        let reply = self
+            .conn
+            .expect_message::<Reply>(REPLY_TIMEOUT)
+            .await
+            .map_err(|e| self.explain(e))?;
+        match reply {
+            Reply::Error { code, message } => Err(ClientError::Refused { code, message }),
+            reply => Ok(reply),
+        }
+    }
+
+    async fn timed<'a, F, Fut>(&'a mut self, op: F) -> Result<(), ClientError>
+    where
+        F: FnOnce(&'a mut Connection<TlsStream<TcpStream>>) -> Fut,
+        Fut: std::future::Future<Output = io::Result<()>> + 'a,
+    {
+        let addr = self.addr.clone();
+        match tokio::time::timeout(BODY_IDLE_TIMEOUT, op(&mut self.conn)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(explain_io(e, &addr)),
+            Err(_) => Err(ProtocolError::Timeout(BODY_IDLE_TIMEOUT).into()),
+        }
+    }
+
+    fn explain(&self, e: ProtocolError) -> ClientError {
+        match e {
+            ProtocolError::Io(e) => explain_io(e, &self.addr),
+            ProtocolError::UnexpectedEof => {
+                ClientError::Protocol(ProtocolError::Io(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the agent closed the connection (it may be shutting down, or refused this client; see its log)",
+                )))
+            }
+            other => ClientError::Protocol(other),
+        }
+    }
+}
+
+/// With TLS 1.3 the agent checks our certificate after our side of the
+/// handshake is done, so its refusal arrives as an alert on the first read.
+fn explain_io(e: io::Error, addr: &str) -> ClientError {
+    let alert = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .and_then(|tls| match tls {
+            rustls::Error::AlertReceived(alert) => Some(*alert),
+            _ => None,
+        });
+    match alert {
+        Some(alert) => ClientError::Tls {
+            addr: addr.into(),
+            reason: format!(
+                "the agent refused this workstation's certificate ({alert:?}): the identity was issued by another \
+                 agent, has expired or was revoked; get a new one with `fileagent client issue` on the agent"
+            ),
+        },
+        None => ClientError::Protocol(ProtocolError::Io(e)),
+    }
+}
+
+fn connect_advice(e: &io::Error) -> String {
+    match e.kind() {
+        io::ErrorKind::ConnectionRefused => {
+            format!(
+                "{e}: is `fileagent serve` running there, and listening on that address and port?"
+            )
+        }
+        _ => format!("{e}: check the host name and the network"),
+    }
+}
+
+fn tls_advice(e: &io::Error, host: &str) -> String {
+    let tls = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>());
+    match tls {
+        Some(rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer | CertificateError::BadSignature)) => {
+            "the agent's certificate is not signed by the CA in your identity file: this is another agent, \
+             or your identity belongs to another agent"
+                .into()
+        }
+        Some(rustls::Error::InvalidCertificate(
+            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+        )) => format!(
+            "the agent's certificate is not valid for {host:?}: connect with a name it lists in its \
+             server_names (see `fileagent init` on the agent), or add {host:?} there"
+        ),
+        Some(rustls::Error::InvalidCertificate(CertificateError::Expired | CertificateError::ExpiredContext { .. })) => {
+            "the agent's certificate has expired: restart the agent to renew it, and check both clocks".into()
+        }
+        Some(rustls::Error::AlertReceived(AlertDescription::ProtocolVersion)) => {
+            "the agent does not speak TLS 1.3".into()
+        }
+        Some(rustls::Error::AlertReceived(AlertDescription::NoApplicationProtocol)) => {
+            "the agent does not speak the fileagent/1 protocol: upgrade the older side".into()
+        }
+        Some(other) => other.to_string(),
+        None => format!("{e} (is this really a fileagent agent?)"),
+    }
+}
+
+fn unexpected(reply: &Reply) -> ClientError {
+    ClientError::Protocol(ProtocolError::Unexpected {
+        got: match reply {
+            Reply::Pong => "pong",
+            Reply::Continue => "continue",
+            Reply::Stored { .. } => "stored",
+            Reply::Files { .. } => "files",
+            Reply::Body { .. } => "body",
+            Reply::Complete { .. } => "complete",
+            Reply::Deleted { .. } => "deleted",
+            Reply::Status(_) => "status",
+            Reply::Error { .. } => "error",
+        },
+        expected: "the reply to this request",
+    })
+}
+
+async fn hash_file(path: &Path, size: u64, observer: &mut dyn Observer) -> io::Result<String> {
+    // Large files: hash in a blocking thread, reporting progress from here.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let path = path.to_path_buf();
+    let worker = tokio::task::spawn_blocking(move || {
+        let mut file = std::fs::File::open(path)?;
+        let mut reader = ProgressReader {
+            inner: &mut file,
+            done: 0,
+            report: |done| {
+                let _ = tx.send(done);
+            },
+        };
+        file_digest(&mut reader)
+    });
+    while let Some(done) = rx.recv().await {
+        observer.progress(done.min(size));
+    }
+    worker.await.map_err(io::Error::other)?
+}
+
+async fn hash_changed(path: &Path, sha256: &str) -> bool {
+    hash_file(path, 0, &mut ())
+        .await
+        .map_or(true, |now| now != sha256)
+}
+
+struct ProgressReader<'a, R, F> {
+    inner: &'a mut R,
+    done: u64,
+    report: F,
+}
+
+impl<R: io::Read, F: FnMut(u64)> io::Read for ProgressReader<'_, R, F> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.done += n as u64;
+        (self.report)(self.done);
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agent_addresses_parse() {
+        assert_eq!(
+            parse_agent("pi.local").unwrap(),
+            ("pi.local".into(), DEFAULT_PORT)
+        );
+        assert_eq!(
+            parse_agent("pi.local:9000").unwrap(),
+            ("pi.local".into(), 9000)
+        );
+        assert_eq!(parse_agent("127.0.0.1:1").unwrap(), ("127.0.0.1".into(), 1));
+        assert_eq!(parse_agent("[::1]:7").unwrap(), ("::1".into(), 7));
+        assert_eq!(parse_agent("::1").unwrap(), ("::1".into(), DEFAULT_PORT));
+        for bad in ["", ":7341", "pi:port", "pi:99999", "a b", "http://pi"] {
+            assert!(parse_agent(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+}

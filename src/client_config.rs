@@ -1,0 +1,170 @@
+//! The workstation's settings: which agent to talk to and with which
+//! identity file.
+//!
+//! Precedence, highest first: `--agent`/`--identity` flags, the
+//! `FILEAGENT_AGENT`/`FILEAGENT_IDENTITY` environment (both handled by clap),
+//! then `client.toml` in the user's config directory
+//! (`$XDG_CONFIG_HOME/fileagent/`, else `~/.config/fileagent/`):
+//!
+//! ```toml
+//! default_agent = "printer"            # a name below, or HOST[:PORT]
+//! [agents.printer]
+//! address = "pi.local:7341"
+//! identity = "printer.pem"             # relative to this file's folder
+//! ```
+//!
+//! Without any identity setting, `identity.pem` in that folder is used.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use serde::Deserialize;
+
+/// File name of the client config inside the config folder.
+pub const CLIENT_CONFIG_FILE: &str = "client.toml";
+/// Identity file used when nothing else names one.
+pub const DEFAULT_IDENTITY_FILE: &str = "identity.pem";
+
+/// Contents of `client.toml`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientConfig {
+    /// Agent used when `--agent` is not given: a name from `agents` or an address.
+    pub default_agent: Option<String>,
+    /// Named agents.
+    #[serde(default)]
+    pub agents: BTreeMap<String, AgentEntry>,
+}
+
+/// One named agent.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentEntry {
+    /// `HOST[:PORT]`.
+    pub address: String,
+    /// Identity file for this agent (relative to the config folder).
+    pub identity: Option<PathBuf>,
+}
+
+/// The agent to connect to and the identity to use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// `HOST[:PORT]`.
+    pub address: String,
+    /// Identity file.
+    pub identity: PathBuf,
+}
+
+/// The user's fileagent config folder.
+pub fn config_dir() -> Option<PathBuf> {
+    let xdg = std::env::var_os("XDG_CONFIG_HOME").filter(|v| !v.is_empty());
+    match xdg {
+        Some(dir) => Some(PathBuf::from(dir).join("fileagent")),
+        None => std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".config/fileagent")),
+    }
+}
+
+impl ClientConfig {
+    /// Reads `client.toml` from `dir`; a missing file is an empty config.
+    pub fn load(dir: &Path) -> Result<ClientConfig> {
+        let path = dir.join(CLIENT_CONFIG_FILE);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => toml::from_str(&text)
+                .map_err(|e| anyhow::anyhow!("{}", e.to_string().trim_end()))
+                .with_context(|| format!("invalid client config {}", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(ClientConfig::default()),
+            Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+        }
+    }
+
+    /// Resolves the flags (or environment) against this config found in `dir`.
+    pub fn resolve(
+        &self,
+        dir: &Path,
+        agent: Option<&str>,
+        identity: Option<&Path>,
+    ) -> Result<Target> {
+        let Some(agent) = agent.or(self.default_agent.as_deref()) else {
+            bail!(
+                "no agent given: pass --agent HOST[:PORT], set FILEAGENT_AGENT, or set default_agent in {}",
+                dir.join(CLIENT_CONFIG_FILE).display()
+            );
+        };
+        let entry = self.agents.get(agent);
+        let address = entry.map_or(agent, |e| e.address.as_str()).to_string();
+        let identity = match (identity, entry.and_then(|e| e.identity.as_deref())) {
+            (Some(flag), _) => flag.to_path_buf(),
+            (None, Some(configured)) => dir.join(expand_home(configured)),
+            (None, None) => dir.join(DEFAULT_IDENTITY_FILE),
+        };
+        Ok(Target { address, identity })
+    }
+}
+
+fn expand_home(path: &Path) -> PathBuf {
+    match (path.strip_prefix("~"), std::env::var_os("HOME")) {
+        (Ok(rest), Some(home)) => PathBuf::from(home).join(rest),
+        _ => path.to_path_buf(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(text: &str) -> ClientConfig {
+        toml::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn flags_win_over_config() {
+        let dir = Path::new("/cfg");
+        let c = config(
+            "default_agent = \"printer\"\n[agents.printer]\naddress = \"pi.local\"\nidentity = \"p.pem\"\n",
+        );
+        let t = c.resolve(dir, None, None).unwrap();
+        assert_eq!(t.address, "pi.local");
+        assert_eq!(t.identity, Path::new("/cfg/p.pem"));
+        let t = c
+            .resolve(dir, Some("other:1"), Some(Path::new("me.pem")))
+            .unwrap();
+        assert_eq!(t.address, "other:1");
+        assert_eq!(t.identity, Path::new("me.pem"));
+        let t = c
+            .resolve(dir, Some("printer"), Some(Path::new("me.pem")))
+            .unwrap();
+        assert_eq!(
+            (t.address.as_str(), t.identity.as_path()),
+            ("pi.local", Path::new("me.pem"))
+        );
+    }
+
+    #[test]
+    fn defaults_and_missing_agent() {
+        let dir = Path::new("/cfg");
+        let t = ClientConfig::default()
+            .resolve(dir, Some("pi"), None)
+            .unwrap();
+        assert_eq!(t.identity, Path::new("/cfg/identity.pem"));
+        let err = ClientConfig::default()
+            .resolve(dir, None, None)
+            .unwrap_err();
+        assert!(err.to_string().contains("--agent"), "{err}");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(
+            tmp.path().join(CLIENT_CONFIG_FILE),
+            "default_agnet = \"x\"\n",
+        )
+        .unwrap();
+        let err = format!("{:#}", ClientConfig::load(tmp.path()).unwrap_err());
+        assert!(
+            err.contains("client.toml") && err.contains("default_agnet"),
+            "{err}"
+        );
+    }
+}

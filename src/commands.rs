@@ -1,0 +1,394 @@
+//! What each CLI command does: loads what it needs, calls into the library
+//! and prints the result for people (tables, progress bars, summaries) or
+//! scripts (`--json`).
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use bytesize::ByteSize;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::cli::{ClientCommand, Command, GetArgs, SendArgs, TargetArgs, UsageError};
+use crate::client::{Client, ClientError, Observer, Phase, Sent};
+use crate::client_config::{ClientConfig, config_dir};
+use crate::config::Config;
+use crate::pki::{self, Identity};
+
+/// Runs one command to completion.
+pub fn run(command: Command) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(dispatch(command))
+}
+
+async fn dispatch(command: Command) -> Result<()> {
+    match command {
+        Command::Serve(args) => {
+            let (config, source) = Config::load(args.config.as_deref())?;
+            crate::daemon::serve(config, source).await
+        }
+        Command::Init(args) => init(args.config.as_deref()),
+        Command::Client(ClientCommand::Issue { name, out, agent }) => {
+            issue(&name, &out, agent.config.as_deref())
+        }
+        Command::Send(args) => send(args).await,
+        Command::List(args) => {
+            let mut client = connect(&args.target).await?;
+            let files = client.list().await?;
+            client.close().await;
+            if args.json {
+                print_json(&files)
+            } else {
+                print_table(&files);
+                Ok(())
+            }
+        }
+        Command::Get(args) => get(args).await,
+        Command::Delete(args) => {
+            let mut client = connect(&args.target).await?;
+            client.delete(&args.name).await?;
+            client.close().await;
+            println!("deleted {}", args.name);
+            Ok(())
+        }
+        Command::Status(args) => {
+            let mut client = connect(&args.target).await?;
+            let status = client.status().await?;
+            client.close().await;
+            if args.json {
+                return print_json(&status);
+            }
+            println!(
+                "agent       {} (fileagent {})",
+                client_addr(&args.target),
+                status.version
+            );
+            println!(
+                "uptime      {}",
+                humantime::format_duration(Duration::from_secs(status.uptime_secs))
+            );
+            println!(
+                "ready       {} files, {}",
+                status.ready,
+                ByteSize(status.ready_bytes).display().iec()
+            );
+            println!("receiving   {}", status.incoming);
+            println!(
+                "free space  {}",
+                ByteSize(status.free_bytes).display().iec()
+            );
+            println!(
+                "max file    {}",
+                ByteSize(status.max_file_size).display().iec()
+            );
+            println!("you are     {}", status.client);
+            Ok(())
+        }
+        Command::Ping(target) => {
+            let mut client = connect(&target).await?;
+            let rtt = client.ping().await?;
+            let addr = client.addr().to_string();
+            client.close().await;
+            println!("{addr} answered in {:.1} ms", rtt.as_secs_f64() * 1000.0);
+            Ok(())
+        }
+    }
+}
+
+fn init(config_path: Option<&Path>) -> Result<()> {
+    let (config, source) = Config::load(config_path)?;
+    let prepared = crate::daemon::prepare(&config)?;
+    let report = &prepared.report;
+    println!("config          {source}");
+    println!("state dir       {}", config.state_dir.display());
+    println!("spool dir       {}", config.spool_dir.display());
+    println!(
+        "CA              {} (SHA-256 {})",
+        if report.created_ca { "created" } else { "kept" },
+        report.ca_fingerprint
+    );
+    println!(
+        "server cert     {:?} for {}",
+        report.server_cert,
+        report.names.join(", ")
+    );
+    println!(
+        "next: fileagent client issue NAME --out NAME.pem   (then copy NAME.pem to the workstation)"
+    );
+    Ok(())
+}
+
+fn issue(name: &str, out: &Path, config_path: Option<&Path>) -> Result<()> {
+    let (config, _) = Config::load(config_path)?;
+    pki::validate_client_name(name).map_err(|e| UsageError(e.to_string()))?;
+    pki::init(&config)?;
+    if out.exists() {
+        return Err(UsageError(format!(
+            "{} already exists: choose another --out or remove it first",
+            out.display()
+        ))
+        .into());
+    }
+    let issued = pki::issue_client(&config, name)?;
+    pki::write_new(out, issued.pem.as_bytes(), 0o600)?;
+    println!(
+        "issued \"{name}\" (serial {}, valid until {}) -> {}",
+        issued.serial,
+        issued.not_after.date(),
+        out.display()
+    );
+    println!(
+        "copy it to the workstation as ~/.config/fileagent/identity.pem (mode 0600), then:\n  fileagent send part.gcode --agent {}",
+        pki::server_names(&config)
+            .first()
+            .map_or("HOST", String::as_str)
+    );
+    Ok(())
+}
+
+fn client_addr(target: &TargetArgs) -> String {
+    target
+        .agent
+        .clone()
+        .unwrap_or_else(|| "default agent".into())
+}
+
+/// Resolves agent and identity (flags, environment, client.toml) and connects.
+async fn connect(target: &TargetArgs) -> Result<Client> {
+    let dir = config_dir().unwrap_or_else(|| PathBuf::from("."));
+    let config = ClientConfig::load(&dir).map_err(|e| UsageError(format!("{e:#}")))?;
+    let resolved = config
+        .resolve(&dir, target.agent.as_deref(), target.identity.as_deref())
+        .map_err(|e| UsageError(format!("{e:#}")))?;
+    let identity = Identity::load(&resolved.identity)
+        .and_then(|id| id.check_validity().map(|()| id))
+        .map_err(|e| {
+            UsageError(format!(
+                "{e:#}\n(get an identity with `fileagent client issue NAME --out FILE` on the agent, then pass \
+                 --identity FILE or copy it to {})",
+                dir.join(crate::client_config::DEFAULT_IDENTITY_FILE).display()
+            ))
+        })?;
+    Ok(Client::connect(&resolved.address, identity).await?)
+}
+
+/// Expands folders into their files; returns (path, name) pairs.
+fn expand(args: &SendArgs) -> Result<Vec<(PathBuf, String)>> {
+    let mut out = Vec::new();
+    for path in &args.files {
+        let meta = std::fs::metadata(path)
+            .map_err(|e| UsageError(format!("cannot read {}: {e}", path.display())))?;
+        if meta.is_dir() {
+            let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
+                .with_context(|| format!("cannot read folder {}", path.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.is_file())
+                .filter(|p| {
+                    !p.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+                })
+                .collect();
+            entries.sort();
+            for entry in entries {
+                out.push((entry.clone(), file_name(&entry)?));
+            }
+        } else {
+            out.push((path.clone(), file_name(path)?));
+        }
+    }
+    if let Some(name) = &args.as_name {
+        if out.len() != 1 {
+            return Err(UsageError("--as needs exactly one file".into()).into());
+        }
+        out[0].1 = name.clone();
+    }
+    if out.is_empty() {
+        return Err(UsageError("nothing to send: the folders are empty".into()).into());
+    }
+    Ok(out)
+}
+
+fn file_name(path: &Path) -> Result<String> {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .map(str::to_owned)
+        .ok_or_else(|| {
+            UsageError(format!(
+                "{} has no usable UTF-8 file name; use --as NAME",
+                path.display()
+            ))
+            .into()
+        })
+}
+
+async fn send(args: SendArgs) -> Result<()> {
+    let files = expand(&args)?;
+    let mut client = connect(&args.target).await?;
+    let interactive = std::io::stderr().is_terminal() && !args.json;
+    let mut results: Vec<Sent> = Vec::new();
+    let mut first_error: Option<anyhow::Error> = None;
+    for (path, name) in &files {
+        let mut bar = Bar::new(interactive, name);
+        match client.send_file(path, name, args.overwrite, &mut bar).await {
+            Ok(sent) => {
+                bar.finish();
+                if !args.json {
+                    println!("{}", summary(&sent));
+                }
+                results.push(sent);
+            }
+            Err(e) => {
+                bar.abandon();
+                let fatal = !matches!(e, ClientError::Refused { .. } | ClientError::Local { .. });
+                let e = anyhow::Error::new(e).context(format!("sending {} failed", path.display()));
+                if fatal {
+                    return Err(e);
+                }
+                eprintln!("fileagent: {e:#}");
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    client.close().await;
+    if args.json {
+        print_json(&results)?;
+    }
+    match first_error {
+        Some(e) if files.len() == 1 => Err(e),
+        Some(e) => Err(e.context(format!(
+            "{} of {} files were not sent",
+            files.len() - results.len(),
+            files.len()
+        ))),
+        None => Ok(()),
+    }
+}
+
+fn summary(sent: &Sent) -> String {
+    let rate = if sent.seconds > 0.0 {
+        sent.size as f64 / sent.seconds / 1e6
+    } else {
+        0.0
+    };
+    let what = match (sent.unchanged, sent.replaced) {
+        (true, _) => "unchanged",
+        (_, true) => "replaced",
+        _ => "sent",
+    };
+    format!(
+        "{what} {}  {}  {:.2}s  {rate:.1} MB/s  sha256 {}",
+        sent.name,
+        ByteSize(sent.size).display().iec(),
+        sent.seconds,
+        sent.sha256
+    )
+}
+
+async fn get(args: GetArgs) -> Result<()> {
+    let dest = match &args.output {
+        Some(path) if path.is_dir() => path.join(&args.name),
+        Some(path) => path.clone(),
+        None => PathBuf::from(&args.name),
+    };
+    let mut client = connect(&args.target).await?;
+    let mut bar = Bar::new(std::io::stderr().is_terminal(), &args.name);
+    let fetched = client.get(&args.name, &dest, &mut bar).await;
+    bar.finish();
+    let fetched = fetched?;
+    client.close().await;
+    println!(
+        "got {} -> {}  {}  sha256 {}",
+        args.name,
+        dest.display(),
+        ByteSize(fetched.size).display().iec(),
+        fetched.sha256
+    );
+    Ok(())
+}
+
+fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, value)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+fn print_table(files: &[crate::protocol::FileEntry]) {
+    if files.is_empty() {
+        println!("the spool is empty");
+        return;
+    }
+    let width = files
+        .iter()
+        .map(|f| f.name.chars().count())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    println!("{:<width$}  {:>10}  MODIFIED (UTC)", "NAME", "SIZE");
+    for file in files {
+        let modified = std::time::UNIX_EPOCH + Duration::from_secs(file.modified);
+        println!(
+            "{:<width$}  {:>10}  {}",
+            file.name,
+            ByteSize(file.size).display().iec().to_string(),
+            humantime::format_rfc3339_seconds(modified)
+        );
+    }
+}
+
+/// A progress bar on stderr (bytes, rate, ETA), or nothing when stderr is
+/// not a terminal.
+struct Bar(Option<ProgressBar>);
+
+impl Bar {
+    fn new(interactive: bool, name: &str) -> Bar {
+        if !interactive {
+            return Bar(None);
+        }
+        let bar = ProgressBar::new(0);
+        bar.set_message(name.to_string());
+        Bar(Some(bar))
+    }
+
+    fn finish(&mut self) {
+        if let Some(bar) = &self.0 {
+            bar.finish_and_clear();
+        }
+    }
+
+    fn abandon(&mut self) {
+        if let Some(bar) = &self.0 {
+            bar.abandon();
+        }
+    }
+}
+
+impl Observer for Bar {
+    fn phase(&mut self, phase: Phase, total: u64) {
+        let Some(bar) = &self.0 else { return };
+        let verb = match phase {
+            Phase::Hashing => "hashing",
+            Phase::Sending => "sending",
+            Phase::Receiving => "receiving",
+        };
+        let template = format!(
+            "{verb:>9} {{msg}} [{{bar:30}}] {{bytes}}/{{total_bytes}} {{binary_bytes_per_sec}} ETA {{eta}}"
+        );
+        if let Ok(style) = ProgressStyle::with_template(&template) {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        bar.set_length(total);
+        bar.set_position(0);
+        bar.reset_eta();
+    }
+
+    fn progress(&mut self, done: u64) {
+        if let Some(bar) = &self.0 {
+            bar.set_position(done);
+        }
+    }
+}

@@ -1,0 +1,29 @@
+//! fileagent: a daemon beside a 3D printer that receives print files from
+//! workstations over mutually authenticated TLS 1.3 and lands them atomically
+//! in a spool; the same crate is the workstation's CLI client.
+//!
+//! Modules, from the wire up:
+//! - [`protocol`]: frames, typed messages, error codes and limits (see `docs/protocol.md`).
+//! - [`tls`]: rustls configurations for both ends (TLS 1.3, mutual auth, ALPN).
+//! - [`pki`]: the agent's CA, server certificate and issued client identities (rcgen).
+//! - [`spool`]: `incoming/` and `ready/`, name checks, atomic verified commits.
+//! - [`session`]: the agent's side of one connection (request loop).
+//! - [`server`]: accept loop, connection limit, timeouts, graceful shutdown.
+//! - [`daemon`]: process wiring for `serve` and `init` (PKI, spool, signals).
+//! - [`config`]: the agent's TOML config, human units, validation.
+//! - [`client`]: the workstation's library client.
+//! - [`client_config`]: which agent and identity a workstation uses.
+//! - [`cli`] and [`commands`]: the command line and what each command prints.
+
+pub mod cli;
+pub mod client;
+pub mod client_config;
+pub mod commands;
+pub mod config;
+pub mod daemon;
+pub mod pki;
+pub mod protocol;
+pub mod server;
+pub mod session;
+pub mod spool;
+pub mod tls;

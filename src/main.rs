@@ -1,0 +1,39 @@
+//! The `fileagent` binary: parses the command line, sets up logging and
+//! hands over to [`fileagent::commands::run`].
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use fileagent::cli::{Cli, exit, exit_code};
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_level = if cli.command.is_agent_side() {
+        "info"
+    } else {
+        "warn"
+    };
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+
+    match fileagent::commands::run(cli.command) {
+        Ok(()) => ExitCode::from(exit::OK),
+        Err(e) if is_broken_pipe(&e) => ExitCode::from(exit::OK),
+        Err(e) => {
+            eprintln!("fileagent: {e:#}");
+            ExitCode::from(exit_code(&e))
+        }
+    }
+}
+
+/// Output piped into `head` and the like: not an error.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain()
+        .filter_map(|c| c.downcast_ref::<std::io::Error>())
+        .any(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+}

@@ -1,0 +1,583 @@
+//! The agent's small PKI, made with rcgen: its CA, its server certificate and
+//! the client identities it issues.
+//!
+//! Layout of `state_dir`: `ca.key`, `ca.crt`, `server.key`, `server.crt`, and
+//! `clients/<name>-<serial>.crt` recording every issued client certificate.
+//! Keys are ECDSA P-256, written once with mode 0600 and never overwritten:
+//! [`init`] is idempotent. The server certificate is re-signed (same key)
+//! when the configured names change or it nears expiry.
+//!
+//! An identity file (`fileagent client issue`) holds, in this order, the
+//! client key, the client certificate and the agent's CA certificate.
+
+use std::io::Write;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, SanType, SerialNumber,
+};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use time::OffsetDateTime;
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+use crate::config::Config;
+
+/// Lifetime of the agent's CA.
+pub const CA_LIFETIME: Duration = Duration::from_secs(20 * 365 * 24 * 3600);
+/// Lifetime of the server certificate.
+pub const SERVER_CERT_LIFETIME: Duration = Duration::from_secs(2 * 365 * 24 * 3600);
+/// The server certificate is re-signed when it has less than this left.
+pub const SERVER_CERT_RENEW_BEFORE: Duration = Duration::from_secs(30 * 24 * 3600);
+/// Longest client name (it becomes the certificate's CN and a file name).
+pub const MAX_CLIENT_NAME_LEN: usize = 64;
+/// Certificates are valid from this long before issue, for clock skew.
+const BACKDATE: Duration = Duration::from_secs(3600);
+
+const CA_KEY: &str = "ca.key";
+const CA_CERT: &str = "ca.crt";
+const SERVER_KEY: &str = "server.key";
+const SERVER_CERT: &str = "server.crt";
+const CLIENTS_DIR: &str = "clients";
+
+/// What [`init`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InitReport {
+    /// A new CA was created.
+    pub created_ca: bool,
+    /// What happened to the server certificate.
+    pub server_cert: ServerCertAction,
+    /// Names in the server certificate.
+    pub names: Vec<String>,
+    /// SHA-256 fingerprint of the CA certificate.
+    pub ca_fingerprint: String,
+}
+
+/// What [`init`] did with the server certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerCertAction {
+    /// A new key and certificate were created.
+    Created,
+    /// The existing key got a new certificate (names changed or near expiry).
+    Renewed,
+    /// The existing certificate was kept.
+    Kept,
+}
+
+/// The agent's TLS material, loaded from `state_dir`.
+#[derive(Debug)]
+pub struct AgentCredentials {
+    /// The CA that client certificates must chain to.
+    pub ca: CertificateDer<'static>,
+    /// The server certificate.
+    pub cert: CertificateDer<'static>,
+    /// The server's private key.
+    pub key: PrivateKeyDer<'static>,
+}
+
+/// A workstation's identity: its key, its certificate and the agent's CA.
+#[derive(Debug)]
+pub struct Identity {
+    /// Client private key.
+    pub key: PrivateKeyDer<'static>,
+    /// Client certificate.
+    pub cert: CertificateDer<'static>,
+    /// The agent's CA, the only trust anchor for the agent's certificate.
+    pub ca: CertificateDer<'static>,
+}
+
+/// A client certificate just issued by [`issue_client`].
+#[derive(Debug)]
+pub struct IssuedClient {
+    /// The identity file's text (PEM).
+    pub pem: String,
+    /// Hex serial number.
+    pub serial: String,
+    /// Expiry.
+    pub not_after: OffsetDateTime,
+}
+
+/// Names for the server certificate: the configured ones, or the host name,
+/// `localhost`, `<hostname>.local` and the listen IP (loopback addresses
+/// when listening on all addresses).
+pub fn server_names(config: &Config) -> Vec<String> {
+    if !config.server_names.is_empty() {
+        return config.server_names.clone();
+    }
+    let mut names = Vec::new();
+    let host = rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned();
+    if !host.is_empty() && host != "localhost" {
+        names.push(host.clone());
+        if !host.contains('.') {
+            names.push(format!("{host}.local"));
+        }
+    }
+    names.push("localhost".into());
+    let ips: Vec<IpAddr> = match config.listen {
+        addr if addr.ip().is_unspecified() => {
+            vec![Ipv4Addr::LOCALHOST.into(), Ipv6Addr::LOCALHOST.into()]
+        }
+        SocketAddr::V4(addr) => vec![(*addr.ip()).into()],
+        SocketAddr::V6(addr) => vec![(*addr.ip()).into()],
+    };
+    names.extend(ips.iter().map(IpAddr::to_string));
+    names
+}
+
+/// Creates `state_dir` and, where absent, the CA and the server key; (re)signs
+/// the server certificate when missing, near expiry or for other names.
+pub fn init(config: &Config) -> Result<InitReport> {
+    let dir = &config.state_dir;
+    create_private_dir(dir)?;
+    create_private_dir(&dir.join(CLIENTS_DIR))?;
+
+    let created_ca = !dir.join(CA_KEY).exists();
+    if created_ca {
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+        let mut params = base_params(&format!("fileagent CA on {}", host_label()), CA_LIFETIME)?;
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let cert = params.self_signed(&key)?;
+        // The certificate first: a key without a certificate would be
+        // unusable, while a certificate without its key is simply redone.
+        write_new(&dir.join(CA_CERT), cert.pem().as_bytes(), 0o644)?;
+        write_new(&dir.join(CA_KEY), key.serialize_pem().as_bytes(), 0o600)?;
+    }
+    let ca = load_ca(dir)?;
+
+    let names = server_names(config);
+    let server_key_path = dir.join(SERVER_KEY);
+    let action = if !server_key_path.exists() {
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+        write_new(&server_key_path, key.serialize_pem().as_bytes(), 0o600)?;
+        ServerCertAction::Created
+    } else if server_cert_fits(&dir.join(SERVER_CERT), &names)? {
+        ServerCertAction::Kept
+    } else {
+        ServerCertAction::Renewed
+    };
+    if action != ServerCertAction::Kept {
+        let key = read_key(&server_key_path)?;
+        let mut params = base_params(&names[0], SERVER_CERT_LIFETIME)?;
+        params.subject_alt_names = names.iter().map(|n| san(n)).collect::<Result<_>>()?;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.use_authority_key_identifier_extension = true;
+        let cert = params.signed_by(&key, &ca.issuer)?;
+        replace(&dir.join(SERVER_CERT), cert.pem().as_bytes(), 0o644)?;
+    }
+    Ok(InitReport {
+        created_ca,
+        server_cert: action,
+        names,
+        ca_fingerprint: fingerprint(&ca.der),
+    })
+}
+
+/// Loads the agent's CA, server certificate and key from `state_dir`.
+pub fn load_agent(state_dir: &Path) -> Result<AgentCredentials> {
+    let read_cert = |name: &str| -> Result<CertificateDer<'static>> {
+        let path = state_dir.join(name);
+        CertificateDer::from_pem_file(&path)
+            .with_context(|| format!("cannot read certificate {}", path.display()))
+    };
+    let key_path = state_dir.join(SERVER_KEY);
+    Ok(AgentCredentials {
+        ca: read_cert(CA_CERT)?,
+        cert: read_cert(SERVER_CERT)?,
+        key: PrivateKeyDer::from_pem_file(&key_path)
+            .with_context(|| format!("cannot read key {}", key_path.display()))?,
+    })
+}
+
+/// Issues a client certificate with CN `name`, signed by the agent's CA
+/// (run [`init`] first), records it under `clients/` and returns the
+/// identity file's text.
+pub fn issue_client(config: &Config, name: &str) -> Result<IssuedClient> {
+    validate_client_name(name)?;
+    let dir = &config.state_dir;
+    let ca = load_ca(dir)?;
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+    let mut params = base_params(name, config.client_cert_lifetime)?;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    params.use_authority_key_identifier_extension = true;
+    let serial = hex::encode(
+        params
+            .serial_number
+            .as_ref()
+            .map(|s| s.to_bytes())
+            .unwrap_or_default(),
+    );
+    let not_after = params.not_after;
+    let cert = params.signed_by(&key, &ca.issuer)?;
+    let record = dir.join(CLIENTS_DIR).join(format!("{name}-{serial}.crt"));
+    write_new(&record, cert.pem().as_bytes(), 0o644)?;
+
+    let pem = format!(
+        "# fileagent identity for client \"{name}\", serial {serial}\n\
+         # issued by {ca}, valid until {not_after}\n\
+         # keep this file private: it holds the client's key\n{key}{cert}{ca_pem}",
+        ca = common_name(&ca.der).unwrap_or_default(),
+        ca_pem = ca.pem,
+        key = key.serialize_pem(),
+        cert = cert.pem(),
+    );
+    Ok(IssuedClient {
+        pem,
+        serial,
+        not_after,
+    })
+}
+
+impl Identity {
+    /// Reads an identity file (key, client certificate, agent CA).
+    pub fn load(path: &Path) -> Result<Identity> {
+        let text = std::fs::read(path)
+            .with_context(|| format!("cannot read identity file {}", path.display()))?;
+        Identity::parse(&text)
+            .with_context(|| format!("{} is not a fileagent identity file", path.display()))
+    }
+
+    /// Parses an identity file's text.
+    pub fn parse(text: &[u8]) -> Result<Identity> {
+        let key = PrivateKeyDer::from_pem_slice(text).context("no private key found")?;
+        let certs = CertificateDer::pem_slice_iter(text)
+            .collect::<Result<Vec<_>, _>>()
+            .context("a certificate is malformed")?;
+        let [cert, ca] = <[_; 2]>::try_from(certs).map_err(|certs| {
+            anyhow::anyhow!(
+                "expected 2 certificates (client, then agent CA), found {}",
+                certs.len()
+            )
+        })?;
+        Ok(Identity { key, cert, ca })
+    }
+
+    /// The client name (CN of the certificate).
+    pub fn name(&self) -> String {
+        common_name(&self.cert).unwrap_or_default()
+    }
+
+    /// Fails with advice when the client certificate is expired or not yet valid.
+    pub fn check_validity(&self) -> Result<()> {
+        let (_, cert) = X509Certificate::from_der(&self.cert).context("unreadable certificate")?;
+        let validity = cert.validity();
+        let now = OffsetDateTime::now_utc();
+        if now > validity.not_after.to_datetime() {
+            bail!(
+                "the client certificate \"{}\" expired on {}: ask the agent's administrator for a \
+                 new identity (`fileagent client issue`)",
+                self.name(),
+                validity.not_after
+            );
+        }
+        if now < validity.not_before.to_datetime() {
+            bail!(
+                "the client certificate is not valid before {}: check this machine's clock",
+                validity.not_before
+            );
+        }
+        Ok(())
+    }
+}
+
+/// The subject CN of a DER certificate, if it has one.
+pub fn common_name(der: &[u8]) -> Option<String> {
+    let (_, cert) = X509Certificate::from_der(der).ok()?;
+    let cn = cert.subject().iter_common_name().next()?;
+    cn.as_str().ok().map(str::to_owned)
+}
+
+/// SHA-256 fingerprint of a DER certificate, as lower-case hex.
+pub fn fingerprint(der: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(der))
+}
+
+/// Client names become certificate CNs and file names: keep them plain.
+pub fn validate_client_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_CLIENT_NAME_LEN
+        && !name.starts_with(['.', '-'])
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if !ok {
+        bail!(
+            "invalid client name {name:?}: use 1 to {MAX_CLIENT_NAME_LEN} letters, digits, '.', '_' \
+             or '-', not starting with '.' or '-' (e.g. \"alice-laptop\")"
+        );
+    }
+    Ok(())
+}
+
+/// Writes `contents` to a new file with `mode`, atomically; never replaces.
+pub fn write_new(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
+    let temp = temp_with(path, contents, mode)?;
+    temp.persist_noclobber(path)
+        .map_err(|e| e.error)
+        .with_context(|| format!("cannot create {} (does it already exist?)", path.display()))?;
+    Ok(())
+}
+
+fn replace(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
+    let temp = temp_with(path, contents, mode)?;
+    temp.persist(path)
+        .map_err(|e| e.error)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
+fn temp_with(path: &Path, contents: &[u8], mode: u32) -> Result<tempfile::NamedTempFile> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut temp = tempfile::Builder::new()
+        .prefix(".tmp-")
+        .permissions(std::fs::Permissions::from_mode(mode))
+        .tempfile_in(dir)
+        .with_context(|| format!("cannot create a file in {}", dir.display()))?;
+    temp.write_all(contents)?;
+    temp.as_file().sync_all()?;
+    Ok(temp)
+}
+
+fn create_private_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("cannot create directory {}", dir.display()))
+}
+
+fn base_params(common_name: &str, lifetime: Duration) -> Result<CertificateParams> {
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, common_name);
+    dn.push(DnType::OrganizationName, "fileagent");
+    params.distinguished_name = dn;
+    let now = OffsetDateTime::now_utc();
+    params.not_before = now - BACKDATE;
+    params.not_after = now + lifetime;
+    params.serial_number = Some(SerialNumber::from_slice(&random_serial()?));
+    Ok(params)
+}
+
+fn random_serial() -> Result<[u8; 16]> {
+    let mut serial = [0u8; 16];
+    rustls::crypto::ring::default_provider()
+        .secure_random
+        .fill(&mut serial)
+        .map_err(|_| anyhow::anyhow!("the system random number generator failed"))?;
+    serial[0] &= 0x7f; // positive
+    serial[0] |= 0x01; // and of full length
+    Ok(serial)
+}
+
+fn san(name: &str) -> Result<SanType> {
+    Ok(match name.parse::<IpAddr>() {
+        Ok(ip) => SanType::IpAddress(ip),
+        Err(_) => SanType::DnsName(
+            name.try_into()
+                .with_context(|| format!("server name {name:?} is not a valid DNS name"))?,
+        ),
+    })
+}
+
+fn host_label() -> String {
+    rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn read_key(path: &Path) -> Result<KeyPair> {
+    let pem = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read key {}", path.display()))?;
+    KeyPair::from_pem(&pem).with_context(|| format!("{} is not a valid key", path.display()))
+}
+
+/// The CA as an rcgen issuer, with its certificate as DER and as PEM text.
+struct Ca {
+    issuer: Issuer<'static, KeyPair>,
+    der: CertificateDer<'static>,
+    pem: String,
+}
+
+fn load_ca(dir: &Path) -> Result<Ca> {
+    let cert_path = dir.join(CA_CERT);
+    let pem = std::fs::read_to_string(&cert_path).with_context(|| {
+        format!(
+            "cannot read the agent CA {} (run `fileagent init` first)",
+            cert_path.display()
+        )
+    })?;
+    let der = CertificateDer::from_pem_slice(pem.as_bytes())
+        .with_context(|| format!("{} holds no certificate", cert_path.display()))?;
+    let key = read_key(&dir.join(CA_KEY))?;
+    let issuer = Issuer::from_ca_cert_der(&der, key)
+        .with_context(|| format!("{} is not a usable CA certificate", cert_path.display()))?;
+    Ok(Ca { issuer, der, pem })
+}
+
+/// True when the server certificate exists, has all `names` and more than
+/// [`SERVER_CERT_RENEW_BEFORE`] left.
+fn server_cert_fits(path: &Path, names: &[String]) -> Result<bool> {
+    let Ok(der) = CertificateDer::from_pem_file(path) else {
+        return Ok(false);
+    };
+    let (_, cert) = X509Certificate::from_der(&der)
+        .with_context(|| format!("{} is not a valid certificate", path.display()))?;
+    let renew_at = OffsetDateTime::now_utc() + SERVER_CERT_RENEW_BEFORE;
+    if cert.validity().not_after.to_datetime() < renew_at {
+        return Ok(false);
+    }
+    let present: Vec<String> = match cert.subject_alternative_name() {
+        Ok(Some(ext)) => ext
+            .value
+            .general_names
+            .iter()
+            .filter_map(|n| match n {
+                x509_parser::extensions::GeneralName::DNSName(d) => Some(d.to_string()),
+                x509_parser::extensions::GeneralName::IPAddress(b) => {
+                    ip_of(b).map(|ip| ip.to_string())
+                }
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    let wanted = names.iter().map(|n| match n.parse::<IpAddr>() {
+        Ok(ip) => ip.to_string(),
+        Err(_) => n.clone(),
+    });
+    Ok(wanted.into_iter().all(|n| present.contains(&n)))
+}
+
+fn ip_of(bytes: &[u8]) -> Option<IpAddr> {
+    match bytes.len() {
+        4 => Some(IpAddr::from(<[u8; 4]>::try_from(bytes).ok()?)),
+        16 => Some(IpAddr::from(<[u8; 16]>::try_from(bytes).ok()?)),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn config_in(dir: &Path) -> Config {
+        Config {
+            state_dir: dir.join("state"),
+            spool_dir: dir.join("spool"),
+            server_names: vec!["localhost".into(), "127.0.0.1".into()],
+            ..Config::default()
+        }
+    }
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn init_is_idempotent_and_keys_are_private() {
+        let tmp = tempfile::tempdir().unwrap();
+        let config = config_in(tmp.path());
+        let first = init(&config).unwrap();
+        assert!(first.created_ca);
+        assert_eq!(first.server_cert, ServerCertAction::Created);
+        let ca_key = std::fs::read(config.state_dir.join(CA_KEY)).unwrap();
+        let server_key = std::fs::read(config.state_dir.join(SERVER_KEY)).unwrap();
+        for key in [CA_KEY, SERVER_KEY] {
+            assert_eq!(mode(&config.state_dir.join(key)), 0o600, "{key}");
+        }
+        assert_eq!(mode(&config.state_dir), 0o700);
+
+        let second = init(&config).unwrap();
+        assert!(!second.created_ca);
+        assert_eq!(second.server_cert, ServerCertAction::Kept);
+        assert_eq!(second.ca_fingerprint, first.ca_fingerprint);
+        assert_eq!(
+            std::fs::read(config.state_dir.join(CA_KEY)).unwrap(),
+            ca_key
+        );
+        assert_eq!(
+            std::fs::read(config.state_dir.join(SERVER_KEY)).unwrap(),
+            server_key
+        );
+    }
+
+    #[test]
+    fn new_server_names_renew_the_certificate_with_the_same_key() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut config = config_in(tmp.path());
+        init(&config).unwrap();
+        let key = std::fs::read(config.state_dir.join(SERVER_KEY)).unwrap();
+        config.server_names.push("printer.example".into());
+        let report = init(&config).unwrap();
+        assert_eq!(report.server_cert, ServerCertAction::Renewed);
+        assert_eq!(
+            std::fs::read(config.state_dir.join(SERVER_KEY)).unwrap(),
+            key
+        );
+        assert_eq!(init(&config).unwrap().server_cert, ServerCertAction::Kept);
+    }
+
+    #[test]
+    fn issued_identity_round_trips_and_is_recorded() {
+        let tmp = tempfile::tempdir().unwrap();
+        let config = config_in(tmp.path());
+        init(&config).unwrap();
+        let issued = issue_client(&config, "alice-laptop").unwrap();
+        let identity = Identity::parse(issued.pem.as_bytes()).unwrap();
+        assert_eq!(identity.name(), "alice-laptop");
+        identity.check_validity().unwrap();
+        let agent = load_agent(&config.state_dir).unwrap();
+        assert_eq!(identity.ca, agent.ca);
+        let record = config
+            .state_dir
+            .join(CLIENTS_DIR)
+            .join(format!("alice-laptop-{}.crt", issued.serial));
+        assert!(record.exists());
+    }
+
+    #[test]
+    fn issuing_needs_a_ca_and_a_plain_name() {
+        let tmp = tempfile::tempdir().unwrap();
+        let config = config_in(tmp.path());
+        let err = issue_client(&config, "bob").unwrap_err();
+        assert!(format!("{err:#}").contains("fileagent init"), "{err:#}");
+        init(&config).unwrap();
+        for bad in ["", "../x", "a b", ".hidden", "-flag", &"x".repeat(65)] {
+            assert!(issue_client(&config, bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn default_names_cover_host_localhost_and_listen_ip() {
+        let config = Config::default();
+        let names = server_names(&config);
+        assert!(names.contains(&"localhost".to_string()));
+        assert!(names.contains(&"127.0.0.1".to_string()));
+        let local = Config::local();
+        assert!(server_names(&local).contains(&"127.0.0.1".to_string()));
+    }
+
+    #[test]
+    fn write_new_never_overwrites() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("k");
+        write_new(&path, b"one", 0o600).unwrap();
+        assert!(write_new(&path, b"two", 0o600).is_err());
+        assert_eq!(std::fs::read(&path).unwrap(), b"one");
+    }
+}

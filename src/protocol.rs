@@ -1,0 +1,629 @@
+//! The wire format between `fileagent` workstations and the agent.
+//!
+//! Everything that crosses the network is defined here and described in
+//! `docs/protocol.md`: the frame layout, the typed request and reply
+//! messages, the error codes and the limits. The transport under it is a
+//! mutually authenticated TLS 1.3 stream negotiated with ALPN [`ALPN`].
+//!
+//! A frame is a one-byte tag, a big-endian `u32` payload length and the
+//! payload. Headers (`H`) carry one JSON message; a file body is a run of data
+//! frames (`D`) closed by an end frame (`E`), so both sides always know where a
+//! body stops and a body that is shorter or longer than declared is detected
+//! without guessing.
+
+use std::io;
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
+
+/// ALPN protocol id; a future incompatible protocol gets a new id.
+pub const ALPN: &[u8] = b"fileagent/1";
+/// Default TCP port of the agent.
+pub const DEFAULT_PORT: u16 = 7341;
+/// Bytes before a frame's payload: tag (1) and length (4).
+pub const FRAME_PREFIX_LEN: usize = 5;
+/// Largest header a client may send; anything larger is refused.
+pub const MAX_REQUEST_HEADER_LEN: usize = 16 * 1024;
+/// Largest header the agent may send (a `list` of many files).
+pub const MAX_REPLY_HEADER_LEN: usize = 16 * 1024 * 1024;
+/// Largest data frame either side accepts.
+pub const MAX_CHUNK_LEN: usize = 1024 * 1024;
+/// Size of the data frames fileagent itself sends.
+pub const CHUNK_LEN: usize = 256 * 1024;
+
+const TAG_HEADER: u8 = b'H';
+const TAG_DATA: u8 = b'D';
+const TAG_END: u8 = b'E';
+
+/// A request from a workstation to the agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    /// Liveness check; answered with [`Reply::Pong`].
+    Ping,
+    /// Store a file. The agent answers [`Reply::Continue`] (then the body
+    /// follows), [`Reply::Stored`] with `unchanged` (identical file already
+    /// there, no body is sent) or [`Reply::Error`].
+    Send {
+        /// File name in the spool (a plain name, no path).
+        name: String,
+        /// Exact body length in bytes.
+        size: u64,
+        /// Lower-case hex SHA-256 of the whole body.
+        sha256: String,
+        /// Replace an existing file with different content.
+        #[serde(default)]
+        overwrite: bool,
+    },
+    /// List the files ready in the spool; answered with [`Reply::Files`].
+    List,
+    /// Fetch a file: [`Reply::Body`], the body, then [`Reply::Complete`].
+    Get {
+        /// File name in the spool.
+        name: String,
+    },
+    /// Remove a file from the spool; answered with [`Reply::Deleted`].
+    Delete {
+        /// File name in the spool.
+        name: String,
+    },
+    /// Agent health and spool figures; answered with [`Reply::Status`].
+    Status,
+}
+
+/// One file in the spool as listed by the agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileEntry {
+    /// File name.
+    pub name: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Last modification, seconds since the Unix epoch.
+    pub modified: u64,
+}
+
+/// Figures reported by [`Request::Status`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentStatus {
+    /// Agent version (Cargo package version).
+    pub version: String,
+    /// Seconds since the agent started.
+    pub uptime_secs: u64,
+    /// Uploads being received right now.
+    pub incoming: u64,
+    /// Files ready in the spool.
+    pub ready: u64,
+    /// Total bytes of the ready files.
+    pub ready_bytes: u64,
+    /// Bytes free for the agent on the spool's file system.
+    pub free_bytes: u64,
+    /// Largest file the agent accepts.
+    pub max_file_size: u64,
+    /// Common name of the certificate this connection authenticated with.
+    pub client: String,
+}
+
+/// A reply from the agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Reply {
+    /// Answer to [`Request::Ping`].
+    Pong,
+    /// The agent accepts the announced body: send it now.
+    Continue,
+    /// The file is durably in the spool (fsynced and renamed into place).
+    Stored {
+        /// File name.
+        name: String,
+        /// Size in bytes.
+        size: u64,
+        /// SHA-256 the agent computed over what it stored.
+        sha256: String,
+        /// The identical file was already there; no body was transferred.
+        #[serde(default)]
+        unchanged: bool,
+        /// A different file of that name was replaced (`overwrite`).
+        #[serde(default)]
+        replaced: bool,
+    },
+    /// Answer to [`Request::List`], sorted by name.
+    Files {
+        /// The ready files.
+        files: Vec<FileEntry>,
+    },
+    /// Start of a [`Request::Get`] body of `size` bytes.
+    Body {
+        /// File name.
+        name: String,
+        /// Size in bytes.
+        size: u64,
+    },
+    /// End of a [`Request::Get`] body, with the digest of what was sent.
+    Complete {
+        /// Lower-case hex SHA-256 of the body.
+        sha256: String,
+    },
+    /// Answer to [`Request::Delete`].
+    Deleted {
+        /// File name.
+        name: String,
+    },
+    /// Answer to [`Request::Status`].
+    Status(AgentStatus),
+    /// The request failed; the connection stays usable unless the code says
+    /// otherwise (see `docs/protocol.md`).
+    Error {
+        /// Machine-readable reason.
+        code: ErrorCode,
+        /// Human-readable explanation with what to do next.
+        message: String,
+    },
+}
+
+/// Why the agent refused a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The header was not a valid request (bad JSON, unknown op, bad field).
+    BadRequest,
+    /// The header exceeded [`MAX_REQUEST_HEADER_LEN`]; the connection closes.
+    HeaderTooLarge,
+    /// The file name is not a plain, safe name.
+    BadName,
+    /// The declared size is over the agent's `max_file_size`.
+    TooLarge,
+    /// Storing the file would leave less than `min_free_space` free.
+    NoSpace,
+    /// A different file of that name exists and `overwrite` was not set.
+    Exists,
+    /// No file of that name is in the spool.
+    NotFound,
+    /// The body was shorter or longer than the declared size.
+    SizeMismatch,
+    /// The body's SHA-256 differs from the declared one.
+    DigestMismatch,
+    /// The client stopped sending within the agent's timeout.
+    Timeout,
+    /// The agent is shutting down; try again shortly.
+    ShuttingDown,
+    /// Anything else on the agent's side (an I/O error); see its log.
+    Internal,
+}
+
+impl ErrorCode {
+    /// The code as it appears on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::HeaderTooLarge => "header_too_large",
+            ErrorCode::BadName => "bad_name",
+            ErrorCode::TooLarge => "too_large",
+            ErrorCode::NoSpace => "no_space",
+            ErrorCode::Exists => "exists",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::SizeMismatch => "size_mismatch",
+            ErrorCode::DigestMismatch => "digest_mismatch",
+            ErrorCode::Timeout => "timeout",
+            ErrorCode::ShuttingDown => "shutting_down",
+            ErrorCode::Internal => "internal",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What went wrong while reading or writing frames.
+#[derive(Debug, thiserror::Error)]
+pub enum ProtocolError {
+    /// The underlying stream failed.
+    #[error("connection error: {0}")]
+    Io(#[from] io::Error),
+    /// The peer closed the connection in the middle of a frame.
+    #[error("connection closed in the middle of a message")]
+    UnexpectedEof,
+    /// Nothing arrived within the allowed time.
+    #[error("no data for {0:?}")]
+    Timeout(Duration),
+    /// A frame started with a tag this protocol does not know.
+    #[error("not a fileagent frame (tag byte {0:#04x})")]
+    BadTag(u8),
+    /// A header frame was longer than allowed.
+    #[error("header of {len} bytes exceeds the limit of {max} bytes")]
+    HeaderTooLarge {
+        /// Declared length.
+        len: usize,
+        /// Limit in force.
+        max: usize,
+    },
+    /// A data frame was empty or longer than [`MAX_CHUNK_LEN`].
+    #[error("data frame of {0} bytes is outside 1..={MAX_CHUNK_LEN}")]
+    BadChunkLen(usize),
+    /// An end frame carried a payload.
+    #[error("end frame carries {0} bytes; it must be empty")]
+    BadEndLen(usize),
+    /// A header was not the JSON message expected here.
+    #[error("malformed message: {0}")]
+    BadMessage(#[from] serde_json::Error),
+    /// A frame arrived that is not allowed at this point.
+    #[error("unexpected {got} frame, expected {expected}")]
+    Unexpected {
+        /// What arrived.
+        got: &'static str,
+        /// What was expected.
+        expected: &'static str,
+    },
+}
+
+impl ProtocolError {
+    /// True when the frame stream is still in sync, so the connection can
+    /// carry the next request after an error reply.
+    pub fn is_recoverable(&self) -> bool {
+        matches!(self, ProtocolError::BadMessage(_))
+    }
+}
+
+/// One decoded frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    /// A JSON header.
+    Header(Bytes),
+    /// A piece of a body.
+    Data(Bytes),
+    /// The end of a body.
+    End,
+}
+
+impl Frame {
+    fn kind(&self) -> &'static str {
+        match self {
+            Frame::Header(_) => "header",
+            Frame::Data(_) => "data",
+            Frame::End => "end",
+        }
+    }
+}
+
+/// Checks whether `buf` starts with a whole frame, validating the prefix
+/// first so an oversized or bogus frame is refused before its payload is
+/// read. Returns the frame's total length when it is complete.
+fn check_frame(buf: &[u8], max_header: usize) -> Result<Option<usize>, ProtocolError> {
+    if buf.len() < FRAME_PREFIX_LEN {
+        return Ok(None);
+    }
+    let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
+    match buf[0] {
+        TAG_HEADER if len > max_header => {
+            return Err(ProtocolError::HeaderTooLarge {
+                len,
+                max: max_header,
+            });
+        }
+        TAG_HEADER => {}
+        TAG_DATA if len == 0 || len > MAX_CHUNK_LEN => {
+            return Err(ProtocolError::BadChunkLen(len));
+        }
+        TAG_DATA => {}
+        TAG_END if len != 0 => return Err(ProtocolError::BadEndLen(len)),
+        TAG_END => {}
+        tag => return Err(ProtocolError::BadTag(tag)),
+    }
+    let total = FRAME_PREFIX_LEN + len;
+    Ok((buf.len() >= total).then_some(total))
+}
+
+/// A framed, buffered connection over any byte stream (TLS in production,
+/// `tokio::io::duplex` in tests). Owns the read buffer, so bytes that
+/// arrive together with a header are kept for the body that follows.
+#[derive(Debug)]
+pub struct Connection<S> {
+    stream: BufWriter<S>,
+    buffer: BytesMut,
+    max_header: usize,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
+    /// Wraps `stream`; incoming headers longer than `max_header` are refused.
+    pub fn new(stream: S, max_header: usize) -> Self {
+        Connection {
+            stream: BufWriter::with_capacity(CHUNK_LEN + FRAME_PREFIX_LEN, stream),
+            buffer: BytesMut::with_capacity(2 * CHUNK_LEN),
+            max_header,
+        }
+    }
+
+    /// The underlying stream.
+    pub fn get_ref(&self) -> &S {
+        self.stream.get_ref()
+    }
+
+    /// Reads the next frame. `Ok(None)` is a clean end of stream between
+    /// frames; every single read waits at most `idle`.
+    pub async fn read_frame(&mut self, idle: Duration) -> Result<Option<Frame>, ProtocolError> {
+        loop {
+            if let Some(total) = check_frame(&self.buffer, self.max_header)? {
+                let tag = self.buffer[0];
+                self.buffer.advance(FRAME_PREFIX_LEN);
+                let payload = self.buffer.split_to(total - FRAME_PREFIX_LEN).freeze();
+                return Ok(Some(match tag {
+                    TAG_HEADER => Frame::Header(payload),
+                    TAG_DATA => Frame::Data(payload),
+                    _ => Frame::End,
+                }));
+            }
+            if self.buffer.capacity() - self.buffer.len() < CHUNK_LEN / 4 {
+                self.buffer.reserve(CHUNK_LEN);
+            }
+            let read = self.stream.get_mut().read_buf(&mut self.buffer);
+            let n = match tokio::time::timeout(idle, read).await {
+                Err(_) => return Err(ProtocolError::Timeout(idle)),
+                Ok(Ok(n)) => n,
+                // TLS reports a close without close_notify as UnexpectedEof;
+                // between frames that is an ordinary end of the conversation.
+                Ok(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => 0,
+                Ok(Err(e)) => return Err(e.into()),
+            };
+            if n == 0 {
+                return if self.buffer.is_empty() {
+                    Ok(None)
+                } else {
+                    Err(ProtocolError::UnexpectedEof)
+                };
+            }
+        }
+    }
+
+    /// Reads the next header and decodes it as `T`; `Ok(None)` on a clean
+    /// end of stream.
+    pub async fn read_message<T: DeserializeOwned>(
+        &mut self,
+        idle: Duration,
+    ) -> Result<Option<T>, ProtocolError> {
+        match self.read_frame(idle).await? {
+            None => Ok(None),
+            Some(Frame::Header(json)) => Ok(Some(serde_json::from_slice(&json)?)),
+            Some(other) => Err(ProtocolError::Unexpected {
+                got: other.kind(),
+                expected: "header",
+            }),
+        }
+    }
+
+    /// Like [`read_message`](Self::read_message), but the end of the stream
+    /// is an error: used where the peer owes us an answer.
+    pub async fn expect_message<T: DeserializeOwned>(
+        &mut self,
+        idle: Duration,
+    ) -> Result<T, ProtocolError> {
+        self.read_message(idle)
+            .await?
+            .ok_or(ProtocolError::UnexpectedEof)
+    }
+
+    /// Reads the next piece of a body: `Some(data)`, or `None` at its end.
+    pub async fn read_chunk(&mut self, idle: Duration) -> Result<Option<Bytes>, ProtocolError> {
+        match self.read_frame(idle).await? {
+            Some(Frame::Data(data)) => Ok(Some(data)),
+            Some(Frame::End) => Ok(None),
+            Some(Frame::Header(_)) => Err(ProtocolError::Unexpected {
+                got: "header",
+                expected: "data or end",
+            }),
+            None => Err(ProtocolError::UnexpectedEof),
+        }
+    }
+
+    /// Writes one header and flushes it.
+    pub async fn write_message<T: Serialize>(&mut self, message: &T) -> io::Result<()> {
+        let json = serde_json::to_vec(message).map_err(io::Error::other)?;
+        self.write_prefix(TAG_HEADER, json.len()).await?;
+        self.stream.write_all(&json).await?;
+        self.stream.flush().await
+    }
+
+    /// Writes one piece of a body (not flushed), split into frames of at
+    /// most [`MAX_CHUNK_LEN`]; an empty slice writes nothing.
+    pub async fn write_chunk(&mut self, data: &[u8]) -> io::Result<()> {
+        for piece in data.chunks(MAX_CHUNK_LEN) {
+            self.write_prefix(TAG_DATA, piece.len()).await?;
+            self.stream.write_all(piece).await?;
+        }
+        Ok(())
+    }
+
+    /// Ends a body and flushes.
+    pub async fn write_end(&mut self) -> io::Result<()> {
+        self.write_prefix(TAG_END, 0).await?;
+        self.stream.flush().await
+    }
+
+    /// Writes raw bytes, bypassing framing: only for tests of hostile peers.
+    #[doc(hidden)]
+    pub async fn write_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.stream.write_all(bytes).await?;
+        self.stream.flush().await
+    }
+
+    /// Flushes and shuts down the sending side (TLS close_notify).
+    pub async fn shutdown(&mut self) -> io::Result<()> {
+        self.stream.shutdown().await
+    }
+
+    async fn write_prefix(&mut self, tag: u8, len: usize) -> io::Result<()> {
+        let len = u32::try_from(len).map_err(io::Error::other)?;
+        let mut prefix = [0u8; FRAME_PREFIX_LEN];
+        prefix[0] = tag;
+        prefix[1..].copy_from_slice(&len.to_be_bytes());
+        self.stream.write_all(&prefix).await
+    }
+}
+
+/// Encodes a frame prefix; for tests that build frames by hand.
+#[doc(hidden)]
+pub fn frame_prefix(tag: u8, len: u32) -> [u8; FRAME_PREFIX_LEN] {
+    let mut prefix = [tag, 0, 0, 0, 0];
+    prefix[1..].copy_from_slice(&len.to_be_bytes());
+    prefix
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const IDLE: Duration = Duration::from_secs(5);
+
+    /// A pair of connections over a 7-byte pipe, so every frame arrives in
+    /// pieces.
+    fn pair() -> (
+        Connection<tokio::io::DuplexStream>,
+        Connection<tokio::io::DuplexStream>,
+    ) {
+        let (a, b) = tokio::io::duplex(7);
+        (
+            Connection::new(a, MAX_REPLY_HEADER_LEN),
+            Connection::new(b, MAX_REQUEST_HEADER_LEN),
+        )
+    }
+
+    /// Writes `bytes` from a task (the pipe is too small to hold them) and
+    /// drops the connection when done, which ends the stream.
+    fn feed(
+        mut conn: Connection<tokio::io::DuplexStream>,
+        bytes: Vec<u8>,
+    ) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            // The reader may stop early on an error: ignore a broken pipe.
+            let _ = conn.write_raw(&bytes).await;
+        })
+    }
+
+    #[tokio::test]
+    async fn messages_and_bodies_round_trip_through_a_tiny_pipe() {
+        let (mut client, mut agent) = pair();
+        let request = Request::Send {
+            name: "cube.gcode".into(),
+            size: 300_000,
+            sha256: "ab".repeat(32),
+            overwrite: false,
+        };
+        let body: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let sent = request.clone();
+        let sent_body = body.clone();
+        let writer = tokio::spawn(async move {
+            client.write_message(&sent).await.unwrap();
+            client.write_chunk(&sent_body).await.unwrap();
+            client.write_end().await.unwrap();
+            client.write_message(&Request::Ping).await.unwrap();
+        });
+        assert_eq!(
+            agent.read_message::<Request>(IDLE).await.unwrap(),
+            Some(request)
+        );
+        let mut received = Vec::new();
+        while let Some(chunk) = agent.read_chunk(IDLE).await.unwrap() {
+            received.extend_from_slice(&chunk);
+        }
+        assert_eq!(received, body);
+        assert_eq!(
+            agent.read_message::<Request>(IDLE).await.unwrap(),
+            Some(Request::Ping)
+        );
+        writer.await.unwrap();
+        assert_eq!(agent.read_message::<Request>(IDLE).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn wire_names_are_stable() {
+        let json = serde_json::to_string(&Reply::Error {
+            code: ErrorCode::DigestMismatch,
+            message: "m".into(),
+        })
+        .unwrap();
+        assert_eq!(
+            json,
+            r#"{"type":"error","code":"digest_mismatch","message":"m"}"#
+        );
+        let req: Request = serde_json::from_str(r#"{"op":"get","name":"a.gcode"}"#).unwrap();
+        assert_eq!(
+            req,
+            Request::Get {
+                name: "a.gcode".into()
+            }
+        );
+        assert_eq!(ErrorCode::NoSpace.as_str(), "no_space");
+    }
+
+    #[tokio::test]
+    async fn oversized_header_is_refused_from_its_prefix() {
+        let (mut client, mut agent) = pair();
+        let prefix = frame_prefix(TAG_HEADER, (MAX_REQUEST_HEADER_LEN + 1) as u32);
+        client.write_raw(&prefix).await.unwrap();
+        let err = agent.read_frame(IDLE).await.unwrap_err();
+        assert!(matches!(err, ProtocolError::HeaderTooLarge { .. }), "{err}");
+    }
+
+    #[tokio::test]
+    async fn bad_frames_are_rejected() {
+        for (bytes, want) in [
+            (b"GET / HTTP/1.1\r\n".to_vec(), "tag byte 0x47"),
+            (frame_prefix(TAG_DATA, 0).to_vec(), "outside"),
+            (
+                frame_prefix(TAG_DATA, MAX_CHUNK_LEN as u32 + 1).to_vec(),
+                "outside",
+            ),
+            (frame_prefix(TAG_END, 3).to_vec(), "must be empty"),
+        ] {
+            let (client, mut agent) = pair();
+            let _client = feed(client, bytes);
+            let err = agent.read_frame(IDLE).await.unwrap_err();
+            assert!(err.to_string().contains(want), "{err} lacks {want}");
+            assert!(!err.is_recoverable());
+        }
+    }
+
+    #[tokio::test]
+    async fn eof_inside_a_frame_is_an_error_and_between_frames_is_not() {
+        let (client, mut agent) = pair();
+        let mut bytes = frame_prefix(TAG_HEADER, 10).to_vec();
+        bytes.extend_from_slice(b"{\"op\"");
+        let _writer = feed(client, bytes);
+        let err = agent.read_frame(IDLE).await.unwrap_err();
+        assert!(matches!(err, ProtocolError::UnexpectedEof));
+
+        let (client, mut agent) = pair();
+        drop(client);
+        assert_eq!(agent.read_frame(IDLE).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn malformed_json_is_recoverable_and_unexpected_frames_are_not() {
+        let (mut client, mut agent) = pair();
+        let writer = tokio::spawn(async move {
+            client
+                .write_raw(&frame_prefix(TAG_HEADER, 2))
+                .await
+                .unwrap();
+            client.write_raw(b"{]").await.unwrap();
+            client.write_chunk(b"x").await.unwrap();
+            client.write_end().await.unwrap();
+            client
+        });
+        let err = agent.read_message::<Request>(IDLE).await.unwrap_err();
+        assert!(err.is_recoverable());
+        let err = agent.read_message::<Request>(IDLE).await.unwrap_err();
+        assert!(matches!(err, ProtocolError::Unexpected { got: "data", .. }));
+        writer.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_peer_times_out() {
+        let (_client, mut agent) = pair();
+        let err = agent.read_frame(Duration::from_secs(30)).await.unwrap_err();
+        assert!(matches!(err, ProtocolError::Timeout(_)));
+    }
+}

@@ -1,0 +1,158 @@
+//! The accept loop: connection limit, TLS handshake under a timeout, one task
+//! per connection, and graceful shutdown.
+//!
+//! The caller binds the listener and passes a shutdown future, so tests can
+//! bind `127.0.0.1:0` and stop the server when they like. A permit of the
+//! connection limit is taken *before* `accept`, so excess clients wait in the
+//! kernel's backlog rather than costing a task each. On shutdown the
+//! listener is closed, idle sessions end at once, running uploads get
+//! `shutdown_grace` to finish, and what is still running after that is
+//! aborted (its temp file removed by the spool's drop guard).
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::ServerConfig;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+use tracing::{Instrument, debug, error, info, info_span, warn};
+
+use crate::pki::common_name;
+use crate::protocol::{ALPN, Connection, MAX_REQUEST_HEADER_LEN};
+use crate::session::{Session, Shared};
+
+/// Longest pause between retries when `accept` keeps failing (e.g. EMFILE).
+pub const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(2);
+
+/// Connection-level settings of the server.
+#[derive(Debug, Clone, Copy)]
+pub struct ServerOptions {
+    /// Simultaneous connections.
+    pub max_connections: usize,
+    /// Time for the TLS handshake.
+    pub handshake_timeout: Duration,
+    /// Time running sessions get after shutdown begins.
+    pub shutdown_grace: Duration,
+}
+
+/// Serves `listener` until `shutdown` completes, then shuts down gracefully.
+pub async fn run(
+    listener: TcpListener,
+    tls: Arc<ServerConfig>,
+    shared: Arc<Shared>,
+    options: ServerOptions,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let acceptor = TlsAcceptor::from(tls);
+    let permits = Arc::new(Semaphore::new(options.max_connections));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut tasks = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            permit = permits.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break, // never closed; stop rather than spin
+            },
+            () = &mut shutdown => break,
+        };
+        let (tcp, peer) = tokio::select! {
+            accepted = accept(&listener) => accepted,
+            () = &mut shutdown => break,
+        };
+        while tasks.try_join_next().is_some() {}
+        let acceptor = acceptor.clone();
+        let shared = shared.clone();
+        let stop = stop_rx.clone();
+        let span = info_span!("conn", %peer);
+        tasks.spawn(
+            async move {
+                handle(tcp, acceptor, shared, options.handshake_timeout, stop).await;
+                drop(permit);
+            }
+            .instrument(span),
+        );
+    }
+    drop(listener);
+    stop_tx.send_replace(true);
+    while tasks.try_join_next().is_some() {}
+    if !tasks.is_empty() {
+        info!(connections = tasks.len(), grace = ?options.shutdown_grace, "shutting down, waiting for running transfers");
+    }
+    let drained = tokio::time::timeout(options.shutdown_grace, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        warn!(
+            connections = tasks.len(),
+            "shutdown grace expired, discarding unfinished transfers"
+        );
+        tasks.abort_all();
+        while tasks.join_next().await.is_some() {}
+    }
+    info!("server stopped");
+    Ok(())
+}
+
+/// Accepts the next connection, retrying failures with a capped backoff.
+async fn accept(listener: &TcpListener) -> (TcpStream, SocketAddr) {
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        match listener.accept().await {
+            Ok(accepted) => return accepted,
+            Err(e) => {
+                error!(error = %e, retry_in = ?backoff, "accept failed");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_ACCEPT_BACKOFF);
+            }
+        }
+    }
+}
+
+async fn handle(
+    tcp: TcpStream,
+    acceptor: TlsAcceptor,
+    shared: Arc<Shared>,
+    handshake_timeout: Duration,
+    stop: watch::Receiver<bool>,
+) {
+    tcp.set_nodelay(true).ok();
+    let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            warn!(error = %e, "TLS handshake refused");
+            return;
+        }
+        Err(_) => {
+            warn!(timeout = ?handshake_timeout, "TLS handshake timed out");
+            return;
+        }
+    };
+    let (_, session) = tls.get_ref();
+    if session.alpn_protocol() != Some(ALPN) {
+        warn!("client did not negotiate ALPN fileagent/1, closing");
+        return;
+    }
+    // The verifier only lets chained certificates through; the CN names the client.
+    let client = session
+        .peer_certificates()
+        .and_then(|certs| certs.first())
+        .and_then(|cert| common_name(cert))
+        .unwrap_or_else(|| "<no CN>".into());
+    info!(client = %client, "connected");
+    let session = Session::new(
+        Connection::new(tls, MAX_REQUEST_HEADER_LEN),
+        shared,
+        client.clone(),
+        stop,
+    );
+    match session.run().await {
+        Ok(()) => debug!(client = %client, "disconnected"),
+        Err(e) => warn!(client = %client, error = %e, "connection closed on error"),
+    }
+}

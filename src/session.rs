@@ -1,0 +1,304 @@
+//! The agent's side of one authenticated connection: reads requests, carries
+//! them out on the spool and answers, until the client leaves, a timeout
+//! strikes or the agent shuts down.
+//!
+//! Errors the frame stream survives (a refused name, a bad digest, a
+//! malformed JSON header) are answered and the session goes on; errors that
+//! lose the framing (a bogus frame, an oversized header, a timeout) are
+//! answered if possible and end the session.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::protocol::{
+    AgentStatus, CHUNK_LEN, Connection, ErrorCode, ProtocolError, Reply, Request,
+};
+use crate::spool::{Begin, Spool, SpoolError};
+
+/// What every session shares: the spool, the timeouts and the start time.
+#[derive(Debug)]
+pub struct Shared {
+    /// The spool.
+    pub spool: Spool,
+    /// Time for each request header, including the wait for it.
+    pub header_timeout: Duration,
+    /// Time a body may go without data (both directions).
+    pub body_idle_timeout: Duration,
+    /// Largest file accepted (reported by `status`).
+    pub max_file_size: u64,
+    /// When the agent started.
+    pub started: Instant,
+}
+
+/// Why a session ended abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// The frame stream broke or timed out.
+    #[error(transparent)]
+    Protocol(#[from] ProtocolError),
+    /// Writing a reply failed.
+    #[error("cannot write to the client: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// One connection's request loop.
+pub struct Session<S> {
+    conn: Connection<S>,
+    shared: Arc<Shared>,
+    client: String,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
+    /// A session for `client` (the CN of its certificate).
+    pub fn new(
+        conn: Connection<S>,
+        shared: Arc<Shared>,
+        client: String,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
+        Session {
+            conn,
+            shared,
+            client,
+            shutdown,
+        }
+    }
+
+    /// Serves requests until the client closes the connection (`Ok`), or the
+    /// stream breaks.
+    pub async fn run(mut self) -> Result<(), SessionError> {
+        let header_timeout = self.shared.header_timeout;
+        loop {
+            // Idle between requests: a shutdown ends the session at once.
+            let next = tokio::select! {
+                next = tokio::time::timeout(header_timeout, self.conn.read_message::<Request>(header_timeout)) => next,
+                () = stopped(&mut self.shutdown) => {
+                    self.conn.shutdown().await.ok();
+                    return Ok(());
+                }
+            };
+            let request = match next.unwrap_or(Err(ProtocolError::Timeout(header_timeout))) {
+                Ok(Some(request)) => request,
+                Ok(None) => return Ok(()),
+                Err(e) if e.is_recoverable() => {
+                    warn!(client = %self.client, error = %e, "bad request");
+                    self.conn
+                        .write_message(&Reply::Error {
+                            code: ErrorCode::BadRequest,
+                            message: e.to_string(),
+                        })
+                        .await?;
+                    continue;
+                }
+                Err(e) => return self.fail_stream(e).await,
+            };
+            self.handle(request).await?;
+        }
+    }
+
+    /// Answers a stream that lost its framing (or timed out) with the most
+    /// useful error, if the peer is still there, then ends the session.
+    async fn fail_stream(&mut self, e: ProtocolError) -> Result<(), SessionError> {
+        let code = match &e {
+            ProtocolError::Io(_) | ProtocolError::UnexpectedEof => return Err(e.into()),
+            ProtocolError::HeaderTooLarge { .. } => ErrorCode::HeaderTooLarge,
+            ProtocolError::Timeout(_) => ErrorCode::Timeout,
+            _ => ErrorCode::BadRequest,
+        };
+        let reply = Reply::Error {
+            code,
+            message: e.to_string(),
+        };
+        // Best effort: the peer may already be gone.
+        if self.conn.write_message(&reply).await.is_ok() {
+            self.conn.shutdown().await.ok();
+        }
+        Err(e.into())
+    }
+
+    async fn handle(&mut self, request: Request) -> Result<(), SessionError> {
+        let reply = match request {
+            Request::Ping => Reply::Pong,
+            Request::Send {
+                name,
+                size,
+                sha256,
+                overwrite,
+            } => return self.receive(&name, size, &sha256, overwrite).await,
+            Request::Get { name } => return self.send_file(&name).await,
+            Request::List => match self.shared.spool.list().await {
+                Ok(files) => Reply::Files { files },
+                Err(e) => self.error_reply(&e),
+            },
+            Request::Delete { name } => match self.shared.spool.delete(&name).await {
+                Ok(()) => {
+                    info!(client = %self.client, file = %name, "deleted");
+                    Reply::Deleted { name }
+                }
+                Err(e) => self.error_reply(&e),
+            },
+            Request::Status => Reply::Status(self.status().await),
+        };
+        self.conn.write_message(&reply).await?;
+        Ok(())
+    }
+
+    fn error_reply(&self, e: &SpoolError) -> Reply {
+        let code = e.code();
+        if code == ErrorCode::Internal {
+            warn!(client = %self.client, error = %e, "request failed");
+        }
+        let hint = match code {
+            ErrorCode::Exists => " (send with --overwrite to replace it)",
+            ErrorCode::NoSpace => " (delete files from the spool or free space on the agent)",
+            ErrorCode::TooLarge => " (raise max_file_size in the agent's config)",
+            ErrorCode::Internal => " (see the agent's log)",
+            _ => "",
+        };
+        Reply::Error {
+            code,
+            message: format!("{e}{hint}"),
+        }
+    }
+
+    async fn status(&self) -> AgentStatus {
+        let spool = &self.shared.spool;
+        let files = spool.list().await.unwrap_or_default();
+        AgentStatus {
+            version: env!("CARGO_PKG_VERSION").into(),
+            uptime_secs: self.shared.started.elapsed().as_secs(),
+            incoming: spool.incoming_count(),
+            ready: files.len() as u64,
+            ready_bytes: files.iter().map(|f| f.size).sum(),
+            free_bytes: spool.free_space().unwrap_or(0),
+            max_file_size: self.shared.max_file_size,
+            client: self.client.clone(),
+        }
+    }
+
+    /// `send`: checks, `continue`, the body, then `stored` or an error.
+    async fn receive(
+        &mut self,
+        name: &str,
+        size: u64,
+        sha256: &str,
+        overwrite: bool,
+    ) -> Result<(), SessionError> {
+        let started = Instant::now();
+        let mut upload = match self.shared.spool.begin(name, size, sha256, overwrite).await {
+            Ok(Begin::Receive(upload)) => upload,
+            Ok(Begin::Unchanged(stored)) => {
+                info!(client = %self.client, file = %name, bytes = size, sha256 = %stored.sha256, "unchanged, already stored");
+                return Ok(self.conn.write_message(&stored_reply(stored)).await?);
+            }
+            Err(e) => {
+                info!(client = %self.client, file = %name, bytes = size, error = %e, "send refused");
+                return Ok(self.conn.write_message(&self.error_reply(&e)).await?);
+            }
+        };
+        self.conn.write_message(&Reply::Continue).await?;
+        let idle = self.shared.body_idle_timeout;
+        // Read the whole body even after a write error, so the reply is
+        // read by a client that is still sending and the stream stays in sync.
+        let mut failure: Option<SpoolError> = None;
+        loop {
+            match self.conn.read_chunk(idle).await {
+                Ok(Some(chunk)) if failure.is_none() => {
+                    if let Err(e) = upload.write(&chunk).await {
+                        failure = Some(e);
+                    }
+                }
+                Ok(Some(_)) => {}
+                Ok(None) => break,
+                Err(e) => {
+                    warn!(
+                        client = %self.client, file = %name, bytes = size, received = upload.written(),
+                        error = %e, "upload aborted, discarded"
+                    );
+                    drop(upload);
+                    return self.fail_stream(e).await;
+                }
+            }
+        }
+        let result = match failure {
+            Some(e) => Err(e),
+            None => upload.finish(overwrite).await,
+        };
+        let reply = match result {
+            Ok(stored) => {
+                let secs = started.elapsed().as_secs_f64();
+                info!(
+                    client = %self.client, file = %stored.name, bytes = stored.size, sha256 = %stored.sha256,
+                    replaced = stored.replaced, secs, "stored"
+                );
+                stored_reply(stored)
+            }
+            Err(e) => {
+                warn!(client = %self.client, file = %name, bytes = size, error = %e, "upload discarded");
+                self.error_reply(&e)
+            }
+        };
+        Ok(self.conn.write_message(&reply).await?)
+    }
+
+    /// `get`: `body`, the data, `complete` with the digest of what was sent.
+    async fn send_file(&mut self, name: &str) -> Result<(), SessionError> {
+        let (mut file, size) = match self.shared.spool.open_file(name).await {
+            Ok(found) => found,
+            Err(e) => return Ok(self.conn.write_message(&self.error_reply(&e)).await?),
+        };
+        self.conn
+            .write_message(&Reply::Body {
+                name: name.into(),
+                size,
+            })
+            .await?;
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; CHUNK_LEN];
+        let mut sent = 0u64;
+        // Send exactly `size` bytes: a file that grows meanwhile is cut at
+        // the announced size, one that shrinks ends the stream (the client
+        // then sees a short body and rejects it).
+        while sent < size {
+            let want = (size - sent).min(CHUNK_LEN as u64) as usize;
+            let n = file.read(&mut buf[..want]).await?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            tokio::time::timeout(
+                self.shared.body_idle_timeout,
+                self.conn.write_chunk(&buf[..n]),
+            )
+            .await
+            .map_err(|_| ProtocolError::Timeout(self.shared.body_idle_timeout))??;
+            sent += n as u64;
+        }
+        self.conn.write_end().await?;
+        let sha256 = hex::encode(hasher.finalize());
+        info!(client = %self.client, file = %name, bytes = sent, sha256 = %sha256, "sent");
+        Ok(self.conn.write_message(&Reply::Complete { sha256 }).await?)
+    }
+}
+
+/// Completes once the agent starts shutting down.
+async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    // An error means the server is gone: that is a shutdown too.
+    let _ = shutdown.wait_for(|&stop| stop).await;
+}
+
+fn stored_reply(stored: crate::spool::Stored) -> Reply {
+    Reply::Stored {
+        name: stored.name,
+        size: stored.size,
+        sha256: stored.sha256,
+        unchanged: stored.unchanged,
+        replaced: stored.replaced,
+    }
+}

@@ -1,0 +1,775 @@
+//! The on-disk spool: `incoming/` for bodies being received, `ready/` for
+//! complete, verified files.
+//!
+//! A body is written to a temp file in `incoming/`, hashed as it arrives,
+//! and only when its size and SHA-256 match the declared ones is it fsynced,
+//! renamed into `ready/` and the directory fsynced. An [`Upload`] that is
+//! dropped before [`Upload::finish`] (error, timeout, shutdown, aborted task)
+//! removes its temp file, and [`Spool::open`] removes leftovers of a crash.
+//! A crash at any instant therefore leaves either no file or the whole file.
+
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::UNIX_EPOCH;
+
+use sha2::{Digest, Sha256};
+use tempfile::TempPath;
+use tokio::io::AsyncWriteExt;
+
+use crate::protocol::{ErrorCode, FileEntry};
+
+/// Longest file name in bytes (the usual file-system limit).
+pub const MAX_NAME_LEN: usize = 255;
+/// Sub-directory for bodies being received.
+pub const INCOMING_DIR: &str = "incoming";
+/// Sub-directory for complete files.
+pub const READY_DIR: &str = "ready";
+/// Name endings of temporary files, which are never accepted or listed.
+pub const TEMP_SUFFIXES: [&str; 3] = [".part", ".tmp", "~"];
+const HASH_BUF_LEN: usize = 256 * 1024;
+
+/// Why a spool operation failed; [`SpoolError::code`] maps it onto the wire.
+#[derive(Debug, thiserror::Error)]
+pub enum SpoolError {
+    /// The name is not a plain, safe file name.
+    #[error("invalid file name {name:?}: {reason}")]
+    BadName {
+        /// The name as received.
+        name: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// The file is larger than `max_file_size`.
+    #[error("{size} bytes is over this agent's max_file_size of {max} bytes")]
+    TooLarge {
+        /// Declared size.
+        size: u64,
+        /// Limit.
+        max: u64,
+    },
+    /// Not enough space would be left.
+    #[error(
+        "not enough space: {size} bytes would leave less than the {min_free} bytes that must stay free ({free} bytes free)"
+    )]
+    NoSpace {
+        /// Declared size.
+        size: u64,
+        /// Space free for this file now.
+        free: u64,
+        /// `min_free_space`.
+        min_free: u64,
+    },
+    /// The disk filled up while writing.
+    #[error("the spool's disk is full")]
+    DiskFull,
+    /// A different file of that name exists.
+    #[error("{name:?} already exists with different content")]
+    Exists {
+        /// The name.
+        name: String,
+    },
+    /// No such file.
+    #[error("no file named {name:?} in the spool")]
+    NotFound {
+        /// The name.
+        name: String,
+    },
+    /// The body length differs from the declared one.
+    #[error("body is {got}{more} bytes but {declared} were declared", more = if *.over { "+" } else { "" })]
+    SizeMismatch {
+        /// Declared size.
+        declared: u64,
+        /// Bytes received (at least, when `over`).
+        got: u64,
+        /// More than `got` bytes were on the way.
+        over: bool,
+    },
+    /// The body's digest differs from the declared one.
+    #[error("SHA-256 of the body is {computed} but {declared} was declared")]
+    DigestMismatch {
+        /// Declared digest.
+        declared: String,
+        /// Digest of what arrived.
+        computed: String,
+    },
+    /// Any other I/O failure.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The error.
+        source: io::Error,
+    },
+}
+
+impl SpoolError {
+    /// The protocol error code for this failure.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            SpoolError::BadName { .. } => ErrorCode::BadName,
+            SpoolError::TooLarge { .. } => ErrorCode::TooLarge,
+            SpoolError::NoSpace { .. } | SpoolError::DiskFull => ErrorCode::NoSpace,
+            SpoolError::Exists { .. } => ErrorCode::Exists,
+            SpoolError::NotFound { .. } => ErrorCode::NotFound,
+            SpoolError::SizeMismatch { .. } => ErrorCode::SizeMismatch,
+            SpoolError::DigestMismatch { .. } => ErrorCode::DigestMismatch,
+            SpoolError::Io { .. } => ErrorCode::Internal,
+        }
+    }
+
+    fn io(what: impl Into<String>) -> impl FnOnce(io::Error) -> SpoolError {
+        let what = what.into();
+        move |source| {
+            if source.kind() == io::ErrorKind::StorageFull {
+                SpoolError::DiskFull
+            } else {
+                SpoolError::Io { what, source }
+            }
+        }
+    }
+}
+
+/// Checks that `name` is a plain file name that is safe to create in
+/// `ready/` and will not be taken for a hidden or temporary file.
+pub fn validate_name(name: &str) -> Result<(), SpoolError> {
+    let reason = if name.is_empty() {
+        Some("it is empty")
+    } else if name.len() > MAX_NAME_LEN {
+        Some("it is longer than 255 bytes")
+    } else if name.contains(['/', '\\']) {
+        Some("it contains a path separator ('/' or '\\'); send a plain file name")
+    } else if name.chars().any(char::is_control) {
+        Some("it contains a control character")
+    } else if name.starts_with('.') {
+        Some("it starts with a dot (hidden or relative names are not allowed)")
+    } else if TEMP_SUFFIXES.iter().any(|s| name.ends_with(s)) {
+        Some("it ends like a temporary file (.part, .tmp or ~)")
+    } else {
+        None
+    };
+    match reason {
+        Some(reason) => Err(SpoolError::BadName {
+            name: name.to_string(),
+            reason,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Size limits enforced before a body is accepted.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest file accepted.
+    pub max_file_size: u64,
+    /// Space that must stay free.
+    pub min_free_space: u64,
+}
+
+/// What [`Spool::begin`] decided.
+#[derive(Debug)]
+pub enum Begin {
+    /// Receive the body into this upload.
+    Receive(Box<Upload>),
+    /// The identical file is already there: nothing to receive.
+    Unchanged(Stored),
+}
+
+/// A file that is durably in `ready/`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    /// File name.
+    pub name: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Hex SHA-256.
+    pub sha256: String,
+    /// It was already there with this content.
+    pub unchanged: bool,
+    /// A different file of that name was replaced.
+    pub replaced: bool,
+}
+
+/// The spool directories and limits.
+#[derive(Debug)]
+pub struct Spool {
+    incoming: PathBuf,
+    ready: PathBuf,
+    limits: Limits,
+    /// Bytes promised to uploads in flight and not yet written.
+    reserved: Arc<AtomicU64>,
+}
+
+impl Spool {
+    /// Creates the directories if needed and removes leftovers in
+    /// `incoming/`; returns the spool and how many leftovers were removed.
+    pub fn open(root: &Path, limits: Limits) -> io::Result<(Spool, usize)> {
+        use std::os::unix::fs::DirBuilderExt;
+        let incoming = root.join(INCOMING_DIR);
+        let ready = root.join(READY_DIR);
+        for dir in [&incoming, &ready] {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o750)
+                .create(dir)
+                .map_err(|e| {
+                    io::Error::new(e.kind(), format!("cannot create {}: {e}", dir.display()))
+                })?;
+        }
+        let mut removed = 0;
+        for entry in std::fs::read_dir(&incoming)? {
+            let path = entry?.path();
+            if path.is_dir() {
+                std::fs::remove_dir_all(&path)?;
+            } else {
+                std::fs::remove_file(&path)?;
+            }
+            removed += 1;
+        }
+        let spool = Spool {
+            incoming,
+            ready,
+            limits,
+            reserved: Arc::new(AtomicU64::new(0)),
+        };
+        Ok((spool, removed))
+    }
+
+    /// Path of the `ready/` directory.
+    pub fn ready_dir(&self) -> &Path {
+        &self.ready
+    }
+
+    /// Checks name, limits, free space and conflicts for an announced file,
+    /// and opens a temp file for its body unless the identical file is
+    /// already in place.
+    pub async fn begin(
+        &self,
+        name: &str,
+        size: u64,
+        sha256: &str,
+        overwrite: bool,
+    ) -> Result<Begin, SpoolError> {
+        validate_name(name)?;
+        if size > self.limits.max_file_size {
+            return Err(SpoolError::TooLarge {
+                size,
+                max: self.limits.max_file_size,
+            });
+        }
+        let dest = self.ready.join(name);
+        if let Some(existing) = existing_digest(&dest, Some(size)).await? {
+            if existing == sha256 {
+                return Ok(Begin::Unchanged(Stored {
+                    name: name.into(),
+                    size,
+                    sha256: existing,
+                    unchanged: true,
+                    replaced: false,
+                }));
+            }
+        }
+        if !overwrite && tokio::fs::try_exists(&dest).await.unwrap_or(false) {
+            return Err(SpoolError::Exists { name: name.into() });
+        }
+        let reservation = self.reserve(size)?;
+        let incoming = self.incoming.clone();
+        let (file, path) = tokio::task::spawn_blocking(move || {
+            tempfile::Builder::new()
+                .prefix("upload-")
+                .suffix(".part")
+                .tempfile_in(&incoming)
+                .map(tempfile::NamedTempFile::into_parts)
+        })
+        .await
+        .map_err(|e| SpoolError::io("creating a temp file")(io::Error::other(e)))?
+        .map_err(SpoolError::io("cannot create a temp file in incoming/"))?;
+        Ok(Begin::Receive(Box::new(Upload {
+            name: name.into(),
+            dest,
+            declared_size: size,
+            declared_sha256: sha256.to_ascii_lowercase(),
+            file: tokio::fs::File::from_std(file),
+            path,
+            hasher: Sha256::new(),
+            written: 0,
+            reservation,
+        })))
+    }
+
+    fn reserve(&self, size: u64) -> Result<Reservation, SpoolError> {
+        let free = free_space(&self.incoming).map_err(SpoolError::io("cannot read free space"))?;
+        let reserved = self.reserved.fetch_add(size, Ordering::SeqCst);
+        let reservation = Reservation {
+            counter: self.reserved.clone(),
+            remaining: size,
+        };
+        let available = free.saturating_sub(reserved);
+        if available < size.saturating_add(self.limits.min_free_space) {
+            return Err(SpoolError::NoSpace {
+                size,
+                free: available,
+                min_free: self.limits.min_free_space,
+            });
+        }
+        Ok(reservation)
+    }
+
+    /// The files in `ready/`, sorted by name (hidden and temp files left out).
+    pub async fn list(&self) -> Result<Vec<FileEntry>, SpoolError> {
+        let mut files = Vec::new();
+        let mut dir = tokio::fs::read_dir(&self.ready)
+            .await
+            .map_err(SpoolError::io("cannot read ready/"))?;
+        while let Some(entry) = dir
+            .next_entry()
+            .await
+            .map_err(SpoolError::io("cannot read ready/"))?
+        {
+            let Ok(name) = entry.file_name().into_string() else {
+                continue;
+            };
+            if validate_name(&name).is_err() {
+                continue;
+            }
+            let Ok(meta) = entry.metadata().await else {
+                continue; // removed meanwhile
+            };
+            if !meta.is_file() {
+                continue;
+            }
+            let modified = meta
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_secs());
+            files.push(FileEntry {
+                name,
+                size: meta.len(),
+                modified,
+            });
+        }
+        files.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(files)
+    }
+
+    /// Opens a ready file for reading; returns it with its size.
+    pub async fn open_file(&self, name: &str) -> Result<(tokio::fs::File, u64), SpoolError> {
+        validate_name(name)?;
+        let path = self.ready.join(name);
+        let file = tokio::fs::File::open(&path)
+            .await
+            .map_err(|e| not_found_or(name, e))?;
+        let meta = file
+            .metadata()
+            .await
+            .map_err(SpoolError::io("cannot stat file"))?;
+        if !meta.is_file() {
+            return Err(SpoolError::NotFound { name: name.into() });
+        }
+        Ok((file, meta.len()))
+    }
+
+    /// Removes a ready file.
+    pub async fn delete(&self, name: &str) -> Result<(), SpoolError> {
+        validate_name(name)?;
+        let path = self.ready.join(name);
+        tokio::fs::remove_file(&path)
+            .await
+            .map_err(|e| not_found_or(name, e))?;
+        sync_dir(self.ready.clone()).await
+    }
+
+    /// Number of bodies being received (temp files in `incoming/`).
+    pub fn incoming_count(&self) -> u64 {
+        std::fs::read_dir(&self.incoming).map_or(0, |d| d.count() as u64)
+    }
+
+    /// Bytes free for the agent on the spool's file system.
+    pub fn free_space(&self) -> io::Result<u64> {
+        free_space(&self.incoming)
+    }
+}
+
+fn not_found_or(name: &str, e: io::Error) -> SpoolError {
+    if e.kind() == io::ErrorKind::NotFound {
+        SpoolError::NotFound { name: name.into() }
+    } else {
+        SpoolError::io(format!("cannot open {name:?}"))(e)
+    }
+}
+
+fn free_space(path: &Path) -> io::Result<u64> {
+    let stat = rustix::fs::statvfs(path)?;
+    Ok(stat.f_bavail.saturating_mul(stat.f_frsize))
+}
+
+/// Bytes promised to one upload; given back as they are written or when the
+/// upload ends.
+#[derive(Debug)]
+struct Reservation {
+    counter: Arc<AtomicU64>,
+    remaining: u64,
+}
+
+impl Reservation {
+    fn consume(&mut self, n: u64) {
+        let n = n.min(self.remaining);
+        self.remaining -= n;
+        self.counter.fetch_sub(n, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.counter.fetch_sub(self.remaining, Ordering::SeqCst);
+    }
+}
+
+/// A body being received into a temp file in `incoming/`. Dropping it
+/// without [`finish`](Upload::finish) removes the temp file.
+#[derive(Debug)]
+pub struct Upload {
+    name: String,
+    dest: PathBuf,
+    declared_size: u64,
+    declared_sha256: String,
+    file: tokio::fs::File,
+    path: TempPath,
+    hasher: Sha256,
+    written: u64,
+    reservation: Reservation,
+}
+
+impl Upload {
+    /// Bytes written so far.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// Appends a piece of the body; more bytes than declared is an error.
+    pub async fn write(&mut self, data: &[u8]) -> Result<(), SpoolError> {
+        let len = data.len() as u64;
+        if self.written + len > self.declared_size {
+            return Err(SpoolError::SizeMismatch {
+                declared: self.declared_size,
+                got: self.written + len,
+                over: true,
+            });
+        }
+        self.hasher.update(data);
+        self.file
+            .write_all(data)
+            .await
+            .map_err(SpoolError::io("cannot write to incoming/"))?;
+        self.written += len;
+        self.reservation.consume(len);
+        Ok(())
+    }
+
+    /// Verifies size and digest, fsyncs, renames into `ready/` (replacing a
+    /// different file only with `overwrite`) and fsyncs the directory.
+    pub async fn finish(mut self, overwrite: bool) -> Result<Stored, SpoolError> {
+        if self.written != self.declared_size {
+            return Err(SpoolError::SizeMismatch {
+                declared: self.declared_size,
+                got: self.written,
+                over: false,
+            });
+        }
+        let computed = hex::encode(self.hasher.finalize_reset());
+        if computed != self.declared_sha256 {
+            return Err(SpoolError::DigestMismatch {
+                declared: self.declared_sha256,
+                computed,
+            });
+        }
+        self.file
+            .flush()
+            .await
+            .map_err(SpoolError::io("cannot write to incoming/"))?;
+        self.file
+            .sync_all()
+            .await
+            .map_err(SpoolError::io("cannot fsync the upload"))?;
+        let Upload {
+            name, dest, path, ..
+        } = self;
+        let stored = |unchanged, replaced| Stored {
+            name: name.clone(),
+            size: self.declared_size,
+            sha256: computed.clone(),
+            unchanged,
+            replaced,
+        };
+        let target = dest.clone();
+        let outcome = tokio::task::spawn_blocking(move || {
+            if overwrite {
+                let replaced = target.exists();
+                path.persist(&target)
+                    .map(|()| replaced)
+                    .map_err(|e| e.error)
+            } else {
+                path.persist_noclobber(&target)
+                    .map(|()| false)
+                    .map_err(|e| e.error)
+            }
+        })
+        .await
+        .map_err(|e| SpoolError::io("renaming into ready/")(io::Error::other(e)))?;
+        match outcome {
+            Ok(replaced) => {
+                sync_dir(dest.parent().unwrap_or(Path::new(".")).to_path_buf()).await?;
+                Ok(stored(false, replaced))
+            }
+            // Another upload of the same name won the race: fine if it is
+            // the same content (the temp file is gone with the error).
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                match existing_digest(&dest, Some(self.declared_size)).await? {
+                    Some(existing) if existing == computed => Ok(stored(true, false)),
+                    _ => Err(SpoolError::Exists { name }),
+                }
+            }
+            Err(e) => Err(SpoolError::io("cannot rename into ready/")(e)),
+        }
+    }
+}
+
+/// SHA-256 of the file at `path` if it exists (and has `size`, when given).
+async fn existing_digest(path: &Path, size: Option<u64>) -> Result<Option<String>, SpoolError> {
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || -> io::Result<Option<String>> {
+        let mut file = match std::fs::File::open(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let meta = file.metadata()?;
+        if !meta.is_file() || size.is_some_and(|s| s != meta.len()) {
+            return Ok(None);
+        }
+        file_digest(&mut file).map(Some)
+    })
+    .await
+    .map_err(|e| SpoolError::io("hashing")(io::Error::other(e)))?
+    .map_err(SpoolError::io("cannot read the existing file"))
+}
+
+/// Hex SHA-256 of everything `reader` yields.
+pub fn file_digest(reader: &mut impl Read) -> io::Result<String> {
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; HASH_BUF_LEN];
+    loop {
+        let n = reader.read(&mut buf)?;
+        if n == 0 {
+            return Ok(hex::encode(hasher.finalize()));
+        }
+        hasher.update(&buf[..n]);
+    }
+}
+
+async fn sync_dir(dir: PathBuf) -> Result<(), SpoolError> {
+    tokio::task::spawn_blocking(move || std::fs::File::open(&dir)?.sync_all())
+        .await
+        .map_err(|e| SpoolError::io("fsync")(io::Error::other(e)))?
+        .map_err(SpoolError::io("cannot fsync ready/"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: Limits = Limits {
+        max_file_size: 1 << 20,
+        min_free_space: 0,
+    };
+
+    fn digest(data: &[u8]) -> String {
+        hex::encode(Sha256::digest(data))
+    }
+
+    async fn put(
+        spool: &Spool,
+        name: &str,
+        data: &[u8],
+        overwrite: bool,
+    ) -> Result<Stored, SpoolError> {
+        match spool
+            .begin(name, data.len() as u64, &digest(data), overwrite)
+            .await?
+        {
+            Begin::Unchanged(stored) => Ok(stored),
+            Begin::Receive(mut upload) => {
+                upload.write(data).await?;
+                upload.finish(overwrite).await
+            }
+        }
+    }
+
+    fn entries(dir: &Path) -> usize {
+        std::fs::read_dir(dir).unwrap().count()
+    }
+
+    #[test]
+    fn hostile_names_are_refused() {
+        let long = "x".repeat(256);
+        for bad in [
+            "",
+            "a/b",
+            "/etc/passwd",
+            "a\\b",
+            "..",
+            ".hidden",
+            "a\0b",
+            "a\nb",
+            "x\u{7f}",
+            &long,
+            "f.part",
+            "f~",
+        ] {
+            assert!(validate_name(bad).is_err(), "{bad:?} accepted");
+        }
+        for good in [
+            "cube.gcode",
+            "Benchy v2 (0.2mm).gcode",
+            "日本語.gcode",
+            &"x".repeat(255),
+        ] {
+            validate_name(good).unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stored_file_is_listed_and_leaves_no_temp() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (spool, _) = Spool::open(tmp.path(), LIMITS).unwrap();
+        let stored = put(&spool, "a.gcode", b"G28\n", false).await.unwrap();
+        assert_eq!(stored.sha256, digest(b"G28\n"));
+        assert_eq!(
+            std::fs::read(spool.ready_dir().join("a.gcode")).unwrap(),
+            b"G28\n"
+        );
+        assert_eq!(entries(&tmp.path().join(INCOMING_DIR)), 0);
+        let list = spool.list().await.unwrap();
+        assert_eq!(list.len(), 1);
+        assert_eq!((list[0].name.as_str(), list[0].size), ("a.gcode", 4));
+    }
+
+    #[tokio::test]
+    async fn conflicts_need_overwrite_and_identical_content_is_idempotent() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (spool, _) = Spool::open(tmp.path(), LIMITS).unwrap();
+        put(&spool, "a.gcode", b"one", false).await.unwrap();
+        let again = put(&spool, "a.gcode", b"one", false).await.unwrap();
+        assert!(again.unchanged);
+        let err = put(&spool, "a.gcode", b"two", false).await.unwrap_err();
+        assert_eq!(err.code(), ErrorCode::Exists);
+        let replaced = put(&spool, "a.gcode", b"two", true).await.unwrap();
+        assert!(replaced.replaced);
+        assert_eq!(
+            std::fs::read(spool.ready_dir().join("a.gcode")).unwrap(),
+            b"two"
+        );
+    }
+
+    #[tokio::test]
+    async fn bad_bodies_are_discarded() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (spool, _) = Spool::open(tmp.path(), LIMITS).unwrap();
+        let Begin::Receive(mut upload) = spool
+            .begin("s.gcode", 5, &digest(b"12345"), false)
+            .await
+            .unwrap()
+        else {
+            panic!("expected an upload")
+        };
+        upload.write(b"123").await.unwrap();
+        assert_eq!(entries(&tmp.path().join(INCOMING_DIR)), 1);
+        assert_eq!(
+            upload.finish(false).await.unwrap_err().code(),
+            ErrorCode::SizeMismatch
+        );
+
+        let Begin::Receive(mut upload) = spool
+            .begin("l.gcode", 2, &digest(b"12"), false)
+            .await
+            .unwrap()
+        else {
+            panic!("expected an upload")
+        };
+        assert_eq!(
+            upload.write(b"123").await.unwrap_err().code(),
+            ErrorCode::SizeMismatch
+        );
+        drop(upload);
+
+        let Begin::Receive(mut upload) = spool
+            .begin("d.gcode", 2, &digest(b"ab"), false)
+            .await
+            .unwrap()
+        else {
+            panic!("expected an upload")
+        };
+        upload.write(b"xy").await.unwrap();
+        assert_eq!(
+            upload.finish(false).await.unwrap_err().code(),
+            ErrorCode::DigestMismatch
+        );
+
+        assert_eq!(entries(&tmp.path().join(INCOMING_DIR)), 0);
+        assert_eq!(entries(&tmp.path().join(READY_DIR)), 0);
+        assert_eq!(spool.reserved.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn limits_are_checked_before_any_byte() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (spool, _) = Spool::open(tmp.path(), LIMITS).unwrap();
+        let err = spool
+            .begin("big.gcode", (1 << 20) + 1, "00", false)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), ErrorCode::TooLarge);
+        let hungry = Limits {
+            max_file_size: u64::MAX,
+            min_free_space: u64::MAX / 2,
+        };
+        let (spool, _) = Spool::open(tmp.path(), hungry).unwrap();
+        let err = spool.begin("a.gcode", 1, "00", false).await.unwrap_err();
+        assert_eq!(err.code(), ErrorCode::NoSpace, "{err}");
+        assert_eq!(entries(&tmp.path().join(INCOMING_DIR)), 0);
+    }
+
+    #[tokio::test]
+    async fn open_removes_crash_leftovers() {
+        let tmp = tempfile::tempdir().unwrap();
+        Spool::open(tmp.path(), LIMITS).unwrap();
+        std::fs::write(tmp.path().join(INCOMING_DIR).join("upload-x.part"), b"half").unwrap();
+        let (spool, removed) = Spool::open(tmp.path(), LIMITS).unwrap();
+        assert_eq!(removed, 1);
+        assert_eq!(spool.incoming_count(), 0);
+    }
+
+    #[tokio::test]
+    async fn get_and_delete_report_missing_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (spool, _) = Spool::open(tmp.path(), LIMITS).unwrap();
+        assert_eq!(
+            spool.open_file("x.gcode").await.unwrap_err().code(),
+            ErrorCode::NotFound
+        );
+        assert_eq!(
+            spool.delete("x.gcode").await.unwrap_err().code(),
+            ErrorCode::NotFound
+        );
+        assert_eq!(
+            spool.delete("../x").await.unwrap_err().code(),
+            ErrorCode::BadName
+        );
+        put(&spool, "x.gcode", b"x", false).await.unwrap();
+        assert_eq!(spool.open_file("x.gcode").await.unwrap().1, 1);
+        spool.delete("x.gcode").await.unwrap();
+        assert!(spool.list().await.unwrap().is_empty());
+    }
+}
