@@ -249,7 +249,7 @@ impl Client {
         path: &Path,
         name: &str,
         overwrite: bool,
-        observer: &mut dyn Observer,
+        observer: &mut (dyn Observer + Send),
     ) -> Result<Sent, ClientError> {
         let started = Instant::now();
         let local = |what| {
@@ -343,7 +343,7 @@ impl Client {
         &mut self,
         name: &str,
         dest: &Path,
-        observer: &mut dyn Observer,
+        observer: &mut (dyn Observer + Send),
     ) -> Result<Fetched, ClientError> {
         let size = match self.request(&Request::Get { name: name.into() }).await? {
             Reply::Body { size, .. } => size,
@@ -538,7 +538,11 @@ fn unexpected(reply: &Reply) -> ClientError {
     })
 }
 
-async fn hash_file(path: &Path, size: u64, observer: &mut dyn Observer) -> io::Result<String> {
+async fn hash_file(
+    path: &Path,
+    size: u64,
+    observer: &mut (dyn Observer + Send),
+) -> io::Result<String> {
     // Large files: hash in a blocking thread, reporting progress from here.
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let path = path.to_path_buf();

@@ -1,6 +1,7 @@
 //! The `fileagent` binary: parses the command line, sets up logging and
 //! hands over to [`fileagent::commands::run`].
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -19,6 +20,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
 
     match fileagent::commands::run(cli.command) {

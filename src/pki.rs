@@ -141,7 +141,11 @@ pub fn init(config: &Config) -> Result<InitReport> {
     let created_ca = !dir.join(CA_KEY).exists();
     if created_ca {
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
-        let mut params = base_params(&format!("fileagent CA on {}", host_label()), CA_LIFETIME)?;
+        // A random tag keeps CAs of same-named hosts (every "raspberrypi")
+        // apart, so a foreign certificate is reported as unknown, not forged.
+        let tag = hex::encode(&random_serial()?[..4]);
+        let name = format!("fileagent CA on {} ({tag})", host_label());
+        let mut params = base_params(&name, CA_LIFETIME)?;
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         let cert = params.self_signed(&key)?;

@@ -442,6 +442,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         self.stream.flush().await
     }
 
+    /// Sends what [`write_chunk`](Self::write_chunk) buffered.
+    pub async fn flush(&mut self) -> io::Result<()> {
+        self.stream.flush().await
+    }
+
     /// Writes raw bytes, bypassing framing: only for tests of hostile peers.
     #[doc(hidden)]
     pub async fn write_raw(&mut self, bytes: &[u8]) -> io::Result<()> {

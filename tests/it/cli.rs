@@ -1,0 +1,497 @@
+//! The real `fileagent` binary: `init`, `client issue`, `serve` as a child
+//! process, every workstation command, `--json` output, exit codes, the
+//! client config file, and what the agent logs.
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+
+use crate::support::{GUARD, data, sha256};
+
+const BIN: &str = env!("CARGO_BIN_EXE_fileagent");
+
+/// A temp home for one test: agent config, state, spool and a workstation
+/// config folder (`XDG_CONFIG_HOME`), so the user's real files are never read.
+struct Home {
+    dir: tempfile::TempDir,
+}
+
+impl Home {
+    fn new() -> Home {
+        let home = Home {
+            dir: tempfile::tempdir().unwrap(),
+        };
+        let root = home.path();
+        std::fs::write(
+            root.join("agent.toml"),
+            format!(
+                "listen = \"127.0.0.1:0\"\nserver_names = [\"localhost\", \"127.0.0.1\"]\n\
+                 state_dir = \"{0}/state\"\nspool_dir = \"{0}/spool\"\nmin_free_space = \"1 MiB\"\n",
+                root.display()
+            ),
+        )
+        .unwrap();
+        std::fs::create_dir_all(root.join("xdg/fileagent")).unwrap();
+        home
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn config(&self) -> PathBuf {
+        self.path().join("agent.toml")
+    }
+
+    /// A command with an isolated environment, run in the temp home.
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args)
+            .current_dir(self.path())
+            .env("XDG_CONFIG_HOME", self.path().join("xdg"))
+            .env("HOME", self.path())
+            .env_remove("FILEAGENT_AGENT")
+            .env_remove("FILEAGENT_IDENTITY")
+            .env_remove("RUST_LOG");
+        cmd
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().unwrap()
+    }
+
+    fn issue(&self, name: &str) -> PathBuf {
+        let out = self.path().join(format!("{name}.pem"));
+        let config = self.config();
+        let output = self.run(&[
+            "client",
+            "issue",
+            name,
+            "--out",
+            out.to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
+        ]);
+        assert_ok(&output);
+        out
+    }
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn assert_ok(output: &Output) {
+    assert!(
+        output.status.success(),
+        "failed: {}\n{}",
+        stdout(output),
+        stderr(output)
+    );
+}
+
+fn assert_exit(output: &Output, code: i32, message: &str) {
+    assert_eq!(
+        output.status.code(),
+        Some(code),
+        "stdout: {}\nstderr: {}",
+        stdout(output),
+        stderr(output)
+    );
+    assert!(
+        stderr(output).contains(message),
+        "stderr lacks {message:?}: {}",
+        stderr(output)
+    );
+}
+
+/// `fileagent serve` as a child; its log lines are collected as they come.
+struct Served {
+    child: Child,
+    addr: String,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Served {
+    fn start(home: &Home) -> Served {
+        let config = home.config();
+        let mut child = home
+            .cmd(&["serve", "--config", config.to_str().unwrap()])
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        let lines = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains(" listening ") {
+                    let addr = line
+                        .split("addr=")
+                        .nth(1)
+                        .and_then(|s| s.split_whitespace().next());
+                    let _ = tx.send(addr.map(str::to_owned));
+                }
+                lines.lock().unwrap().push(line);
+            }
+            let _ = tx.send(None);
+        });
+        let addr = rx.recv_timeout(GUARD).ok().flatten();
+        let addr = addr.unwrap_or_else(|| panic!("agent did not start: {:?}", log.lock().unwrap()));
+        Served { child, addr, log }
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    /// SIGTERM, then the exit status.
+    fn terminate(mut self) -> (std::process::ExitStatus, String) {
+        rustix::process::kill_process(
+            rustix::process::Pid::from_child(&self.child),
+            rustix::process::Signal::TERM,
+        )
+        .unwrap();
+        let status = self.child.wait().unwrap();
+        (status, self.log())
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn init_is_idempotent_and_writes_private_keys() {
+    let home = Home::new();
+    let config = home.config();
+    let first = home.run(&["init", "--config", config.to_str().unwrap()]);
+    assert_ok(&first);
+    assert!(
+        stdout(&first).contains("CA              created"),
+        "{}",
+        stdout(&first)
+    );
+    for key in ["ca.key", "server.key"] {
+        let mode = std::fs::metadata(home.path().join("state").join(key))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{key}");
+    }
+    let key = std::fs::read(home.path().join("state/ca.key")).unwrap();
+    let second = home.run(&["init", "--config", config.to_str().unwrap()]);
+    assert_ok(&second);
+    assert!(stdout(&second).contains("CA              kept"));
+    assert_eq!(
+        std::fs::read(home.path().join("state/ca.key")).unwrap(),
+        key
+    );
+    assert!(
+        home.path().join("spool/ready").is_dir() && home.path().join("spool/incoming").is_dir()
+    );
+}
+
+#[test]
+fn init_without_a_config_uses_a_local_data_dir() {
+    let home = Home::new();
+    let output = home.run(&["init"]);
+    assert_ok(&output);
+    assert!(
+        stdout(&output).contains("built-in defaults"),
+        "{}",
+        stdout(&output)
+    );
+    assert!(home.path().join("fileagent-data/state/ca.key").exists());
+}
+
+#[test]
+fn client_issue_writes_a_private_identity_and_never_overwrites() {
+    let home = Home::new();
+    let pem = home.issue("alice-laptop");
+    let text = std::fs::read_to_string(&pem).unwrap();
+    assert_eq!(text.matches("BEGIN CERTIFICATE").count(), 2);
+    assert_eq!(text.matches("PRIVATE KEY-----").count(), 2);
+    assert_eq!(
+        std::fs::metadata(&pem).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let config = home.config();
+    let again = home.run(&[
+        "client",
+        "issue",
+        "alice-laptop",
+        "--out",
+        pem.to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    assert_exit(&again, 2, "already exists");
+    let bad = home.run(&[
+        "client",
+        "issue",
+        "../evil",
+        "--out",
+        "x.pem",
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    assert_exit(&bad, 2, "invalid client name");
+}
+
+#[test]
+fn a_workstation_session_end_to_end() {
+    let home = Home::new();
+    let identity = home.issue("bench-pc");
+    let served = Served::start(&home);
+    let id = identity.to_str().unwrap();
+    let agent = served.addr.as_str();
+    let tiny = data("tiny.gcode");
+    let cube = data("cube-20mm.gcode");
+
+    let sent = home.run(&[
+        "send",
+        tiny.to_str().unwrap(),
+        "--agent",
+        agent,
+        "--identity",
+        id,
+    ]);
+    assert_ok(&sent);
+    let line = stdout(&sent);
+    assert!(
+        line.starts_with("sent tiny.gcode") && line.contains("MB/s"),
+        "{line}"
+    );
+    assert!(
+        line.contains(&sha256(&std::fs::read(&tiny).unwrap())),
+        "{line}"
+    );
+
+    let json = home.run(&[
+        "send",
+        cube.to_str().unwrap(),
+        "--as",
+        "cube.gcode",
+        "--json",
+        "--agent",
+        agent,
+        "--identity",
+        id,
+    ]);
+    assert_ok(&json);
+    let results: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(results[0]["name"], "cube.gcode");
+    assert_eq!(results[0]["sha256"], sha256(&std::fs::read(&cube).unwrap()));
+
+    // Different content under an existing name: refused, exit 1, with advice.
+    let clash = home.run(&[
+        "send",
+        cube.to_str().unwrap(),
+        "--as",
+        "tiny.gcode",
+        "--agent",
+        agent,
+        "--identity",
+        id,
+    ]);
+    assert_exit(&clash, 1, "--overwrite");
+    let forced = home.run(&[
+        "send",
+        cube.to_str().unwrap(),
+        "--as",
+        "tiny.gcode",
+        "--overwrite",
+        "--agent",
+        agent,
+        "--identity",
+        id,
+    ]);
+    assert_ok(&forced);
+    assert!(stdout(&forced).starts_with("replaced tiny.gcode"));
+
+    let list = home.run(&["list", "--agent", agent, "--identity", id]);
+    assert_ok(&list);
+    assert!(stdout(&list).starts_with("NAME"), "{}", stdout(&list));
+    assert!(stdout(&list).contains("cube.gcode"));
+    let list = home.run(&["list", "--json", "--agent", agent, "--identity", id]);
+    let files: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    assert_eq!(files.as_array().unwrap().len(), 2);
+
+    let back = home.path().join("back.gcode");
+    let got = home.run(&[
+        "get",
+        "cube.gcode",
+        "-o",
+        back.to_str().unwrap(),
+        "--agent",
+        agent,
+        "--identity",
+        id,
+    ]);
+    assert_ok(&got);
+    assert_eq!(std::fs::read(&back).unwrap(), std::fs::read(&cube).unwrap());
+
+    let status = home.run(&["status", "--json", "--agent", agent, "--identity", id]);
+    assert_ok(&status);
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(
+        (status["ready"].as_u64(), status["client"].as_str()),
+        (Some(2), Some("bench-pc"))
+    );
+
+    assert_ok(&home.run(&["ping", "--agent", agent, "--identity", id]));
+    assert_ok(&home.run(&["delete", "cube.gcode", "--agent", agent, "--identity", id]));
+    let gone = home.run(&["delete", "cube.gcode", "--agent", agent, "--identity", id]);
+    assert_exit(&gone, 1, "no file named \"cube.gcode\"");
+
+    // A folder sends each file in it.
+    let folder = home.path().join("batch");
+    std::fs::create_dir(&folder).unwrap();
+    std::fs::write(folder.join("a.gcode"), "G28\n").unwrap();
+    std::fs::write(folder.join("b.gcode"), "G1 X1\n").unwrap();
+    std::fs::write(folder.join(".hidden"), "x").unwrap();
+    let batch = home.run(&[
+        "send",
+        folder.to_str().unwrap(),
+        "--agent",
+        agent,
+        "--identity",
+        id,
+    ]);
+    assert_ok(&batch);
+    assert_eq!(stdout(&batch).lines().count(), 2, "{}", stdout(&batch));
+
+    let (status, log) = served.terminate();
+    assert!(status.success(), "agent exited with {status}: {log}");
+    assert!(log.contains("connected client=bench-pc"), "{log}");
+    assert!(
+        log.contains("stored client=bench-pc file=cube.gcode"),
+        "{log}"
+    );
+    assert!(log.contains("server stopped"), "{log}");
+    assert!(
+        std::fs::read_dir(home.path().join("spool/incoming"))
+            .unwrap()
+            .next()
+            .is_none()
+    );
+}
+
+#[test]
+fn agent_and_identity_come_from_the_environment_or_the_client_config() {
+    let home = Home::new();
+    let identity = home.issue("envy");
+    let served = Served::start(&home);
+
+    let via_env = home
+        .cmd(&["ping"])
+        .env("FILEAGENT_AGENT", &served.addr)
+        .env("FILEAGENT_IDENTITY", &identity)
+        .output()
+        .unwrap();
+    assert_ok(&via_env);
+
+    let client_toml = format!(
+        "default_agent = \"printer\"\n[agents.printer]\naddress = \"{}\"\nidentity = \"{}\"\n",
+        served.addr,
+        identity.display()
+    );
+    std::fs::write(home.path().join("xdg/fileagent/client.toml"), client_toml).unwrap();
+    assert_ok(&home.run(&["ping"]));
+    assert_ok(&home.run(&["status", "--agent", "printer"]));
+
+    // Without any identity setting, identity.pem in the config folder is used.
+    std::fs::write(home.path().join("xdg/fileagent/client.toml"), "").unwrap();
+    std::fs::copy(&identity, home.path().join("xdg/fileagent/identity.pem")).unwrap();
+    assert_ok(&home.run(&["ping", "--agent", &served.addr]));
+}
+
+#[test]
+fn failures_have_distinct_exit_codes_and_say_what_to_do() {
+    let home = Home::new();
+    let identity = home.issue("oops");
+    let id = identity.to_str().unwrap();
+
+    // 2: usage and configuration.
+    assert_exit(&home.run(&["ping"]), 2, "no agent given");
+    assert_exit(
+        &home.run(&[
+            "ping",
+            "--agent",
+            "127.0.0.1:1",
+            "--identity",
+            "missing.pem",
+        ]),
+        2,
+        "fileagent client issue",
+    );
+    assert_exit(
+        &home.run(&[
+            "send",
+            "nope.gcode",
+            "--agent",
+            "127.0.0.1:1",
+            "--identity",
+            id,
+        ]),
+        2,
+        "nope.gcode",
+    );
+    std::fs::write(
+        home.path().join("bad.toml"),
+        "listen = \"127.0.0.1:0\"\nmax_conections = 3\n",
+    )
+    .unwrap();
+    let bad = home.run(&["serve", "--config", "bad.toml"]);
+    assert_exit(&bad, 2, "bad.toml");
+    assert!(
+        stderr(&bad).contains("line 2") && stderr(&bad).contains("max_conections"),
+        "{}",
+        stderr(&bad)
+    );
+    assert_exit(
+        &home.run(&["serve", "--config", "absent.toml"]),
+        2,
+        "cannot read config file absent.toml",
+    );
+
+    // 3: network. A port that was just free is refused.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let agent = format!("127.0.0.1:{port}");
+    assert_exit(
+        &home.run(&["ping", "--agent", &agent, "--identity", id]),
+        3,
+        "is `fileagent serve` running",
+    );
+
+    // 3: an identity from another agent is refused by this one.
+    let other = Home::new();
+    let foreign = other.issue("stranger");
+    let served = Served::start(&home);
+    let refused = home.run(&[
+        "ping",
+        "--agent",
+        &served.addr,
+        "--identity",
+        foreign.to_str().unwrap(),
+    ]);
+    assert_exit(&refused, 3, "not signed by the CA in your identity file");
+    let (_, log) = served.terminate();
+    assert!(log.contains("TLS handshake refused"), "{log}");
+}

@@ -1,0 +1,15 @@
+//! Integration tests: a real agent on 127.0.0.1:0 with real certificates and
+//! a temp spool, driven through the library client and the real binary.
+//!
+//! - `support`: starting agents, issuing identities, raw TLS connections.
+//! - `transfer`: every operation, conflicts, 16 concurrent senders.
+//! - `hostile`: TLS refusals (no cert, foreign CA, expired, TLS 1.2, ALPN,
+//!   garbage), oversized headers and files, bad bodies, names, timeouts.
+//! - `shutdown`: graceful shutdown with running and stalled uploads.
+//! - `cli`: the `fileagent` binary, its output, config and exit codes.
+
+mod cli;
+mod hostile;
+mod shutdown;
+mod support;
+mod transfer;

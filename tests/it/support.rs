@@ -1,0 +1,224 @@
+//! Test helpers: a real agent on 127.0.0.1:0 with a temp state and spool,
+//! identities issued by its CA, and raw TLS connections for hostile clients.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use fileagent::client::Client;
+use fileagent::config::Config;
+use fileagent::pki::{self, Identity};
+use fileagent::protocol::{Connection, MAX_REPLY_HEADER_LEN, Reply};
+use rustls::ClientConfig;
+use rustls_pki_types::ServerName;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+
+/// Bound on any single wait in a test: a guard against hangs, never a
+/// synchronisation point.
+pub const GUARD: Duration = Duration::from_secs(20);
+
+/// A real agent serving on 127.0.0.1 with its own temp directory.
+pub struct Agent {
+    pub addr: SocketAddr,
+    pub config: Config,
+    /// Holds the temp directory for the agent's lifetime.
+    _dir: tempfile::TempDir,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+impl Agent {
+    /// An agent on default settings (but 127.0.0.1:0 and a temp dir).
+    pub async fn start() -> Agent {
+        Agent::start_with(|_| {}).await
+    }
+
+    /// An agent whose config `tweak` may change.
+    pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> Agent {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            state_dir: dir.path().join("state"),
+            spool_dir: dir.path().join("spool"),
+            server_names: vec!["localhost".into(), "127.0.0.1".into()],
+            min_free_space: bytesize::ByteSize::mib(1),
+            ..Config::default()
+        };
+        tweak(&mut config);
+        let prepared = fileagent::daemon::prepare(&config).unwrap();
+        let listener = TcpListener::bind(config.listen).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(fileagent::server::run(
+            listener,
+            prepared.tls,
+            prepared.shared,
+            prepared.options,
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        Agent {
+            addr,
+            config,
+            _dir: dir,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// `127.0.0.1:PORT`, as given to `--agent`.
+    pub fn agent_arg(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// Text of a new identity file for client `name`.
+    pub fn identity_pem(&self, name: &str) -> String {
+        pki::issue_client(&self.config, name).unwrap().pem
+    }
+
+    /// A new identity for client `name`.
+    pub fn identity(&self, name: &str) -> Identity {
+        Identity::parse(self.identity_pem(name).as_bytes()).unwrap()
+    }
+
+    /// A connected library client.
+    pub async fn client(&self, name: &str) -> Client {
+        Client::connect(&self.agent_arg(), self.identity(name))
+            .await
+            .unwrap()
+    }
+
+    /// A framed connection speaking raw protocol, for hostile requests.
+    pub async fn raw(&self, name: &str) -> Connection<TlsStream<TcpStream>> {
+        let tls = fileagent::tls::client_config(self.identity(name)).unwrap();
+        let stream = tls_connect(self.addr, tls).await.unwrap();
+        Connection::new(stream, MAX_REPLY_HEADER_LEN)
+    }
+
+    /// An identity signed by this agent's CA but with a chosen validity.
+    pub fn identity_valid(
+        &self,
+        name: &str,
+        from: time::OffsetDateTime,
+        until: time::OffsetDateTime,
+    ) -> Identity {
+        let state = &self.config.state_dir;
+        let ca_pem = std::fs::read_to_string(state.join("ca.crt")).unwrap();
+        let ca_key =
+            rcgen::KeyPair::from_pem(&std::fs::read_to_string(state.join("ca.key")).unwrap())
+                .unwrap();
+        let issuer = rcgen::Issuer::from_ca_cert_pem(&ca_pem, ca_key).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        params.not_before = from;
+        params.not_after = until;
+        let cert = params.signed_by(&key, &issuer).unwrap();
+        let pem = format!("{}{}{}", key.serialize_pem(), cert.pem(), ca_pem);
+        Identity::parse(pem.as_bytes()).unwrap()
+    }
+
+    /// Names of the files in `ready/`.
+    pub fn ready(&self) -> Vec<String> {
+        names(&self.config.spool_dir.join("ready"))
+    }
+
+    /// Names of the files in `incoming/`.
+    pub fn incoming(&self) -> Vec<String> {
+        names(&self.config.spool_dir.join("incoming"))
+    }
+
+    /// Content of a ready file.
+    pub fn read_ready(&self, name: &str) -> Vec<u8> {
+        std::fs::read(self.config.spool_dir.join("ready").join(name)).unwrap()
+    }
+
+    /// Asks the agent to shut down without waiting.
+    pub fn trigger_stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
+    /// Shuts the agent down and waits until every connection task is gone.
+    pub async fn stop(&mut self) {
+        self.trigger_stop();
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(GUARD, task)
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
+        }
+    }
+
+    /// Checks that the agent still serves a well-behaved client.
+    pub async fn assert_serving(&self) {
+        let mut client = self.client("healthy").await;
+        client.ping().await.unwrap();
+    }
+}
+
+fn names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// TLS connection to `addr` with any client configuration (127.0.0.1 as
+/// the server name).
+pub async fn tls_connect(
+    addr: SocketAddr,
+    config: Arc<ClientConfig>,
+) -> std::io::Result<TlsStream<TcpStream>> {
+    let tcp = TcpStream::connect(addr).await?;
+    let name = ServerName::try_from("127.0.0.1").unwrap();
+    tokio::time::timeout(GUARD, TlsConnector::from(config).connect(name, tcp))
+        .await
+        .expect("handshake hung")
+}
+
+/// Reads the next reply within [`GUARD`].
+pub async fn reply(conn: &mut Connection<TlsStream<TcpStream>>) -> Reply {
+    conn.expect_message(GUARD).await.unwrap()
+}
+
+/// A file in `tests/data`.
+pub fn data(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(name)
+}
+
+/// Deterministic pseudo-random content, different per `seed`.
+pub fn content(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// Lower-case hex SHA-256.
+pub fn sha256(data: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(data))
+}
