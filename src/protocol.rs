@@ -186,8 +186,6 @@ pub enum ErrorCode {
     DigestMismatch,
     /// The client stopped sending within the agent's timeout.
     Timeout,
-    /// The agent is shutting down; try again shortly.
-    ShuttingDown,
     /// Anything else on the agent's side (an I/O error); see its log.
     Internal,
 }
@@ -206,7 +204,6 @@ impl ErrorCode {
             ErrorCode::SizeMismatch => "size_mismatch",
             ErrorCode::DigestMismatch => "digest_mismatch",
             ErrorCode::Timeout => "timeout",
-            ErrorCode::ShuttingDown => "shutting_down",
             ErrorCode::Internal => "internal",
         }
     }

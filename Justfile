@@ -1,0 +1,29 @@
+# Common tasks. `just --list` shows them.
+
+# Run the agent on built-in defaults (./fileagent-data, 127.0.0.1:7341).
+run:
+    cargo run --release -- serve
+
+# Run the whole test suite.
+test:
+    cargo test
+
+# Everything CI runs: format check, lints, tests.
+ci:
+    .ci/run
+
+# Format the code.
+fmt:
+    cargo fmt --all
+
+# Lints as CI runs them.
+lint:
+    cargo clippy --all-targets -- -D warnings
+
+# Release build.
+release:
+    cargo build --release
+
+# Send a 1 GiB file (or FILE) over loopback; prints time, rate, peak RSS and baselines.
+bench file="":
+    benches/send-1gib.sh {{file}}
