@@ -18,6 +18,8 @@ pub mod exit {
     pub const USAGE: u8 = 2;
     /// Network, TLS or transfer failure.
     pub const NETWORK: u8 = 3;
+    /// Interrupted by Ctrl-C (128 + SIGINT, as shells do).
+    pub const INTERRUPTED: u8 = 130;
 }
 
 const AFTER_HELP: &str = "\
@@ -28,6 +30,7 @@ Exit codes:
   2  usage or configuration error (flags, config file, identity file, local file)
   3  network, TLS or transfer failure (agent unreachable, certificate refused,
      connection lost, corrupt data)
+  130 interrupted by Ctrl-C (partial files are removed)
 
 Quick start on the agent host:  fileagent serve
   then:                          fileagent client issue my-laptop --out my-laptop.pem
@@ -196,6 +199,12 @@ pub fn exit_code(error: &anyhow::Error) -> u8 {
         }
         if cause.downcast_ref::<UsageError>().is_some() {
             return exit::USAGE;
+        }
+        if cause
+            .downcast_ref::<crate::commands::Interrupted>()
+            .is_some()
+        {
+            return exit::INTERRUPTED;
         }
     }
     exit::REFUSED

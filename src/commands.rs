@@ -22,8 +22,28 @@ pub fn run(command: Command) -> Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(dispatch(command))
+    if matches!(command, Command::Serve(_)) {
+        // The agent handles SIGINT itself, as a graceful shutdown.
+        return runtime.block_on(dispatch(command));
+    }
+    // Elsewhere Ctrl-C drops the running operation, which removes its
+    // partial files, instead of killing the process in the middle.
+    runtime.block_on(async {
+        // Registered before any work starts, so no early Ctrl-C is missed.
+        let mut interrupt =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+                .context("cannot watch for Ctrl-C")?;
+        tokio::select! {
+            result = dispatch(command) => result,
+            _ = interrupt.recv() => Err(Interrupted.into()),
+        }
+    })
 }
+
+/// The user pressed Ctrl-C.
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted; nothing partial was kept")]
+pub struct Interrupted;
 
 async fn dispatch(command: Command) -> Result<()> {
     match command {
@@ -43,8 +63,7 @@ async fn dispatch(command: Command) -> Result<()> {
             if args.json {
                 print_json(&files)
             } else {
-                print_table(&files);
-                Ok(())
+                Ok(print_table(&files)?)
             }
         }
         Command::Get(args) => get(args).await,
@@ -317,10 +336,10 @@ fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
     Ok(())
 }
 
-fn print_table(files: &[crate::protocol::FileEntry]) {
+fn print_table(files: &[crate::protocol::FileEntry]) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
     if files.is_empty() {
-        println!("the spool is empty");
-        return;
+        return writeln!(out, "the spool is empty");
     }
     let width = files
         .iter()
@@ -328,16 +347,18 @@ fn print_table(files: &[crate::protocol::FileEntry]) {
         .max()
         .unwrap_or(4)
         .max(4);
-    println!("{:<width$}  {:>10}  MODIFIED (UTC)", "NAME", "SIZE");
+    writeln!(out, "{:<width$}  {:>10}  MODIFIED (UTC)", "NAME", "SIZE")?;
     for file in files {
         let modified = std::time::UNIX_EPOCH + Duration::from_secs(file.modified);
-        println!(
+        writeln!(
+            out,
             "{:<width$}  {:>10}  {}",
             file.name,
             ByteSize(file.size).display().iec().to_string(),
             humantime::format_rfc3339_seconds(modified)
-        );
+        )?;
     }
+    Ok(())
 }
 
 /// A progress bar on stderr (bytes, rate, ETA), or nothing when stderr is

@@ -33,9 +33,10 @@ fn main() -> ExitCode {
     }
 }
 
-/// Output piped into `head` and the like: not an error.
+/// Our own output piped into `head` and the like: not an error. Only the
+/// outermost error counts, so a broken connection to the agent is not
+/// mistaken for it.
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
-    e.chain()
-        .filter_map(|c| c.downcast_ref::<std::io::Error>())
-        .any(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    e.downcast_ref::<std::io::Error>()
+        .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
 }

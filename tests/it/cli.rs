@@ -495,3 +495,34 @@ fn failures_have_distinct_exit_codes_and_say_what_to_do() {
     let (_, log) = served.terminate();
     assert!(log.contains("TLS handshake refused"), "{log}");
 }
+
+#[test]
+fn ctrl_c_interrupts_a_client_cleanly() {
+    let home = Home::new();
+    let identity = home.issue("impatient");
+    // A listener that accepts and then says nothing: the client waits in its handshake.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let agent = silent.local_addr().unwrap().to_string();
+    let mut child = home
+        .cmd(&[
+            "ping",
+            "--agent",
+            &agent,
+            "--identity",
+            identity.to_str().unwrap(),
+        ])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (_conn, _) = silent.accept().unwrap();
+    rustix::process::kill_process(
+        rustix::process::Pid::from_child(&child),
+        rustix::process::Signal::INT,
+    )
+    .unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{err}");
+    assert!(err.contains("interrupted"), "{err}");
+}

@@ -466,3 +466,34 @@ async fn a_stalled_body_is_discarded_at_the_idle_timeout() {
     agent.assert_serving().await;
     assert_nothing_on_disk(&mut agent).await;
 }
+
+#[tokio::test]
+async fn the_connection_limit_holds_further_clients_until_a_slot_frees() {
+    let mut agent = Agent::start_with(|c| c.max_connections = 2).await;
+    let first = agent.raw("one").await;
+    let mut second = agent.raw("two").await;
+    second.write_message(&Request::Ping).await.unwrap();
+    assert_eq!(reply(&mut second).await, Reply::Pong);
+
+    // A third client is not accepted while both slots are taken...
+    let addr = agent.agent_arg();
+    let identity = agent.identity("three");
+    let mut third = tokio::spawn(async move {
+        let mut client = Client::connect(&addr, identity).await?;
+        client.ping().await
+    });
+    let early = tokio::time::timeout(Duration::from_millis(500), &mut third).await;
+    assert!(
+        early.is_err(),
+        "third client was served beyond max_connections: {early:?}"
+    );
+    // ...and is served as soon as one of them leaves.
+    drop(first);
+    tokio::time::timeout(GUARD, third)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    drop(second);
+    assert_nothing_on_disk(&mut agent).await;
+}
