@@ -349,11 +349,15 @@ impl Spool {
         Ok(files)
     }
 
-    /// Opens a ready file for reading; returns it with its size.
+    /// Opens a ready file for reading; returns it with its size. A symbolic
+    /// link in `ready/` is not followed (it could point anywhere).
     pub async fn open_file(&self, name: &str) -> Result<(tokio::fs::File, u64), SpoolError> {
         validate_name(name)?;
         let path = self.ready.join(name);
-        let file = tokio::fs::File::open(&path)
+        let file = tokio::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+            .open(&path)
             .await
             .map_err(|e| not_found_or(name, e))?;
         let meta = file
@@ -388,7 +392,10 @@ impl Spool {
 }
 
 fn not_found_or(name: &str, e: io::Error) -> SpoolError {
-    if e.kind() == io::ErrorKind::NotFound {
+    // ELOOP: a symbolic link opened with O_NOFOLLOW.
+    if e.kind() == io::ErrorKind::NotFound
+        || e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error())
+    {
         SpoolError::NotFound { name: name.into() }
     } else {
         SpoolError::io(format!("cannot open {name:?}"))(e)
@@ -594,6 +601,20 @@ mod tests {
         );
         put(&spool, "x.gcode", b"x", false).await.unwrap();
         assert_eq!(spool.open_file("x.gcode").await.unwrap().1, 1);
+        std::os::unix::fs::symlink("/etc/hostname", spool.ready_dir().join("link.gcode")).unwrap();
+        assert_eq!(
+            spool.open_file("link.gcode").await.unwrap_err().code(),
+            ErrorCode::NotFound
+        );
+        assert!(
+            spool
+                .list()
+                .await
+                .unwrap()
+                .iter()
+                .all(|f| f.name != "link.gcode")
+        );
+        std::fs::remove_file(spool.ready_dir().join("link.gcode")).unwrap();
         spool.delete("x.gcode").await.unwrap();
         assert!(spool.list().await.unwrap().is_empty());
     }

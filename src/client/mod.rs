@@ -8,11 +8,10 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rustls::{AlertDescription, CertificateError};
 use rustls_pki_types::ServerName;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -27,66 +26,17 @@ use crate::protocol::{
 };
 use crate::spool::file_digest;
 
+mod error;
+
+pub use error::ClientError;
+use error::{connect_advice, explain_io, tls_advice, unexpected};
+
 /// Time to establish the TCP connection and the TLS handshake.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// Time the agent may take to answer (it fsyncs big files before replying).
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(300);
 /// Time a body may go without data in either direction.
 pub const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// Why a client operation failed.
-#[derive(Debug, thiserror::Error)]
-pub enum ClientError {
-    /// The agent address is malformed.
-    #[error("invalid agent address {0:?}: use HOST or HOST:PORT (e.g. pi.local:7341)")]
-    BadAddress(String),
-    /// TCP connection failed.
-    #[error("cannot reach the agent at {addr}: {reason}")]
-    Connect {
-        /// Address tried.
-        addr: String,
-        /// What happened and what to check.
-        reason: String,
-    },
-    /// TLS handshake or certificate failure.
-    #[error("secure connection to {addr} failed: {reason}")]
-    Tls {
-        /// Address tried.
-        addr: String,
-        /// What happened and what to do.
-        reason: String,
-    },
-    /// The agent answered with an error.
-    #[error("the agent refused: {message}")]
-    Refused {
-        /// Machine-readable reason.
-        code: ErrorCode,
-        /// The agent's explanation.
-        message: String,
-    },
-    /// The connection broke or the agent broke the protocol.
-    #[error("transfer with the agent failed: {0}")]
-    Protocol(#[from] ProtocolError),
-    /// A received file did not match what the agent announced.
-    #[error("received data is corrupt: {0}; nothing was kept, try again")]
-    Integrity(String),
-    /// A local file could not be read or written.
-    #[error("{what} {path}: {source}")]
-    Local {
-        /// What was being done.
-        what: &'static str,
-        /// The local path.
-        path: PathBuf,
-        /// The error.
-        source: io::Error,
-    },
-}
-
-impl From<io::Error> for ClientError {
-    fn from(e: io::Error) -> Self {
-        ClientError::Protocol(ProtocolError::Io(e))
-    }
-}
 
 /// A phase of a long operation, for progress display.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -456,86 +406,6 @@ impl Client {
             other => ClientError::Protocol(other),
         }
     }
-}
-
-/// With TLS 1.3 the agent checks our certificate after our side of the
-/// handshake is done, so its refusal arrives as an alert on the first read.
-fn explain_io(e: io::Error, addr: &str) -> ClientError {
-    let alert = e
-        .get_ref()
-        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-        .and_then(|tls| match tls {
-            rustls::Error::AlertReceived(alert) => Some(*alert),
-            _ => None,
-        });
-    match alert {
-        Some(alert) => ClientError::Tls {
-            addr: addr.into(),
-            reason: format!(
-                "the agent refused this workstation's certificate ({alert:?}): the identity was issued by another \
-                 agent, has expired or was revoked; get a new one with `fileagent client issue` on the agent"
-            ),
-        },
-        None => ClientError::Protocol(ProtocolError::Io(e)),
-    }
-}
-
-fn connect_advice(e: &io::Error) -> String {
-    match e.kind() {
-        io::ErrorKind::ConnectionRefused => {
-            format!(
-                "{e}: is `fileagent serve` running there, and listening on that address and port?"
-            )
-        }
-        _ => format!("{e}: check the host name and the network"),
-    }
-}
-
-fn tls_advice(e: &io::Error, host: &str) -> String {
-    let tls = e
-        .get_ref()
-        .and_then(|inner| inner.downcast_ref::<rustls::Error>());
-    match tls {
-        Some(rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer | CertificateError::BadSignature)) => {
-            "the agent's certificate is not signed by the CA in your identity file: this is another agent, \
-             or your identity belongs to another agent"
-                .into()
-        }
-        Some(rustls::Error::InvalidCertificate(
-            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
-        )) => format!(
-            "the agent's certificate is not valid for {host:?}: connect with a name it lists in its \
-             server_names (see `fileagent init` on the agent), or add {host:?} there"
-        ),
-        Some(rustls::Error::InvalidCertificate(CertificateError::Expired | CertificateError::ExpiredContext { .. })) => {
-            "the agent's certificate has expired: restart the agent to renew it, and check both clocks".into()
-        }
-        Some(rustls::Error::AlertReceived(AlertDescription::ProtocolVersion)) => {
-            "the agent does not speak TLS 1.3".into()
-        }
-        Some(rustls::Error::AlertReceived(AlertDescription::NoApplicationProtocol)) => {
-            "the agent does not speak the fileagent/1 protocol: upgrade the older side".into()
-        }
-        Some(other) => other.to_string(),
-        None => format!("{e} (is this really a fileagent agent?)"),
-    }
-}
-
-fn unexpected(reply: &Reply) -> ClientError {
-    ClientError::Protocol(ProtocolError::Unexpected {
-        got: match reply {
-            Reply::Pong => "pong",
-            Reply::Continue => "continue",
-            Reply::Stored { .. } => "stored",
-            Reply::Files { .. } => "files",
-            Reply::Body { .. } => "body",
-            Reply::Complete { .. } => "complete",
-            Reply::Deleted { .. } => "deleted",
-            Reply::Status(_) => "status",
-            Reply::Error { .. } => "error",
-        },
-        expected: "the reply to this request",
-    })
 }
 
 async fn hash_file(
