@@ -35,6 +35,9 @@ use error::{connect_advice, explain_io, tls_advice, unexpected};
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// Time the agent may take to answer (it fsyncs big files before replying).
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(300);
+/// An idle connection older than this is reopened before the next request;
+/// keep the agent's `header_timeout` above it (its default is 60 s).
+pub const RECONNECT_AFTER_IDLE: Duration = Duration::from_secs(30);
 /// Time a body may go without data in either direction.
 pub const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -109,10 +112,56 @@ pub fn parse_agent(agent: &str) -> Result<(String, u16), ClientError> {
     Ok((host.to_string(), port))
 }
 
-/// An open, authenticated connection to an agent.
+/// Where and how to connect: kept so an idle connection can be reopened.
+struct Endpoint {
+    host: String,
+    port: u16,
+    addr: String,
+    server_name: ServerName<'static>,
+    tls: Arc<rustls::ClientConfig>,
+}
+
+impl Endpoint {
+    /// TCP connection and TLS handshake, within [`CONNECT_TIMEOUT`].
+    async fn open(&self) -> Result<Connection<TlsStream<TcpStream>>, ClientError> {
+        let connect = async {
+            let tcp = TcpStream::connect((self.host.as_str(), self.port))
+                .await
+                .map_err(|e| ClientError::Connect {
+                    addr: self.addr.clone(),
+                    reason: connect_advice(&e),
+                })?;
+            tcp.set_nodelay(true).ok();
+            TlsConnector::from(Arc::clone(&self.tls))
+                .connect(self.server_name.clone(), tcp)
+                .await
+                .map_err(|e| ClientError::Tls {
+                    addr: self.addr.clone(),
+                    reason: tls_advice(&e, &self.host),
+                })
+        };
+        let stream = tokio::time::timeout(CONNECT_TIMEOUT, connect)
+            .await
+            .map_err(|_| ClientError::Connect {
+                addr: self.addr.clone(),
+                reason: format!(
+                    "no answer within {CONNECT_TIMEOUT:?}: check the address and that port {} is reachable",
+                    self.port
+                ),
+            })??;
+        Ok(Connection::new(stream, MAX_REPLY_HEADER_LEN))
+    }
+}
+
+/// An authenticated connection to an agent. A connection left idle longer
+/// than [`RECONNECT_AFTER_IDLE`] (e.g. while a big file is hashed) is
+/// reopened before the next request, before the agent's `header_timeout`
+/// closes it.
 pub struct Client {
     conn: Connection<TlsStream<TcpStream>>,
-    addr: String,
+    endpoint: Endpoint,
+    last_used: Instant,
+    reconnect_after: Duration,
 }
 
 impl Client {
@@ -127,37 +176,30 @@ impl Client {
             addr: addr.clone(),
             reason: format!("{e:#}"),
         })?;
-        let connect = async {
-            let tcp = TcpStream::connect((host.as_str(), port))
-                .await
-                .map_err(|e| ClientError::Connect {
-                    addr: addr.clone(),
-                    reason: connect_advice(&e),
-                })?;
-            tcp.set_nodelay(true).ok();
-            TlsConnector::from(Arc::clone(&tls))
-                .connect(server_name, tcp)
-                .await
-                .map_err(|e| ClientError::Tls {
-                    addr: addr.clone(),
-                    reason: tls_advice(&e, &host),
-                })
-        };
-        let stream = tokio::time::timeout(CONNECT_TIMEOUT, connect)
-            .await
-            .map_err(|_| ClientError::Connect {
-                addr: addr.clone(),
-                reason: format!("no answer within {CONNECT_TIMEOUT:?}: check the address and that port {port} is reachable"),
-            })??;
-        Ok(Client {
-            conn: Connection::new(stream, MAX_REPLY_HEADER_LEN),
+        let endpoint = Endpoint {
+            host,
+            port,
             addr,
+            server_name,
+            tls,
+        };
+        Ok(Client {
+            conn: endpoint.open().await?,
+            endpoint,
+            last_used: Instant::now(),
+            reconnect_after: RECONNECT_AFTER_IDLE,
         })
+    }
+
+    /// Changes [`RECONNECT_AFTER_IDLE`] for this client (for agents with a
+    /// short `header_timeout`).
+    pub fn set_reconnect_after(&mut self, idle: Duration) {
+        self.reconnect_after = idle;
     }
 
     /// The agent's address as connected.
     pub fn addr(&self) -> &str {
-        &self.addr
+        &self.endpoint.addr
     }
 
     /// Round trip time of a `ping`.
@@ -365,6 +407,10 @@ impl Client {
     }
 
     async fn request(&mut self, request: &Request) -> Result<Reply, ClientError> {
+        if self.last_used.elapsed() > self.reconnect_after {
+            let _ = self.conn.shutdown().await;
+            self.conn = self.endpoint.open().await?;
+        }
         self.timed(|conn| conn.write_message(request)).await?;
         self.reply().await
     }
@@ -375,6 +421,7 @@ impl Client {
             .expect_message::<Reply>(REPLY_TIMEOUT)
             .await
             .map_err(|e| self.explain(e))?;
+        self.last_used = Instant::now();
         match reply {
             Reply::Error { code, message } => Err(ClientError::Refused { code, message }),
             reply => Ok(reply),
@@ -386,7 +433,8 @@ impl Client {
         F: FnOnce(&'a mut Connection<TlsStream<TcpStream>>) -> Fut,
         Fut: std::future::Future<Output = io::Result<()>> + 'a,
     {
-        let addr = self.addr.clone();
+        let addr = self.endpoint.addr.clone();
+        self.last_used = Instant::now();
         match tokio::time::timeout(BODY_IDLE_TIMEOUT, op(&mut self.conn)).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(explain_io(e, &addr)),
@@ -396,7 +444,7 @@ impl Client {
 
     fn explain(&self, e: ProtocolError) -> ClientError {
         match e {
-            ProtocolError::Io(e) => explain_io(e, &self.addr),
+            ProtocolError::Io(e) => explain_io(e, &self.endpoint.addr),
             ProtocolError::UnexpectedEof => {
                 ClientError::Protocol(ProtocolError::Io(io::Error::new(
                     io::ErrorKind::UnexpectedEof,

@@ -192,3 +192,35 @@ async fn concurrent_sends_of_one_name_never_mix_content() {
     assert!((0..4).any(|i| landed == content(100 + i, 512 * 1024)));
     assert!(agent.incoming().is_empty());
 }
+
+#[tokio::test]
+async fn an_idle_connection_is_reopened_before_the_next_request() {
+    let agent = Agent::start_with(|c| {
+        c.header_timeout = std::time::Duration::from_millis(200);
+        c.max_connections = 1;
+    })
+    .await;
+    // Waits until the agent has dropped `client`'s idle connection: with a
+    // single connection slot, another client gets in only after that.
+    async fn until_agent_dropped_it(agent: &Agent) {
+        let mut other = agent.client("other").await;
+        other.ping().await.unwrap();
+        other.close().await;
+    }
+
+    let mut client = agent.client("patient").await;
+    client.set_reconnect_after(std::time::Duration::from_secs(3600));
+    client.ping().await.unwrap();
+    until_agent_dropped_it(&agent).await;
+    assert!(
+        client.ping().await.is_err(),
+        "a connection the agent dropped cannot work"
+    );
+
+    let mut client = agent.client("patient").await;
+    client.set_reconnect_after(std::time::Duration::ZERO);
+    client.ping().await.unwrap();
+    until_agent_dropped_it(&agent).await;
+    client.ping().await.unwrap();
+    client.close().await;
+}
