@@ -23,6 +23,9 @@ pub const LOCAL_DATA_DIR: &str = "fileagent-data";
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default time allowed for each request header (including the wait for it).
 pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(60);
+/// Shortest `header_timeout` allowed: clients reuse connections idle up to
+/// [`crate::client::RECONNECT_AFTER_IDLE`].
+pub const MIN_HEADER_TIMEOUT: Duration = crate::client::RECONNECT_AFTER_IDLE;
 /// Default time a body may go without a single byte arriving.
 pub const DEFAULT_BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default time running uploads get to finish after SIGINT/SIGTERM.
@@ -201,6 +204,15 @@ impl Config {
             if value.is_zero() {
                 return Err((key, "must be longer than zero, e.g. \"30s\"".into()));
             }
+        }
+        if self.header_timeout < MIN_HEADER_TIMEOUT {
+            return Err((
+                "header_timeout",
+                format!(
+                    "must be at least {}s: clients reuse a connection that was idle up to that long",
+                    MIN_HEADER_TIMEOUT.as_secs()
+                ),
+            ));
         }
         if self.max_connections == 0 || self.max_connections > 10_000 {
             return Err(("max_connections", "must be between 1 and 10000".into()));
