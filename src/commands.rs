@@ -14,7 +14,8 @@ use crate::cli::{ClientCommand, Command, GetArgs, SendArgs, TargetArgs, UsageErr
 use crate::client::{Client, ClientError, Observer, Phase, Sent};
 use crate::client_config::{ClientConfig, config_dir};
 use crate::config::Config;
-use crate::pki::{self, Identity};
+use crate::identity::Identity;
+use crate::pki;
 
 /// Runs one command to completion.
 pub fn run(command: Command) -> Result<()> {

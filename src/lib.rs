@@ -6,6 +6,7 @@
 //! - [`protocol`]: frames, typed messages, error codes and limits (see `docs/protocol.md`).
 //! - [`tls`]: rustls configurations for both ends (TLS 1.3, mutual auth, ALPN).
 //! - [`pki`]: the agent's CA, server certificate and issued client identities (rcgen).
+//! - [`identity`]: a workstation's identity file; certificate names and fingerprints.
 //! - [`spool`]: `incoming/` and `ready/`, name checks, atomic verified commits.
 //! - [`session`]: the agent's side of one connection (request loop).
 //! - [`server`]: accept loop, connection limit, timeouts, graceful shutdown.
@@ -21,6 +22,7 @@ pub mod client_config;
 pub mod commands;
 pub mod config;
 pub mod daemon;
+pub mod identity;
 pub mod pki;
 pub mod protocol;
 pub mod server;

@@ -7,8 +7,7 @@
 //! [`init`] is idempotent. The server certificate is re-signed (same key)
 //! when the configured names change or it nears expiry.
 //!
-//! An identity file (`fileagent client issue`) holds, in this order, the
-//! client key, the client certificate and the agent's CA certificate.
+//! [`issue_client`] writes the identity files that [`crate::identity`] reads.
 
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -26,6 +25,7 @@ use time::OffsetDateTime;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::config::Config;
+use crate::identity::{common_name, fingerprint};
 
 /// Lifetime of the agent's CA.
 pub const CA_LIFETIME: Duration = Duration::from_secs(20 * 365 * 24 * 3600);
@@ -77,17 +77,6 @@ pub struct AgentCredentials {
     pub cert: CertificateDer<'static>,
     /// The server's private key.
     pub key: PrivateKeyDer<'static>,
-}
-
-/// A workstation's identity: its key, its certificate and the agent's CA.
-#[derive(Debug)]
-pub struct Identity {
-    /// Client private key.
-    pub key: PrivateKeyDer<'static>,
-    /// Client certificate.
-    pub cert: CertificateDer<'static>,
-    /// The agent's CA, the only trust anchor for the agent's certificate.
-    pub ca: CertificateDer<'static>,
 }
 
 /// A client certificate just issued by [`issue_client`].
@@ -239,71 +228,6 @@ pub fn issue_client(config: &Config, name: &str) -> Result<IssuedClient> {
         serial,
         not_after,
     })
-}
-
-impl Identity {
-    /// Reads an identity file (key, client certificate, agent CA).
-    pub fn load(path: &Path) -> Result<Identity> {
-        let text = std::fs::read(path)
-            .with_context(|| format!("cannot read identity file {}", path.display()))?;
-        Identity::parse(&text)
-            .with_context(|| format!("{} is not a fileagent identity file", path.display()))
-    }
-
-    /// Parses an identity file's text.
-    pub fn parse(text: &[u8]) -> Result<Identity> {
-        let key = PrivateKeyDer::from_pem_slice(text).context("no private key found")?;
-        let certs = CertificateDer::pem_slice_iter(text)
-            .collect::<Result<Vec<_>, _>>()
-            .context("a certificate is malformed")?;
-        let [cert, ca] = <[_; 2]>::try_from(certs).map_err(|certs| {
-            anyhow::anyhow!(
-                "expected 2 certificates (client, then agent CA), found {}",
-                certs.len()
-            )
-        })?;
-        Ok(Identity { key, cert, ca })
-    }
-
-    /// The client name (CN of the certificate).
-    pub fn name(&self) -> String {
-        common_name(&self.cert).unwrap_or_default()
-    }
-
-    /// Fails with advice when the client certificate is expired or not yet valid.
-    pub fn check_validity(&self) -> Result<()> {
-        let (_, cert) = X509Certificate::from_der(&self.cert).context("unreadable certificate")?;
-        let validity = cert.validity();
-        let now = OffsetDateTime::now_utc();
-        if now > validity.not_after.to_datetime() {
-            bail!(
-                "the client certificate \"{}\" expired on {}: ask the agent's administrator for a \
-                 new identity (`fileagent client issue`)",
-                self.name(),
-                validity.not_after
-            );
-        }
-        if now < validity.not_before.to_datetime() {
-            bail!(
-                "the client certificate is not valid before {}: check this machine's clock",
-                validity.not_before
-            );
-        }
-        Ok(())
-    }
-}
-
-/// The subject CN of a DER certificate, if it has one.
-pub fn common_name(der: &[u8]) -> Option<String> {
-    let (_, cert) = X509Certificate::from_der(der).ok()?;
-    let cn = cert.subject().iter_common_name().next()?;
-    cn.as_str().ok().map(str::to_owned)
-}
-
-/// SHA-256 fingerprint of a DER certificate, as lower-case hex.
-pub fn fingerprint(der: &[u8]) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(der))
 }
 
 /// Client names become certificate CNs and file names: keep them plain.
@@ -477,6 +401,7 @@ fn ip_of(bytes: &[u8]) -> Option<IpAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::identity::Identity;
     use std::os::unix::fs::PermissionsExt;
 
     fn config_in(dir: &Path) -> Config {

@@ -21,7 +21,7 @@ use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
-use crate::pki::common_name;
+use crate::identity::common_name;
 use crate::protocol::{ALPN, Connection, MAX_REQUEST_HEADER_LEN};
 use crate::session::{Session, Shared};
 

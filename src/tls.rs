@@ -14,7 +14,8 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use rustls_pki_types::CertificateDer;
 
-use crate::pki::{AgentCredentials, Identity};
+use crate::identity::Identity;
+use crate::pki::AgentCredentials;
 use crate::protocol::ALPN;
 
 /// The crypto provider used everywhere (`ring`: small, cross-compiles with

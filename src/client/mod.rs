@@ -19,7 +19,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
-use crate::pki::Identity;
+use crate::identity::Identity;
 use crate::protocol::{
     AgentStatus, CHUNK_LEN, Connection, DEFAULT_PORT, ErrorCode, FileEntry, MAX_REPLY_HEADER_LEN,
     ProtocolError, Reply, Request,

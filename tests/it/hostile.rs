@@ -49,7 +49,7 @@ async fn announce(conn: &mut Raw, name: &str, size: u64, sha256: &str) -> Reply 
 }
 
 /// A client config that trusts the agent but presents `identity` (or none).
-fn tls_config(agent: &Agent, identity: Option<fileagent::pki::Identity>) -> ClientConfig {
+fn tls_config(agent: &Agent, identity: Option<fileagent::identity::Identity>) -> ClientConfig {
     let ca = agent.identity("ca-probe").ca;
     let mut roots = rustls::RootCertStore::empty();
     roots.add(ca).unwrap();

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use fileagent::client::Client;
 use fileagent::config::Config;
-use fileagent::pki::{self, Identity};
+use fileagent::identity::Identity;
+use fileagent::pki;
 use fileagent::protocol::{Connection, MAX_REPLY_HEADER_LEN, Reply};
 use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
