@@ -5,18 +5,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fileagent::client::{Client, ClientError};
-use fileagent::protocol::{
-    Connection, ErrorCode, MAX_REQUEST_HEADER_LEN, Reply, Request, frame_prefix,
-};
+use fileagent::protocol::{ErrorCode, MAX_REQUEST_HEADER_LEN, Reply, Request, frame_prefix};
 use rustls::ClientConfig;
 use time::OffsetDateTime;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_rustls::client::TlsStream;
 
-use crate::support::{Agent, GUARD, content, reply, sha256, tls_connect};
-
-type Raw = Connection<TlsStream<TcpStream>>;
+use crate::support::{
+    Agent, GUARD, announce, content, reply, send_body, sha256, start_body, tls_connect,
+};
 
 /// Stops the agent (waiting for every connection task) and checks that
 /// nothing was stored or left behind.
@@ -35,17 +32,6 @@ fn expect_error(reply: Reply, want: ErrorCode) -> String {
         Reply::Error { code, message } if code == want => message,
         other => panic!("expected error {want}, got {other:?}"),
     }
-}
-
-async fn announce(conn: &mut Raw, name: &str, size: u64, sha256: &str) -> Reply {
-    let request = Request::Send {
-        name: name.into(),
-        size,
-        sha256: sha256.into(),
-        overwrite: false,
-    };
-    conn.write_message(&request).await.unwrap();
-    reply(conn).await
 }
 
 /// A client config that trusts the agent but presents `identity` (or none).
@@ -260,13 +246,8 @@ async fn declared_size_over_the_limit_is_refused_before_the_body() {
     assert!(message.contains("max_file_size"), "{message}");
     // Same connection, a file within the limit works.
     let body = content(7, 1000);
-    assert_eq!(
-        announce(&mut conn, "ok.gcode", 1000, &sha256(&body)).await,
-        Reply::Continue
-    );
-    conn.write_chunk(&body).await.unwrap();
-    conn.write_end().await.unwrap();
-    assert!(matches!(reply(&mut conn).await, Reply::Stored { .. }));
+    let stored = send_body(&mut conn, "ok.gcode", 1000, &sha256(&body), &body).await;
+    assert!(matches!(stored, Reply::Stored { .. }), "{stored:?}");
     agent.stop().await;
     assert_eq!(agent.ready(), vec!["ok.gcode".to_string()]);
     assert!(agent.incoming().is_empty());
@@ -291,32 +272,24 @@ async fn bodies_shorter_or_longer_than_declared_or_with_a_wrong_digest_are_disca
     let body = content(3, 300_000);
 
     // Shorter: the end frame comes early.
-    assert_eq!(
-        announce(&mut conn, "short.gcode", 300_001, &sha256(&body)).await,
-        Reply::Continue
-    );
-    conn.write_chunk(&body).await.unwrap();
-    conn.write_end().await.unwrap();
-    let message = expect_error(reply(&mut conn).await, ErrorCode::SizeMismatch);
+    let short = send_body(&mut conn, "short.gcode", 300_001, &sha256(&body), &body).await;
+    let message = expect_error(short, ErrorCode::SizeMismatch);
     assert!(message.contains("300001 were declared"), "{message}");
 
     // Longer: more data than declared.
-    assert_eq!(
-        announce(&mut conn, "long.gcode", 299_999, &sha256(&body[..299_999])).await,
-        Reply::Continue
-    );
-    conn.write_chunk(&body).await.unwrap();
-    conn.write_end().await.unwrap();
-    expect_error(reply(&mut conn).await, ErrorCode::SizeMismatch);
+    let long = send_body(
+        &mut conn,
+        "long.gcode",
+        299_999,
+        &sha256(&body[..299_999]),
+        &body,
+    )
+    .await;
+    expect_error(long, ErrorCode::SizeMismatch);
 
     // Wrong digest.
-    assert_eq!(
-        announce(&mut conn, "bad.gcode", 300_000, &sha256(b"other")).await,
-        Reply::Continue
-    );
-    conn.write_chunk(&body).await.unwrap();
-    conn.write_end().await.unwrap();
-    let message = expect_error(reply(&mut conn).await, ErrorCode::DigestMismatch);
+    let corrupt = send_body(&mut conn, "bad.gcode", 300_000, &sha256(b"other"), &body).await;
+    let message = expect_error(corrupt, ErrorCode::DigestMismatch);
     assert!(message.contains(&sha256(&body)), "{message}");
 
     // The connection is still in sync.
@@ -330,12 +303,7 @@ async fn a_connection_dropped_mid_body_leaves_nothing() {
     let mut agent = Agent::start().await;
     let mut conn = agent.raw("flaky").await;
     let body = content(4, 1 << 20);
-    assert_eq!(
-        announce(&mut conn, "cut.gcode", 2 << 20, &sha256(&body)).await,
-        Reply::Continue
-    );
-    conn.write_chunk(&body).await.unwrap();
-    conn.flush().await.unwrap();
+    start_body(&mut conn, "cut.gcode", 2 << 20, &sha256(&body), &body).await;
     drop(conn);
     agent.assert_serving().await;
     assert_nothing_on_disk(&mut agent).await;
@@ -455,12 +423,7 @@ async fn a_stalled_body_is_discarded_at_the_idle_timeout() {
     let mut agent = Agent::start_with(quick_timeouts).await;
     let mut conn = agent.raw("staller").await;
     let body = content(5, 100_000);
-    assert_eq!(
-        announce(&mut conn, "stall.gcode", 200_000, &sha256(&body)).await,
-        Reply::Continue
-    );
-    conn.write_chunk(&body).await.unwrap();
-    conn.flush().await.unwrap();
+    start_body(&mut conn, "stall.gcode", 200_000, &sha256(&body), &body).await;
     let message = expect_error(reply(&mut conn).await, ErrorCode::Timeout);
     assert!(message.contains("no data"), "{message}");
     agent.assert_serving().await;

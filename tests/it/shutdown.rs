@@ -6,13 +6,11 @@ use std::time::Duration;
 use fileagent::protocol::{Reply, Request};
 use tokio::net::TcpStream;
 
-use crate::support::{Agent, GUARD, content, reply, sha256};
+use crate::support::{Agent, GUARD, Raw, content, reply, sha256, start_body};
 
 /// Waits until the agent has begun shutting down, observed through an idle
 /// session that the agent closes as its first shutdown step.
-async fn wait_until_stopping(
-    idle: &mut fileagent::protocol::Connection<tokio_rustls::client::TlsStream<TcpStream>>,
-) {
+async fn wait_until_stopping(idle: &mut Raw) {
     let frame = idle.read_frame(GUARD).await.unwrap_or(None);
     assert!(
         frame.is_none(),
@@ -29,16 +27,14 @@ async fn a_running_upload_finishes_during_the_grace_period() {
 
     let mut conn = agent.raw("uploader").await;
     let body = content(9, 600_000);
-    let request = Request::Send {
-        name: "late.gcode".into(),
-        size: body.len() as u64,
-        sha256: sha256(&body),
-        overwrite: false,
-    };
-    conn.write_message(&request).await.unwrap();
-    assert_eq!(reply(&mut conn).await, Reply::Continue);
-    conn.write_chunk(&body[..300_000]).await.unwrap();
-    conn.flush().await.unwrap();
+    start_body(
+        &mut conn,
+        "late.gcode",
+        600_000,
+        &sha256(&body),
+        &body[..300_000],
+    )
+    .await;
 
     agent.trigger_stop();
     wait_until_stopping(&mut idle).await;
@@ -61,16 +57,7 @@ async fn an_upload_still_running_after_the_grace_period_is_discarded() {
     let mut agent = Agent::start_with(|c| c.shutdown_grace = Duration::from_millis(200)).await;
     let mut conn = agent.raw("slowpoke").await;
     let body = content(10, 200_000);
-    let request = Request::Send {
-        name: "never.gcode".into(),
-        size: 400_000,
-        sha256: sha256(&body),
-        overwrite: false,
-    };
-    conn.write_message(&request).await.unwrap();
-    assert_eq!(reply(&mut conn).await, Reply::Continue);
-    conn.write_chunk(&body).await.unwrap();
-    conn.flush().await.unwrap();
+    start_body(&mut conn, "never.gcode", 400_000, &sha256(&body), &body).await;
 
     // stop() returns only once every connection task has ended.
     tokio::time::timeout(GUARD, agent.stop())

@@ -10,7 +10,7 @@ use fileagent::client::Client;
 use fileagent::config::Config;
 use fileagent::identity::Identity;
 use fileagent::pki;
-use fileagent::protocol::{Connection, MAX_REPLY_HEADER_LEN, Reply};
+use fileagent::protocol::{Connection, MAX_REPLY_HEADER_LEN, Reply, Request};
 use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
 use tokio::net::{TcpListener, TcpStream};
@@ -191,9 +191,40 @@ pub async fn tls_connect(
         .expect("handshake hung")
 }
 
+/// A framed connection for raw protocol.
+pub type Raw = Connection<TlsStream<TcpStream>>;
+
 /// Reads the next reply within [`GUARD`].
-pub async fn reply(conn: &mut Connection<TlsStream<TcpStream>>) -> Reply {
+pub async fn reply(conn: &mut Raw) -> Reply {
     conn.expect_message(GUARD).await.unwrap()
+}
+
+/// Announces a `send` on a raw connection and returns the agent's answer.
+pub async fn announce(conn: &mut Raw, name: &str, size: u64, sha256: &str) -> Reply {
+    let request = Request::Send {
+        name: name.into(),
+        size,
+        sha256: sha256.into(),
+        overwrite: false,
+    };
+    conn.write_message(&request).await.unwrap();
+    reply(conn).await
+}
+
+/// Announces a file of `size` bytes, expects `continue` and sends `part`
+/// of its body (flushed, no end frame).
+pub async fn start_body(conn: &mut Raw, name: &str, size: u64, sha256: &str, part: &[u8]) {
+    assert_eq!(announce(conn, name, size, sha256).await, Reply::Continue);
+    conn.write_chunk(part).await.unwrap();
+    conn.flush().await.unwrap();
+}
+
+/// Announces a file, sends `body` and the end frame whatever the
+/// announcement said, and returns the agent's final answer.
+pub async fn send_body(conn: &mut Raw, name: &str, size: u64, sha256: &str, body: &[u8]) -> Reply {
+    start_body(conn, name, size, sha256, body).await;
+    conn.write_end().await.unwrap();
+    reply(conn).await
 }
 
 /// A file in `tests/data`.
