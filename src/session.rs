@@ -88,12 +88,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 Ok(None) => return Ok(()),
                 Err(e) if e.is_recoverable() => {
                     warn!(client = %self.client, error = %e, "bad request");
-                    self.conn
-                        .write_message(&Reply::Error {
-                            code: ErrorCode::BadRequest,
-                            message: e.to_string(),
-                        })
-                        .await?;
+                    self.send(&Reply::Error {
+                        code: ErrorCode::BadRequest,
+                        message: e.to_string(),
+                    })
+                    .await?;
                     continue;
                 }
                 Err(e) => return self.fail_stream(e).await,
@@ -116,10 +115,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             message: e.to_string(),
         };
         // Best effort: the peer may already be gone.
-        if self.conn.write_message(&reply).await.is_ok() {
+        if self.send(&reply).await.is_ok() {
             self.conn.shutdown().await.ok();
         }
         Err(e.into())
+    }
+
+    /// Writes a reply; a client that stops reading for `body_idle_timeout`
+    /// is given up on.
+    async fn send(&mut self, reply: &Reply) -> Result<(), SessionError> {
+        let idle = self.shared.body_idle_timeout;
+        tokio::time::timeout(idle, self.conn.write_message(reply))
+            .await
+            .map_err(|_| ProtocolError::Timeout(idle))??;
+        Ok(())
     }
 
     async fn handle(&mut self, request: Request) -> Result<(), SessionError> {
@@ -145,7 +154,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             },
             Request::Status => Reply::Status(self.status().await),
         };
-        self.conn.write_message(&reply).await?;
+        self.send(&reply).await?;
         Ok(())
     }
 
@@ -195,14 +204,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             Ok(Begin::Receive(upload)) => upload,
             Ok(Begin::Unchanged(stored)) => {
                 info!(client = %self.client, file = %name, bytes = size, sha256 = %stored.sha256, "unchanged, already stored");
-                return Ok(self.conn.write_message(&stored_reply(stored)).await?);
+                return self.send(&stored_reply(stored)).await;
             }
             Err(e) => {
                 info!(client = %self.client, file = %name, bytes = size, error = %e, "send refused");
-                return Ok(self.conn.write_message(&self.error_reply(&e)).await?);
+                return self.send(&self.error_reply(&e)).await;
             }
         };
-        self.conn.write_message(&Reply::Continue).await?;
+        self.send(&Reply::Continue).await?;
         let idle = self.shared.body_idle_timeout;
         // Read the whole body even after a write error, so the reply is
         // read by a client that is still sending and the stream stays in sync.
@@ -244,21 +253,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 self.error_reply(&e)
             }
         };
-        Ok(self.conn.write_message(&reply).await?)
+        self.send(&reply).await
     }
 
     /// `get`: `body`, the data, `complete` with the digest of what was sent.
     async fn send_file(&mut self, name: &str) -> Result<(), SessionError> {
         let (mut file, size) = match self.shared.spool.open_file(name).await {
             Ok(found) => found,
-            Err(e) => return Ok(self.conn.write_message(&self.error_reply(&e)).await?),
+            Err(e) => return self.send(&self.error_reply(&e)).await,
         };
-        self.conn
-            .write_message(&Reply::Body {
-                name: name.into(),
-                size,
-            })
-            .await?;
+        self.send(&Reply::Body {
+            name: name.into(),
+            size,
+        })
+        .await?;
         let mut hasher = Sha256::new();
         let mut buf = vec![0u8; CHUNK_LEN];
         let mut sent = 0u64;
@@ -272,18 +280,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 break;
             }
             hasher.update(&buf[..n]);
-            tokio::time::timeout(
-                self.shared.body_idle_timeout,
-                self.conn.write_chunk(&buf[..n]),
-            )
-            .await
-            .map_err(|_| ProtocolError::Timeout(self.shared.body_idle_timeout))??;
+            let idle = self.shared.body_idle_timeout;
+            tokio::time::timeout(idle, self.conn.write_chunk(&buf[..n]))
+                .await
+                .map_err(|_| ProtocolError::Timeout(idle))??;
             sent += n as u64;
         }
-        self.conn.write_end().await?;
+        let idle = self.shared.body_idle_timeout;
+        tokio::time::timeout(idle, self.conn.write_end())
+            .await
+            .map_err(|_| ProtocolError::Timeout(idle))??;
         let sha256 = hex::encode(hasher.finalize());
         info!(client = %self.client, file = %name, bytes = sent, sha256 = %sha256, "sent");
-        Ok(self.conn.write_message(&Reply::Complete { sha256 }).await?)
+        self.send(&Reply::Complete { sha256 }).await
     }
 }
 

@@ -460,3 +460,27 @@ async fn the_connection_limit_holds_further_clients_until_a_slot_frees() {
     drop(second);
     assert_nothing_on_disk(&mut agent).await;
 }
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_dropped_at_the_idle_timeout() {
+    let mut agent = Agent::start_with(|c| {
+        c.body_idle_timeout = Duration::from_millis(300);
+        c.max_connections = 1;
+    })
+    .await;
+    // Larger than loopback socket buffers, so the agent's writes block.
+    let ready = agent.config.spool_dir.join("ready").join("huge.gcode");
+    std::fs::write(&ready, content(11, 48 << 20)).unwrap();
+    let mut reader = agent.raw("deaf").await;
+    reader
+        .write_message(&Request::Get {
+            name: "huge.gcode".into(),
+        })
+        .await
+        .unwrap();
+    // The only connection slot frees once the agent gives up on the deaf client.
+    agent.assert_serving().await;
+    drop(reader);
+    agent.stop().await;
+    assert!(agent.incoming().is_empty());
+}
