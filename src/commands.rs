@@ -105,6 +105,8 @@ async fn dispatch(command: Command) -> Result<()> {
                 "max file    {}",
                 ByteSize(status.max_file_size).display().iec()
             );
+            println!("printer     {}", status.printer);
+            println!("queued      {}", status.queued);
             println!("you are     {}", status.client);
             Ok(())
         }
@@ -121,7 +123,7 @@ async fn dispatch(command: Command) -> Result<()> {
 
 fn init(config_path: Option<&Path>) -> Result<()> {
     let (config, source) = Config::load(config_path)?;
-    let prepared = crate::daemon::prepare(&config)?;
+    let prepared = crate::daemon::prepare(&config, false)?;
     let report = &prepared.report;
     println!("config          {source}");
     println!("state dir       {}", config.state_dir.display());
@@ -348,15 +350,21 @@ fn print_table(files: &[crate::protocol::FileEntry]) -> std::io::Result<()> {
         .max()
         .unwrap_or(4)
         .max(4);
-    writeln!(out, "{:<width$}  {:>10}  MODIFIED (UTC)", "NAME", "SIZE")?;
+    writeln!(
+        out,
+        "{:<width$}  {:>10}  {:<20}  {:<9}  NOTE",
+        "NAME", "SIZE", "CHANGED (UTC)", "STATE"
+    )?;
     for file in files {
         let modified = std::time::UNIX_EPOCH + Duration::from_secs(file.modified);
         writeln!(
             out,
-            "{:<width$}  {:>10}  {}",
+            "{:<width$}  {:>10}  {:<20}  {:<9}  {}",
             file.name,
             ByteSize(file.size).display().iec().to_string(),
-            humantime::format_rfc3339_seconds(modified)
+            humantime::format_rfc3339_seconds(modified).to_string(),
+            file.state.as_deref().unwrap_or("-"),
+            file.reason.as_deref().unwrap_or(""),
         )?;
     }
     Ok(())

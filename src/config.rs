@@ -38,6 +38,24 @@ pub const DEFAULT_MAX_FILE_SIZE: ByteSize = ByteSize::gib(4);
 pub const DEFAULT_MIN_FREE_SPACE: ByteSize = ByteSize::mib(256);
 /// Default lifetime of client certificates issued by the agent.
 pub const DEFAULT_CLIENT_CERT_LIFETIME: Duration = Duration::from_secs(365 * 24 * 3600);
+/// Default time a file from another tool must stay unchanged before it is forwarded.
+pub const DEFAULT_SETTLE_TIME: Duration = Duration::from_secs(2);
+/// Default time forwarded files are kept in `done/`.
+pub const DEFAULT_KEEP_DONE: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Default interval of the safety-net rescan of `ready/`.
+pub const DEFAULT_RESCAN_INTERVAL: Duration = Duration::from_secs(30);
+/// Default extensions of print files.
+pub const DEFAULT_PRINT_EXTENSIONS: [&str; 4] = ["gcode", "gco", "g", "bgcode"];
+/// Default OctoPrint URL.
+pub const DEFAULT_OCTOPRINT_URL: &str = "http://127.0.0.1:5000";
+/// Default file holding the OctoPrint API key.
+pub const DEFAULT_API_KEY_FILE: &str = "/etc/fileagent/octoprint.key";
+/// Default interval between printer state polls.
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(2);
+/// Default first retry delay after OctoPrint failed.
+pub const DEFAULT_RETRY_INITIAL: Duration = Duration::from_secs(1);
+/// Default longest retry delay.
+pub const DEFAULT_RETRY_MAX: Duration = Duration::from_secs(60);
 
 /// The agent's settings. Every key is optional; see `config/fileagent.toml`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -73,6 +91,79 @@ pub struct Config {
     /// Lifetime of client certificates issued by `fileagent client issue`.
     #[serde(with = "humantime_serde")]
     pub client_cert_lifetime: Duration,
+    /// Time a file written into `ready/` by another tool must stay unchanged.
+    #[serde(with = "humantime_serde")]
+    pub settle_time: Duration,
+    /// Extensions (without dot, any case) of files forwarded to OctoPrint.
+    pub print_extensions: Vec<String>,
+    /// Time forwarded files are kept in `done/` (and failed ones in `failed/`).
+    #[serde(with = "humantime_serde")]
+    pub keep_done: Duration,
+    /// Interval of the safety-net rescan of `ready/`.
+    #[serde(with = "humantime_serde")]
+    pub rescan_interval: Duration,
+    /// Forwarding to OctoPrint.
+    pub octoprint: OctoPrintConfig,
+}
+
+/// When the agent starts prints (`[octoprint] auto_print`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum AutoPrint {
+    /// Start only if the printer is operational and idle; else queue it.
+    #[default]
+    WhenIdle,
+    /// Always ask OctoPrint to print (it refuses while busy; then queued).
+    Always,
+    /// Upload only.
+    Never,
+}
+
+/// The `[octoprint]` table.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OctoPrintConfig {
+    /// Forward at all.
+    pub enabled: bool,
+    /// Base URL of the local OctoPrint.
+    pub url: String,
+    /// API key (prefer `api_key_file`); never logged.
+    pub api_key: Option<String>,
+    /// File holding the API key, used when `api_key` is not set.
+    pub api_key_file: PathBuf,
+    /// Folder in OctoPrint's storage to upload into ("" = top level).
+    pub upload_folder: String,
+    /// When prints are started.
+    pub auto_print: AutoPrint,
+    /// Start the next uploaded file when the printer is free again after a
+    /// job. Only for printers that clear their bed.
+    pub queue: bool,
+    /// Interval between printer state polls.
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+    /// First retry delay while OctoPrint is down.
+    #[serde(with = "humantime_serde")]
+    pub retry_initial: Duration,
+    /// Longest retry delay.
+    #[serde(with = "humantime_serde")]
+    pub retry_max: Duration,
+}
+
+impl Default for OctoPrintConfig {
+    fn default() -> Self {
+        OctoPrintConfig {
+            enabled: true,
+            url: DEFAULT_OCTOPRINT_URL.into(),
+            api_key: None,
+            api_key_file: PathBuf::from(DEFAULT_API_KEY_FILE),
+            upload_folder: String::new(),
+            auto_print: AutoPrint::WhenIdle,
+            queue: false,
+            poll_interval: DEFAULT_POLL_INTERVAL,
+            retry_initial: DEFAULT_RETRY_INITIAL,
+            retry_max: DEFAULT_RETRY_MAX,
+        }
+    }
 }
 
 impl Default for Config {
@@ -91,6 +182,11 @@ impl Default for Config {
             body_idle_timeout: DEFAULT_BODY_IDLE_TIMEOUT,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             client_cert_lifetime: DEFAULT_CLIENT_CERT_LIFETIME,
+            settle_time: DEFAULT_SETTLE_TIME,
+            print_extensions: DEFAULT_PRINT_EXTENSIONS.map(String::from).to_vec(),
+            keep_done: DEFAULT_KEEP_DONE,
+            rescan_interval: DEFAULT_RESCAN_INTERVAL,
+            octoprint: OctoPrintConfig::default(),
         }
     }
 }
@@ -155,6 +251,10 @@ impl Config {
             listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), DEFAULT_PORT),
             state_dir: data.join("state"),
             spool_dir: data.join("spool"),
+            octoprint: OctoPrintConfig {
+                api_key_file: data.join("octoprint.key"),
+                ..OctoPrintConfig::default()
+            },
             ..Config::default()
         }
     }
@@ -214,6 +314,38 @@ impl Config {
                 ),
             ));
         }
+        for (key, value) in [
+            ("octoprint.poll_interval", self.octoprint.poll_interval),
+            ("octoprint.retry_initial", self.octoprint.retry_initial),
+            ("rescan_interval", self.rescan_interval),
+        ] {
+            if value.is_zero() {
+                return Err((key, "must be longer than zero, e.g. \"2s\"".into()));
+            }
+        }
+        if self.octoprint.retry_max < self.octoprint.retry_initial {
+            return Err((
+                "octoprint.retry_max",
+                "must not be shorter than retry_initial".into(),
+            ));
+        }
+        if !self.octoprint.url.starts_with("http://") {
+            return Err((
+                "octoprint.url",
+                "must be an http:// URL of the local OctoPrint, e.g. \"http://127.0.0.1:5000\""
+                    .into(),
+            ));
+        }
+        if self
+            .print_extensions
+            .iter()
+            .any(|e| e.is_empty() || e.contains(['.', '/']))
+        {
+            return Err((
+                "print_extensions",
+                "entries are extensions without a dot, e.g. \"gcode\"".into(),
+            ));
+        }
         if self.max_connections == 0 || self.max_connections > 10_000 {
             return Err(("max_connections", "must be between 1 and 10000".into()));
         }
@@ -243,17 +375,27 @@ impl Config {
     }
 }
 
-/// 1-based line on which top-level `key` is set, or 0 when it is not set.
+/// 1-based line on which `key` (dotted for tables, e.g. `octoprint.url`)
+/// is set, or 0 when it is not set.
 fn line_of_key(text: &str, key: &str) -> usize {
-    let Ok(table) = toml::de::DeTable::parse(text) else {
+    let Ok(root) = toml::de::DeTable::parse(text) else {
         return 0;
     };
-    table
-        .get_ref()
-        .iter()
-        .find(|(k, _)| k.get_ref() == key)
-        .map(|(k, _)| 1 + text[..k.span().start].matches('\n').count())
-        .unwrap_or(0)
+    let mut table = root.get_ref();
+    let mut parts = key.split('.').peekable();
+    while let Some(part) = parts.next() {
+        let Some((k, value)) = table.iter().find(|(k, _)| k.get_ref() == part) else {
+            return 0;
+        };
+        if parts.peek().is_none() {
+            return 1 + text[..k.span().start].matches('\n').count();
+        }
+        match value.get_ref() {
+            toml::de::DeValue::Table(inner) => table = inner,
+            _ => return 0,
+        }
+    }
+    0
 }
 
 #[cfg(test)]
@@ -312,6 +454,9 @@ mod tests {
         assert_eq!(line_of_key(text, "max_connections"), 4);
         assert_eq!(line_of_key(text, "listen"), 3);
         assert_eq!(line_of_key(text, "absent"), 0);
+        let nested = "listen = \"127.0.0.1:1\"\n\n[octoprint]\nqueue = true\nurl = \"ftp://x\"\n";
+        assert_eq!(line_of_key(nested, "octoprint.url"), 5);
+        assert_eq!(line_of_key(nested, "octoprint.absent"), 0);
     }
 
     #[test]

@@ -25,11 +25,14 @@ pub struct Prepared {
     pub options: ServerOptions,
     /// What the PKI initialisation did.
     pub report: InitReport,
+    /// The forwarding task, if forwarding runs.
+    pub forwarder: Option<crate::forward::Running>,
 }
 
 /// Creates the state directory, CA and server certificate where absent
-/// (idempotent), and the spool directories; removes crash leftovers.
-pub fn prepare(config: &Config) -> Result<Prepared> {
+/// (idempotent), and the spool directories; removes crash leftovers. With
+/// `forward`, also starts forwarding to OctoPrint (needs a Tokio runtime).
+pub fn prepare(config: &Config, forward: bool) -> Result<Prepared> {
     let report = pki::init(config).with_context(|| {
         format!(
             "cannot initialise the agent's keys in {} (is it writable by this user?)",
@@ -50,6 +53,14 @@ pub fn prepare(config: &Config) -> Result<Prepared> {
     if removed > 0 {
         warn!(removed, dir = %config.spool_dir.display(), "removed unfinished uploads left by an earlier run");
     }
+    let (handle, forwarder) = if forward {
+        crate::forward::start(config)?
+    } else {
+        (
+            crate::forward::Handle::disabled("forwarding is not running"),
+            None,
+        )
+    };
     Ok(Prepared {
         tls,
         shared: Arc::new(Shared {
@@ -58,6 +69,7 @@ pub fn prepare(config: &Config) -> Result<Prepared> {
             body_idle_timeout: config.body_idle_timeout,
             max_file_size: config.max_file_size.as_u64(),
             started: Instant::now(),
+            forward: handle,
         }),
         options: ServerOptions {
             max_connections: config.max_connections,
@@ -65,6 +77,7 @@ pub fn prepare(config: &Config) -> Result<Prepared> {
             shutdown_grace: config.shutdown_grace,
         },
         report,
+        forwarder,
     })
 }
 
@@ -92,7 +105,7 @@ pub async fn serve(config: Config, source: Source) -> Result<()> {
     } else {
         info!(config = %source, "config loaded");
     }
-    let prepared = prepare(&config)?;
+    let prepared = prepare(&config, true)?;
     log_init(&config, &prepared.report);
     let listener = TcpListener::bind(config.listen).await.with_context(|| {
         format!(
@@ -114,6 +127,9 @@ pub async fn serve(config: Config, source: Source) -> Result<()> {
         shutdown_signal(),
     )
     .await?;
+    if let Some(forwarder) = prepared.forwarder {
+        forwarder.stop().await;
+    }
     Ok(())
 }
 

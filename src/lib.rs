@@ -9,6 +9,7 @@
 //! - [`identity`]: a workstation's identity file; certificate names and fingerprints.
 //! - [`spool`]: `incoming/` and `ready/`, name checks, atomic verified commits.
 //! - [`session`]: the agent's side of one connection (request loop).
+//! - [`forward`]: the watched spool, the durable queue and uploads to OctoPrint.
 //! - [`server`]: accept loop, connection limit, timeouts, graceful shutdown.
 //! - [`daemon`]: process wiring for `serve` and `init` (PKI, spool, signals).
 //! - [`config`]: the agent's TOML config, human units, validation.
@@ -22,6 +23,7 @@ pub mod client_config;
 pub mod commands;
 pub mod config;
 pub mod daemon;
+pub mod forward;
 pub mod identity;
 pub mod pki;
 pub mod protocol;

@@ -57,7 +57,8 @@ pub enum Request {
         #[serde(default)]
         overwrite: bool,
     },
-    /// List the files ready in the spool; answered with [`Reply::Files`].
+    /// List the spool's files with their forwarding state; answered with
+    /// [`Reply::Files`].
     List,
     /// Fetch a file: [`Reply::Body`], the body, then [`Reply::Complete`].
     Get {
@@ -82,6 +83,13 @@ pub struct FileEntry {
     pub size: u64,
     /// Last modification, seconds since the Unix epoch.
     pub modified: u64,
+    /// Forwarding state (`received`, `uploading`, `uploaded`, `printing`,
+    /// `printed`, `failed`, `skipped`); absent when not forwarded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    /// Why it failed or was skipped, or what it waits for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// Figures reported by [`Request::Status`].
@@ -103,6 +111,12 @@ pub struct AgentStatus {
     pub max_file_size: u64,
     /// Common name of the certificate this connection authenticated with.
     pub client: String,
+    /// Printer state from OctoPrint, or why forwarding is off or failing.
+    #[serde(default)]
+    pub printer: String,
+    /// Files waiting to be uploaded or printed.
+    #[serde(default)]
+    pub queued: u64,
 }
 
 /// A reply from the agent.

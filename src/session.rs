@@ -33,6 +33,8 @@ pub struct Shared {
     pub max_file_size: u64,
     /// When the agent started.
     pub started: Instant,
+    /// The forwarder to OctoPrint.
+    pub forward: crate::forward::Handle,
 }
 
 /// Why a session ended abnormally.
@@ -142,7 +144,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             } => return self.receive(&name, size, &sha256, overwrite).await,
             Request::Get { name } => return self.send_file(&name).await,
             Request::List => match self.shared.spool.list().await {
-                Ok(files) => Reply::Files { files },
+                Ok(files) => Reply::Files {
+                    files: self.shared.forward.view().listing(files),
+                },
                 Err(e) => self.error_reply(&e),
             },
             Request::Delete { name } => match self.shared.spool.delete(&name).await {
@@ -179,6 +183,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     async fn status(&self) -> AgentStatus {
         let spool = &self.shared.spool;
         let files = spool.list().await.unwrap_or_default();
+        let view = self.shared.forward.view();
         AgentStatus {
             version: env!("CARGO_PKG_VERSION").into(),
             uptime_secs: self.shared.started.elapsed().as_secs(),
@@ -188,6 +193,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             free_bytes: spool.free_space().unwrap_or(0),
             max_file_size: self.shared.max_file_size,
             client: self.client.clone(),
+            printer: view.printer.clone(),
+            queued: view.queued(),
         }
     }
 
@@ -246,6 +253,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     client = %self.client, file = %stored.name, bytes = stored.size, sha256 = %stored.sha256,
                     replaced = stored.replaced, secs, "stored"
                 );
+                self.shared
+                    .forward
+                    .stored(&stored.name, &stored.sha256, stored.size, &self.client);
                 stored_reply(stored)
             }
             Err(e) => {

@@ -343,6 +343,8 @@ impl Spool {
                 name,
                 size: meta.len(),
                 modified,
+                state: None,
+                reason: None,
             });
         }
         files.sort_by(|a, b| a.name.cmp(&b.name));

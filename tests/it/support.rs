@@ -51,7 +51,7 @@ impl Agent {
             ..Config::default()
         };
         tweak(&mut config);
-        let prepared = fileagent::daemon::prepare(&config).unwrap();
+        let prepared = fileagent::daemon::prepare(&config, true).unwrap();
         let listener = TcpListener::bind(config.listen).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();

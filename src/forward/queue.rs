@@ -1,0 +1,253 @@
+//! The forwarder's durable record: every print file the agent has seen, in
+//! order of arrival, with its state. Saved as JSON, atomically (temp file,
+//! fsync, rename, directory fsync), after every change, so the queue and each
+//! file's state survive a restart of the agent.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+/// File name of the record inside the spool directory.
+pub const QUEUE_FILE: &str = "queue.json";
+
+/// Where a print file is on its way to the printer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileState {
+    /// In `ready/`, waiting to be uploaded.
+    Received,
+    /// Being uploaded (after a crash: checked against OctoPrint, then redone).
+    Uploading,
+    /// In OctoPrint, not printing (waiting for a person or for the queue).
+    Uploaded,
+    /// OctoPrint is printing it.
+    Printing,
+    /// The print finished.
+    Printed,
+    /// Gave up: see the reason.
+    Failed,
+    /// Not a print file (extension): stays in the spool, never uploaded.
+    Skipped,
+}
+
+impl FileState {
+    /// The state as shown to users.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FileState::Received => "received",
+            FileState::Uploading => "uploading",
+            FileState::Uploaded => "uploaded",
+            FileState::Printing => "printing",
+            FileState::Printed => "printed",
+            FileState::Failed => "failed",
+            FileState::Skipped => "skipped",
+        }
+    }
+}
+
+/// One print file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Arrival number, increasing.
+    pub id: u64,
+    /// File name in the spool.
+    pub name: String,
+    /// Hex SHA-256 of the content.
+    pub sha256: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// CN of the client that sent it, if it came through fileagent.
+    pub client: Option<String>,
+    /// Current state.
+    pub state: FileState,
+    /// Why it failed or was skipped, or what it waits for.
+    pub reason: Option<String>,
+    /// The agent starts it when the printer is free (`queue = true`).
+    #[serde(default)]
+    pub queued: bool,
+    /// Path in OctoPrint's local storage, once uploaded.
+    pub octoprint_path: Option<String>,
+    /// When it arrived (Unix seconds).
+    pub arrived: u64,
+    /// Last state change (Unix seconds).
+    pub updated: u64,
+}
+
+/// The record of all entries, saved at `path`.
+#[derive(Debug)]
+pub struct Queue {
+    path: PathBuf,
+    next_id: u64,
+    entries: Vec<Entry>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct OnDisk {
+    next_id: u64,
+    entries: Vec<Entry>,
+}
+
+/// Seconds since the Unix epoch.
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl Queue {
+    /// Loads the record at `path`; a missing file is an empty record.
+    pub fn load(path: &Path) -> io::Result<Queue> {
+        let (next_id, entries) = match std::fs::read(path) {
+            Ok(bytes) => {
+                let disk: OnDisk = serde_json::from_slice(&bytes).map_err(|e| {
+                    io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!(
+                            "{} is corrupt ({e}); move it away to start with an empty queue",
+                            path.display()
+                        ),
+                    )
+                })?;
+                (disk.next_id, disk.entries)
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => (1, Vec::new()),
+            Err(e) => return Err(e),
+        };
+        Ok(Queue {
+            path: path.to_path_buf(),
+            next_id,
+            entries,
+        })
+    }
+
+    /// Writes the record atomically.
+    pub fn save(&self) -> io::Result<()> {
+        use std::io::Write;
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        let disk = OnDisk {
+            next_id: self.next_id,
+            entries: self.entries.clone(),
+        };
+        let mut temp = tempfile::Builder::new()
+            .prefix(".queue-")
+            .tempfile_in(dir)?;
+        serde_json::to_writer_pretty(&mut temp, &disk)?;
+        temp.flush()?;
+        temp.as_file().sync_all()?;
+        temp.persist(&self.path).map_err(|e| e.error)?;
+        std::fs::File::open(dir)?.sync_all()
+    }
+
+    /// All entries in arrival order.
+    pub fn entries(&self) -> &[Entry] {
+        &self.entries
+    }
+
+    /// The entry with this id.
+    pub fn get_mut(&mut self, id: u64) -> Option<&mut Entry> {
+        self.entries.iter_mut().find(|e| e.id == id)
+    }
+
+    /// The entry for this name and content, if any.
+    pub fn find(&self, name: &str, sha256: &str) -> Option<&Entry> {
+        self.entries
+            .iter()
+            .find(|e| e.name == name && e.sha256 == sha256)
+    }
+
+    /// The newest entry for this name, if any.
+    pub fn latest(&self, name: &str) -> Option<&Entry> {
+        self.entries.iter().rev().find(|e| e.name == name)
+    }
+
+    /// Adds a new entry in state `state`; returns its id.
+    pub fn add(
+        &mut self,
+        name: &str,
+        sha256: &str,
+        size: u64,
+        client: Option<String>,
+        state: FileState,
+    ) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        let time = now();
+        self.entries.push(Entry {
+            id,
+            name: name.to_string(),
+            sha256: sha256.to_string(),
+            size,
+            client,
+            state,
+            reason: None,
+            queued: false,
+            octoprint_path: None,
+            arrived: time,
+            updated: time,
+        });
+        id
+    }
+
+    /// Changes an entry's state and reason.
+    pub fn set(&mut self, id: u64, state: FileState, reason: Option<String>) {
+        if let Some(entry) = self.get_mut(id) {
+            entry.state = state;
+            entry.reason = reason;
+            entry.updated = now();
+        }
+    }
+
+    /// Removes entries for which `drop` is true; returns them.
+    pub fn remove_where(&mut self, mut drop: impl FnMut(&Entry) -> bool) -> Vec<Entry> {
+        let (gone, kept) = std::mem::take(&mut self.entries)
+            .into_iter()
+            .partition(|e| drop(e));
+        self.entries = kept;
+        gone
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_record_survives_a_reload() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join(QUEUE_FILE);
+        let mut queue = Queue::load(&path).unwrap();
+        let a = queue.add(
+            "a.gcode",
+            "aa",
+            1,
+            Some("alice".into()),
+            FileState::Received,
+        );
+        let b = queue.add("b.gcode", "bb", 2, None, FileState::Received);
+        queue.set(a, FileState::Printing, None);
+        queue.save().unwrap();
+        let mut again = Queue::load(&path).unwrap();
+        assert_eq!(again.entries(), queue.entries());
+        let c = again.add("c.gcode", "cc", 3, None, FileState::Received);
+        assert!(c > b, "ids keep increasing across reloads");
+        assert_eq!(
+            again.find("a.gcode", "aa").unwrap().state,
+            FileState::Printing
+        );
+        assert!(again.find("a.gcode", "zz").is_none());
+        let gone = again.remove_where(|e| e.name == "b.gcode");
+        assert_eq!(gone.len(), 1);
+        assert_eq!(again.entries().len(), 2);
+    }
+
+    #[test]
+    fn a_corrupt_record_is_reported_with_advice() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join(QUEUE_FILE);
+        std::fs::write(&path, "{not json").unwrap();
+        let err = Queue::load(&path).unwrap_err();
+        assert!(err.to_string().contains("move it away"), "{err}");
+    }
+}
