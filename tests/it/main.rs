@@ -7,9 +7,13 @@
 //!   garbage), oversized headers and files, bad bodies, names, timeouts.
 //! - `shutdown`: graceful shutdown with running and stalled uploads.
 //! - `cli`: the `fileagent` binary, its output, config and exit codes.
+//! - `octoprint`: a real OctoPrint with its Virtual Printer (scripts/octoprint-dev.sh).
+//! - `forward`: forwarding end to end against that OctoPrint.
 
 mod cli;
+mod forward;
 mod hostile;
+mod octoprint;
 mod shutdown;
 mod support;
 mod transfer;

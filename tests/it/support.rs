@@ -31,10 +31,12 @@ pub struct Agent {
     _dir: tempfile::TempDir,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<std::io::Result<()>>>,
+    forwarder: Option<fileagent::forward::Running>,
 }
 
 impl Agent {
-    /// An agent on default settings (but 127.0.0.1:0 and a temp dir).
+    /// An agent on default settings (but 127.0.0.1:0, a temp dir, and no
+    /// forwarding unless a test turns it on).
     pub async fn start() -> Agent {
         Agent::start_with(|_| {}).await
     }
@@ -50,12 +52,27 @@ impl Agent {
             min_free_space: bytesize::ByteSize::mib(1),
             ..Config::default()
         };
+        config.octoprint.enabled = false;
         tweak(&mut config);
-        let prepared = fileagent::daemon::prepare(&config, true).unwrap();
-        let listener = TcpListener::bind(config.listen).await.unwrap();
-        let addr = listener.local_addr().unwrap();
+        let mut agent = Agent {
+            addr: config.listen,
+            config,
+            _dir: dir,
+            stop: None,
+            task: None,
+            forwarder: None,
+        };
+        agent.launch().await;
+        agent
+    }
+
+    /// Prepares and serves with the current config (again after `stop`).
+    async fn launch(&mut self) {
+        let prepared = fileagent::daemon::prepare(&self.config, true).unwrap();
+        let listener = TcpListener::bind(self.config.listen).await.unwrap();
+        self.addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(fileagent::server::run(
+        self.task = Some(tokio::spawn(fileagent::server::run(
             listener,
             prepared.tls,
             prepared.shared,
@@ -63,14 +80,16 @@ impl Agent {
             async {
                 let _ = stopped.await;
             },
-        ));
-        Agent {
-            addr,
-            config,
-            _dir: dir,
-            stop: Some(stop),
-            task: Some(task),
-        }
+        )));
+        self.stop = Some(stop);
+        self.forwarder = prepared.forwarder;
+    }
+
+    /// Stops the agent and starts it again on the same state and spool (on
+    /// a new port), as a restart of the service would.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        self.launch().await;
     }
 
     /// `127.0.0.1:PORT`, as given to `--agent`.
@@ -159,6 +178,9 @@ impl Agent {
                 .unwrap()
                 .unwrap()
                 .unwrap();
+        }
+        if let Some(forwarder) = self.forwarder.take() {
+            tokio::time::timeout(GUARD, forwarder.stop()).await.unwrap();
         }
     }
 

@@ -1,0 +1,276 @@
+//! Forwarding end to end against a real OctoPrint and its Virtual Printer:
+//! the CLI sends, the agent uploads and prints, busy printers are never
+//! disturbed, the queue, OctoPrint outages, a wrong API key, restarts, files
+//! from other tools, and files that are not print files.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use fileagent::config::Config;
+use fileagent::protocol::FileEntry;
+
+use crate::octoprint::OctoPrint;
+use crate::support::{Agent, data, sha256};
+
+/// Agent settings for talking to `octo`, with short intervals.
+fn forwarding(url: String, key: String, queue: bool) -> impl FnOnce(&mut Config) {
+    move |c| {
+        c.octoprint.enabled = true;
+        c.octoprint.url = url;
+        c.octoprint.api_key = Some(key);
+        c.octoprint.queue = queue;
+        c.octoprint.poll_interval = Duration::from_millis(200);
+        c.octoprint.retry_initial = Duration::from_millis(100);
+        c.octoprint.retry_max = Duration::from_millis(800);
+        c.settle_time = Duration::from_millis(300);
+    }
+}
+
+/// The agent's listing.
+async fn listing(agent: &Agent) -> Vec<FileEntry> {
+    let mut client = agent.client("lister").await;
+    let files = client.list().await.unwrap();
+    client.close().await;
+    files
+}
+
+/// Waits until the agent lists `name` in one of `states`.
+async fn wait_state(agent: &Agent, octo: &OctoPrint, name: &str, states: &[&str]) -> FileEntry {
+    let what = format!("{name} to be {states:?} in the agent's list");
+    octo.wait_for(&what, |_| async {
+        listing(agent)
+            .await
+            .into_iter()
+            .find(|f| f.name == name && states.contains(&f.state.as_deref().unwrap_or("")))
+    })
+    .await
+}
+
+/// A print file that keeps the Virtual Printer busy for a few seconds.
+fn dwell_file(dir: &std::path::Path, name: &str, seconds: u32) -> PathBuf {
+    let mut text = std::fs::read_to_string(data("tiny.gcode")).unwrap();
+    text.push_str(&format!(
+        "G4 S{seconds} ; dwell, so the job lasts a while\n"
+    ));
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn send_cli(agent: &Agent, identity: &std::path::Path, file: &std::path::Path) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_fileagent"))
+        .args([
+            "send",
+            file.to_str().unwrap(),
+            "--agent",
+            &agent.agent_arg(),
+            "--identity",
+        ])
+        .arg(identity)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sent_file_prints_and_a_second_one_waits_while_busy() {
+    let octo = OctoPrint::start().await;
+    let mut agent = Agent::start_with(forwarding(octo.url(), octo.key.clone(), false)).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let identity = tmp.path().join("bench.pem");
+    std::fs::write(&identity, agent.identity_pem("bench-pc")).unwrap();
+
+    // The cube heats bed and nozzle first: it stays Printing for minutes.
+    let cube = tmp.path().join("cube.gcode");
+    std::fs::copy(data("cube-20mm.gcode"), &cube).unwrap();
+    send_cli(&agent, &identity, &cube);
+    let sent_at = Instant::now();
+    octo.wait_for("the cube to print", |octo| async move {
+        let (state, file) = octo.job().await?;
+        (state == "Printing" && file == "cube.gcode").then_some(())
+    })
+    .await;
+    eprintln!(
+        "send returned -> OctoPrint Printing: {:.2}s",
+        sent_at.elapsed().as_secs_f64()
+    );
+    let info = octo.get("/api/files/local/cube.gcode").await.unwrap();
+    assert_eq!(
+        info["userdata"]["sha256"],
+        sha256(&std::fs::read(&cube).unwrap())
+    );
+    assert_eq!(info["userdata"]["client"], "bench-pc");
+    wait_state(&agent, &octo, "cube.gcode", &["printing"]).await;
+
+    // A second file while printing: uploaded, not started, the cube goes on.
+    let second = dwell_file(tmp.path(), "second.gcode", 1);
+    send_cli(&agent, &identity, &second);
+    let waiting = wait_state(&agent, &octo, "second.gcode", &["uploaded"]).await;
+    assert!(waiting.reason.unwrap().contains("waiting"));
+    assert!(octo.get("/api/files/local/second.gcode").await.is_some());
+    assert_eq!(
+        octo.job().await.unwrap(),
+        ("Printing".to_string(), "cube.gcode".to_string())
+    );
+
+    // The spool copies moved to done/.
+    let done = agent.config.spool_dir.join("done");
+    assert!(done.join("cube.gcode").exists() && done.join("second.gcode").exists());
+    assert!(agent.ready().is_empty());
+    let mut client = agent.client("watcher").await;
+    let status = client.status().await.unwrap();
+    assert_eq!(status.printer, "Printing");
+    client.close().await;
+    octo.command("/api/job", serde_json::json!({"command": "cancel"}))
+        .await;
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_queue_the_next_file_starts_when_the_printer_is_free() {
+    let octo = OctoPrint::start().await;
+    let mut agent = Agent::start_with(forwarding(octo.url(), octo.key.clone(), true)).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut client = agent.client("farm").await;
+    let first = dwell_file(tmp.path(), "first.gcode", 4);
+    let second = dwell_file(tmp.path(), "second.gcode", 1);
+    client
+        .send_file(&first, "first.gcode", false, &mut ())
+        .await
+        .unwrap();
+    wait_state(&agent, &octo, "first.gcode", &["printing"]).await;
+    client
+        .send_file(&second, "second.gcode", false, &mut ())
+        .await
+        .unwrap();
+    let queued = wait_state(&agent, &octo, "second.gcode", &["uploaded", "printing"]).await;
+    assert_eq!(
+        queued.state.as_deref(),
+        Some("uploaded"),
+        "second must wait for the first"
+    );
+
+    wait_state(&agent, &octo, "first.gcode", &["printed"]).await;
+    wait_state(&agent, &octo, "second.gcode", &["printing", "printed"]).await;
+    wait_state(&agent, &octo, "second.gcode", &["printed"]).await;
+    client.close().await;
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_octoprint_outage_delays_delivery_which_happens_exactly_once() {
+    let mut octo = OctoPrint::start().await;
+    let mut agent = Agent::start_with(forwarding(octo.url(), octo.key.clone(), false)).await;
+    octo.stop();
+
+    let mut client = agent.client("patient").await;
+    client
+        .send_file(&data("tiny.gcode"), "tiny.gcode", false, &mut ())
+        .await
+        .unwrap();
+    let waiting = wait_state(&agent, &octo, "tiny.gcode", &["received"]).await;
+    assert!(waiting.reason.is_none_or(|r| r.contains("unreachable")));
+    let status = octo
+        .wait_for("the agent to report OctoPrint unreachable", |_| async {
+            let status = agent.client("s").await.status().await.ok()?;
+            status.printer.contains("unreachable").then_some(status)
+        })
+        .await;
+    assert_eq!(status.queued, 1);
+
+    octo.resume().await;
+    wait_state(&agent, &octo, "tiny.gcode", &["printing", "printed"]).await;
+    let uploaded = octo.get("/api/files/local/tiny.gcode").await.unwrap();
+    assert_eq!(
+        uploaded["userdata"]["sha256"],
+        sha256(&std::fs::read(data("tiny.gcode")).unwrap())
+    );
+
+    // A restart of the agent, and the same file sent again: no second upload.
+    agent.restart().await;
+    let mut client = agent.client("patient").await;
+    client
+        .send_file(&data("tiny.gcode"), "tiny.gcode", false, &mut ())
+        .await
+        .unwrap();
+    octo.wait_for("the agent to settle the resent file", |_| async {
+        agent.ready().is_empty().then_some(())
+    })
+    .await;
+    let again = octo.get("/api/files/local/tiny.gcode").await.unwrap();
+    assert_eq!(
+        again["date"], uploaded["date"],
+        "OctoPrint got a second upload"
+    );
+    let entries: Vec<_> = listing(&agent)
+        .await
+        .into_iter()
+        .filter(|f| f.name == "tiny.gcode")
+        .collect();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    client.close().await;
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_api_key_is_reported_and_nothing_is_lost() {
+    let octo = OctoPrint::start().await;
+    let mut agent = Agent::start_with(forwarding(octo.url(), "not-the-key".into(), false)).await;
+    let mut client = agent.client("keyless").await;
+    client
+        .send_file(&data("tiny.gcode"), "tiny.gcode", false, &mut ())
+        .await
+        .unwrap();
+    octo.wait_for("the agent to report the refused key", |_| async {
+        let status = agent.client("s").await.status().await.ok()?;
+        status.printer.contains("refused the API key").then_some(())
+    })
+    .await;
+    assert_eq!(agent.ready(), vec!["tiny.gcode".to_string()]);
+    assert!(octo.get("/api/files/local/tiny.gcode").await.is_none());
+    client.close().await;
+
+    // With the right key (after a restart), the waiting file is delivered.
+    agent.stop().await;
+    agent.config.octoprint.api_key = Some(octo.key.clone());
+    agent.restart().await;
+    wait_state(&agent, &octo, "tiny.gcode", &["printing", "printed"]).await;
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_from_other_tools_are_forwarded_and_other_files_are_not() {
+    let octo = OctoPrint::start().await;
+    let mut agent = Agent::start_with(|c| {
+        forwarding(octo.url(), octo.key.clone(), false)(c);
+        c.octoprint.auto_print = fileagent::config::AutoPrint::Never;
+    })
+    .await;
+    let ready = agent.config.spool_dir.join("ready");
+    // As Samba or cp would: written in place, then closed.
+    std::fs::copy(data("tiny.gcode"), ready.join("copied.gcode")).unwrap();
+    std::fs::write(ready.join("notes.txt"), "bed leveled on Monday\n").unwrap();
+    // As scp or rsync would: a temp name, renamed when complete.
+    std::fs::copy(data("tiny.gcode"), ready.join(".incoming.tmp")).unwrap();
+    std::fs::rename(ready.join(".incoming.tmp"), ready.join("renamed.gcode")).unwrap();
+
+    let copied = wait_state(&agent, &octo, "copied.gcode", &["uploaded"]).await;
+    assert!(copied.reason.unwrap().contains("auto_print = never"));
+    wait_state(&agent, &octo, "renamed.gcode", &["uploaded"]).await;
+    let skipped = wait_state(&agent, &octo, "notes.txt", &["skipped"]).await;
+    assert!(skipped.reason.unwrap().contains("not a print file"));
+    assert!(octo.get("/api/files/local/copied.gcode").await.is_some());
+    assert!(octo.get("/api/files/local/notes.txt").await.is_none());
+    assert_eq!(agent.ready(), vec!["notes.txt".to_string()]);
+    assert_eq!(
+        octo.job().await.unwrap().0,
+        "Operational",
+        "auto_print = never must not print"
+    );
+    agent.stop().await;
+}

@@ -1,0 +1,174 @@
+//! A real OctoPrint (installed by `scripts/octoprint-dev.sh`) with its
+//! Virtual Printer, on a free port of 127.0.0.1, for the forwarding tests.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Longest wait for OctoPrint to start or for a print state to show.
+pub const OCTO_GUARD: Duration = Duration::from_secs(90);
+
+static INSTALL: Mutex<bool> = Mutex::new(false);
+
+fn script() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/octoprint-dev.sh")
+}
+
+/// Installs OctoPrint into the cached venv once per test run.
+fn install() {
+    let mut done = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
+    if !*done {
+        let status = Command::new(script()).arg("install").status().unwrap();
+        assert!(status.success(), "scripts/octoprint-dev.sh install failed");
+        *done = true;
+    }
+}
+
+/// A running OctoPrint with a private basedir and API key.
+pub struct OctoPrint {
+    child: Option<Child>,
+    base: tempfile::TempDir,
+    port: u16,
+    pub key: String,
+    http: reqwest::Client,
+}
+
+impl OctoPrint {
+    /// Installs (once), configures and starts OctoPrint; returns once the
+    /// Virtual Printer is connected and Operational.
+    pub async fn start() -> OctoPrint {
+        tokio::task::spawn_blocking(install).await.unwrap();
+        let base = tempfile::tempdir().unwrap();
+        let key =
+            crate::support::sha256(base.path().to_string_lossy().as_bytes())[..32].to_string();
+        let status = Command::new(script())
+            .args(["prepare", base.path().to_str().unwrap(), &key])
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "scripts/octoprint-dev.sh prepare failed");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut octo = OctoPrint {
+            child: None,
+            base,
+            port,
+            key,
+            http: reqwest::Client::new(),
+        };
+        octo.resume().await;
+        octo
+    }
+
+    /// Base URL.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts the server (again) and waits until the printer is Operational.
+    pub async fn resume(&mut self) {
+        let log = std::fs::File::create(self.base.path().join("serve.log")).unwrap();
+        let child = Command::new(script())
+            .args([
+                "serve",
+                self.base.path().to_str().unwrap(),
+                &self.port.to_string(),
+            ])
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        self.wait_for("the Virtual Printer to be Operational", |octo| async move {
+            let connection = octo.get("/api/connection").await?;
+            (connection["current"]["state"] == "Operational").then_some(())
+        })
+        .await;
+    }
+
+    /// Stops the server (SIGTERM) and waits for it to exit.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let pid = rustix::process::Pid::from_child(&child);
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+            let _ = child.wait();
+        }
+    }
+
+    /// The server's log, for failure messages.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.base.path().join("serve.log")).unwrap_or_default()
+    }
+
+    /// GET an API path; `None` on any failure.
+    pub async fn get(&self, path: &str) -> Option<Value> {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.url()))
+            .header("X-Api-Key", &self.key)
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .ok()?;
+        if !response.status().is_success() {
+            return None;
+        }
+        response.json().await.ok()
+    }
+
+    /// POST a JSON command to an API path.
+    pub async fn command(&self, path: &str, body: Value) -> u16 {
+        self.http
+            .post(format!("{}{path}", self.url()))
+            .header("X-Api-Key", &self.key)
+            .json(&body)
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0)
+    }
+
+    /// Polls `check` every 200 ms until it yields a value; fails the test
+    /// with `what` and OctoPrint's log after [`OCTO_GUARD`].
+    pub async fn wait_for<'a, T, F, Fut>(&'a self, what: &str, check: F) -> T
+    where
+        F: Fn(&'a OctoPrint) -> Fut,
+        Fut: std::future::Future<Output = Option<T>>,
+    {
+        let deadline = Instant::now() + OCTO_GUARD;
+        while Instant::now() < deadline {
+            if let Some(value) = check(self).await {
+                return value;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        panic!(
+            "timed out waiting for {what}; OctoPrint log:\n{}",
+            self.log()
+        );
+    }
+
+    /// The current job: (state text, file name).
+    pub async fn job(&self) -> Option<(String, String)> {
+        let job = self.get("/api/job").await?;
+        Some((
+            job["state"].as_str()?.to_string(),
+            job["job"]["file"]["name"]
+                .as_str()
+                .unwrap_or("")
+                .to_string(),
+        ))
+    }
+}
+
+impl Drop for OctoPrint {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
