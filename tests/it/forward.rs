@@ -13,7 +13,7 @@ use crate::octoprint::OctoPrint;
 use crate::support::{Agent, data, sha256};
 
 /// Agent settings for talking to `octo`, with short intervals.
-fn forwarding(url: String, key: String, queue: bool) -> impl FnOnce(&mut Config) {
+pub fn forwarding(url: String, key: String, queue: bool) -> impl FnOnce(&mut Config) {
     move |c| {
         c.octoprint.enabled = true;
         c.octoprint.url = url;
@@ -272,5 +272,41 @@ async fn files_from_other_tools_are_forwarded_and_other_files_are_not() {
         "Operational",
         "auto_print = never must not print"
     );
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_octoprint_refuses_goes_to_failed_with_its_reason() {
+    let octo = OctoPrint::start().await;
+    let mut agent = Agent::start_with(|c| {
+        forwarding(octo.url(), octo.key.clone(), false)(c);
+        // An STL is not printable without a slicer: OctoPrint answers 415.
+        c.print_extensions.push("stl".into());
+    })
+    .await;
+    let tmp = tempfile::tempdir().unwrap();
+    let stl = tmp.path().join("bracket.stl");
+    std::fs::write(&stl, "solid bracket\nendsolid bracket\n").unwrap();
+    let mut client = agent.client("designer").await;
+    client
+        .send_file(&stl, "bracket.stl", false, &mut ())
+        .await
+        .unwrap();
+    let failed = wait_state(&agent, &octo, "bracket.stl", &["failed"]).await;
+    assert!(failed.reason.unwrap().contains("415"));
+    let failed_dir = agent.config.spool_dir.join("failed");
+    assert!(failed_dir.join("bracket.stl").exists());
+    let reason = std::fs::read_to_string(failed_dir.join("bracket.stl.reason")).unwrap();
+    assert!(
+        reason.contains("does not accept this file type"),
+        "{reason}"
+    );
+    // The agent goes on with the next file.
+    client
+        .send_file(&data("tiny.gcode"), "tiny.gcode", false, &mut ())
+        .await
+        .unwrap();
+    wait_state(&agent, &octo, "tiny.gcode", &["printing", "printed"]).await;
+    client.close().await;
     agent.stop().await;
 }

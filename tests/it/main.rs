@@ -9,8 +9,10 @@
 //! - `cli`: the `fileagent` binary, its output, config and exit codes.
 //! - `octoprint`: a real OctoPrint with its Virtual Printer (scripts/octoprint-dev.sh).
 //! - `forward`: forwarding end to end against that OctoPrint.
+//! - `fake_octoprint`: faults a real OctoPrint cannot produce on demand (5xx, resets).
 
 mod cli;
+mod fake_octoprint;
 mod forward;
 mod hostile;
 mod octoprint;

@@ -1,0 +1,166 @@
+//! A tiny in-process HTTP server speaking just enough of OctoPrint's API to
+//! produce faults a real OctoPrint will not produce on demand: 5xx answers
+//! and connections reset in the middle of an upload. It never replaces the
+//! real OctoPrint in the other forwarding tests.
+
+use std::sync::{Arc, Mutex};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::forward::forwarding;
+use crate::support::{Agent, GUARD, data};
+
+/// What the fake does with each upload attempt, in order; afterwards it
+/// accepts.
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    /// Answer 503.
+    Unavailable,
+    /// Read part of the body, then drop the connection.
+    Reset,
+}
+
+#[derive(Debug, Default)]
+struct Seen {
+    attempts: usize,
+    accepted: Vec<usize>,
+}
+
+async fn serve(listener: TcpListener, faults: Vec<Fault>, seen: Arc<Mutex<Seen>>) {
+    let faults = Arc::new(faults);
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            return;
+        };
+        let (faults, seen) = (faults.clone(), seen.clone());
+        tokio::spawn(async move {
+            let _ = handle(stream, &faults, &seen).await;
+        });
+    }
+}
+
+async fn handle(
+    mut stream: TcpStream,
+    faults: &[Fault],
+    seen: &Mutex<Seen>,
+) -> std::io::Result<()> {
+    let mut buf = Vec::new();
+    let head_end = loop {
+        let mut chunk = [0u8; 4096];
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+    let request_line = head.lines().next().unwrap_or("").to_string();
+    let (status, body) = if request_line.starts_with("get /api/job") {
+        (
+            "200 OK",
+            r#"{"state":"Operational","job":{"file":{"path":null,"origin":null}},"progress":{"completion":null}}"#,
+        )
+    } else if request_line.starts_with("get /api/printer") {
+        (
+            "200 OK",
+            r#"{"state":{"text":"Operational","flags":{"operational":true,"printing":false}}}"#,
+        )
+    } else if request_line.starts_with("get /api/files") {
+        ("404 Not Found", r#"{"error":"not found"}"#)
+    } else if request_line.starts_with("post /api/files/local") {
+        let attempt = {
+            let mut seen = seen.lock().unwrap();
+            seen.attempts += 1;
+            seen.attempts
+        };
+        match faults.get(attempt - 1) {
+            Some(Fault::Reset) => {
+                // Take a little of the body, then vanish.
+                let mut chunk = [0u8; 1024];
+                let _ = stream.read(&mut chunk).await;
+                return Ok(());
+            }
+            Some(Fault::Unavailable) => {
+                ("503 Service Unavailable", r#"{"error":"busy starting up"}"#)
+            }
+            None => {
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse().ok())
+                    .expect("uploads carry a Content-Length");
+                let mut body = buf[head_end..].to_vec();
+                while body.len() < length {
+                    let mut chunk = [0u8; 65536];
+                    let n = stream.read(&mut chunk).await?;
+                    if n == 0 {
+                        return Ok(());
+                    }
+                    body.extend_from_slice(&chunk[..n]);
+                }
+                seen.lock().unwrap().accepted.push(body.len());
+                (
+                    "201 Created",
+                    r#"{"done":true,"effectivePrint":false,"files":{"local":{"path":"tiny.gcode"}}}"#,
+                )
+            }
+        }
+    } else {
+        ("404 Not Found", "{}")
+    };
+    let response = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(response.as_bytes()).await?;
+    stream.shutdown().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_and_reset_uploads_are_retried_and_delivered_once() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let faults = vec![
+        Fault::Unavailable,
+        Fault::Reset,
+        Fault::Unavailable,
+        Fault::Reset,
+    ];
+    tokio::spawn(serve(listener, faults, seen.clone()));
+
+    let mut agent = Agent::start_with(forwarding(url, "key".into(), false)).await;
+    let mut client = agent.client("unlucky").await;
+    client
+        .send_file(&data("tiny.gcode"), "tiny.gcode", false, &mut ())
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + GUARD;
+    let entry = loop {
+        let files = client.list().await.unwrap();
+        if let Some(f) = files
+            .into_iter()
+            .find(|f| f.state.as_deref() == Some("uploaded"))
+        {
+            break f;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never delivered: {:?}",
+            seen.lock().unwrap()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(entry.name, "tiny.gcode");
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.attempts, 5, "four faults, then success: {seen:?}");
+    assert_eq!(seen.accepted.len(), 1, "exactly one complete upload");
+    assert!(seen.accepted[0] > std::fs::metadata(data("tiny.gcode")).unwrap().len() as usize);
+    drop(seen);
+    client.close().await;
+    agent.stop().await;
+}
