@@ -156,11 +156,12 @@ async fn failed_and_reset_uploads_are_retried_and_delivered_once() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     };
     assert_eq!(entry.name, "tiny.gcode");
-    let seen = seen.lock().unwrap();
-    assert_eq!(seen.attempts, 5, "four faults, then success: {seen:?}");
-    assert_eq!(seen.accepted.len(), 1, "exactly one complete upload");
-    assert!(seen.accepted[0] > std::fs::metadata(data("tiny.gcode")).unwrap().len() as usize);
-    drop(seen);
+    {
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.attempts, 5, "four faults, then success: {seen:?}");
+        assert_eq!(seen.accepted.len(), 1, "exactly one complete upload");
+        assert!(seen.accepted[0] > std::fs::metadata(data("tiny.gcode")).unwrap().len() as usize);
+    }
     client.close().await;
     agent.stop().await;
 }
