@@ -127,8 +127,8 @@ pub struct OctoPrintConfig {
     pub enabled: bool,
     /// Base URL of the local OctoPrint.
     pub url: String,
-    /// API key (prefer `api_key_file`); never logged.
-    pub api_key: Option<String>,
+    /// API key (prefer `api_key_file`); never logged or shown by `Debug`.
+    pub api_key: Option<crate::forward::octoprint::ApiKey>,
     /// File holding the API key, used when `api_key` is not set.
     pub api_key_file: PathBuf,
     /// Folder in OctoPrint's storage to upload into ("" = top level).
@@ -457,6 +457,14 @@ mod tests {
         let nested = "listen = \"127.0.0.1:1\"\n\n[octoprint]\nqueue = true\nurl = \"ftp://x\"\n";
         assert_eq!(line_of_key(nested, "octoprint.url"), 5);
         assert_eq!(line_of_key(nested, "octoprint.absent"), 0);
+    }
+
+    #[test]
+    fn the_api_key_never_shows_in_debug_output() {
+        let text = "[octoprint]\napi_key = \"0123456789abcdef\"\n";
+        let config = Config::parse(text, Path::new("k.toml")).unwrap();
+        assert!(config.octoprint.api_key.is_some());
+        assert!(!format!("{config:?}").contains("0123456789abcdef"));
     }
 
     #[test]

@@ -153,7 +153,7 @@ pub fn start(config: &Config) -> Result<(Handle, Option<Running>)> {
     }
     let key = match (&octo.api_key, std::fs::read_to_string(&octo.api_key_file)) {
         (Some(key), _) => key.clone(),
-        (None, Ok(key)) if !key.trim().is_empty() => key,
+        (None, Ok(key)) if !key.trim().is_empty() => ApiKey::new(&key),
         (None, _) => {
             let reason = format!(
                 "forwarding is off: no OctoPrint API key (put it in {} or set [octoprint] api_key)",
@@ -179,7 +179,7 @@ pub fn start(config: &Config) -> Result<(Handle, Option<Running>)> {
         entries: queue.entries().to_vec(),
     }));
     let forwarder = Forwarder {
-        octo: OctoPrint::new(&octo.url, ApiKey::new(&key)),
+        octo: OctoPrint::new(&octo.url, key),
         config: config.clone(),
         settler: Settler::new(&ready, config.settle_time),
         ready,

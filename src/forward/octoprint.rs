@@ -22,13 +22,19 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const UPLOAD_CHUNK: usize = 256 * 1024;
 
 /// The API key: kept out of `Debug` output and logs.
-#[derive(Clone)]
+#[derive(Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(transparent)]
 pub struct ApiKey(String);
 
 impl ApiKey {
     /// Wraps a key (surrounding white space removed).
     pub fn new(key: &str) -> ApiKey {
         ApiKey(key.trim().to_string())
+    }
+
+    /// True when there is no key at all.
+    pub fn is_empty(&self) -> bool {
+        self.0.trim().is_empty()
     }
 }
 
@@ -173,7 +179,7 @@ impl OctoPrint {
     fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         self.http
             .request(method, format!("{}{path}", self.base))
-            .header("X-Api-Key", &self.key.0)
+            .header("X-Api-Key", self.key.0.trim())
     }
 
     async fn send(&self, request: reqwest::RequestBuilder) -> Result<Response, OctoError> {

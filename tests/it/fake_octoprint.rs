@@ -165,3 +165,47 @@ async fn failed_and_reset_uploads_are_retried_and_delivered_once() {
     client.close().await;
     agent.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_files_are_removed_after_keep_done() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(serve(
+        listener,
+        Vec::new(),
+        Arc::new(Mutex::new(Seen::default())),
+    ));
+    let mut agent = Agent::start_with(|c| {
+        forwarding(url, "key".into(), false)(c);
+        c.keep_done = std::time::Duration::ZERO;
+    })
+    .await;
+    let mut client = agent.client("tidy").await;
+    client
+        .send_file(&data("tiny.gcode"), "tiny.gcode", false, &mut ())
+        .await
+        .unwrap();
+    let done = agent.config.spool_dir.join("done").join("tiny.gcode");
+    // Uploaded, moved to done/, and (with keep_done = 0) gone a second later.
+    let deadline = std::time::Instant::now() + GUARD;
+    let mut was_done = false;
+    loop {
+        let listed = client.list().await.unwrap();
+        was_done |= done.exists()
+            || listed
+                .iter()
+                .any(|f| f.state.as_deref() == Some("uploaded"));
+        if was_done && listed.is_empty() && !done.exists() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not cleaned up: {listed:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    client.close().await;
+    agent.stop().await;
+    let queue = std::fs::read_to_string(agent.config.spool_dir.join("queue.json")).unwrap();
+    assert!(!queue.contains("tiny.gcode"), "{queue}");
+}

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use fileagent::config::Config;
+use fileagent::forward::octoprint::ApiKey;
 use fileagent::protocol::FileEntry;
 
 use crate::octoprint::OctoPrint;
@@ -17,7 +18,7 @@ pub fn forwarding(url: String, key: String, queue: bool) -> impl FnOnce(&mut Con
     move |c| {
         c.octoprint.enabled = true;
         c.octoprint.url = url;
-        c.octoprint.api_key = Some(key);
+        c.octoprint.api_key = Some(ApiKey::new(&key));
         c.octoprint.queue = queue;
         c.octoprint.poll_interval = Duration::from_millis(200);
         c.octoprint.retry_initial = Duration::from_millis(100);
@@ -237,7 +238,7 @@ async fn a_wrong_api_key_is_reported_and_nothing_is_lost() {
 
     // With the right key (after a restart), the waiting file is delivered.
     agent.stop().await;
-    agent.config.octoprint.api_key = Some(octo.key.clone());
+    agent.config.octoprint.api_key = Some(ApiKey::new(&octo.key));
     agent.restart().await;
     wait_state(&agent, &octo, "tiny.gcode", &["printing", "printed"]).await;
     agent.stop().await;

@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Forwarding figures against a real OctoPrint (scripts/octoprint-dev.sh) on
+# loopback, with the release build:
+#   1. time from `fileagent send` returning to OctoPrint reporting Printing
+#      (the 20 mm cube from tests/data), and
+#   2. the agent's RSS while it forwards a large file (default: the 25 MB plate
+#      repeated 9 times, 218 MiB), against `curl` uploading the same file
+#      straight to OctoPrint as the baseline, measured in the same run.
+#
+# usage: benches/forward.sh [PLATE_GCODE] [REPEAT]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+plate=${1:-../shared/data/gcode/plate-large.gcode}
+repeat=${2:-9}
+cargo build --release --quiet
+scripts/octoprint-dev.sh install
+bin=$PWD/target/release/fileagent
+work=$(mktemp -d "${TMPDIR:-/tmp}/fileagent-forward.XXXXXX")
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2> /dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+now() { date +%s.%N; }
+calc() { awk "BEGIN { printf \"%.3f\", $1 }"; }
+
+key=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
+port=$(free_port)
+scripts/octoprint-dev.sh prepare "$work/octoprint" "$key" > /dev/null
+scripts/octoprint-dev.sh serve "$work/octoprint" "$port" > "$work/octoprint.log" 2>&1 &
+pids+=($!)
+octo=http://127.0.0.1:$port
+api() { curl -fsS -H "X-Api-Key: $key" "$@"; }
+until api "$octo/api/connection" 2> /dev/null | grep -q '"Operational"'; do sleep 0.2; done
+
+cat > "$work/agent.toml" <<TOML
+listen = "127.0.0.1:0"
+server_names = ["127.0.0.1"]
+state_dir = "$work/state"
+spool_dir = "$work/spool"
+[octoprint]
+url = "$octo"
+api_key = "$key"
+poll_interval = "200ms"
+TOML
+"$bin" client issue bench --out "$work/bench.pem" --config "$work/agent.toml" > /dev/null
+"$bin" serve --config "$work/agent.toml" 2> "$work/agent.log" &
+agent_pid=$!
+pids+=("$agent_pid")
+until addr=$(grep -o 'listening addr=[0-9.:]*' "$work/agent.log" | cut -d= -f2) && [ -n "$addr" ]; do sleep 0.1; done
+send() { "$bin" send "$1" --agent "$addr" --identity "$work/bench.pem" > /dev/null; }
+
+# 1. send -> Printing
+cp tests/data/cube-20mm.gcode "$work/cube.gcode"
+send "$work/cube.gcode"
+sent=$(now)
+until api "$octo/api/job" | grep -q '"state": "Printing"'; do sleep 0.02; done
+latency=$(calc "$(now) - $sent")
+api -H 'Content-Type: application/json' -d '{"command":"cancel"}' "$octo/api/job" > /dev/null
+until api "$octo/api/job" | grep -q '"state": "Operational"'; do sleep 0.2; done
+
+# 2. a large file: RSS while forwarding, vs curl straight to OctoPrint
+big=$work/big.gcode
+for _ in $(seq "$repeat"); do cat "$plate"; done > "$big"
+bytes=$(stat -c %s "$big")
+rss_before=$(awk '/VmRSS/ {print $2}' "/proc/$agent_pid/status")
+send "$big"
+peak=0
+until grep -q 'uploaded to OctoPrint.*big.gcode\|file=big.gcode.*uploaded to OctoPrint' "$work/agent.log"; do
+  rss=$(awk '/VmRSS/ {print $2}' "/proc/$agent_pid/status")
+  [ "$rss" -gt "$peak" ] && peak=$rss
+  sleep 0.05
+done
+agent_secs=$(grep -o 'uploaded to OctoPrint.*' "$work/agent.log" | grep big.gcode | grep -o 'secs=[0-9.]*' | cut -d= -f2)
+curl_start=$(now)
+api -F "file=@$big;filename=curl-big.gcode" "$octo/api/files/local" > /dev/null
+curl_secs=$(calc "$(now) - $curl_start")
+
+printf '%-52s %s\n' "send returned -> OctoPrint Printing (cube)" "${latency} s"
+printf '%-52s %s\n' "large file" "$((bytes / 1048576)) MiB"
+printf '%-52s %s\n' "agent upload to OctoPrint" "$(calc "$agent_secs") s ($(calc "$bytes / $agent_secs / 1000000") MB/s)"
+printf '%-52s %s\n' "baseline: curl upload to OctoPrint" "$curl_secs s (ratio agent/curl $(calc "$agent_secs / $curl_secs"))"
+printf '%-52s %s\n' "agent RSS before / peak while forwarding" "$((rss_before / 1024)) MiB / $((peak / 1024)) MiB"
