@@ -27,3 +27,11 @@ release:
 # Send a 1 GiB file (or FILE) over loopback; prints time, rate, peak RSS and baselines.
 bench file="":
     benches/send-1gib.sh {{file}}
+
+# Forwarding figures against a real OctoPrint: send -> Printing, RSS while forwarding ~200 MiB.
+bench-forward plate="../shared/data/gcode/plate-large.gcode" repeat="9":
+    benches/forward.sh {{plate}} {{repeat}}
+
+# Run a dev OctoPrint with its Virtual Printer on 127.0.0.1 (installs it on first use).
+octoprint port="5000":
+    scripts/octoprint-dev.sh run {{port}}
