@@ -221,6 +221,9 @@ pub fn start(
                 EventKind::Modify(ModifyKind::Name(_)) | EventKind::Remove(_) => {
                     Change::Removed(name)
                 }
+                // chmod, utime (Samba sets times after closing): not a write;
+                // the size and mtime check at settling covers real changes.
+                EventKind::Modify(ModifyKind::Metadata(_)) => continue,
                 EventKind::Create(CreateKind::File | CreateKind::Any) | EventKind::Modify(_) => {
                     Change::Written(name)
                 }

@@ -1,0 +1,447 @@
+//! The forwarding task: one loop that owns the durable queue, hears of new
+//! files, polls the printer, uploads one file at a time, starts queued
+//! prints, follows running ones and cleans up.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot};
+use tracing::{error, info, warn};
+
+use super::octoprint::{self, OctoError, OctoPrint, PrinterState};
+use super::queue::{self, FileState, Queue};
+use super::watch::{self, Change, Settler};
+use super::{Stored, View};
+use crate::config::{AutoPrint, Config};
+
+/// The forwarding task's state.
+pub(super) struct Forwarder {
+    pub(super) octo: OctoPrint,
+    pub(super) config: Config,
+    pub(super) settler: Settler,
+    pub(super) ready: PathBuf,
+    pub(super) done: PathBuf,
+    pub(super) failed: PathBuf,
+    pub(super) queue: Queue,
+    pub(super) view: Arc<Mutex<View>>,
+    /// The OctoPrint failure being retried, if any (logged once).
+    pub(super) problem: Option<String>,
+    pub(super) backoff: Duration,
+    pub(super) retry_at: Instant,
+    pub(super) next_poll: Instant,
+    pub(super) next_scan: Instant,
+}
+
+impl Forwarder {
+    pub(super) async fn run(
+        mut self,
+        mut arrivals: mpsc::UnboundedReceiver<Stored>,
+        mut changes: mpsc::UnboundedReceiver<Change>,
+        mut stop: oneshot::Receiver<()>,
+    ) {
+        loop {
+            let now = Instant::now();
+            if now >= self.next_scan {
+                self.settler.scan(now);
+                self.next_scan = now + self.config.rescan_interval;
+            }
+            for appeared in self.settler.settled(now) {
+                self.appeared(appeared).await;
+            }
+            self.step().await;
+            let wake = [
+                Some(self.next_poll.max(self.retry_at)),
+                Some(self.next_scan),
+            ]
+            .into_iter()
+            .flatten()
+            .chain(self.settler.next_check(now).map(|d| now + d))
+            .min()
+            .unwrap_or(now + self.config.octoprint.poll_interval);
+            tokio::select! {
+                _ = &mut stop => break,
+                Some(stored) = arrivals.recv() => self.arrived(stored),
+                Some(change) = changes.recv() => {
+                    let now = Instant::now();
+                    match change {
+                        Change::Written(name) => self.settler.written(&name, now),
+                        Change::Completed(name) => self.settler.completed(&name, now),
+                        Change::Removed(name) => self.settler.removed(&name),
+                    }
+                }
+                () = tokio::time::sleep_until(wake.into()) => {}
+            }
+        }
+    }
+
+    /// A verified file from the receiver.
+    fn arrived(&mut self, stored: Stored) {
+        self.settler.known(&stored.name);
+        self.register(
+            &stored.name,
+            &stored.sha256,
+            stored.size,
+            Some(stored.client),
+        );
+    }
+
+    /// A settled file from another tool: hash it, then register it.
+    async fn appeared(&mut self, appeared: watch::Appeared) {
+        let path = self.ready.join(&appeared.name);
+        let digest = tokio::task::spawn_blocking(move || {
+            std::fs::File::open(&path).and_then(|mut f| crate::spool::file_digest(&mut f))
+        })
+        .await;
+        match digest {
+            Ok(Ok(sha256)) => self.register(&appeared.name, &sha256, appeared.size, None),
+            Ok(Err(e)) => {
+                warn!(file = %appeared.name, error = %e, "cannot read a new file in ready/")
+            }
+            Err(e) => error!(error = %e, "hashing task failed"),
+        }
+    }
+
+    fn register(&mut self, name: &str, sha256: &str, size: u64, client: Option<String>) {
+        if let Some(known) = self.queue.find(name, sha256) {
+            if !matches!(known.state, FileState::Received | FileState::Skipped) {
+                info!(file = %name, sha256, state = known.state.as_str(), "already forwarded, not uploaded again");
+                self.move_out(name, &self.done.clone());
+            }
+            return;
+        }
+        let printable = Path::new(name)
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|ext| {
+                self.config
+                    .print_extensions
+                    .iter()
+                    .any(|p| p.eq_ignore_ascii_case(ext))
+            });
+        let client_label = client.clone().unwrap_or_else(|| "-".into());
+        if printable {
+            self.queue
+                .add(name, sha256, size, client, FileState::Received);
+            info!(file = %name, sha256, bytes = size, client = %client_label, "queued for OctoPrint");
+            self.next_poll = Instant::now();
+        } else {
+            let id = self
+                .queue
+                .add(name, sha256, size, client, FileState::Skipped);
+            let reason = format!(
+                "not a print file (extensions: {})",
+                self.config.print_extensions.join(", ")
+            );
+            self.queue.set(id, FileState::Skipped, Some(reason));
+            info!(file = %name, client = %client_label, "not a print file, kept in the spool");
+        }
+        self.save();
+    }
+
+    /// One round: read the printer, follow prints, upload the next file,
+    /// start the next queued print, clean up.
+    async fn step(&mut self) {
+        let now = Instant::now();
+        if now < self.retry_at || now < self.next_poll {
+            return;
+        }
+        self.next_poll = now + self.config.octoprint.poll_interval;
+        let state = match self.octo.state().await {
+            Ok(state) => state,
+            Err(e) => return self.trouble(e),
+        };
+        self.healthy();
+        self.follow(&state);
+        // `uploading` after a crash is simply retried: the digest check in
+        // `upload` finds a copy OctoPrint already has.
+        let next = self
+            .queue
+            .entries()
+            .iter()
+            .find(|e| matches!(e.state, FileState::Received | FileState::Uploading))
+            .map(|e| e.id);
+        if let Some(id) = next {
+            self.upload(id, &state).await;
+            self.next_poll = Instant::now(); // more may be waiting
+            return;
+        }
+        if self.config.octoprint.queue {
+            self.start_next(&state).await;
+        }
+        self.clean_up();
+    }
+
+    /// Uploads one entry, printing it if the policy and the printer allow.
+    async fn upload(&mut self, id: u64, state: &PrinterState) {
+        let Some(entry) = self.queue.entries().iter().find(|e| e.id == id).cloned() else {
+            return;
+        };
+        let source = self.ready.join(&entry.name);
+        if !source.exists() {
+            info!(file = %entry.name, "removed from ready/ before it was uploaded");
+            self.queue.remove_where(|e| e.id == id);
+            return self.save();
+        }
+        let waiting_before = self.queue.entries().iter().any(|e| {
+            e.id < id
+                && (e.queued && e.state == FileState::Uploaded || e.state == FileState::Printing)
+        });
+        let policy = self.config.octoprint.auto_print;
+        let print = !waiting_before
+            && match policy {
+                AutoPrint::Never => false,
+                AutoPrint::Always => true,
+                AutoPrint::WhenIdle => state.operational && !state.busy,
+            };
+        let folder_setting = self.config.octoprint.upload_folder.clone();
+        let folder = Some(folder_setting.as_str());
+        let path = octoprint::join(folder, &entry.name);
+        self.queue.set(id, FileState::Uploading, None);
+        self.save();
+
+        let started = Instant::now();
+        // At most once per content: after a crash mid-upload, OctoPrint may
+        // already hold the file (its userdata carries our digest).
+        let result = match self.octo.stored_digest(&path).await {
+            Ok(Some(digest)) if digest == entry.sha256 => Ok(octoprint::Uploaded {
+                path,
+                printing: false,
+            }),
+            Ok(_) => {
+                let userdata = serde_json::json!({
+                    "sha256": entry.sha256,
+                    "client": entry.client,
+                    "agent": concat!("fileagent ", env!("CARGO_PKG_VERSION")),
+                });
+                self.octo
+                    .upload(&source, &entry.name, folder, print, &userdata)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(uploaded) => {
+                self.healthy();
+                let queued = policy != AutoPrint::Never && self.config.octoprint.queue;
+                let (state, reason) = if uploaded.printing {
+                    (FileState::Printing, None)
+                } else if print {
+                    (
+                        FileState::Uploaded,
+                        Some("OctoPrint did not start it (printer busy)".to_string()),
+                    )
+                } else if queued {
+                    (
+                        FileState::Uploaded,
+                        Some("waiting: prints when the printer is free".to_string()),
+                    )
+                } else if policy == AutoPrint::Never {
+                    (
+                        FileState::Uploaded,
+                        Some("uploaded only (auto_print = never)".to_string()),
+                    )
+                } else {
+                    (
+                        FileState::Uploaded,
+                        Some("waiting for a person to start it".to_string()),
+                    )
+                };
+                info!(
+                    file = %entry.name, sha256 = %entry.sha256, bytes = entry.size, path = %uploaded.path,
+                    printing = uploaded.printing, secs = started.elapsed().as_secs_f64(), "uploaded to OctoPrint"
+                );
+                if let Some(e) = self.queue.get_mut(id) {
+                    e.octoprint_path = Some(uploaded.path);
+                    e.queued = queued && !uploaded.printing;
+                }
+                self.queue.set(id, state, reason);
+                self.move_out(&entry.name, &self.done.clone());
+            }
+            Err(e) if e.is_transient() => {
+                self.queue.set(id, FileState::Received, Some(e.to_string()));
+                self.trouble(e);
+            }
+            Err(e) => {
+                warn!(file = %entry.name, error = %e, "OctoPrint refused the file for good, moved to failed/");
+                self.queue.set(id, FileState::Failed, Some(e.to_string()));
+                self.move_out(&entry.name, &self.failed.clone());
+                let reason = self.failed.join(format!("{}.reason", entry.name));
+                if let Err(write) = std::fs::write(&reason, format!("{e}\n")) {
+                    warn!(path = %reason.display(), error = %write, "cannot write the failure reason");
+                }
+            }
+        }
+        self.save();
+    }
+
+    /// Follows prints this agent started or that a person started.
+    fn follow(&mut self, state: &PrinterState) {
+        let mut changed = false;
+        let ids: Vec<u64> = self.queue.entries().iter().map(|e| e.id).collect();
+        for id in ids {
+            let Some(entry) = self.queue.entries().iter().find(|e| e.id == id).cloned() else {
+                continue;
+            };
+            let ours = entry.octoprint_path.is_some() && entry.octoprint_path == state.job_path;
+            match entry.state {
+                FileState::Uploaded if ours && state.busy => {
+                    info!(file = %entry.name, "printing");
+                    if let Some(e) = self.queue.get_mut(id) {
+                        e.queued = false;
+                    }
+                    self.queue.set(id, FileState::Printing, None);
+                    changed = true;
+                }
+                FileState::Printing if ours && state.busy => {}
+                FileState::Printing if ours => {
+                    let done = state.completion.unwrap_or(0.0);
+                    if done >= 99.9 {
+                        info!(file = %entry.name, "print finished");
+                        self.queue.set(id, FileState::Printed, None);
+                    } else {
+                        warn!(file = %entry.name, completion = done, "print stopped before the end");
+                        self.queue.set(
+                            id,
+                            FileState::Failed,
+                            Some(format!("print stopped at {done:.0}%")),
+                        );
+                    }
+                    changed = true;
+                }
+                FileState::Printing => {
+                    info!(file = %entry.name, "no longer the printer's job; outcome not observed");
+                    self.queue.set(
+                        id,
+                        FileState::Printed,
+                        Some("another job was selected before the end was seen".into()),
+                    );
+                    changed = true;
+                }
+                _ => {}
+            }
+        }
+        self.set_printer(state.text.clone());
+        if changed {
+            self.save();
+        }
+    }
+
+    /// With `queue = true`: starts the oldest waiting file when the printer
+    /// is operational and idle.
+    async fn start_next(&mut self, state: &PrinterState) {
+        if !state.operational
+            || state.busy
+            || self
+                .queue
+                .entries()
+                .iter()
+                .any(|e| e.state == FileState::Printing)
+        {
+            return;
+        }
+        let Some(entry) = self
+            .queue
+            .entries()
+            .iter()
+            .find(|e| e.queued && e.state == FileState::Uploaded)
+            .cloned()
+        else {
+            return;
+        };
+        let Some(path) = entry.octoprint_path.clone() else {
+            return;
+        };
+        match self.octo.print(&path).await {
+            Ok(()) => {
+                info!(file = %entry.name, path = %path, "started the next queued print");
+                if let Some(e) = self.queue.get_mut(entry.id) {
+                    e.queued = false;
+                }
+                self.queue.set(entry.id, FileState::Printing, None);
+                self.save();
+            }
+            Err(OctoError::Conflict(why)) => {
+                info!(file = %entry.name, reason = %why, "printer not ready for the next print yet")
+            }
+            Err(e) if e.is_transient() => self.trouble(e),
+            Err(e) => {
+                warn!(file = %entry.name, error = %e, "OctoPrint cannot print the queued file");
+                self.queue
+                    .set(entry.id, FileState::Failed, Some(e.to_string()));
+                self.save();
+            }
+        }
+    }
+
+    /// Removes files and records older than `keep_done`.
+    fn clean_up(&mut self) {
+        let horizon = queue::now().saturating_sub(self.config.keep_done.as_secs());
+        let (done, failed) = (self.done.clone(), self.failed.clone());
+        let expired = self.queue.remove_where(|e| {
+            e.updated < horizon && matches!(e.state, FileState::Printed | FileState::Failed)
+                || e.updated < horizon && e.state == FileState::Uploaded && !e.queued
+        });
+        if expired.is_empty() {
+            return;
+        }
+        for entry in &expired {
+            for path in [
+                done.join(&entry.name),
+                failed.join(&entry.name),
+                failed.join(format!("{}.reason", entry.name)),
+            ] {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+        info!(
+            files = expired.len(),
+            "removed forwarded files older than keep_done"
+        );
+        self.save();
+    }
+
+    /// OctoPrint failed: back off, and log only when the problem changes.
+    fn trouble(&mut self, e: OctoError) {
+        let text = e.to_string();
+        if self.problem.as_deref() != Some(text.as_str()) {
+            warn!(error = %text, retry_in = ?self.backoff, "OctoPrint not usable, will retry");
+            self.problem = Some(text.clone());
+        }
+        self.set_printer(format!("error: {text}"));
+        self.retry_at = Instant::now() + self.backoff;
+        self.backoff = (self.backoff * 2).min(self.config.octoprint.retry_max);
+    }
+
+    fn healthy(&mut self) {
+        if self.problem.take().is_some() {
+            info!("OctoPrint is usable again");
+        }
+        self.backoff = self.config.octoprint.retry_initial;
+    }
+
+    fn move_out(&self, name: &str, to: &Path) {
+        let from = self.ready.join(name);
+        if let Err(e) = std::fs::rename(&from, to.join(name))
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            warn!(file = %name, to = %to.display(), error = %e, "cannot move the spool file");
+        }
+    }
+
+    fn set_printer(&mut self, text: String) {
+        if let Ok(mut view) = self.view.lock() {
+            view.printer = text;
+        }
+    }
+
+    /// Persists the queue and publishes it to sessions.
+    fn save(&mut self) {
+        if let Err(e) = self.queue.save() {
+            error!(error = %e, "cannot save the forwarding queue; state since the last save is lost on restart");
+        }
+        if let Ok(mut view) = self.view.lock() {
+            view.entries = self.queue.entries().to_vec();
+        }
+    }
+}
