@@ -63,29 +63,24 @@ impl Settler {
 
     /// A file was written to (still open, maybe).
     pub fn written(&mut self, name: &str, now: Instant) {
-        if validate_name(name).is_err() {
-            return;
-        }
-        let entry = self.pending.entry(name.to_string()).or_insert(Pending {
-            closed: false,
-            seen: None,
-            changed: now,
-        });
-        entry.closed = false;
-        entry.changed = now;
+        self.touch(name, false, now);
     }
 
     /// A file was closed after writing or renamed into the folder.
     pub fn completed(&mut self, name: &str, now: Instant) {
+        self.touch(name, true, now);
+    }
+
+    fn touch(&mut self, name: &str, closed: bool, now: Instant) {
         if validate_name(name).is_err() {
             return;
         }
         let entry = self.pending.entry(name.to_string()).or_insert(Pending {
-            closed: true,
+            closed,
             seen: None,
             changed: now,
         });
-        entry.closed = true;
+        entry.closed = closed;
         entry.changed = now;
     }
 
