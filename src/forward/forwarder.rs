@@ -106,7 +106,7 @@ impl Forwarder {
         if let Some(known) = self.queue.find(name, sha256) {
             if !matches!(known.state, FileState::Received | FileState::Skipped) {
                 info!(file = %name, sha256, state = known.state.as_str(), "already forwarded, not uploaded again");
-                self.move_out(name, &self.done.clone());
+                self.move_out(name, &self.done.clone(), None);
             }
             return;
         }
@@ -178,11 +178,13 @@ impl Forwarder {
             return;
         };
         let source = self.ready.join(&entry.name);
-        if !source.exists() {
+        // The file this entry is about: a newer file renamed over it while
+        // it uploads (send --overwrite) must stay in ready/ for its own turn.
+        let Some(inode) = inode_of(&source) else {
             info!(file = %entry.name, "removed from ready/ before it was uploaded");
             self.queue.remove_where(|e| e.id == id);
             return self.save();
-        }
+        };
         let waiting_before = self.queue.entries().iter().any(|e| {
             e.id < id
                 && (e.queued && e.state == FileState::Uploaded || e.state == FileState::Printing)
@@ -256,7 +258,7 @@ impl Forwarder {
                     e.queued = queued && !uploaded.printing;
                 }
                 self.queue.set(id, state, reason);
-                self.move_out(&entry.name, &self.done.clone());
+                self.move_out(&entry.name, &self.done.clone(), Some(inode));
             }
             Err(e) if e.is_transient() => {
                 self.queue.set(id, FileState::Received, Some(e.to_string()));
@@ -265,7 +267,7 @@ impl Forwarder {
             Err(e) => {
                 warn!(file = %entry.name, error = %e, "OctoPrint refused the file for good, moved to failed/");
                 self.queue.set(id, FileState::Failed, Some(e.to_string()));
-                self.move_out(&entry.name, &self.failed.clone());
+                self.move_out(&entry.name, &self.failed.clone(), Some(inode));
                 let reason = self.failed.join(format!("{}.reason", entry.name));
                 if let Err(write) = std::fs::write(&reason, format!("{e}\n")) {
                     warn!(path = %reason.display(), error = %write, "cannot write the failure reason");
@@ -420,8 +422,14 @@ impl Forwarder {
         self.backoff = self.config.octoprint.retry_initial;
     }
 
-    fn move_out(&self, name: &str, to: &Path) {
+    /// Moves `ready/NAME` to `to`, unless it is no longer the file with
+    /// `inode` (a newer file of the same name took its place).
+    fn move_out(&self, name: &str, to: &Path, inode: Option<(u64, u64)>) {
         let from = self.ready.join(name);
+        if inode.is_some() && inode_of(&from) != inode {
+            info!(file = %name, "a newer file of this name arrived meanwhile; it stays in ready/");
+            return;
+        }
         if let Err(e) = std::fs::rename(&from, to.join(name))
             && e.kind() != std::io::ErrorKind::NotFound
         {
@@ -444,4 +452,12 @@ impl Forwarder {
             view.entries = self.queue.entries().to_vec();
         }
     }
+}
+
+/// Device and inode of the file at `path`.
+fn inode_of(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(path)
+        .ok()
+        .map(|m| (m.dev(), m.ino()))
 }

@@ -19,12 +19,17 @@ enum Fault {
     Unavailable,
     /// Read part of the body, then drop the connection.
     Reset,
+    /// Read the body, then answer 201 only once the test releases it (a
+    /// slow OctoPrint).
+    Hold,
 }
 
 #[derive(Debug, Default)]
 struct Seen {
     attempts: usize,
     accepted: Vec<usize>,
+    /// Lets a held upload answer.
+    release: Arc<tokio::sync::Notify>,
 }
 
 async fn serve(listener: TcpListener, faults: Vec<Fault>, seen: Arc<Mutex<Seen>>) {
@@ -87,7 +92,7 @@ async fn handle(
             Some(Fault::Unavailable) => {
                 ("503 Service Unavailable", r#"{"error":"busy starting up"}"#)
             }
-            None => {
+            Some(Fault::Hold) | None => {
                 let length: usize = head
                     .lines()
                     .find_map(|l| l.strip_prefix("content-length:"))
@@ -102,7 +107,14 @@ async fn handle(
                     }
                     body.extend_from_slice(&chunk[..n]);
                 }
-                seen.lock().unwrap().accepted.push(body.len());
+                let release = {
+                    let mut seen = seen.lock().unwrap();
+                    seen.accepted.push(body.len());
+                    seen.release.clone()
+                };
+                if matches!(faults.get(attempt - 1), Some(Fault::Hold)) {
+                    release.notified().await;
+                }
                 (
                     "201 Created",
                     r#"{"done":true,"effectivePrint":false,"files":{"local":{"path":"tiny.gcode"}}}"#,
@@ -208,4 +220,66 @@ async fn forwarded_files_are_removed_after_keep_done() {
     agent.stop().await;
     let queue = std::fs::read_to_string(agent.config.spool_dir.join("queue.json")).unwrap();
     assert!(!queue.contains("tiny.gcode"), "{queue}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_replaced_during_its_upload_is_forwarded_too() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    tokio::spawn(serve(listener, vec![Fault::Hold], seen.clone()));
+    let mut agent = Agent::start_with(|c| {
+        forwarding(url, "key".into(), false)(c);
+        c.octoprint.auto_print = fileagent::config::AutoPrint::Never;
+    })
+    .await;
+    let tmp = tempfile::tempdir().unwrap();
+    let (old, new) = (tmp.path().join("old.gcode"), tmp.path().join("new.gcode"));
+    std::fs::write(&old, "G28 ; old\n").unwrap();
+    std::fs::write(&new, "G28 ; new, longer\n").unwrap();
+    let mut client = agent.client("editor").await;
+    client
+        .send_file(&old, "part.gcode", false, &mut ())
+        .await
+        .unwrap();
+
+    // While OctoPrint sits on the first upload, a new version replaces it.
+    let deadline = std::time::Instant::now() + GUARD;
+    while seen.lock().unwrap().accepted.is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "first upload never arrived"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    client
+        .send_file(&new, "part.gcode", true, &mut ())
+        .await
+        .unwrap();
+    let release = seen.lock().unwrap().release.clone();
+    release.notify_one();
+
+    // Both versions reach OctoPrint, and done/ holds the newest.
+    let done = agent.config.spool_dir.join("done").join("part.gcode");
+    let deadline = std::time::Instant::now() + GUARD;
+    loop {
+        let listed = client.list().await.unwrap();
+        let uploaded = listed
+            .iter()
+            .filter(|f| f.state.as_deref() == Some("uploaded"))
+            .count();
+        if uploaded == 2 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not both uploaded: {listed:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(seen.lock().unwrap().accepted.len(), 2);
+    assert_eq!(std::fs::read(&done).unwrap(), std::fs::read(&new).unwrap());
+    assert!(agent.ready().is_empty());
+    client.close().await;
+    agent.stop().await;
 }
