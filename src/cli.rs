@@ -64,13 +64,13 @@ pub enum Command {
     Client(ClientCommand),
     /// Send print files (or every file in a folder) to the agent.
     Send(SendArgs),
-    /// List the files in the agent's spool.
+    /// List the files in the agent's spool with their state on the way to the printer.
     List(ListArgs),
     /// Fetch a file back from the agent's spool (verified by SHA-256).
     Get(GetArgs),
     /// Delete a file from the agent's spool.
     Delete(DeleteArgs),
-    /// Show the agent's version, uptime, spool counts and free space.
+    /// Show the agent's version, uptime, spool counts, free space and the printer's state.
     Status(StatusArgs),
     /// Check that the agent answers, and how fast.
     Ping(TargetArgs),
