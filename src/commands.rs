@@ -78,15 +78,12 @@ async fn dispatch(command: Command) -> Result<()> {
         Command::Status(args) => {
             let mut client = connect(&args.target).await?;
             let status = client.status().await?;
+            let addr = client.addr().to_string();
             client.close().await;
             if args.json {
                 return print_json(&status);
             }
-            println!(
-                "agent       {} (fileagent {})",
-                client_addr(&args.target),
-                status.version
-            );
+            println!("agent       {addr} (fileagent {})", status.version);
             println!(
                 "uptime      {}",
                 humantime::format_duration(Duration::from_secs(status.uptime_secs))
@@ -170,13 +167,6 @@ fn issue(name: &str, out: &Path, config_path: Option<&Path>) -> Result<()> {
             .map_or("HOST", String::as_str)
     );
     Ok(())
-}
-
-fn client_addr(target: &TargetArgs) -> String {
-    target
-        .agent
-        .clone()
-        .unwrap_or_else(|| "default agent".into())
 }
 
 /// Resolves agent and identity (flags, environment, client.toml) and connects.

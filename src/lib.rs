@@ -13,6 +13,7 @@
 //! - [`server`]: accept loop, connection limit, timeouts, graceful shutdown.
 //! - [`daemon`]: process wiring for `serve` and `init` (PKI, spool, signals).
 //! - [`config`]: the agent's TOML config, human units, validation.
+//! - [`durable`]: crash-safe file writes (temp file, fsync, rename, directory fsync).
 //! - [`client`]: the workstation's library client.
 //! - [`client_config`]: which agent and identity a workstation uses.
 //! - [`cli`] and [`commands`]: the command line and what each command prints.
@@ -23,6 +24,7 @@ pub mod client_config;
 pub mod commands;
 pub mod config;
 pub mod daemon;
+pub mod durable;
 pub mod forward;
 pub mod identity;
 pub mod pki;

@@ -9,7 +9,6 @@
 //!
 //! [`issue_client`] writes the identity files that [`crate::identity`] reads.
 
-use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
@@ -25,6 +24,7 @@ use time::OffsetDateTime;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::config::Config;
+use crate::durable::{self, Existing};
 use crate::identity::{common_name, fingerprint};
 
 /// Lifetime of the agent's CA.
@@ -249,32 +249,13 @@ pub fn validate_client_name(name: &str) -> Result<()> {
 
 /// Writes `contents` to a new file with `mode`, atomically; never replaces.
 pub fn write_new(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
-    let temp = temp_with(path, contents, mode)?;
-    temp.persist_noclobber(path)
-        .map_err(|e| e.error)
-        .with_context(|| format!("cannot create {} (does it already exist?)", path.display()))?;
-    Ok(())
+    durable::write(path, contents, mode, Existing::Keep)
+        .with_context(|| format!("cannot create {} (does it already exist?)", path.display()))
 }
 
 fn replace(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
-    let temp = temp_with(path, contents, mode)?;
-    temp.persist(path)
-        .map_err(|e| e.error)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(())
-}
-
-fn temp_with(path: &Path, contents: &[u8], mode: u32) -> Result<tempfile::NamedTempFile> {
-    use std::os::unix::fs::PermissionsExt;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut temp = tempfile::Builder::new()
-        .prefix(".tmp-")
-        .permissions(std::fs::Permissions::from_mode(mode))
-        .tempfile_in(dir)
-        .with_context(|| format!("cannot create a file in {}", dir.display()))?;
-    temp.write_all(contents)?;
-    temp.as_file().sync_all()?;
-    Ok(temp)
+    durable::write(path, contents, mode, Existing::Replace)
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 fn create_private_dir(dir: &Path) -> Result<()> {

@@ -15,6 +15,10 @@ use super::watch::{self, Change, Settler};
 use super::{Stored, View};
 use crate::config::{AutoPrint, Config};
 
+/// Completion (percent) at which a job that ended counts as printed;
+/// OctoPrint reports 100.0, a little slack covers rounding.
+const PRINTED_AT_PERCENT: f64 = 99.9;
+
 /// The forwarding task's state.
 pub(super) struct Forwarder {
     pub(super) octo: OctoPrint,
@@ -298,7 +302,7 @@ impl Forwarder {
                 FileState::Printing if ours && state.busy => {}
                 FileState::Printing if ours => {
                     let done = state.completion.unwrap_or(0.0);
-                    if done >= 99.9 {
+                    if done >= PRINTED_AT_PERCENT {
                         info!(file = %entry.name, "print finished");
                         self.queue.set(id, FileState::Printed, None);
                     } else {

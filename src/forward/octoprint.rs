@@ -18,6 +18,8 @@ use tokio_util::io::ReaderStream;
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time to connect to OctoPrint.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest piece of a non-JSON error body quoted in an error.
+const MAX_ERROR_TEXT: usize = 200;
 /// Read size when streaming a file to OctoPrint.
 const UPLOAD_CHUNK: usize = 256 * 1024;
 
@@ -373,7 +375,7 @@ async fn check(response: Response) -> Result<Response, OctoError> {
     let message = serde_json::from_str::<Value>(&text)
         .ok()
         .and_then(|v| v["error"].as_str().map(str::to_owned))
-        .unwrap_or_else(|| text.chars().take(200).collect());
+        .unwrap_or_else(|| text.chars().take(MAX_ERROR_TEXT).collect());
     Err(match status.as_u16() {
         403 | 401 => OctoError::Forbidden,
         409 => OctoError::Conflict(message),

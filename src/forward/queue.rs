@@ -9,6 +9,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use crate::durable::{self, Existing};
+
 /// File name of the record inside the spool directory.
 pub const QUEUE_FILE: &str = "queue.json";
 
@@ -83,10 +85,17 @@ pub struct Queue {
     entries: Vec<Entry>,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Deserialize)]
 struct OnDisk {
     next_id: u64,
     entries: Vec<Entry>,
+}
+
+/// [`OnDisk`] for writing, without copying the entries.
+#[derive(Serialize)]
+struct OnDiskRef<'a> {
+    next_id: u64,
+    entries: &'a [Entry],
 }
 
 /// Seconds since the Unix epoch.
@@ -124,20 +133,12 @@ impl Queue {
 
     /// Writes the record atomically.
     pub fn save(&self) -> io::Result<()> {
-        use std::io::Write;
-        let dir = self.path.parent().unwrap_or(Path::new("."));
-        let disk = OnDisk {
+        let disk = OnDiskRef {
             next_id: self.next_id,
-            entries: self.entries.clone(),
+            entries: &self.entries,
         };
-        let mut temp = tempfile::Builder::new()
-            .prefix(".queue-")
-            .tempfile_in(dir)?;
-        serde_json::to_writer_pretty(&mut temp, &disk)?;
-        temp.flush()?;
-        temp.as_file().sync_all()?;
-        temp.persist(&self.path).map_err(|e| e.error)?;
-        std::fs::File::open(dir)?.sync_all()
+        let json = serde_json::to_vec_pretty(&disk)?;
+        durable::write(&self.path, &json, 0o600, Existing::Replace)
     }
 
     /// All entries in arrival order.
@@ -155,11 +156,6 @@ impl Queue {
         self.entries
             .iter()
             .find(|e| e.name == name && e.sha256 == sha256)
-    }
-
-    /// The newest entry for this name, if any.
-    pub fn latest(&self, name: &str) -> Option<&Entry> {
-        self.entries.iter().rev().find(|e| e.name == name)
     }
 
     /// Adds a new entry in state `state`; returns its id.

@@ -214,7 +214,7 @@ pub fn file_digest(reader: &mut impl Read) -> io::Result<String> {
 }
 
 pub(super) async fn sync_dir(dir: PathBuf) -> Result<(), SpoolError> {
-    tokio::task::spawn_blocking(move || std::fs::File::open(&dir)?.sync_all())
+    tokio::task::spawn_blocking(move || crate::durable::sync_dir(&dir))
         .await
         .map_err(|e| SpoolError::io("fsync")(io::Error::other(e)))?
         .map_err(SpoolError::io("cannot fsync ready/"))
