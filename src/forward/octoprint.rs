@@ -16,6 +16,9 @@ use tokio_util::io::ReaderStream;
 
 /// Time for OctoPrint to answer a state request.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time OctoPrint may stay silent while answering; bounds an upload whose
+/// answer never comes (OctoPrint hung) without limiting big, slow uploads.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(120);
 /// Time to connect to OctoPrint.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest piece of a non-JSON error body quoted in an error.
@@ -163,6 +166,7 @@ impl OctoPrint {
     pub fn new(base: &str, key: ApiKey) -> OctoPrint {
         let http = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
+            .read_timeout(READ_TIMEOUT)
             .user_agent(concat!("fileagent/", env!("CARGO_PKG_VERSION")))
             .build()
             .unwrap_or_default();
