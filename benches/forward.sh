@@ -10,6 +10,7 @@
 # usage: benches/forward.sh [PLATE_GCODE] [REPEAT]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. benches/lib.sh
 plate=${1:-../shared/data/gcode/plate-large.gcode}
 repeat=${2:-9}
 cargo build --release --quiet
@@ -21,7 +22,6 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2> /dev/null || true; done; rm -
 trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 now() { date +%s.%N; }
-calc() { awk "BEGIN { printf \"%.3f\", $1 }"; }
 
 key=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
 port=$(free_port)
@@ -32,21 +32,11 @@ octo=http://127.0.0.1:$port
 api() { curl -fsS -H "X-Api-Key: $key" "$@"; }
 until api "$octo/api/connection" 2> /dev/null | grep -q '"Operational"'; do sleep 0.2; done
 
-cat > "$work/agent.toml" <<TOML
-listen = "127.0.0.1:0"
-server_names = ["127.0.0.1"]
-state_dir = "$work/state"
-spool_dir = "$work/spool"
-[octoprint]
-url = "$octo"
-api_key = "$key"
-poll_interval = "200ms"
-TOML
-"$bin" client issue bench --out "$work/bench.pem" --config "$work/agent.toml" > /dev/null
-"$bin" serve --config "$work/agent.toml" 2> "$work/agent.log" &
-agent_pid=$!
+start_agent "$bin" "$work" "[octoprint]
+url = \"$octo\"
+api_key = \"$key\"
+poll_interval = \"200ms\""
 pids+=("$agent_pid")
-until addr=$(grep -o 'listening addr=[0-9.:]*' "$work/agent.log" | cut -d= -f2) && [ -n "$addr" ]; do sleep 0.1; done
 send() { "$bin" send "$1" --agent "$addr" --identity "$work/bench.pem" > /dev/null; }
 
 # 1. send -> Printing
@@ -54,7 +44,7 @@ cp tests/data/cube-20mm.gcode "$work/cube.gcode"
 send "$work/cube.gcode"
 sent=$(now)
 until api "$octo/api/job" | grep -q '"state": "Printing"'; do sleep 0.02; done
-latency=$(calc "$(now) - $sent")
+latency=$(calc "$(now) - $sent" 3)
 api -H 'Content-Type: application/json' -d '{"command":"cancel"}' "$octo/api/job" > /dev/null
 until api "$octo/api/job" | grep -q '"state": "Operational"'; do sleep 0.2; done
 
@@ -73,10 +63,10 @@ done
 agent_secs=$(grep -o 'uploaded to OctoPrint.*' "$work/agent.log" | grep big.gcode | grep -o 'secs=[0-9.]*' | cut -d= -f2)
 curl_start=$(now)
 api -F "file=@$big;filename=curl-big.gcode" "$octo/api/files/local" > /dev/null
-curl_secs=$(calc "$(now) - $curl_start")
+curl_secs=$(calc "$(now) - $curl_start" 3)
 
 printf '%-52s %s\n' "send returned -> OctoPrint Printing (cube)" "${latency} s"
 printf '%-52s %s\n' "large file" "$((bytes / 1048576)) MiB"
-printf '%-52s %s\n' "agent upload to OctoPrint" "$(calc "$agent_secs") s ($(calc "$bytes / $agent_secs / 1000000") MB/s)"
-printf '%-52s %s\n' "baseline: curl upload to OctoPrint" "$curl_secs s (ratio agent/curl $(calc "$agent_secs / $curl_secs"))"
+printf '%-52s %s\n' "agent upload to OctoPrint" "$(calc "$agent_secs" 3) s ($(calc "$bytes / $agent_secs / 1000000" 1) MB/s)"
+printf '%-52s %s\n' "baseline: curl upload to OctoPrint" "$curl_secs s (ratio agent/curl $(calc "$agent_secs / $curl_secs" 2))"
 printf '%-52s %s\n' "agent RSS before / peak while forwarding" "$((rss_before / 1024)) MiB / $((peak / 1024)) MiB"

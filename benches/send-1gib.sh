@@ -7,6 +7,7 @@
 # usage: benches/send-1gib.sh [FILE]   (default: a fresh 1 GiB random file)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. benches/lib.sh
 cargo build --release --quiet
 bin=$PWD/target/release/fileagent
 work=$(mktemp -d "${TMPDIR:-/tmp}/fileagent-bench.XXXXXX")
@@ -21,24 +22,8 @@ if [ -z "$file" ]; then
 fi
 bytes=$(stat -c %s "$file")
 
-cat > "$work/agent.toml" <<TOML
-listen = "127.0.0.1:0"
-server_names = ["127.0.0.1"]
-state_dir = "$work/state"
-spool_dir = "$work/spool"
-max_file_size = "64 GiB"
-TOML
-"$bin" client issue bench --out "$work/bench.pem" --config "$work/agent.toml" > /dev/null
-"$bin" serve --config "$work/agent.toml" 2> "$work/agent.log" &
-agent_pid=$!
-for _ in $(seq 100); do
-  addr=$(grep -o 'listening addr=[0-9.:]*' "$work/agent.log" | cut -d= -f2 || true)
-  [ -n "$addr" ] && break
-  sleep 0.1
-done
-[ -n "$addr" ] || { cat "$work/agent.log"; exit 1; }
+start_agent "$bin" "$work" 'max_file_size = "64 GiB"'
 
-calc() { awk "BEGIN { printf \"%.6f\", $1 }"; }
 secs() { local s; s=$(date +%s.%N); "$@" > /dev/null; calc "$(date +%s.%N) - $s"; }
 sync
 send=$(secs "$bin" send "$file" --agent "$addr" --identity "$work/bench.pem")

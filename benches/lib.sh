@@ -1,0 +1,30 @@
+# Helpers shared by the benchmark scripts (sourced, not run).
+
+# calc EXPR [DIGITS]: floating-point arithmetic with awk.
+calc() { awk "BEGIN { printf \"%.${2:-6}f\", $1 }"; }
+
+# start_agent BIN WORK [EXTRA_TOML]: writes WORK/agent.toml (loopback, port 0,
+# state and spool under WORK, plus EXTRA_TOML), issues WORK/bench.pem, starts
+# `BIN serve` logging to WORK/agent.log and waits until it listens. Sets
+# $addr (HOST:PORT) and $agent_pid.
+start_agent() {
+  local bin=$1 work=$2 extra=${3:-}
+  cat > "$work/agent.toml" <<TOML
+listen = "127.0.0.1:0"
+server_names = ["127.0.0.1"]
+state_dir = "$work/state"
+spool_dir = "$work/spool"
+$extra
+TOML
+  "$bin" client issue bench --out "$work/bench.pem" --config "$work/agent.toml" > /dev/null
+  "$bin" serve --config "$work/agent.toml" 2> "$work/agent.log" &
+  agent_pid=$!
+  addr=
+  for _ in $(seq 100); do
+    addr=$(grep -o 'listening addr=[0-9.:]*' "$work/agent.log" | cut -d= -f2 || true)
+    [ -n "$addr" ] && return 0
+    sleep 0.1
+  done
+  cat "$work/agent.log" >&2
+  return 1
+}
