@@ -441,6 +441,18 @@ mod tests {
         }
     }
 
+    /// Begins an upload that must be received (not already stored).
+    async fn receiving(spool: &Spool, name: &str, size: u64, content: &[u8]) -> Box<Upload> {
+        match spool
+            .begin(name, size, &digest(content), false)
+            .await
+            .unwrap()
+        {
+            Begin::Receive(upload) => upload,
+            Begin::Unchanged(stored) => panic!("expected an upload, got {stored:?}"),
+        }
+    }
+
     fn entries(dir: &Path) -> usize {
         std::fs::read_dir(dir).unwrap().count()
     }
@@ -511,13 +523,7 @@ mod tests {
     async fn bad_bodies_are_discarded() {
         let tmp = tempfile::tempdir().unwrap();
         let (spool, _) = Spool::open(tmp.path(), LIMITS).unwrap();
-        let Begin::Receive(mut upload) = spool
-            .begin("s.gcode", 5, &digest(b"12345"), false)
-            .await
-            .unwrap()
-        else {
-            panic!("expected an upload")
-        };
+        let mut upload = receiving(&spool, "s.gcode", 5, b"12345").await;
         upload.write(b"123").await.unwrap();
         assert_eq!(entries(&tmp.path().join(INCOMING_DIR)), 1);
         assert_eq!(
@@ -525,26 +531,14 @@ mod tests {
             ErrorCode::SizeMismatch
         );
 
-        let Begin::Receive(mut upload) = spool
-            .begin("l.gcode", 2, &digest(b"12"), false)
-            .await
-            .unwrap()
-        else {
-            panic!("expected an upload")
-        };
+        let mut upload = receiving(&spool, "l.gcode", 2, b"12").await;
         assert_eq!(
             upload.write(b"123").await.unwrap_err().code(),
             ErrorCode::SizeMismatch
         );
         drop(upload);
 
-        let Begin::Receive(mut upload) = spool
-            .begin("d.gcode", 2, &digest(b"ab"), false)
-            .await
-            .unwrap()
-        else {
-            panic!("expected an upload")
-        };
+        let mut upload = receiving(&spool, "d.gcode", 2, b"ab").await;
         upload.write(b"xy").await.unwrap();
         assert_eq!(
             upload.finish(false).await.unwrap_err().code(),

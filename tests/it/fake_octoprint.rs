@@ -9,7 +9,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::forward::forwarding;
-use crate::support::{Agent, GUARD, data};
+use crate::support::{Agent, GUARD, data, poll};
+
+/// How often the tests look at the agent's state.
+const EVERY: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// What the fake does with each upload attempt, in order; afterwards it
 /// accepts.
@@ -150,22 +153,14 @@ async fn failed_and_reset_uploads_are_retried_and_delivered_once() {
         .send_file(&data("tiny.gcode"), "tiny.gcode", false, &mut ())
         .await
         .unwrap();
-    let deadline = std::time::Instant::now() + GUARD;
-    let entry = loop {
+    let entry = poll(GUARD, EVERY, async || {
         let files = client.list().await.unwrap();
-        if let Some(f) = files
+        files
             .into_iter()
             .find(|f| f.state.as_deref() == Some("uploaded"))
-        {
-            break f;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "never delivered: {:?}",
-            seen.lock().unwrap()
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    };
+    })
+    .await
+    .unwrap_or_else(|| panic!("never delivered: {:?}", seen.lock().unwrap()));
     assert_eq!(entry.name, "tiny.gcode");
     {
         let seen = seen.lock().unwrap();
@@ -198,23 +193,18 @@ async fn forwarded_files_are_removed_after_keep_done() {
         .unwrap();
     let done = agent.config.spool_dir.join("done").join("tiny.gcode");
     // Uploaded, moved to done/, and (with keep_done = 0) gone a second later.
-    let deadline = std::time::Instant::now() + GUARD;
     let mut was_done = false;
-    loop {
-        let listed = client.list().await.unwrap();
+    let mut listed = Vec::new();
+    let cleaned = poll(GUARD, EVERY, async || {
+        listed = client.list().await.unwrap();
         was_done |= done.exists()
             || listed
                 .iter()
                 .any(|f| f.state.as_deref() == Some("uploaded"));
-        if was_done && listed.is_empty() && !done.exists() {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "not cleaned up: {listed:?}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+        (was_done && listed.is_empty() && !done.exists()).then_some(())
+    })
+    .await;
+    assert!(cleaned.is_some(), "not cleaned up: {listed:?}");
     client.close().await;
     agent.stop().await;
     let queue = std::fs::read_to_string(agent.config.spool_dir.join("queue.json")).unwrap();
@@ -243,14 +233,11 @@ async fn a_file_replaced_during_its_upload_is_forwarded_too() {
         .unwrap();
 
     // While OctoPrint sits on the first upload, a new version replaces it.
-    let deadline = std::time::Instant::now() + GUARD;
-    while seen.lock().unwrap().accepted.is_empty() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "first upload never arrived"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    let arrived = poll(GUARD, EVERY, async || {
+        (!seen.lock().unwrap().accepted.is_empty()).then_some(())
+    })
+    .await;
+    assert!(arrived.is_some(), "first upload never arrived");
     client
         .send_file(&new, "part.gcode", true, &mut ())
         .await
@@ -260,22 +247,17 @@ async fn a_file_replaced_during_its_upload_is_forwarded_too() {
 
     // Both versions reach OctoPrint, and done/ holds the newest.
     let done = agent.config.spool_dir.join("done").join("part.gcode");
-    let deadline = std::time::Instant::now() + GUARD;
-    loop {
-        let listed = client.list().await.unwrap();
+    let mut listed = Vec::new();
+    let both = poll(GUARD, EVERY, async || {
+        listed = client.list().await.unwrap();
         let uploaded = listed
             .iter()
             .filter(|f| f.state.as_deref() == Some("uploaded"))
             .count();
-        if uploaded == 2 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "not both uploaded: {listed:?}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+        (uploaded == 2).then_some(())
+    })
+    .await;
+    assert!(both.is_some(), "not both uploaded: {listed:?}");
     assert_eq!(seen.lock().unwrap().accepted.len(), 2);
     assert_eq!(std::fs::read(&done).unwrap(), std::fs::read(&new).unwrap());
     assert!(agent.ready().is_empty());

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -141,17 +141,16 @@ impl OctoPrint {
         F: Fn(&'a OctoPrint) -> Fut,
         Fut: std::future::Future<Output = Option<T>>,
     {
-        let deadline = Instant::now() + OCTO_GUARD;
-        while Instant::now() < deadline {
-            if let Some(value) = check(self).await {
-                return value;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        panic!(
-            "timed out waiting for {what}; OctoPrint log:\n{}",
-            self.log()
-        );
+        let found = crate::support::poll(OCTO_GUARD, Duration::from_millis(200), async || {
+            check(self).await
+        })
+        .await;
+        found.unwrap_or_else(|| {
+            panic!(
+                "timed out waiting for {what}; OctoPrint log:\n{}",
+                self.log()
+            )
+        })
     }
 
     /// The current job: (state text, file name).

@@ -249,6 +249,25 @@ pub async fn send_body(conn: &mut Raw, name: &str, size: u64, sha256: &str, body
     reply(conn).await
 }
 
+/// Polls `check` every `every` until it yields a value, for at most
+/// `within`: waiting on state owned by another process or task.
+pub async fn poll<T>(
+    within: Duration,
+    every: Duration,
+    mut check: impl AsyncFnMut() -> Option<T>,
+) -> Option<T> {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if let Some(value) = check().await {
+            return Some(value);
+        }
+        if std::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
 /// A file in `tests/data`.
 pub fn data(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
