@@ -55,7 +55,7 @@ bytes=$(stat -c %s "$big")
 rss_before=$(awk '/VmRSS/ {print $2}' "/proc/$agent_pid/status")
 send "$big"
 peak=0
-until grep -q 'uploaded to OctoPrint.*big.gcode\|file=big.gcode.*uploaded to OctoPrint' "$work/agent.log"; do
+until grep -q 'uploaded to OctoPrint.*big.gcode\|file_name=big.gcode.*uploaded to OctoPrint' "$work/agent.log"; do
   rss=$(awk '/VmRSS/ {print $2}' "/proc/$agent_pid/status")
   [ "$rss" -gt "$peak" ] && peak=$rss
   sleep 0.05

@@ -36,9 +36,11 @@ Quick start on the agent host:  fileagent serve
   then:                          fileagent client issue my-laptop --out my-laptop.pem
 On the workstation:             fileagent send part.gcode --agent pi.local --identity my-laptop.pem";
 
-/// fileagent: send print files to a 3D printer's Raspberry Pi over mutually
-/// authenticated TLS. The same binary is the agent (`serve`) and the
-/// workstation client (`send`, `list`, `get`, ...).
+/// Send print files to a 3D printer's Raspberry Pi over mutually authenticated TLS
+///
+/// The same binary is the agent on the Pi (`serve`, started by systemd when
+/// installed from the .deb) and the workstation client (`send`, `list`,
+/// `get`, ...).
 #[derive(Debug, Parser)]
 #[command(name = "fileagent", version, after_help = AFTER_HELP, max_term_width = 100)]
 pub struct Cli {
@@ -74,6 +76,26 @@ pub enum Command {
     Status(StatusArgs),
     /// Check that the agent answers, and how fast.
     Ping(TargetArgs),
+    /// Write the man pages or print a shell completion script.
+    #[command(subcommand)]
+    Generate(Generate),
+}
+
+/// `fileagent generate ...`
+#[derive(Debug, Subcommand)]
+pub enum Generate {
+    /// Write fileagent.1 and a page per subcommand (fileagent-send.1, ...).
+    Man {
+        /// Folder to write the pages into.
+        #[arg(default_value = ".", value_name = "DIR")]
+        dir: PathBuf,
+    },
+    /// Print a completion script, e.g. `fileagent generate completion bash
+    /// > /etc/bash_completion.d/fileagent`.
+    Completion {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
 }
 
 /// Options of the agent's own commands.

@@ -18,14 +18,14 @@ use crate::identity::Identity;
 use crate::pki;
 
 /// Runs one command to completion.
-pub fn run(command: Command) -> Result<()> {
+pub fn run(command: Command, logging: &crate::logging::Logging) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
     if matches!(command, Command::Serve(_)) {
         // The agent handles SIGINT itself, as a graceful shutdown.
-        return runtime.block_on(dispatch(command));
+        return runtime.block_on(dispatch(command, logging));
     }
     // Elsewhere Ctrl-C drops the running operation, which removes its
     // partial files, instead of killing the process in the middle.
@@ -35,7 +35,7 @@ pub fn run(command: Command) -> Result<()> {
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
                 .context("cannot watch for Ctrl-C")?;
         tokio::select! {
-            result = dispatch(command) => result,
+            result = dispatch(command, logging) => result,
             _ = interrupt.recv() => Err(Interrupted.into()),
         }
     })
@@ -46,11 +46,11 @@ pub fn run(command: Command) -> Result<()> {
 #[error("interrupted; nothing partial was kept")]
 pub struct Interrupted;
 
-async fn dispatch(command: Command) -> Result<()> {
+async fn dispatch(command: Command, logging: &crate::logging::Logging) -> Result<()> {
     match command {
         Command::Serve(args) => {
             let (config, source) = Config::load(args.config.as_deref())?;
-            crate::daemon::serve(config, source).await
+            crate::daemon::serve(config, source, logging).await
         }
         Command::Init(args) => init(args.config.as_deref()),
         Command::Client(ClientCommand::Issue { name, out, agent }) => {
@@ -107,6 +107,7 @@ async fn dispatch(command: Command) -> Result<()> {
             println!("you are     {}", status.client);
             Ok(())
         }
+        Command::Generate(what) => generate(what),
         Command::Ping(target) => {
             let mut client = connect(&target).await?;
             let rtt = client.ping().await?;
@@ -118,9 +119,58 @@ async fn dispatch(command: Command) -> Result<()> {
     }
 }
 
+/// `fileagent generate`: man pages (dated by `SOURCE_DATE_EPOCH` when set,
+/// for reproducible packages) or a completion script on stdout.
+fn generate(what: crate::cli::Generate) -> Result<()> {
+    use clap::CommandFactory;
+    let command = crate::cli::Cli::command();
+    match what {
+        crate::cli::Generate::Man { dir } => {
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            write_man_pages(command, &dir)
+                .with_context(|| format!("cannot write man pages into {}", dir.display()))?;
+            println!("man pages written to {}", dir.display());
+        }
+        crate::cli::Generate::Completion { shell } => {
+            clap_complete::generate(shell, &mut { command }, "fileagent", &mut std::io::stdout());
+        }
+    }
+    Ok(())
+}
+
+/// One page for `command` and one per (nested) subcommand, named like
+/// `fileagent-client-issue.1`.
+fn write_man_pages(command: clap::Command, dir: &Path) -> std::io::Result<()> {
+    let date = std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|secs| secs.parse::<i64>().ok())
+        .and_then(|secs| time::OffsetDateTime::from_unix_timestamp(secs).ok())
+        .unwrap_or_else(time::OffsetDateTime::now_utc)
+        .date();
+    let mut command = command.disable_help_subcommand(true);
+    command.build();
+    let mut pending = vec![command];
+    while let Some(command) = pending.pop() {
+        pending.extend(
+            command
+                .get_subcommands()
+                .filter(|s| !s.is_hide_set())
+                .cloned(),
+        );
+        let man = clap_mangen::Man::new(command)
+            .date(date.to_string())
+            .manual("fileagent manual")
+            .source(format!("fileagent {}", env!("CARGO_PKG_VERSION")));
+        man.generate_to(dir)?;
+    }
+    Ok(())
+}
+
 fn init(config_path: Option<&Path>) -> Result<()> {
     let (config, source) = Config::load(config_path)?;
     let prepared = crate::daemon::prepare(&config, false)?;
+    give_back(&config)?;
     let report = &prepared.report;
     println!("config          {source}");
     println!("state dir       {}", config.state_dir.display());
@@ -141,6 +191,16 @@ fn init(config_path: Option<&Path>) -> Result<()> {
     Ok(())
 }
 
+/// After root worked on the packaged agent's directories: hands what it
+/// created to the service user (see [`crate::durable::adopt_owner`]).
+fn give_back(config: &Config) -> Result<()> {
+    for dir in [&config.state_dir, &config.spool_dir] {
+        crate::durable::adopt_owner(dir)
+            .with_context(|| format!("cannot give {} back to its owner", dir.display()))?;
+    }
+    Ok(())
+}
+
 fn issue(name: &str, out: &Path, config_path: Option<&Path>) -> Result<()> {
     let (config, _) = Config::load(config_path)?;
     pki::validate_client_name(name).map_err(|e| UsageError(e.to_string()))?;
@@ -153,6 +213,7 @@ fn issue(name: &str, out: &Path, config_path: Option<&Path>) -> Result<()> {
         .into());
     }
     let issued = pki::issue_client(&config, name)?;
+    give_back(&config)?;
     pki::write_new(out, issued.pem.as_bytes(), 0o600)?;
     println!(
         "issued \"{name}\" (serial {}, valid until {}) -> {}",

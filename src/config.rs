@@ -46,6 +46,8 @@ pub const DEFAULT_KEEP_DONE: Duration = Duration::from_secs(7 * 24 * 3600);
 pub const DEFAULT_RESCAN_INTERVAL: Duration = Duration::from_secs(30);
 /// Default extensions of print files.
 pub const DEFAULT_PRINT_EXTENSIONS: [&str; 4] = ["gcode", "gco", "g", "bgcode"];
+/// Default log level.
+pub const DEFAULT_LOG_LEVEL: &str = "info";
 /// Default OctoPrint URL.
 pub const DEFAULT_OCTOPRINT_URL: &str = "http://127.0.0.1:5000";
 /// Default file holding the OctoPrint API key.
@@ -102,6 +104,8 @@ pub struct Config {
     /// Interval of the safety-net rescan of `ready/`.
     #[serde(with = "humantime_serde")]
     pub rescan_interval: Duration,
+    /// Log level or `tracing` filter directives; `RUST_LOG` wins.
+    pub log_level: String,
     /// Forwarding to OctoPrint.
     pub octoprint: OctoPrintConfig,
 }
@@ -186,6 +190,7 @@ impl Default for Config {
             print_extensions: DEFAULT_PRINT_EXTENSIONS.map(String::from).to_vec(),
             keep_done: DEFAULT_KEEP_DONE,
             rescan_interval: DEFAULT_RESCAN_INTERVAL,
+            log_level: DEFAULT_LOG_LEVEL.into(),
             octoprint: OctoPrintConfig::default(),
         }
     }
@@ -198,6 +203,16 @@ pub enum Source {
     File(PathBuf),
     /// No file: built-in defaults under [`LOCAL_DATA_DIR`] on 127.0.0.1.
     BuiltIn,
+}
+
+impl Source {
+    /// Reads the config again from where it came from (for a reload).
+    pub fn reload(&self) -> Result<Config, ConfigError> {
+        match self {
+            Source::File(path) => Config::load(Some(path)).map(|(config, _)| config),
+            Source::BuiltIn => Ok(Config::local()),
+        }
+    }
 }
 
 impl std::fmt::Display for Source {
@@ -353,6 +368,12 @@ impl Config {
             return Err((
                 "max_file_size",
                 "must be more than 0 bytes, e.g. \"4 GiB\"".into(),
+            ));
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log_level) {
+            return Err((
+                "log_level",
+                format!("is not a level or filter ({e}): use error, warn, info, debug or trace"),
             ));
         }
         if self.client_cert_lifetime < Duration::from_secs(3600) {

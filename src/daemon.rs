@@ -1,31 +1,41 @@
 //! Wiring of the agent process: first-start initialisation (PKI and spool),
-//! binding the listener, and turning SIGINT/SIGTERM into a graceful shutdown.
+//! binding the listener, and the main loop, which turns SIGINT/SIGTERM into
+//! a graceful shutdown and SIGHUP into a reload, keeps systemd's status
+//! line current and feeds its watchdog.
+//!
+//! A reload re-reads the config and the certificates and applies them to
+//! new connections; transfers already running finish on what they started
+//! with. A new config that does not parse, validate or yield a working TLS
+//! setup is refused with a logged error and the old one stays in force.
+//! Keys that shape what is already open (listen address, state and spool
+//! directories, connection limit) need a restart; a reload says so.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use rustls::ServerConfig;
 use tokio::net::TcpListener;
-use tracing::{info, warn};
+use tokio::signal::unix::{Signal, SignalKind, signal};
+use tokio::sync::{oneshot, watch};
+use tracing::{error, info, warn};
 
 use crate::config::{Config, Source};
+use crate::logging::Logging;
 use crate::pki::{self, InitReport, ServerCertAction};
-use crate::server::{self, ServerOptions};
+use crate::server::{self, Live, ServerOptions};
 use crate::session::Shared;
 use crate::spool::{Limits, Spool};
 
+/// How often the status line is refreshed when no watchdog asks for more.
+pub const STATUS_INTERVAL: Duration = Duration::from_secs(5);
+
 /// Everything the server needs, prepared from a config.
 pub struct Prepared {
-    /// TLS configuration with the agent's certificate and client verifier.
-    pub tls: Arc<ServerConfig>,
-    /// Spool and per-session settings.
-    pub shared: Arc<Shared>,
-    /// Connection-level settings.
-    pub options: ServerOptions,
+    /// What new connections are served with.
+    pub live: Live,
     /// What the PKI initialisation did.
     pub report: InitReport,
-    /// The forwarding task, if forwarding runs.
+    /// The forwarding supervisor, if forwarding was asked for.
     pub forwarder: Option<crate::forward::Running>,
 }
 
@@ -33,18 +43,8 @@ pub struct Prepared {
 /// (idempotent), and the spool directories; removes crash leftovers. With
 /// `forward`, also starts forwarding to OctoPrint (needs a Tokio runtime).
 pub fn prepare(config: &Config, forward: bool) -> Result<Prepared> {
-    let report = pki::init(config).with_context(|| {
-        format!(
-            "cannot initialise the agent's keys in {} (is it writable by this user?)",
-            config.state_dir.display()
-        )
-    })?;
-    let tls = crate::tls::server_config(pki::load_agent(&config.state_dir)?)?;
-    let limits = Limits {
-        max_file_size: config.max_file_size.as_u64(),
-        min_free_space: config.min_free_space.as_u64(),
-    };
-    let (spool, removed) = Spool::open(&config.spool_dir, limits).with_context(|| {
+    let (tls, report) = load_tls(config)?;
+    let (spool, removed) = Spool::open(&config.spool_dir, limits(config)).with_context(|| {
         format!(
             "cannot open the spool {} (is it writable by this user?)",
             config.spool_dir.display()
@@ -54,31 +54,97 @@ pub fn prepare(config: &Config, forward: bool) -> Result<Prepared> {
         warn!(removed, dir = %config.spool_dir.display(), "removed unfinished uploads left by an earlier run");
     }
     let (handle, forwarder) = if forward {
-        crate::forward::start(config)?
+        let (handle, running) = crate::forward::start(config)?;
+        (handle, Some(running))
     } else {
-        (
-            crate::forward::Handle::disabled("forwarding is not running"),
-            None,
-        )
+        let handle = crate::forward::Handle::disabled("forwarding is not running");
+        (handle, None)
+    };
+    let shared = Shared {
+        spool,
+        header_timeout: config.header_timeout,
+        body_idle_timeout: config.body_idle_timeout,
+        max_file_size: config.max_file_size.as_u64(),
+        started: Instant::now(),
+        forward: handle,
     };
     Ok(Prepared {
-        tls,
-        shared: Arc::new(Shared {
-            spool,
-            header_timeout: config.header_timeout,
-            body_idle_timeout: config.body_idle_timeout,
-            max_file_size: config.max_file_size.as_u64(),
-            started: Instant::now(),
-            forward: handle,
-        }),
-        options: ServerOptions {
-            max_connections: config.max_connections,
-            handshake_timeout: config.handshake_timeout,
-            shutdown_grace: config.shutdown_grace,
+        live: Live {
+            tls,
+            shared: Arc::new(shared),
+            options: options(config),
         },
         report,
         forwarder,
     })
+}
+
+/// Initialises (or renews) the PKI and loads the server's TLS config.
+fn load_tls(config: &Config) -> Result<(Arc<rustls::ServerConfig>, InitReport)> {
+    let report = pki::init(config).with_context(|| {
+        format!(
+            "cannot initialise the agent's keys in {} (is it writable by this user?)",
+            config.state_dir.display()
+        )
+    })?;
+    let tls = crate::tls::server_config(pki::load_agent(&config.state_dir)?)?;
+    Ok((tls, report))
+}
+
+fn limits(config: &Config) -> Limits {
+    Limits {
+        max_file_size: config.max_file_size.as_u64(),
+        min_free_space: config.min_free_space.as_u64(),
+    }
+}
+
+fn options(config: &Config) -> ServerOptions {
+    ServerOptions {
+        max_connections: config.max_connections,
+        handshake_timeout: config.handshake_timeout,
+        shutdown_grace: config.shutdown_grace,
+    }
+}
+
+/// What serving from `old` to `new` changes for new connections, or why
+/// `new` is refused. Keys that need a restart keep their old values.
+fn reloaded(old: &Config, mut new: Config, live: &Live) -> Result<(Config, Live, InitReport)> {
+    let restart_only = [
+        ("listen", old.listen != new.listen),
+        ("state_dir", old.state_dir != new.state_dir),
+        ("spool_dir", old.spool_dir != new.spool_dir),
+        (
+            "max_connections",
+            old.max_connections != new.max_connections,
+        ),
+    ];
+    for (key, changed) in restart_only {
+        if changed {
+            warn!(
+                key,
+                "changed in the config: takes effect only after a restart"
+            );
+        }
+    }
+    new.listen = old.listen;
+    new.state_dir = old.state_dir.clone();
+    new.spool_dir = old.spool_dir.clone();
+    new.max_connections = old.max_connections;
+    let (tls, report) = load_tls(&new)?;
+    let shared = Shared {
+        spool: live.shared.spool.with_limits(limits(&new)),
+        header_timeout: new.header_timeout,
+        body_idle_timeout: new.body_idle_timeout,
+        max_file_size: new.max_file_size.as_u64(),
+        started: live.shared.started,
+        forward: live.shared.forward.clone(),
+    };
+    let live = Live {
+        tls,
+        shared: Arc::new(shared),
+        options: options(&new),
+    };
+    Ok((new, live, report))
 }
 
 /// Logs what [`prepare`] did to the PKI.
@@ -93,8 +159,10 @@ pub fn log_init(config: &Config, report: &InitReport) {
     }
 }
 
-/// `fileagent serve`: prepares, binds and serves until SIGINT or SIGTERM.
-pub async fn serve(config: Config, source: Source) -> Result<()> {
+/// `fileagent serve`: prepares, binds and serves until SIGINT or SIGTERM;
+/// reloads on SIGHUP.
+pub async fn serve(config: Config, source: Source, logging: &Logging) -> Result<()> {
+    logging.set_level(&config.log_level)?;
     if source == Source::BuiltIn {
         warn!(
             data = %crate::config::LOCAL_DATA_DIR,
@@ -105,6 +173,8 @@ pub async fn serve(config: Config, source: Source) -> Result<()> {
     } else {
         info!(config = %source, "config loaded");
     }
+    // Registered before anything slow, so an early signal is not lost.
+    let mut signals = Signals::new()?;
     let prepared = prepare(&config, true)?;
     log_init(&config, &prepared.report);
     let listener = TcpListener::bind(config.listen).await.with_context(|| {
@@ -113,39 +183,171 @@ pub async fn serve(config: Config, source: Source) -> Result<()> {
             config.listen
         )
     })?;
+    let addr = listener.local_addr()?;
     info!(
-        addr = %listener.local_addr()?,
+        %addr,
         spool = %config.spool_dir.display(),
         ca_fingerprint = %prepared.report.ca_fingerprint,
         "listening"
     );
-    server::run(
-        listener,
-        prepared.tls,
-        prepared.shared,
-        prepared.options,
-        shutdown_signal(),
-    )
-    .await?;
-    if let Some(forwarder) = prepared.forwarder {
-        forwarder.stop().await;
-    }
-    Ok(())
-}
+    let forwarder = prepared.forwarder;
+    let (live_tx, live_rx) = watch::channel(prepared.live);
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let mut server = tokio::spawn(server::run(listener, live_rx, async {
+        let _ = stop_rx.await;
+    }));
 
-/// Completes on the first SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(term) => term,
-        Err(e) => {
-            warn!(error = %e, "cannot watch SIGTERM; only Ctrl-C stops the agent");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
+    let mut status = StatusLine::new(addr);
+    crate::systemd::ready(&status.text(&live_tx.borrow()));
+    let watchdog = crate::systemd::watchdog_interval();
+    if let Some(every) = watchdog {
+        info!(every = ?every, "feeding the systemd watchdog");
+    }
+    let mut tick =
+        tokio::time::interval(watchdog.map_or(STATUS_INTERVAL, |w| w.min(STATUS_INTERVAL)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut config = config;
+    let mut server_ended = false;
+    let outcome = loop {
+        tokio::select! {
+            signal = signals.next() => match signal {
+                Received::Reload => {
+                    crate::systemd::reloading();
+                    match source.reload().map_err(anyhow::Error::from).and_then(|new| reloaded(&config, new, &live_tx.borrow())) {
+                        Ok((new, live, report)) => {
+                            log_init(&new, &report);
+                            if let Err(e) = logging.set_level(&new.log_level) {
+                                error!(error = %format!("{e:#}"), "log level not changed");
+                            }
+                            if let Some(forwarder) = &forwarder {
+                                forwarder.reconfigure(&new);
+                            }
+                            live_tx.send_replace(live);
+                            config = new;
+                            info!(config = %source, "reloaded: new connections use the new config and certificates");
+                        }
+                        Err(e) => error!(error = %format!("{e:#}"), "reload refused, the old config stays in force"),
+                    }
+                    crate::systemd::ready(&status.text(&live_tx.borrow()));
+                }
+                Received::Stop(name) => {
+                    info!(signal = name, "shutdown requested");
+                    break Ok(());
+                }
+            },
+            _ = tick.tick() => {
+                // The watchdog is fed from here, and only while the server
+                // and the forwarder are alive and the state they share can
+                // be read: a wedged agent stops feeding it and is restarted.
+                let text = status.text(&live_tx.borrow());
+                if status.changed(&text) {
+                    crate::systemd::status(&text);
+                }
+                let healthy = !server.is_finished() && forwarder.as_ref().is_none_or(|f| !f.is_finished());
+                if watchdog.is_some() && healthy {
+                    crate::systemd::watchdog();
+                }
+            }
+            ended = &mut server => {
+                server_ended = true;
+                break match ended {
+                    Ok(Ok(())) => Err(anyhow::anyhow!("the server stopped by itself")),
+                    Ok(Err(e)) => Err(anyhow::Error::new(e).context("the server failed")),
+                    Err(e) => Err(anyhow::Error::new(e).context("the server task panicked")),
+                };
+            }
         }
     };
-    tokio::select! {
-        _ = term.recv() => info!(signal = "SIGTERM", "shutdown requested"),
-        _ = tokio::signal::ctrl_c() => info!(signal = "SIGINT", "shutdown requested"),
+    crate::systemd::stopping();
+    let _ = stop_tx.send(());
+    if !server_ended {
+        match server.await {
+            Ok(result) => result.context("the server failed while stopping")?,
+            Err(e) => return Err(anyhow::Error::new(e).context("the server task panicked")),
+        }
+    }
+    if let Some(forwarder) = forwarder {
+        forwarder.stop().await;
+    }
+    outcome
+}
+
+/// The text of systemd's status line, e.g. "listening on 0.0.0.0:7341;
+/// 2 queued; printer Operational".
+struct StatusLine {
+    addr: std::net::SocketAddr,
+    last: String,
+}
+
+impl StatusLine {
+    fn new(addr: std::net::SocketAddr) -> StatusLine {
+        StatusLine {
+            addr,
+            last: String::new(),
+        }
+    }
+
+    fn text(&self, live: &Live) -> String {
+        let view = live.shared.forward.view();
+        let receiving = live.shared.spool.incoming_count();
+        let mut text = format!("listening on {}", self.addr);
+        if receiving > 0 {
+            text.push_str(&format!("; {receiving} receiving"));
+        }
+        if view.enabled {
+            text.push_str(&format!(
+                "; {} queued; printer {}",
+                view.queued(),
+                view.printer
+            ));
+        } else {
+            text.push_str(&format!("; {}", view.printer));
+        }
+        text
+    }
+
+    /// Remembers `text`; true if it differs from the last one.
+    fn changed(&mut self, text: &str) -> bool {
+        if self.last == text {
+            return false;
+        }
+        self.last = text.to_string();
+        true
+    }
+}
+
+/// A signal the agent acts on.
+enum Received {
+    /// SIGHUP.
+    Reload,
+    /// SIGINT or SIGTERM, by name.
+    Stop(&'static str),
+}
+
+/// The agent's signal handlers.
+struct Signals {
+    hup: Signal,
+    int: Signal,
+    term: Signal,
+}
+
+impl Signals {
+    fn new() -> Result<Signals> {
+        let watch = |kind: SignalKind, name: &str| {
+            signal(kind).with_context(|| format!("cannot install a handler for {name}"))
+        };
+        Ok(Signals {
+            hup: watch(SignalKind::hangup(), "SIGHUP")?,
+            int: watch(SignalKind::interrupt(), "SIGINT")?,
+            term: watch(SignalKind::terminate(), "SIGTERM")?,
+        })
+    }
+
+    async fn next(&mut self) -> Received {
+        tokio::select! {
+            _ = self.hup.recv() => Received::Reload,
+            _ = self.int.recv() => Received::Stop("SIGINT"),
+            _ = self.term.recv() => Received::Stop("SIGTERM"),
+        }
     }
 }

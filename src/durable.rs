@@ -1,7 +1,8 @@
 //! Crash-safe file writes shared by the PKI (keys, certificates), the
 //! forwarding queue and the spool: write a temp file beside the target,
 //! fsync it, rename it into place (optionally refusing to replace), then
-//! fsync the directory so the rename itself survives a power cut.
+//! fsync the directory so the rename itself survives a power cut. Also:
+//! handing files that root created back to the owner of their tree.
 
 use std::io::{self, Write};
 use std::path::Path;
@@ -41,6 +42,38 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
+/// When running as root on a tree owned by another user (the packaged
+/// agent's `/var/lib/fileagent`, owned by `fileagent`), gives everything
+/// root created in it to that user, so `sudo fileagent client issue` or
+/// `sudo fileagent init` never leave files the service cannot read. Does
+/// nothing for other users or root-owned trees; symlinks are not followed.
+pub fn adopt_owner(root: &Path) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    if !rustix::process::geteuid().is_root() {
+        return Ok(());
+    }
+    let owner = match std::fs::symlink_metadata(root) {
+        Ok(meta) if meta.is_dir() && meta.uid() != 0 => meta,
+        Ok(_) => return Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let mut pending = vec![root.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir)? {
+            let path = entry?.path();
+            let meta = std::fs::symlink_metadata(&path)?;
+            if meta.uid() == 0 {
+                std::os::unix::fs::lchown(&path, Some(owner.uid()), Some(owner.gid()))?;
+            }
+            if meta.is_dir() {
+                pending.push(path);
+            }
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -65,5 +98,37 @@ mod tests {
             1,
             "no temp files left"
         );
+    }
+
+    #[test]
+    fn root_gives_what_it_created_to_the_owner_of_the_tree() {
+        use std::os::unix::fs::MetadataExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let tree = tmp.path().join("state");
+        std::fs::create_dir_all(tree.join("clients")).unwrap();
+        std::fs::write(tree.join("clients/a.crt"), b"x").unwrap();
+        let me = std::fs::metadata(&tree).unwrap().uid();
+        adopt_owner(&tree).unwrap();
+        if me != 0 {
+            // Not root: nothing to adopt, nothing changed.
+            assert_eq!(
+                std::fs::metadata(tree.join("clients/a.crt")).unwrap().uid(),
+                me
+            );
+            return;
+        }
+        // Root-owned tree: left alone.
+        assert_eq!(std::fs::metadata(tree.join("clients")).unwrap().uid(), 0);
+        std::os::unix::fs::chown(&tree, Some(65534), Some(65534)).unwrap();
+        adopt_owner(&tree).unwrap();
+        for path in [tree.join("clients"), tree.join("clients/a.crt")] {
+            let meta = std::fs::metadata(&path).unwrap();
+            assert_eq!(
+                (meta.uid(), meta.gid()),
+                (65534, 65534),
+                "{}",
+                path.display()
+            );
+        }
     }
 }

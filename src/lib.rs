@@ -11,7 +11,9 @@
 //! - [`session`]: the agent's side of one connection (request loop).
 //! - [`forward`]: the watched spool, the durable queue and uploads to OctoPrint.
 //! - [`server`]: accept loop, connection limit, timeouts, graceful shutdown.
-//! - [`daemon`]: process wiring for `serve` and `init` (PKI, spool, signals).
+//! - [`daemon`]: process wiring for `serve` and `init` (PKI, spool, signals, reload).
+//! - [`systemd`]: readiness, status and watchdog notifications to systemd.
+//! - [`logging`]: journald or human-readable logs, and the log level.
 //! - [`config`]: the agent's TOML config, human units, validation.
 //! - [`durable`]: crash-safe file writes (temp file, fsync, rename, directory fsync).
 //! - [`client`]: the workstation's library client.
@@ -27,9 +29,11 @@ pub mod daemon;
 pub mod durable;
 pub mod forward;
 pub mod identity;
+pub mod logging;
 pub mod pki;
 pub mod protocol;
 pub mod server;
 pub mod session;
 pub mod spool;
+pub mod systemd;
 pub mod tls;

@@ -1,12 +1,11 @@
 //! The `fileagent` binary: parses the command line, sets up logging and
 //! hands over to [`fileagent::commands::run`].
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
 use fileagent::cli::{Cli, exit, exit_code};
-use tracing_subscriber::EnvFilter;
+use fileagent::logging::Logging;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -15,15 +14,9 @@ fn main() -> ExitCode {
     } else {
         "warn"
     };
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    let logging = Logging::init(default_level);
 
-    match fileagent::commands::run(cli.command) {
+    match fileagent::commands::run(cli.command, &logging) {
         Ok(()) => ExitCode::from(exit::OK),
         Err(e) if is_broken_pipe(&e) => ExitCode::from(exit::OK),
         Err(e) => {

@@ -2,7 +2,10 @@
 //! per connection, and graceful shutdown.
 //!
 //! The caller binds the listener and passes a shutdown future, so tests can
-//! bind `127.0.0.1:0` and stop the server when they like. A permit of the
+//! bind `127.0.0.1:0` and stop the server when they like. What new
+//! connections are served with ([`Live`]: TLS config, spool settings,
+//! timeouts) comes through a watch channel, so a reload applies to the
+//! next connection while running ones finish on what they started with. A permit of the
 //! connection limit is taken *before* `accept`, so excess clients wait in the
 //! kernel's backlog rather than costing a task each. On shutdown the
 //! listener is closed, idle sessions end at once, running uploads get
@@ -39,15 +42,34 @@ pub struct ServerOptions {
     pub shutdown_grace: Duration,
 }
 
+/// What new connections are served with; replaced as a whole on reload.
+#[derive(Debug, Clone)]
+pub struct Live {
+    /// TLS configuration with the agent's certificate and client verifier.
+    pub tls: Arc<ServerConfig>,
+    /// Spool and per-session settings.
+    pub shared: Arc<Shared>,
+    /// Connection-level settings (`max_connections` is taken once, at start).
+    pub options: ServerOptions,
+}
+
+impl Live {
+    /// A channel that never changes, for servers that are not reloaded.
+    pub fn fixed(self) -> watch::Receiver<Live> {
+        let (tx, rx) = watch::channel(self);
+        // Without a sender the receiver keeps the last value for good.
+        drop(tx);
+        rx
+    }
+}
+
 /// Serves `listener` until `shutdown` completes, then shuts down gracefully.
 pub async fn run(
     listener: TcpListener,
-    tls: Arc<ServerConfig>,
-    shared: Arc<Shared>,
-    options: ServerOptions,
+    live: watch::Receiver<Live>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let acceptor = TlsAcceptor::from(tls);
+    let options = live.borrow().options;
     let permits = Arc::new(Semaphore::new(options.max_connections));
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
@@ -65,12 +87,16 @@ pub async fn run(
             () = &mut shutdown => break,
         };
         while tasks.try_join_next().is_some() {}
-        let acceptor = acceptor.clone();
-        let shared = shared.clone();
+        let Live {
+            tls,
+            shared,
+            options,
+        } = live.borrow().clone();
         let stop = stop_rx.clone();
         let span = info_span!("conn", %peer);
         tasks.spawn(
             async move {
+                let acceptor = TlsAcceptor::from(tls);
                 handle(tcp, acceptor, shared, options.handshake_timeout, stop).await;
                 drop(permit);
             }
@@ -78,6 +104,7 @@ pub async fn run(
         );
     }
     drop(listener);
+    let options = live.borrow().options;
     stop_tx.send_replace(true);
     while tasks.try_join_next().is_some() {}
     if !tasks.is_empty() {
@@ -144,7 +171,7 @@ async fn handle(
         .and_then(|certs| certs.first())
         .and_then(|cert| common_name(cert))
         .unwrap_or_else(|| "<no CN>".into());
-    info!(client = %client, "connected");
+    info!(client_cn = %client, "connected");
     let session = Session::new(
         Connection::new(tls, MAX_REQUEST_HEADER_LEN),
         shared,
@@ -152,7 +179,7 @@ async fn handle(
         stop,
     );
     match session.run().await {
-        Ok(()) => debug!(client = %client, "disconnected"),
-        Err(e) => warn!(client = %client, error = %e, "connection closed on error"),
+        Ok(()) => debug!(client_cn = %client, "disconnected"),
+        Err(e) => warn!(client_cn = %client, error = %e, "connection closed on error"),
     }
 }

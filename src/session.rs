@@ -89,7 +89,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 Ok(Some(request)) => request,
                 Ok(None) => return Ok(()),
                 Err(e) if e.is_recoverable() => {
-                    warn!(client = %self.client, error = %e, "bad request");
+                    warn!(client_cn = %self.client, error = %e, "bad request");
                     self.send(&Reply::Error {
                         code: ErrorCode::BadRequest,
                         message: e.to_string(),
@@ -151,7 +151,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             },
             Request::Delete { name } => match self.shared.spool.delete(&name).await {
                 Ok(()) => {
-                    info!(client = %self.client, file = %name, "deleted");
+                    info!(client_cn = %self.client, file_name = %name, "deleted");
                     Reply::Deleted { name }
                 }
                 Err(e) => self.error_reply(&e),
@@ -165,7 +165,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     fn error_reply(&self, e: &SpoolError) -> Reply {
         let code = e.code();
         if code == ErrorCode::Internal {
-            warn!(client = %self.client, error = %e, "request failed");
+            warn!(client_cn = %self.client, error = %e, "request failed");
         }
         let hint = match code {
             ErrorCode::Exists => " (send with --overwrite to replace it)",
@@ -210,11 +210,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let mut upload = match self.shared.spool.begin(name, size, sha256, overwrite).await {
             Ok(Begin::Receive(upload)) => upload,
             Ok(Begin::Unchanged(stored)) => {
-                info!(client = %self.client, file = %name, bytes = size, sha256 = %stored.sha256, "unchanged, already stored");
+                info!(client_cn = %self.client, file_name = %name, bytes = size, sha256 = %stored.sha256, "unchanged, already stored");
                 return self.send(&stored_reply(stored)).await;
             }
             Err(e) => {
-                info!(client = %self.client, file = %name, bytes = size, error = %e, "send refused");
+                info!(client_cn = %self.client, file_name = %name, bytes = size, error = %e, "send refused");
                 return self.send(&self.error_reply(&e)).await;
             }
         };
@@ -234,7 +234,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 Ok(None) => break,
                 Err(e) => {
                     warn!(
-                        client = %self.client, file = %name, bytes = size, received = upload.written(),
+                        client_cn = %self.client, file_name = %name, bytes = size, received = upload.written(),
                         error = %e, "upload aborted, discarded"
                     );
                     drop(upload);
@@ -250,7 +250,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             Ok(stored) => {
                 let secs = started.elapsed().as_secs_f64();
                 info!(
-                    client = %self.client, file = %stored.name, bytes = stored.size, sha256 = %stored.sha256,
+                    client_cn = %self.client, file_name = %stored.name, bytes = stored.size, sha256 = %stored.sha256,
                     replaced = stored.replaced, secs, "stored"
                 );
                 self.shared
@@ -259,7 +259,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 stored_reply(stored)
             }
             Err(e) => {
-                warn!(client = %self.client, file = %name, bytes = size, error = %e, "upload discarded");
+                warn!(client_cn = %self.client, file_name = %name, bytes = size, error = %e, "upload discarded");
                 self.error_reply(&e)
             }
         };
@@ -301,7 +301,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             .await
             .map_err(|_| ProtocolError::Timeout(idle))??;
         let sha256 = hex::encode(hasher.finalize());
-        info!(client = %self.client, file = %name, bytes = sent, sha256 = %sha256, "sent");
+        info!(client_cn = %self.client, file_name = %name, bytes = sent, sha256 = %sha256, "sent");
         self.send(&Reply::Complete { sha256 }).await
     }
 }

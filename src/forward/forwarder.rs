@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, oneshot};
+use std::future::Future;
+
+use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
 use super::octoprint::{self, OctoError, OctoPrint, PrinterState};
@@ -38,12 +40,15 @@ pub(super) struct Forwarder {
 }
 
 impl Forwarder {
+    /// Runs until `stop` completes, after the step it is in. `arrivals`
+    /// outlives one forwarder: a reconfigured successor takes it over.
     pub(super) async fn run(
         mut self,
-        mut arrivals: mpsc::UnboundedReceiver<Stored>,
+        arrivals: &mut mpsc::UnboundedReceiver<Stored>,
         mut changes: mpsc::UnboundedReceiver<Change>,
-        mut stop: oneshot::Receiver<()>,
+        stop: impl Future<Output = ()>,
     ) {
+        tokio::pin!(stop);
         loop {
             let now = Instant::now();
             if now >= self.next_scan {
@@ -64,7 +69,7 @@ impl Forwarder {
             .min()
             .unwrap_or(now + self.config.octoprint.poll_interval);
             tokio::select! {
-                _ = &mut stop => break,
+                () = &mut stop => break,
                 Some(stored) = arrivals.recv() => self.arrived(stored),
                 Some(change) = changes.recv() => {
                     let now = Instant::now();
@@ -100,7 +105,7 @@ impl Forwarder {
         match digest {
             Ok(Ok(sha256)) => self.register(&appeared.name, &sha256, appeared.size, None),
             Ok(Err(e)) => {
-                warn!(file = %appeared.name, error = %e, "cannot read a new file in ready/")
+                warn!(file_name = %appeared.name, error = %e, "cannot read a new file in ready/")
             }
             Err(e) => error!(error = %e, "hashing task failed"),
         }
@@ -109,7 +114,7 @@ impl Forwarder {
     fn register(&mut self, name: &str, sha256: &str, size: u64, client: Option<String>) {
         if let Some(known) = self.queue.find(name, sha256) {
             if !matches!(known.state, FileState::Received | FileState::Skipped) {
-                info!(file = %name, sha256, state = known.state.as_str(), "already forwarded, not uploaded again");
+                info!(file_name = %name, sha256, state = known.state.as_str(), "already forwarded, not uploaded again");
                 self.move_out(name, &self.done.clone(), None);
             }
             return;
@@ -127,7 +132,7 @@ impl Forwarder {
         if printable {
             self.queue
                 .add(name, sha256, size, client, FileState::Received);
-            info!(file = %name, sha256, bytes = size, client = %client_label, "queued for OctoPrint");
+            info!(file_name = %name, sha256, bytes = size, client_cn = %client_label, "queued for OctoPrint");
             self.next_poll = Instant::now();
         } else {
             let id = self
@@ -138,7 +143,7 @@ impl Forwarder {
                 self.config.print_extensions.join(", ")
             );
             self.queue.set(id, FileState::Skipped, Some(reason));
-            info!(file = %name, client = %client_label, "not a print file, kept in the spool");
+            info!(file_name = %name, client_cn = %client_label, "not a print file, kept in the spool");
         }
         self.save();
     }
@@ -185,7 +190,7 @@ impl Forwarder {
         // The file this entry is about: a newer file renamed over it while
         // it uploads (send --overwrite) must stay in ready/ for its own turn.
         let Some(inode) = inode_of(&source) else {
-            info!(file = %entry.name, "removed from ready/ before it was uploaded");
+            info!(file_name = %entry.name, "removed from ready/ before it was uploaded");
             self.queue.remove_where(|e| e.id == id);
             return self.save();
         };
@@ -254,7 +259,7 @@ impl Forwarder {
                     )
                 };
                 info!(
-                    file = %entry.name, sha256 = %entry.sha256, bytes = entry.size, path = %uploaded.path,
+                    file_name = %entry.name, sha256 = %entry.sha256, bytes = entry.size, path = %uploaded.path,
                     printing = uploaded.printing, secs = started.elapsed().as_secs_f64(), "uploaded to OctoPrint"
                 );
                 if let Some(e) = self.queue.get_mut(id) {
@@ -269,7 +274,7 @@ impl Forwarder {
                 self.trouble(e);
             }
             Err(e) => {
-                warn!(file = %entry.name, error = %e, "OctoPrint refused the file for good, moved to failed/");
+                warn!(file_name = %entry.name, error = %e, "OctoPrint refused the file for good, moved to failed/");
                 self.queue.set(id, FileState::Failed, Some(e.to_string()));
                 self.move_out(&entry.name, &self.failed.clone(), Some(inode));
                 let reason = self.failed.join(format!("{}.reason", entry.name));
@@ -292,7 +297,7 @@ impl Forwarder {
             let ours = entry.octoprint_path.is_some() && entry.octoprint_path == state.job_path;
             match entry.state {
                 FileState::Uploaded if ours && state.busy => {
-                    info!(file = %entry.name, "printing");
+                    info!(file_name = %entry.name, "printing");
                     if let Some(e) = self.queue.get_mut(id) {
                         e.queued = false;
                     }
@@ -303,10 +308,10 @@ impl Forwarder {
                 FileState::Printing if ours => {
                     let done = state.completion.unwrap_or(0.0);
                     if done >= PRINTED_AT_PERCENT {
-                        info!(file = %entry.name, "print finished");
+                        info!(file_name = %entry.name, "print finished");
                         self.queue.set(id, FileState::Printed, None);
                     } else {
-                        warn!(file = %entry.name, completion = done, "print stopped before the end");
+                        warn!(file_name = %entry.name, completion = done, "print stopped before the end");
                         self.queue.set(
                             id,
                             FileState::Failed,
@@ -316,7 +321,7 @@ impl Forwarder {
                     changed = true;
                 }
                 FileState::Printing => {
-                    info!(file = %entry.name, "no longer the printer's job; outcome not observed");
+                    info!(file_name = %entry.name, "no longer the printer's job; outcome not observed");
                     self.queue.set(
                         id,
                         FileState::Printed,
@@ -360,7 +365,7 @@ impl Forwarder {
         };
         match self.octo.print(&path).await {
             Ok(()) => {
-                info!(file = %entry.name, path = %path, "started the next queued print");
+                info!(file_name = %entry.name, path = %path, "started the next queued print");
                 if let Some(e) = self.queue.get_mut(entry.id) {
                     e.queued = false;
                 }
@@ -368,11 +373,11 @@ impl Forwarder {
                 self.save();
             }
             Err(OctoError::Conflict(why)) => {
-                info!(file = %entry.name, reason = %why, "printer not ready for the next print yet")
+                info!(file_name = %entry.name, reason = %why, "printer not ready for the next print yet")
             }
             Err(e) if e.is_transient() => self.trouble(e),
             Err(e) => {
-                warn!(file = %entry.name, error = %e, "OctoPrint cannot print the queued file");
+                warn!(file_name = %entry.name, error = %e, "OctoPrint cannot print the queued file");
                 self.queue
                     .set(entry.id, FileState::Failed, Some(e.to_string()));
                 self.save();
@@ -431,13 +436,13 @@ impl Forwarder {
     fn move_out(&self, name: &str, to: &Path, inode: Option<(u64, u64)>) {
         let from = self.ready.join(name);
         if inode.is_some() && inode_of(&from) != inode {
-            info!(file = %name, "a newer file of this name arrived meanwhile; it stays in ready/");
+            info!(file_name = %name, "a newer file of this name arrived meanwhile; it stays in ready/");
             return;
         }
         if let Err(e) = std::fs::rename(&from, to.join(name))
             && e.kind() != std::io::ErrorKind::NotFound
         {
-            warn!(file = %name, to = %to.display(), error = %e, "cannot move the spool file");
+            warn!(file_name = %name, to = %to.display(), error = %e, "cannot move the spool file");
         }
     }
 

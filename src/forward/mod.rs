@@ -19,9 +19,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use tracing::{Instrument, info_span, warn};
+use tracing::{Instrument, error, info, info_span, warn};
 
 use crate::config::Config;
 use crate::protocol::FileEntry;
@@ -127,41 +127,137 @@ impl Handle {
     }
 }
 
-/// The running forwarder task.
+/// The forwarding supervisor: runs one [`Forwarder`] at a time for the
+/// config in force, and replaces it when the config is reloaded.
 #[derive(Debug)]
 pub struct Running {
-    stop: oneshot::Sender<()>,
+    desired: tokio::sync::watch::Sender<Option<Config>>,
     task: JoinHandle<()>,
 }
 
 impl Running {
-    /// Stops the forwarder after the step it is in.
+    /// Applies `config`: the running forwarder finishes the step it is in,
+    /// then a new one starts from the durable queue with the new settings
+    /// (and API key file), or forwarding stops if they turn it off.
+    pub fn reconfigure(&self, config: &Config) {
+        self.desired.send_replace(Some(config.clone()));
+    }
+
+    /// Stops forwarding after the step it is in.
     pub async fn stop(self) {
-        let _ = self.stop.send(());
+        self.desired.send_replace(None);
         let _ = self.task.await;
+    }
+
+    /// The supervisor task ended (it only ends through [`Running::stop`],
+    /// so this means it panicked).
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
     }
 }
 
-/// Starts forwarding for `config`, unless it is disabled or has no API key
-/// (then the returned handle says why and nothing runs).
-pub fn start(config: &Config) -> Result<(Handle, Option<Running>)> {
+/// Starts forwarding for `config` (unless it is disabled or has no API
+/// key: then the handle's view says why, and a later
+/// [`Running::reconfigure`] may turn it on). Fails if the spool's
+/// forwarding state cannot be set up.
+pub fn start(config: &Config) -> Result<(Handle, Running)> {
+    let view = Arc::new(Mutex::new(View::default()));
+    let first = build(config, &view)?;
+    let (tx, arrivals) = mpsc::unbounded_channel();
+    let (desired, desired_rx) = tokio::sync::watch::channel(Some(config.clone()));
+    let span = info_span!("forward");
+    let task = tokio::spawn(supervise(first, desired_rx, arrivals, view.clone()).instrument(span));
+    Ok((Handle { tx: Some(tx), view }, Running { desired, task }))
+}
+
+/// A forwarder ready to run, with its directory watch.
+struct Built {
+    forwarder: Forwarder,
+    watcher: notify::RecommendedWatcher,
+    changes: mpsc::UnboundedReceiver<watch::Change>,
+}
+
+/// Runs forwarders one after the other as the desired config changes.
+async fn supervise(
+    mut current: Option<Built>,
+    mut desired: tokio::sync::watch::Receiver<Option<Config>>,
+    mut arrivals: mpsc::UnboundedReceiver<Stored>,
+    view: Arc<Mutex<View>>,
+) {
+    desired.borrow_and_update();
+    loop {
+        let changed = match current.take() {
+            Some(Built {
+                forwarder,
+                watcher,
+                changes,
+            }) => {
+                let url = forwarder.octo.url().to_string();
+                let mut changed = Ok(());
+                forwarder
+                    .run(&mut arrivals, changes, async {
+                        changed = desired.changed().await
+                    })
+                    .instrument(info_span!("octoprint", url = %url))
+                    .await;
+                drop(watcher);
+                changed
+            }
+            // Off: files sent meanwhile are found by the next forwarder's scan.
+            None => loop {
+                tokio::select! {
+                    changed = desired.changed() => break changed,
+                    Some(_) = arrivals.recv() => {}
+                }
+            },
+        };
+        let Some(config) = desired.borrow_and_update().clone() else {
+            return;
+        };
+        if changed.is_err() {
+            return; // the daemon dropped its side without stopping us
+        }
+        current = match build(&config, &view) {
+            Ok(built) => built,
+            Err(e) => {
+                let reason = format!("forwarding is off: {e:#}");
+                error!("{reason}");
+                set_disabled(&view, &reason);
+                None
+            }
+        };
+    }
+}
+
+fn set_disabled(view: &Mutex<View>, reason: &str) {
+    if let Ok(mut view) = view.lock() {
+        *view = View {
+            enabled: false,
+            printer: reason.to_string(),
+            entries: Vec::new(),
+        };
+    }
+}
+
+/// Sets up a forwarder for `config`, or none (with the reason in `view`)
+/// when forwarding is off or has no API key.
+fn build(config: &Config, view: &Arc<Mutex<View>>) -> Result<Option<Built>> {
     let octo = &config.octoprint;
     if !octo.enabled {
-        return Ok((
-            Handle::disabled("forwarding is off ([octoprint] enabled = false)"),
-            None,
-        ));
+        set_disabled(view, "forwarding is off ([octoprint] enabled = false)");
+        return Ok(None);
     }
     let key = match (&octo.api_key, std::fs::read_to_string(&octo.api_key_file)) {
         (Some(key), _) => key.clone(),
         (None, Ok(key)) if !key.trim().is_empty() => ApiKey::new(&key),
         (None, _) => {
             let reason = format!(
-                "forwarding is off: no OctoPrint API key (put it in {} or set [octoprint] api_key)",
+                "forwarding is off: no OctoPrint API key (put it in {} or set [octoprint] api_key, then reload)",
                 octo.api_key_file.display()
             );
             warn!("{reason}");
-            return Ok((Handle::disabled(&reason), None));
+            set_disabled(view, &reason);
+            return Ok(None);
         }
     };
     let spool = &config.spool_dir;
@@ -173,12 +269,14 @@ pub fn start(config: &Config) -> Result<(Handle, Option<Running>)> {
     let queue = Queue::load(&spool.join(QUEUE_FILE))?;
     let (watcher, changes) = watch::start(&ready)
         .with_context(|| format!("cannot watch {} for new files", ready.display()))?;
-    let (tx, arrivals) = mpsc::unbounded_channel();
-    let view = Arc::new(Mutex::new(View {
-        enabled: true,
-        printer: "not contacted yet".into(),
-        entries: queue.entries().to_vec(),
-    }));
+    if let Ok(mut view) = view.lock() {
+        *view = View {
+            enabled: true,
+            printer: "not contacted yet".into(),
+            entries: queue.entries().to_vec(),
+        };
+    }
+    info!(url = %octo.url, auto_print = ?octo.auto_print, queue = octo.queue, "forwarding to OctoPrint");
     let forwarder = Forwarder {
         octo: OctoPrint::new(&octo.url, key),
         config: config.clone(),
@@ -194,14 +292,9 @@ pub fn start(config: &Config) -> Result<(Handle, Option<Running>)> {
         next_poll: Instant::now(),
         next_scan: Instant::now(),
     };
-    let (stop, stopped) = oneshot::channel();
-    let span = info_span!("forward", octoprint = %octo.url);
-    let task = tokio::spawn(
-        async move {
-            let _watcher = watcher; // dropped (and inotify closed) with the task
-            forwarder.run(arrivals, changes, stopped).await;
-        }
-        .instrument(span),
-    );
-    Ok((Handle { tx: Some(tx), view }, Some(Running { stop, task })))
+    Ok(Some(Built {
+        forwarder,
+        watcher,
+        changes,
+    }))
 }

@@ -236,6 +236,17 @@ impl Spool {
         Ok((spool, removed))
     }
 
+    /// The same spool under new limits, sharing the space reserved by
+    /// uploads in flight (for a reload while uploads run).
+    pub fn with_limits(&self, limits: Limits) -> Spool {
+        Spool {
+            incoming: self.incoming.clone(),
+            ready: self.ready.clone(),
+            limits,
+            reserved: self.reserved.clone(),
+        }
+    }
+
     /// Path of the `ready/` directory.
     pub fn ready_dir(&self) -> &Path {
         &self.ready

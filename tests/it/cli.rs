@@ -375,9 +375,9 @@ fn a_workstation_session_end_to_end() {
 
     let (status, log) = served.terminate();
     assert!(status.success(), "agent exited with {status}: {log}");
-    assert!(log.contains("connected client=bench-pc"), "{log}");
+    assert!(log.contains("connected client_cn=bench-pc"), "{log}");
     assert!(
-        log.contains("stored client=bench-pc file=cube.gcode"),
+        log.contains("stored client_cn=bench-pc file_name=cube.gcode"),
         "{log}"
     );
     assert!(log.contains("server stopped"), "{log}");

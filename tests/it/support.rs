@@ -74,9 +74,7 @@ impl Agent {
         let (stop, stopped) = oneshot::channel::<()>();
         self.task = Some(tokio::spawn(fileagent::server::run(
             listener,
-            prepared.tls,
-            prepared.shared,
-            prepared.options,
+            prepared.live.fixed(),
             async {
                 let _ = stopped.await;
             },

@@ -1,0 +1,54 @@
+//! The service manager's side channel (`sd_notify`): readiness, a live
+//! status line, reloading, stopping and watchdog keep-alives.
+//!
+//! Every call is a no-op when the agent was not started by systemd
+//! (`NOTIFY_SOCKET` unset), so the daemon calls them unconditionally. A
+//! failed notification is logged at debug level and otherwise ignored: the
+//! service manager going away must not take the agent down.
+
+use std::time::Duration;
+
+use sd_notify::NotifyState;
+use tracing::debug;
+
+/// Tells the service manager that start-up is complete (listening, spool
+/// and queue recovered), with the first status line.
+pub fn ready(status: &str) {
+    send(&[NotifyState::Ready, NotifyState::Status(status)]);
+}
+
+/// Replaces the status line shown by `systemctl status`.
+pub fn status(status: &str) {
+    send(&[NotifyState::Status(status)]);
+}
+
+/// Tells the service manager a reload began; [`ready`] ends it.
+pub fn reloading() {
+    match sd_notify::NotifyState::monotonic_usec_now() {
+        Ok(now) => send(&[NotifyState::Reloading, now]),
+        Err(_) => send(&[NotifyState::Reloading]),
+    }
+}
+
+/// Tells the service manager the agent is shutting down.
+pub fn stopping() {
+    send(&[NotifyState::Stopping, NotifyState::Status("shutting down")]);
+}
+
+/// How often the main loop must call [`watchdog`]: half of `WatchdogSec`,
+/// or `None` when the unit has no watchdog.
+pub fn watchdog_interval() -> Option<Duration> {
+    sd_notify::watchdog_enabled().map(|timeout| timeout / 2)
+}
+
+/// Keeps the watchdog from firing; called only by a loop that just did
+/// real work, never by a separate timer.
+pub fn watchdog() {
+    send(&[NotifyState::Watchdog]);
+}
+
+fn send(states: &[NotifyState]) {
+    if let Err(e) = sd_notify::notify(states) {
+        debug!(error = %e, "cannot notify the service manager");
+    }
+}
