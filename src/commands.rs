@@ -321,7 +321,10 @@ async fn send(args: SendArgs) -> Result<()> {
                 if fatal {
                     return Err(e);
                 }
-                eprintln!("fileagent: {e:#}");
+                if files.len() > 1 {
+                    // One file's error is the command's error, printed once by main.
+                    eprintln!("fileagent: {e:#}");
+                }
                 first_error.get_or_insert(e);
             }
         }

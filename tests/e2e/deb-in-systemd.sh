@@ -1,0 +1,110 @@
+#!/bin/bash
+# End-to-end test of the Debian package under a real systemd (`just e2e-deb`,
+# run by .ci/run). Needs root, debootstrap, systemd-container, debhelper and
+# lintian (.ci/run installs them).
+#
+#   1. builds target/debian/fileagent_<version>_<arch>.deb and a copy with a
+#      higher version (for the upgrade), and runs lintian on it;
+#   2. creates a minimal Debian bookworm root with debootstrap, cached in
+#      $FILEAGENT_E2E_CACHE (default /var/cache/fileagent-e2e);
+#   3. boots it with `systemd-nspawn -b` (systemd as PID 1, no network, a
+#      throw-away overlay over the cached root), where a oneshot unit runs
+#      tests/e2e/inside.sh and carries its result out as the exit status.
+#
+# Every step is printed; a failure prints the agent's journal and exits 1.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+CACHE=${FILEAGENT_E2E_CACHE:-/var/cache/fileagent-e2e}
+MIRROR=${FILEAGENT_E2E_MIRROR:-http://deb.debian.org/debian}
+SUITE=bookworm
+# man-db: `systemd-analyze verify` checks the unit's Documentation= pages.
+INCLUDE=systemd,systemd-sysv,dbus,adduser,procps,man-db
+ROOT=$CACHE/$SUITE-$(printf '%s' "$INCLUDE" | sha256sum | cut -c1-12)
+WORK=target/e2e
+
+step() { printf '\n==> %s\n' "$*"; }
+die() { printf 'e2e: %s\n' "$*" >&2; exit 1; }
+
+[ "$(id -u)" = 0 ] || die "needs root (debootstrap, systemd-nspawn)"
+for tool in debootstrap systemd-nspawn lintian dh; do
+	command -v "$tool" >/dev/null ||
+		die "$tool is missing: apt-get install debootstrap systemd-container lintian debhelper"
+done
+
+step "build the .deb"
+deb=$(scripts/build-deb.sh | tail -n 1)
+version=$(dpkg-deb -f "$deb" Version)
+arch=$(dpkg-deb -f "$deb" Architecture)
+printf '%s: %s bytes, version %s\n' "$deb" "$(stat -c %s "$deb")" "$version"
+
+step "lintian (errors and warnings fail)"
+lintian --fail-on error,warning --info "$deb"
+
+step "unit file checks on the host"
+systemd-analyze security --offline=true --threshold=20 systemd/fileagent.service |
+	tail -n 1
+
+step "a higher version for the upgrade test"
+rm -rf "$WORK" && mkdir -p "$WORK/pkg" "$WORK/out" "$WORK/repack"
+cp "$deb" "$WORK/pkg/fileagent_${version}_${arch}.deb"
+upgrade_version="${version}+e2e1"
+dpkg-deb -R "$deb" "$WORK/repack"
+sed -i "s/^Version: .*/Version: $upgrade_version/" "$WORK/repack/DEBIAN/control"
+dpkg-deb --root-owner-group -Zxz -b "$WORK/repack" \
+	"$WORK/pkg/fileagent_${upgrade_version}_${arch}.deb" >/dev/null
+cp tests/e2e/inside.sh tests/data/tiny.gcode tests/data/cube-20mm.gcode "$WORK/pkg/"
+printf 'VERSION=%s\nUPGRADE_VERSION=%s\nARCH=%s\n' "$version" "$upgrade_version" "$arch" \
+	>"$WORK/pkg/versions"
+
+if [ ! -x "$ROOT/usr/lib/systemd/systemd" ]; then
+	step "debootstrap $SUITE into $ROOT (once; cached for later runs)"
+	rm -rf "$ROOT.tmp"
+	mkdir -p "$CACHE"
+	debootstrap --variant=minbase --include="$INCLUDE" "$SUITE" "$ROOT.tmp" "$MIRROR"
+	mv "$ROOT.tmp" "$ROOT"
+else
+	step "reuse the cached $SUITE root $ROOT"
+fi
+
+# What an installed Debian has and debootstrap leaves out.
+[ -s "$ROOT/etc/hosts" ] || printf '127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\n' >"$ROOT/etc/hosts"
+
+# The test unit lives in the cached root (the boot itself only writes to a
+# throw-away overlay).
+cat >"$ROOT/etc/systemd/system/fileagent-e2e.service" <<'UNIT'
+[Unit]
+Description=fileagent end-to-end test of the installed package
+After=multi-user.target
+SuccessAction=exit
+FailureAction=exit
+FailureActionExitStatus=1
+
+[Service]
+Type=oneshot
+ExecStart=/mnt/pkg/inside.sh
+StandardOutput=journal+console
+StandardError=journal+console
+TimeoutStartSec=15min
+
+[Install]
+WantedBy=multi-user.target
+UNIT
+mkdir -p "$ROOT/etc/systemd/system/multi-user.target.wants"
+ln -sf ../fileagent-e2e.service "$ROOT/etc/systemd/system/multi-user.target.wants/fileagent-e2e.service"
+
+step "boot the root with systemd-nspawn -b and run tests/e2e/inside.sh in it"
+status=0
+timeout 20m systemd-nspawn -q -D "$ROOT" --volatile=overlay -b --private-network \
+	--register=no --keep-unit --machine=fileagent-e2e \
+	--bind-ro="$PWD/$WORK/pkg:/mnt/pkg" --bind="$PWD/$WORK/out:/mnt/out" ||
+	status=$?
+if [ "$status" != 0 ] || [ ! -f "$WORK/out/PASS" ]; then
+	printf '\n==> FAILED (container exit status %s)\n' "$status"
+	if [ -f "$WORK/out/journal.txt" ]; then
+		echo "--- journalctl -u fileagent (last 200 lines) ---"
+		tail -n 200 "$WORK/out/journal.txt"
+	fi
+	exit 1
+fi
+step "PASS: $(cat "$WORK/out/PASS")"
