@@ -14,12 +14,12 @@ const BIN: &str = env!("CARGO_BIN_EXE_fileagent");
 
 /// A temp home for one test: agent config, state, spool and a workstation
 /// config folder (`XDG_CONFIG_HOME`), so the user's real files are never read.
-struct Home {
+pub(crate) struct Home {
     dir: tempfile::TempDir,
 }
 
 impl Home {
-    fn new() -> Home {
+    pub(crate) fn new() -> Home {
         let home = Home {
             dir: tempfile::tempdir().unwrap(),
         };
@@ -37,11 +37,11 @@ impl Home {
         home
     }
 
-    fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         self.dir.path()
     }
 
-    fn config(&self) -> PathBuf {
+    pub(crate) fn config(&self) -> PathBuf {
         self.path().join("agent.toml")
     }
 
@@ -62,7 +62,7 @@ impl Home {
         self.cmd(args).output().unwrap()
     }
 
-    fn issue(&self, name: &str) -> PathBuf {
+    pub(crate) fn issue(&self, name: &str) -> PathBuf {
         let out = self.path().join(format!("{name}.pem"));
         let config = self.config();
         let output = self.run(&[
@@ -112,17 +112,23 @@ fn assert_exit(output: &Output, code: i32, message: &str) {
 }
 
 /// `fileagent serve` as a child; its log lines are collected as they come.
-struct Served {
-    child: Child,
-    addr: String,
+pub(crate) struct Served {
+    pub(crate) child: Child,
+    pub(crate) addr: String,
     log: Arc<Mutex<Vec<String>>>,
 }
 
 impl Served {
     fn start(home: &Home) -> Served {
+        Served::start_with(home, &[])
+    }
+
+    /// Starts `serve` with extra environment variables.
+    pub(crate) fn start_with(home: &Home, env: &[(&str, &str)]) -> Served {
         let config = home.config();
         let mut child = home
             .cmd(&["serve", "--config", config.to_str().unwrap()])
+            .envs(env.iter().copied())
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()
@@ -149,12 +155,12 @@ impl Served {
         Served { child, addr, log }
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         self.log.lock().unwrap().join("\n")
     }
 
     /// SIGTERM, then the exit status.
-    fn terminate(mut self) -> (std::process::ExitStatus, String) {
+    pub(crate) fn terminate(mut self) -> (std::process::ExitStatus, String) {
         rustix::process::kill_process(
             rustix::process::Pid::from_child(&self.child),
             rustix::process::Signal::TERM,

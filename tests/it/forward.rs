@@ -133,6 +133,42 @@ async fn a_sent_file_prints_and_a_second_one_waits_while_busy() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_key_put_in_place_and_reloaded_turns_forwarding_on() {
+    let octo = OctoPrint::start().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let key_file = tmp.path().join("octoprint.key");
+    let setup = forwarding(octo.url(), octo.key.clone(), false);
+    let mut agent = Agent::start_with(|c| {
+        setup(c);
+        c.octoprint.api_key = None;
+        c.octoprint.api_key_file = key_file.clone();
+    })
+    .await;
+    let mut client = agent.client("early").await;
+    client
+        .send_file(&data("tiny.gcode"), "early.gcode", false, &mut ())
+        .await
+        .unwrap();
+    let status = client.status().await.unwrap();
+    assert!(
+        status.printer.contains("no OctoPrint API key") && status.printer.contains("reload"),
+        "{}",
+        status.printer
+    );
+    client.close().await;
+
+    // What the postinst tells users to do: key into the file, then reload.
+    std::fs::write(&key_file, format!("{}\n", octo.key)).unwrap();
+    agent.reconfigure(|_| {});
+    // The file sent while forwarding was off is found and printed.
+    wait_state(&agent, &octo, "early.gcode", &["printing", "printed"]).await;
+    assert!(octo.get("/api/files/local/early.gcode").await.is_some());
+    octo.command("/api/job", serde_json::json!({"command": "cancel"}))
+        .await;
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_queue_the_next_file_starts_when_the_printer_is_free() {
     let octo = OctoPrint::start().await;
     let mut agent = Agent::start_with(forwarding(octo.url(), octo.key.clone(), true)).await;

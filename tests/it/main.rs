@@ -7,6 +7,7 @@
 //!   garbage), oversized headers and files, bad bodies, names, timeouts.
 //! - `shutdown`: graceful shutdown with running and stalled uploads.
 //! - `cli`: the `fileagent` binary, its output, config and exit codes.
+//! - `service`: the binary as systemd sees it: notify messages and SIGHUP reloads.
 //! - `octoprint`: a real OctoPrint with its Virtual Printer (scripts/octoprint-dev.sh).
 //! - `forward`: forwarding end to end against that OctoPrint.
 //! - `fake_octoprint`: faults a real OctoPrint cannot produce on demand (5xx, resets).
@@ -16,6 +17,7 @@ mod fake_octoprint;
 mod forward;
 mod hostile;
 mod octoprint;
+mod service;
 mod shutdown;
 mod support;
 mod transfer;

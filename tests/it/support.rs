@@ -90,6 +90,15 @@ impl Agent {
         self.launch().await;
     }
 
+    /// Changes the config and hands it to the forwarder, as a reload does.
+    pub fn reconfigure(&mut self, tweak: impl FnOnce(&mut Config)) {
+        tweak(&mut self.config);
+        self.forwarder
+            .as_ref()
+            .expect("agent is running")
+            .reconfigure(&self.config);
+    }
+
     /// `127.0.0.1:PORT`, as given to `--agent`.
     pub fn agent_arg(&self) -> String {
         self.addr.to_string()
