@@ -24,6 +24,14 @@ lint:
 release:
     cargo build --release
 
+# Build target/debian/fileagent_<version>_<arch>.deb (needs debhelper).
+deb:
+    scripts/build-deb.sh
+
+# Install the .deb into a booted Debian (systemd-nspawn) and test it end to end (root).
+e2e-deb:
+    tests/e2e/deb-in-systemd.sh
+
 # Send a 1 GiB file (or FILE) over loopback; prints time, rate, peak RSS and baselines.
 bench file="":
     benches/send-1gib.sh {{file}}

@@ -104,6 +104,8 @@ check "list shows it" sh -c "fileagent list --agent localhost --identity /root/l
 check "journal fields FILE_NAME, CLIENT_CN, SHA256, BYTES" sh -c \
 	"journalctl -u fileagent FILE_NAME=tiny.gcode CLIENT_CN=e2e-laptop SHA256=$sum BYTES=$(stat -c %s "$PKG/tiny.gcode") -o cat | grep -q stored"
 
+check "connection span field PEER" sh -c "journalctl -u fileagent CLIENT_CN=e2e-laptop -o json | grep -q '\"PEER\":\"127.0.0.1:'"
+
 step "systemctl reload: new config applies, invalid config is refused"
 cp /etc/fileagent/config.toml /root/config.orig
 sed -i 's/^max_file_size = .*/max_file_size = "100 KiB"/' /etc/fileagent/config.toml
