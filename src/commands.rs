@@ -107,7 +107,7 @@ async fn dispatch(command: Command, logging: &crate::logging::Logging) -> Result
             println!("you are     {}", status.client);
             Ok(())
         }
-        Command::Generate(what) => generate(what),
+        Command::Generate(what) => crate::generate::run(what),
         Command::Ping(target) => {
             let mut client = connect(&target).await?;
             let rtt = client.ping().await?;
@@ -117,54 +117,6 @@ async fn dispatch(command: Command, logging: &crate::logging::Logging) -> Result
             Ok(())
         }
     }
-}
-
-/// `fileagent generate`: man pages (dated by `SOURCE_DATE_EPOCH` when set,
-/// for reproducible packages) or a completion script on stdout.
-fn generate(what: crate::cli::Generate) -> Result<()> {
-    use clap::CommandFactory;
-    let command = crate::cli::Cli::command();
-    match what {
-        crate::cli::Generate::Man { dir } => {
-            std::fs::create_dir_all(&dir)
-                .with_context(|| format!("cannot create {}", dir.display()))?;
-            write_man_pages(command, &dir)
-                .with_context(|| format!("cannot write man pages into {}", dir.display()))?;
-            println!("man pages written to {}", dir.display());
-        }
-        crate::cli::Generate::Completion { shell } => {
-            clap_complete::generate(shell, &mut { command }, "fileagent", &mut std::io::stdout());
-        }
-    }
-    Ok(())
-}
-
-/// One page for `command` and one per (nested) subcommand, named like
-/// `fileagent-client-issue.1`.
-fn write_man_pages(command: clap::Command, dir: &Path) -> std::io::Result<()> {
-    let date = std::env::var("SOURCE_DATE_EPOCH")
-        .ok()
-        .and_then(|secs| secs.parse::<i64>().ok())
-        .and_then(|secs| time::OffsetDateTime::from_unix_timestamp(secs).ok())
-        .unwrap_or_else(time::OffsetDateTime::now_utc)
-        .date();
-    let mut command = command.disable_help_subcommand(true);
-    command.build();
-    let mut pending = vec![command];
-    while let Some(command) = pending.pop() {
-        pending.extend(
-            command
-                .get_subcommands()
-                .filter(|s| !s.is_hide_set())
-                .cloned(),
-        );
-        let man = clap_mangen::Man::new(command)
-            .date(date.to_string())
-            .manual("fileagent manual")
-            .source(format!("fileagent {}", env!("CARGO_PKG_VERSION")));
-        man.generate_to(dir)?;
-    }
-    Ok(())
 }
 
 fn init(config_path: Option<&Path>) -> Result<()> {

@@ -351,3 +351,58 @@ impl Signals {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(dir: &std::path::Path) -> Config {
+        Config {
+            listen: "127.0.0.1:7341".parse().unwrap(),
+            state_dir: dir.join("state"),
+            spool_dir: dir.join("spool"),
+            server_names: vec!["localhost".into()],
+            ..Config::default()
+        }
+    }
+
+    #[test]
+    fn a_reload_applies_limits_but_keeps_what_needs_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = config(dir.path());
+        let prepared = prepare(&old, false).unwrap();
+        let new = Config {
+            listen: "0.0.0.0:9999".parse().unwrap(),
+            spool_dir: dir.path().join("elsewhere"),
+            max_connections: 3,
+            max_file_size: bytesize::ByteSize::kib(1),
+            header_timeout: Duration::from_secs(90),
+            handshake_timeout: Duration::from_secs(3),
+            server_names: vec!["localhost".into(), "printer.lan".into()],
+            ..old.clone()
+        };
+        let (applied, live, report) = reloaded(&old, new, &prepared.live).unwrap();
+        assert_eq!(applied.listen, old.listen);
+        assert_eq!(applied.spool_dir, old.spool_dir);
+        assert_eq!(applied.max_connections, old.max_connections);
+        assert!(!dir.path().join("elsewhere").exists());
+        assert_eq!(live.shared.max_file_size, 1024);
+        assert_eq!(live.shared.header_timeout, Duration::from_secs(90));
+        assert_eq!(live.options.handshake_timeout, Duration::from_secs(3));
+        assert_eq!(live.shared.started, prepared.live.shared.started);
+        // New names: the server certificate is re-signed, the CA kept.
+        assert_eq!(report.server_cert, ServerCertAction::Renewed);
+        assert_eq!(report.ca_fingerprint, prepared.report.ca_fingerprint);
+    }
+
+    #[test]
+    fn the_status_line_says_where_it_listens_and_what_forwarding_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let prepared = prepare(&config(dir.path()), false).unwrap();
+        let mut status = StatusLine::new("0.0.0.0:7341".parse().unwrap());
+        let text = status.text(&prepared.live);
+        assert_eq!(text, "listening on 0.0.0.0:7341; forwarding is not running");
+        assert!(status.changed(&text));
+        assert!(!status.changed(&text), "unchanged text is not sent again");
+    }
+}

@@ -19,6 +19,7 @@
 //! - [`client`]: the workstation's library client.
 //! - [`client_config`]: which agent and identity a workstation uses.
 //! - [`cli`] and [`commands`]: the command line and what each command prints.
+//! - [`generate`]: man pages and shell completions from the command line definition.
 
 pub mod cli;
 pub mod client;
@@ -28,6 +29,7 @@ pub mod config;
 pub mod daemon;
 pub mod durable;
 pub mod forward;
+pub mod generate;
 pub mod identity;
 pub mod logging;
 pub mod pki;
