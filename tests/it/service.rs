@@ -57,6 +57,22 @@ async fn connect(served: &Served, identity: &Path) -> Raw {
     Connection::new(stream, MAX_REPLY_HEADER_LEN)
 }
 
+/// A new connection is refused a 2 KiB file as over a 1 KiB limit.
+async fn assert_limit_is_1_kib(served: &Served, identity: &Path) {
+    let mut conn = connect(served, identity).await;
+    let refused = announce(&mut conn, "two-k.gcode", 2048, &sha256(&[0; 2048])).await;
+    assert!(
+        matches!(
+            &refused,
+            Reply::Error {
+                code: ErrorCode::TooLarge,
+                ..
+            }
+        ),
+        "{refused:?}"
+    );
+}
+
 fn write_config(home: &Home, extra: &str) {
     let base = std::fs::read_to_string(home.path().join("agent.base.toml")).unwrap();
     std::fs::write(home.config(), format!("{base}{extra}")).unwrap();
@@ -133,18 +149,7 @@ async fn reload_changes_new_connections_keeps_running_uploads_and_refuses_bad_co
     );
 
     // A new connection gets the new limit.
-    let mut fresh = connect(&served, &identity).await;
-    let refused = announce(&mut fresh, "two-k.gcode", 2048, &sha256(&[0; 2048])).await;
-    assert!(
-        matches!(
-            &refused,
-            Reply::Error {
-                code: ErrorCode::TooLarge,
-                ..
-            }
-        ),
-        "{refused:?}"
-    );
+    assert_limit_is_1_kib(&served, &identity).await;
 
     // A broken config is refused; the 1 KiB limit stays in force.
     write_config(
@@ -154,19 +159,8 @@ async fn reload_changes_new_connections_keeps_running_uploads_and_refuses_bad_co
     signal(&served, rustix::process::Signal::HUP);
     manager.expect("RELOADING=1").await;
     manager.expect("READY=1").await;
-    let mut after = connect(&served, &identity).await;
-    let refused = announce(&mut after, "two-k.gcode", 2048, &sha256(&[0; 2048])).await;
-    assert!(
-        matches!(
-            &refused,
-            Reply::Error {
-                code: ErrorCode::TooLarge,
-                ..
-            }
-        ),
-        "{refused:?}"
-    );
-    drop((running, fresh, after));
+    assert_limit_is_1_kib(&served, &identity).await;
+    drop(running);
 
     let (status, log) = served.terminate();
     assert!(status.success(), "{log}");
