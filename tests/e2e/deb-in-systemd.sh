@@ -9,7 +9,9 @@
 #      $FILEAGENT_E2E_CACHE (default /var/cache/fileagent-e2e);
 #   3. boots it with `systemd-nspawn -b` (systemd as PID 1, no network, a
 #      throw-away overlay over the cached root), where a oneshot unit runs
-#      tests/e2e/inside.sh and carries its result out as the exit status.
+#      tests/e2e/inside.sh and carries its result out as the exit status;
+#      OctoPrint (scripts/octoprint-dev.sh, the host's venv bound in
+#      read-only) runs in there too, so forwarding is tested in the sandbox.
 #
 # Every step is printed; a failure prints the agent's journal and exits 1.
 set -euo pipefail
@@ -19,7 +21,10 @@ CACHE=${FILEAGENT_E2E_CACHE:-/var/cache/fileagent-e2e}
 MIRROR=${FILEAGENT_E2E_MIRROR:-http://deb.debian.org/debian}
 SUITE=bookworm
 # man-db: `systemd-analyze verify` checks the unit's Documentation= pages.
-INCLUDE=systemd,systemd-sysv,dbus,adduser,procps,man-db
+# OctoPrint runs from the host's venv, bound in: python3 serves a venv made
+# from Debian's python3 (same release as the container), the libraries a
+# Python built elsewhere (pyenv, bound in as well).
+INCLUDE=systemd,systemd-sysv,dbus,adduser,procps,man-db,python3,libssl3,libffi8,libsqlite3-0,libbz2-1.0
 ROOT=$CACHE/$SUITE-$(printf '%s' "$INCLUDE" | sha256sum | cut -c1-12)
 WORK=target/e2e
 
@@ -46,7 +51,7 @@ systemd-analyze security --offline=true --threshold=20 systemd/fileagent.service
 	tail -n 1
 
 step "a higher version for the upgrade test"
-rm -rf "$WORK" && mkdir -p "$WORK/pkg" "$WORK/out" "$WORK/repack"
+rm -rf "$WORK" && mkdir -p "$WORK/pkg" "$WORK/out" "$WORK/repack" "$WORK/octoprint"
 cp "$deb" "$WORK/pkg/fileagent_${version}_${arch}.deb"
 upgrade_version="${version}+e2e1"
 dpkg-deb -R "$deb" "$WORK/repack"
@@ -54,8 +59,20 @@ sed -i "s/^Version: .*/Version: $upgrade_version/" "$WORK/repack/DEBIAN/control"
 dpkg-deb --root-owner-group -Zxz -b "$WORK/repack" \
 	"$WORK/pkg/fileagent_${upgrade_version}_${arch}.deb" >/dev/null
 cp tests/e2e/inside.sh tests/data/tiny.gcode tests/data/cube-20mm.gcode "$WORK/pkg/"
-printf 'VERSION=%s\nUPGRADE_VERSION=%s\nARCH=%s\n' "$version" "$upgrade_version" "$arch" \
-	>"$WORK/pkg/versions"
+
+step "OctoPrint for the container (the host's venv and Python, bound in read-only)"
+scripts/octoprint-dev.sh install
+venv=$PWD/target/octoprint/venv
+python_prefix=$(dirname "$(dirname "$(readlink -f "$venv/bin/python3")")")
+binds=(--bind-ro="$venv")
+case $python_prefix in
+/usr | /usr/*) ;; # Debian's python3, installed in the container too
+*) binds+=(--bind-ro="$python_prefix") ;;
+esac
+octo_key=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
+scripts/octoprint-dev.sh prepare "$PWD/$WORK/octoprint" "$octo_key"
+printf 'VERSION=%s\nUPGRADE_VERSION=%s\nARCH=%s\nOCTO_VENV=%s\nOCTO_BASE=/mnt/octoprint\nOCTO_KEY=%s\n' \
+	"$version" "$upgrade_version" "$arch" "$venv" "$octo_key" >"$WORK/pkg/versions"
 
 if [ ! -x "$ROOT/usr/lib/systemd/systemd" ]; then
 	step "debootstrap $SUITE into $ROOT (once; cached for later runs)"
@@ -97,7 +114,8 @@ step "boot the root with systemd-nspawn -b and run tests/e2e/inside.sh in it"
 status=0
 timeout 20m systemd-nspawn -q -D "$ROOT" --volatile=overlay -b --private-network \
 	--register=no --keep-unit --machine=fileagent-e2e \
-	--bind-ro="$PWD/$WORK/pkg:/mnt/pkg" --bind="$PWD/$WORK/out:/mnt/out" ||
+	--bind-ro="$PWD/$WORK/pkg:/mnt/pkg" --bind="$PWD/$WORK/out:/mnt/out" \
+	--bind="$PWD/$WORK/octoprint:/mnt/octoprint" "${binds[@]}" ||
 	status=$?
 if [ "$status" != 0 ] || [ ! -f "$WORK/out/PASS" ]; then
 	printf '\n==> FAILED (container exit status %s)\n' "$status"

@@ -106,6 +106,22 @@ check "journal fields FILE_NAME, CLIENT_CN, SHA256, BYTES" sh -c \
 
 check "connection span field PEER" sh -c "journalctl -u fileagent CLIENT_CN=e2e-laptop -o json | grep -q '\"PEER\":\"127.0.0.1:'"
 
+step "forwarding to a real OctoPrint in the container: API key in place, reload"
+systemd-run --unit=octoprint --quiet "$OCTO_VENV/bin/octoprint" --basedir "$OCTO_BASE" \
+	serve --host 127.0.0.1 --port 5000 --iknowwhatimdoing
+# What sudoedit does: new contents, the package's owner and mode kept.
+printf '%s\n' "$OCTO_KEY" >/etc/fileagent/octoprint.key
+systemctl reload fileagent
+agent=(--agent localhost --identity /root/laptop.pem)
+check "the agent sees OctoPrint's printer" wait_for 120 sh -c \
+	"fileagent status ${agent[*]} | grep -Eq '^printer +(Operational|Printing)'"
+check "the file sent while forwarding was off prints" wait_for 60 sh -c \
+	"fileagent list ${agent[*]} | grep -Eq '^tiny.gcode .*(printing|printed)'"
+check "journal: uploaded to OctoPrint" sh -c \
+	"journalctl -u fileagent FILE_NAME=tiny.gcode -o cat | grep -q 'uploaded to OctoPrint'"
+check "spool copy moved to done/" test -f /var/spool/fileagent/done/tiny.gcode
+fileagent status "${agent[@]}"
+
 step "systemctl reload: new config applies, invalid config is refused"
 cp /etc/fileagent/config.toml /root/config.orig
 sed -i 's/^max_file_size = .*/max_file_size = "100 KiB"/' /etc/fileagent/config.toml
@@ -127,7 +143,7 @@ cp /root/config.orig /etc/fileagent/config.toml
 sed -i 's/^max_connections = 64/max_connections = 32/' /etc/fileagent/config.toml
 systemctl reload fileagent
 fileagent send "$PKG/cube-20mm.gcode" --agent localhost --identity /root/laptop.pem
-check "old limit back" test -f /var/spool/fileagent/ready/cube-20mm.gcode
+check "old limit back" sh -c "fileagent list ${agent[*]} | grep -q '^cube-20mm.gcode '"
 
 step "watchdog: a stopped main process is killed and restarted"
 mkdir -p /run/systemd/system/fileagent.service.d
@@ -152,18 +168,18 @@ pid=$(prop MainPID)
 	install "./fileagent_${UPGRADE_VERSION}_${ARCH}.deb" | tee "$OUT/upgrade.log"
 check "version $UPGRADE_VERSION installed" test "$(dpkg-query -W -f='${Version}' fileagent)" = "$UPGRADE_VERSION"
 check "keys unchanged" test "$(sha256sum /var/lib/fileagent/ca.key /var/lib/fileagent/ca.crt /var/lib/fileagent/server.key)" = "$ca_before"
-check "spool kept" test -f /var/spool/fileagent/ready/tiny.gcode
+check "spool and queue kept" sh -c "test -f /var/spool/fileagent/done/tiny.gcode && grep -q tiny.gcode /var/spool/fileagent/queue.json"
 check "local conffile edit kept" grep -q '^max_connections = 32' /etc/fileagent/config.toml
 check "service restarted" wait_for 30 sh -c "[ \"\$(systemctl show -p MainPID --value fileagent)\" != $pid ] && [ \"\$(systemctl is-active fileagent)\" = active ]"
 fileagent send "$PKG/tiny.gcode" --as after-upgrade.gcode --agent localhost --identity /root/laptop.pem
-check "old identity still works" test -f /var/spool/fileagent/ready/after-upgrade.gcode
+check "old identity still works" sh -c "fileagent list ${agent[*]} | grep -q '^after-upgrade.gcode '"
 
 step "apt remove keeps state, apt purge removes everything"
 journalctl -u fileagent --no-pager -o short-precise >"$OUT/journal.txt"
 "${APT[@]}" remove fileagent
 check "stopped" test "$(systemctl is-active fileagent)" != active
 check "keys kept" test -f /var/lib/fileagent/ca.key
-check "spool kept" test -f /var/spool/fileagent/ready/tiny.gcode
+check "spool kept" test -f /var/spool/fileagent/done/tiny.gcode
 check "config kept" test -f /etc/fileagent/config.toml
 check "user kept" getent passwd fileagent
 "${APT[@]}" purge fileagent
