@@ -42,7 +42,12 @@ On the workstation:             fileagent send part.gcode --agent pi.local --ide
 /// installed from the .deb) and the workstation client (`send`, `list`,
 /// `get`, ...).
 #[derive(Debug, Parser)]
-#[command(name = "fileagent", version, after_help = AFTER_HELP, max_term_width = 100)]
+#[command(
+    name = "fileagent",
+    version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("FILEAGENT_TARGET"), ")"),
+    after_help = AFTER_HELP,
+    max_term_width = 100
+)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]

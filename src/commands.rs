@@ -79,9 +79,12 @@ async fn dispatch(command: Command, logging: &crate::logging::Logging) -> Result
             let mut client = connect(&args.target).await?;
             let status = client.status().await?;
             let addr = client.addr().to_string();
+            let suite = client.cipher_suite();
             client.close().await;
             if args.json {
-                return print_json(&status);
+                let mut json = serde_json::to_value(&status)?;
+                json["tls_cipher_suite"] = suite.into();
+                return print_json(&json);
             }
             println!("agent       {addr} (fileagent {})", status.version);
             println!(
@@ -105,6 +108,10 @@ async fn dispatch(command: Command, logging: &crate::logging::Logging) -> Result
             println!("printer     {}", status.printer);
             println!("queued      {}", status.queued);
             println!("you are     {}", status.client);
+            println!(
+                "tls         {suite} (this host {})",
+                crate::tls::Preference::detect().describe()
+            );
             Ok(())
         }
         Command::Generate(what) => crate::generate::run(what),

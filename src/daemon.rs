@@ -188,6 +188,7 @@ pub async fn serve(config: Config, source: Source, logging: &Logging) -> Result<
         %addr,
         spool = %config.spool_dir.display(),
         ca_fingerprint = %prepared.report.ca_fingerprint,
+        tls = crate::tls::Preference::detect().describe(),
         "listening"
     );
     let forwarder = prepared.forwarder;

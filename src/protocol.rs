@@ -348,6 +348,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         }
     }
 
+    /// The underlying stream (e.g. to read the TLS session's parameters).
+    pub fn get_ref(&self) -> &S {
+        self.stream.get_ref()
+    }
+
     /// Reads the next frame. `Ok(None)` is a clean end of stream between
     /// frames; every single read waits at most `idle`.
     pub async fn read_frame(&mut self, idle: Duration) -> Result<Option<Frame>, ProtocolError> {

@@ -171,7 +171,10 @@ async fn handle(
         .and_then(|certs| certs.first())
         .and_then(|cert| common_name(cert))
         .unwrap_or_else(|| "<no CN>".into());
-    info!(client_cn = %client, "connected");
+    let suite = session
+        .negotiated_cipher_suite()
+        .map_or_else(|| "unknown".into(), crate::tls::suite_name);
+    info!(client_cn = %client, %suite, "connected");
     let session = Session::new(
         Connection::new(tls, MAX_REQUEST_HEADER_LEN),
         shared,

@@ -202,6 +202,17 @@ impl Client {
         &self.endpoint.addr
     }
 
+    /// The TLS 1.3 cipher suite of the current connection, e.g.
+    /// `TLS13_CHACHA20_POLY1305_SHA256`.
+    pub fn cipher_suite(&self) -> String {
+        self.conn
+            .get_ref()
+            .get_ref()
+            .1
+            .negotiated_cipher_suite()
+            .map_or_else(|| "unknown".into(), crate::tls::suite_name)
+    }
+
     /// Round trip time of a `ping`.
     pub async fn ping(&mut self) -> Result<Duration, ClientError> {
         let started = Instant::now();

@@ -8,9 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
 
-use crate::support::{GUARD, data, sha256};
-
-const BIN: &str = env!("CARGO_BIN_EXE_fileagent");
+use crate::support::{GUARD, data, fileagent_command, sha256};
 
 /// A temp home for one test: agent config, state, spool and a workstation
 /// config folder (`XDG_CONFIG_HOME`), so the user's real files are never read.
@@ -47,7 +45,7 @@ impl Home {
 
     /// A command with an isolated environment, run in the temp home.
     fn cmd(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(BIN);
+        let mut cmd = fileagent_command();
         cmd.args(args)
             .current_dir(self.path())
             .env("XDG_CONFIG_HOME", self.path().join("xdg"))
@@ -356,6 +354,18 @@ fn a_workstation_session_end_to_end() {
         (status["ready"].as_u64(), status["client"].as_str()),
         (Some(2), Some("bench-pc"))
     );
+    // The suite this CPU prefers (both ends run here), as negotiated.
+    let expected = match fileagent::tls::Preference::detect() {
+        fileagent::tls::Preference::AesGcm => "TLS13_AES_128_GCM_SHA256",
+        fileagent::tls::Preference::ChaCha20 => "TLS13_CHACHA20_POLY1305_SHA256",
+    };
+    assert_eq!(status["tls_cipher_suite"], expected);
+    let text = home.run(&["status", "--agent", agent, "--identity", id]);
+    assert!(
+        stdout(&text).contains(&format!("tls         {expected} (this host prefers")),
+        "{}",
+        stdout(&text)
+    );
 
     assert_ok(&home.run(&["ping", "--agent", agent, "--identity", id]));
     assert_ok(&home.run(&["delete", "cube.gcode", "--agent", agent, "--identity", id]));
@@ -381,7 +391,11 @@ fn a_workstation_session_end_to_end() {
 
     let (status, log) = served.terminate();
     assert!(status.success(), "agent exited with {status}: {log}");
-    assert!(log.contains("connected client_cn=bench-pc"), "{log}");
+    assert!(
+        log.contains("connected client_cn=bench-pc suite=TLS13_"),
+        "{log}"
+    );
+    assert!(log.contains("tls=\"prefers "), "{log}");
     assert!(
         log.contains("stored client_cn=bench-pc file_name=cube.gcode"),
         "{log}"

@@ -59,7 +59,7 @@ fn dwell_file(dir: &std::path::Path, name: &str, seconds: u32) -> PathBuf {
 }
 
 fn send_cli(agent: &Agent, identity: &std::path::Path, file: &std::path::Path) {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_fileagent"))
+    let output = crate::support::fileagent_command()
         .args([
             "send",
             file.to_str().unwrap(),

@@ -131,12 +131,14 @@ async fn tls_12_only_client_is_refused() {
     let id = agent.identity("old-tls");
     let mut roots = rustls::RootCertStore::empty();
     roots.add(id.ca.clone()).unwrap();
-    let config = ClientConfig::builder_with_provider(fileagent::tls::provider())
-        .with_protocol_versions(&[&rustls::version::TLS12])
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_client_auth_cert(vec![id.cert], id.key)
-        .unwrap();
+    // ring's full provider: the agent's own has only TLS 1.3 suites.
+    let config =
+        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_protocol_versions(&[&rustls::version::TLS12])
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_client_auth_cert(vec![id.cert], id.key)
+            .unwrap();
     let err = tls_connect(agent.addr, Arc::new(config)).await.unwrap_err();
     assert!(err.to_string().contains("ProtocolVersion"), "{err}");
     agent.assert_serving().await;

@@ -256,6 +256,22 @@ pub async fn send_body(conn: &mut Raw, name: &str, size: u64, sha256: &str, body
     reply(conn).await
 }
 
+/// A command running the `fileagent` binary under test. When the tests
+/// run under qemu-user (cross/cargo.sh sets `FILEAGENT_TEST_RUNNER`), the
+/// binary is for another architecture and is started through that runner.
+pub fn fileagent_command() -> std::process::Command {
+    let bin = env!("CARGO_BIN_EXE_fileagent");
+    match std::env::var("FILEAGENT_TEST_RUNNER") {
+        Ok(runner) if !runner.trim().is_empty() => {
+            let mut words = runner.split_whitespace();
+            let mut command = std::process::Command::new(words.next().unwrap_or_default());
+            command.args(words).arg(bin);
+            command
+        }
+        _ => std::process::Command::new(bin),
+    }
+}
+
 /// Polls `check` every `every` until it yields a value, for at most
 /// `within`: waiting on state owned by another process or task.
 pub async fn poll<T>(

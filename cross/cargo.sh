@@ -1,0 +1,58 @@
+#!/bin/bash
+# Runs Debian's cargo-web for a Raspberry Pi target, set up by
+# cross/setup-debian.sh:
+#
+#   cross/cargo.sh arm64 build --release --locked --bin fileagent
+#   cross/cargo.sh armhf test --locked
+#
+# TARGET is arm64 (aarch64-unknown-linux-gnu, 64-bit Raspberry Pi OS) or
+# armhf (armv7-unknown-linux-gnueabihf, 32-bit). It names /usr/bin/rustc
+# explicitly (rustup's 1.95 comes first in PATH and has no arm std), the
+# Debian cross gcc as linker and C compiler (ring), the std sysroot or
+# -Zbuild-std fallback that setup chose, and qemu-user as the runner, so
+# `test` and `run` execute the arm binaries here. Tests that start the
+# binary themselves get the runner through FILEAGENT_TEST_RUNNER.
+# Output goes to target/rustc-web/<triple>/.
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+dir=${FILEAGENT_CROSS_DIR:-$here/target/cross}
+case ${1:-} in
+arm64 | aarch64) triple=aarch64-unknown-linux-gnu gnu=aarch64-linux-gnu qemu=qemu-aarch64-static ;;
+armhf | armv7) triple=armv7-unknown-linux-gnueabihf gnu=arm-linux-gnueabihf qemu=qemu-arm-static ;;
+*)
+	echo "usage: cross/cargo.sh arm64|armhf CARGO-ARGS..." >&2
+	exit 2
+	;;
+esac
+shift
+mode_file=$dir/$triple.mode
+[ -f "$mode_file" ] || {
+	echo "cross: $mode_file missing: run cross/setup-debian.sh first" >&2
+	exit 2
+}
+read -r mode sysroot <"$mode_file"
+env_triple=$(echo "$triple" | tr 'a-z-' 'A-Z_')
+cc_triple=${triple//-/_}
+
+export RUSTC=/usr/bin/rustc
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$here/target/rustc-web}
+export "CARGO_TARGET_${env_triple}_LINKER=$gnu-gcc"
+export "CARGO_TARGET_${env_triple}_RUNNER=$qemu -L /usr/$gnu"
+export "CC_${cc_triple}=$gnu-gcc" "AR_${cc_triple}=$gnu-ar"
+export FILEAGENT_TEST_RUNNER="$qemu -L /usr/$gnu"
+extra=()
+case $mode in
+sysroot) export "CARGO_TARGET_${env_triple}_RUSTFLAGS=--sysroot $sysroot" ;;
+build-std)
+	echo "cross: $triple: std is built from rust-web-src (-Zbuild-std), the packaged one does not match rustc-web" >&2
+	export RUSTC_BOOTSTRAP=1
+	extra=(-Zbuild-std=std,panic_abort)
+	;;
+*)
+	echo "cross: unknown mode in $mode_file: $mode" >&2
+	exit 2
+	;;
+esac
+command=$1
+shift
+exec /usr/bin/cargo "$command" --target "$triple" "${extra[@]}" "$@"
