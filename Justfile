@@ -28,6 +28,30 @@ release:
 deb:
     scripts/build-deb.sh
 
+# Prepare this Debian/Ubuntu host for the Raspberry Pi builds (apt, arm std; once).
+cross-setup:
+    cross/setup-debian.sh
+
+# Release binary for 64-bit Raspberry Pi OS (aarch64).
+build-arm64:
+    cross/cargo.sh arm64 build --release --locked --bin fileagent
+
+# Release binary for 32-bit Raspberry Pi OS (armv7 hard-float).
+build-armhf:
+    cross/cargo.sh armhf build --release --locked --bin fileagent
+
+# target/debian/fileagent_<version>_arm64.deb
+deb-arm64:
+    scripts/build-deb.sh arm64
+
+# target/debian/fileagent_<version>_armhf.deb
+deb-armhf:
+    scripts/build-deb.sh armhf
+
+# The test suite for an arm target under qemu-user (arm64 or armhf).
+test-arm target="arm64":
+    cross/cargo.sh {{target}} test --locked
+
 # Install the .deb into a booted Debian (systemd-nspawn) and test it end to end (root).
 e2e-deb:
     tests/e2e/deb-in-systemd.sh

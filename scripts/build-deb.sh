@@ -1,7 +1,13 @@
 #!/bin/sh
-# Builds target/debian/fileagent_<version>_<arch>.deb from this tree
-# (`just deb`). Needs debhelper and a Rust toolchain; run as any user
-# (Rules-Requires-Root: no). Prints the package's path on the last line.
+# Builds target/debian/fileagent_<version>_<arch>.deb from this tree:
+#
+#   scripts/build-deb.sh          for this machine (`just deb`)
+#   scripts/build-deb.sh arm64    64-bit Raspberry Pi OS (`just deb-arm64`)
+#   scripts/build-deb.sh armhf    32-bit Raspberry Pi OS (`just deb-armhf`)
+#
+# Needs debhelper and a Rust toolchain; the arm builds need
+# cross/setup-debian.sh once. Runs as any user (Rules-Requires-Root: no).
+# Prints the package's path on the last line.
 set -eu
 cd "$(dirname "$0")/.."
 
@@ -23,12 +29,20 @@ fi
 # Reproducible: file dates and the man pages' date come from the changelog.
 SOURCE_DATE_EPOCH=$(dpkg-parsechangelog -STimestamp)
 export SOURCE_DATE_EPOCH
-arch=$(dpkg-architecture -qDEB_HOST_ARCH)
+arch=${1:-$(dpkg-architecture -qDEB_BUILD_ARCH)}
+case $arch in
+amd64 | arm64 | armhf) ;;
+*)
+	echo "build-deb: unknown architecture $arch: use arm64 or armhf (or none for this machine)" >&2
+	exit 2
+	;;
+esac
 deb="target/debian/fileagent_${deb_version}_${arch}.deb"
 rm -f "$deb"
 mkdir -p target/debian
-debian/rules clean
-debian/rules binary
-debian/rules clean
+rules() { dpkg-architecture -a"$arch" -f -c debian/rules "$@"; }
+rules clean
+rules binary
+rules clean
 test -f "$deb"
 echo "$deb"

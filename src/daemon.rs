@@ -199,7 +199,9 @@ pub async fn serve(config: Config, source: Source, logging: &Logging) -> Result<
     }));
 
     let mut status = StatusLine::new(addr);
-    crate::systemd::ready(&status.text(&live_tx.borrow()));
+    let first = status.text(&live_tx.borrow());
+    status.changed(&first);
+    crate::systemd::ready(&first);
     let watchdog = crate::systemd::watchdog_interval();
     if let Some(every) = watchdog {
         info!(every = ?every, "feeding the systemd watchdog");

@@ -24,10 +24,17 @@ pub fn status(status: &str) {
 
 /// Tells the service manager a reload began; [`ready`] ends it.
 pub fn reloading() {
-    match sd_notify::NotifyState::monotonic_usec_now() {
-        Ok(now) => send(&[NotifyState::Reloading, now]),
-        Err(_) => send(&[NotifyState::Reloading]),
-    }
+    send(&[
+        NotifyState::Reloading,
+        NotifyState::MonotonicUsec(monotonic_usec()),
+    ]);
+}
+
+/// CLOCK_MONOTONIC in microseconds. (sd-notify 0.5's own helper multiplies
+/// a 32-bit `time_t` on armv7 and overflows: found by the arm test run.)
+fn monotonic_usec() -> i128 {
+    let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    i128::from(now.tv_sec) * 1_000_000 + i128::from(now.tv_nsec) / 1_000
 }
 
 /// Tells the service manager the agent is shutting down.
@@ -50,5 +57,18 @@ pub fn watchdog() {
 fn send(states: &[NotifyState]) {
     if let Err(e) = sd_notify::notify(states) {
         debug!(error = %e, "cannot notify the service manager");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn monotonic_usec_counts_microseconds_without_overflow() {
+        let a = monotonic_usec();
+        std::thread::sleep(Duration::from_millis(20));
+        let b = monotonic_usec();
+        assert!(a > 0 && b - a >= 20_000 && b - a < 20_000_000, "{a} {b}");
     }
 }
