@@ -52,6 +52,10 @@ deb-armhf:
 test-arm target="arm64":
     cross/cargo.sh {{target}} test --locked
 
+# The arm64 .deb under systemd in an emulated arm64 VM (root; first run ~20 min, then a few).
+vm-test-arm64:
+    tests/e2e/vm-arm64.sh
+
 # Install the .deb into a booted Debian (systemd-nspawn) and test it end to end (root).
 e2e-deb:
     tests/e2e/deb-in-systemd.sh

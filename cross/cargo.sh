@@ -34,7 +34,7 @@ read -r mode sysroot <"$mode_file"
 env_triple=$(echo "$triple" | tr 'a-z-' 'A-Z_')
 cc_triple=${triple//-/_}
 
-export RUSTC=/usr/bin/rustc
+export RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$here/target/rustc-web}
 export "CARGO_TARGET_${env_triple}_LINKER=$gnu-gcc"
 export "CARGO_TARGET_${env_triple}_RUNNER=$qemu -L /usr/$gnu"
@@ -42,7 +42,11 @@ export "CC_${cc_triple}=$gnu-gcc" "AR_${cc_triple}=$gnu-ar"
 export FILEAGENT_TEST_RUNNER="$qemu -L /usr/$gnu"
 extra=()
 case $mode in
-sysroot) export "CARGO_TARGET_${env_triple}_RUSTFLAGS=--sysroot $sysroot" ;;
+sysroot)
+	export "CARGO_TARGET_${env_triple}_RUSTFLAGS=--sysroot $sysroot"
+	# Doctests are compiled for the target too (rustdoc has no per-target flags).
+	export RUSTDOCFLAGS="--sysroot $sysroot ${RUSTDOCFLAGS:-}"
+	;;
 build-std)
 	echo "cross: $triple: std is built from rust-web-src (-Zbuild-std), the packaged one does not match rustc-web" >&2
 	export RUSTC_BOOTSTRAP=1

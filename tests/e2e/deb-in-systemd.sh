@@ -28,8 +28,7 @@ INCLUDE=systemd,systemd-sysv,dbus,adduser,procps,man-db,python3,libssl3,libffi8,
 ROOT=$CACHE/$SUITE-$(printf '%s' "$INCLUDE" | sha256sum | cut -c1-12)
 WORK=target/e2e
 
-step() { printf '\n==> %s\n' "$*"; }
-die() { printf 'e2e: %s\n' "$*" >&2; exit 1; }
+. tests/e2e/lib.sh
 
 [ "$(id -u)" = 0 ] || die "needs root (debootstrap, systemd-nspawn)"
 for tool in debootstrap systemd-nspawn lintian dh; do
@@ -39,9 +38,7 @@ done
 
 step "build the .deb"
 deb=$(scripts/build-deb.sh | tail -n 1)
-version=$(dpkg-deb -f "$deb" Version)
-arch=$(dpkg-deb -f "$deb" Architecture)
-printf '%s: %s bytes, version %s\n' "$deb" "$(stat -c %s "$deb")" "$version"
+printf '%s: %s bytes, version %s\n' "$deb" "$(stat -c %s "$deb")" "$(dpkg-deb -f "$deb" Version)"
 
 step "lintian (errors and warnings fail)"
 lintian --fail-on error,warning --info "$deb"
@@ -51,14 +48,8 @@ systemd-analyze security --offline=true --threshold=20 systemd/fileagent.service
 	tail -n 1
 
 step "a higher version for the upgrade test"
-rm -rf "$WORK" && mkdir -p "$WORK/pkg" "$WORK/out" "$WORK/repack" "$WORK/octoprint"
-cp "$deb" "$WORK/pkg/fileagent_${version}_${arch}.deb"
-upgrade_version="${version}+e2e1"
-dpkg-deb -R "$deb" "$WORK/repack"
-sed -i "s/^Version: .*/Version: $upgrade_version/" "$WORK/repack/DEBIAN/control"
-dpkg-deb --root-owner-group -Zxz -b "$WORK/repack" \
-	"$WORK/pkg/fileagent_${upgrade_version}_${arch}.deb" >/dev/null
-cp tests/e2e/inside.sh tests/data/tiny.gcode tests/data/cube-20mm.gcode "$WORK/pkg/"
+rm -rf "$WORK" && mkdir -p "$WORK/out" "$WORK/octoprint"
+prepare_pkg_dir "$deb" "$WORK/pkg"
 
 step "OctoPrint for the container (the host's venv and Python, bound in read-only)"
 scripts/octoprint-dev.sh install
@@ -71,8 +62,7 @@ case $python_prefix in
 esac
 octo_key=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
 scripts/octoprint-dev.sh prepare "$PWD/$WORK/octoprint" "$octo_key"
-printf 'VERSION=%s\nUPGRADE_VERSION=%s\nARCH=%s\nOCTO_VENV=%s\nOCTO_BASE=/mnt/octoprint\nOCTO_KEY=%s\n' \
-	"$version" "$upgrade_version" "$arch" "$venv" "$octo_key" >"$WORK/pkg/versions"
+printf 'OCTO_VENV=%s\nOCTO_BASE=/mnt/octoprint\nOCTO_KEY=%s\n' "$venv" "$octo_key" >>"$WORK/pkg/versions"
 
 if [ ! -x "$ROOT/usr/lib/systemd/systemd" ]; then
 	step "debootstrap $SUITE into $ROOT (once; cached for later runs)"
@@ -84,31 +74,9 @@ else
 	step "reuse the cached $SUITE root $ROOT"
 fi
 
-# What an installed Debian has and debootstrap leaves out.
-[ -s "$ROOT/etc/hosts" ] || printf '127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\n' >"$ROOT/etc/hosts"
-
 # The test unit lives in the cached root (the boot itself only writes to a
 # throw-away overlay).
-cat >"$ROOT/etc/systemd/system/fileagent-e2e.service" <<'UNIT'
-[Unit]
-Description=fileagent end-to-end test of the installed package
-After=multi-user.target
-SuccessAction=exit
-FailureAction=exit
-FailureActionExitStatus=1
-
-[Service]
-Type=oneshot
-ExecStart=/mnt/pkg/inside.sh
-StandardOutput=journal+console
-StandardError=journal+console
-TimeoutStartSec=15min
-
-[Install]
-WantedBy=multi-user.target
-UNIT
-mkdir -p "$ROOT/etc/systemd/system/multi-user.target.wants"
-ln -sf ../fileagent-e2e.service "$ROOT/etc/systemd/system/multi-user.target.wants/fileagent-e2e.service"
+install_test_unit "$ROOT" exit
 
 step "boot the root with systemd-nspawn -b and run tests/e2e/inside.sh in it"
 status=0
