@@ -42,7 +42,7 @@ printf '%s: %s bytes\n' "$deb" "$(stat -c %s "$deb")"
 lintian --fail-on error,warning "$deb"
 rm -rf "$WORK" && mkdir -p "$WORK"
 prepare_pkg_dir "$deb" "$WORK/pkg"
-printf 'OCTO_SKIPPED=%s\nCONSOLE_JOURNAL=1\n' \
+printf 'OCTO_SKIPPED=%q\nCONSOLE_JOURNAL=1\n' \
 	"no OctoPrint in the arm64 VM: the host's venv is x86_64; forwarding is covered on amd64" >>"$WORK/pkg/versions"
 
 if [ ! -x "$ROOT/usr/lib/systemd/systemd" ]; then
