@@ -199,9 +199,7 @@ pub async fn serve(config: Config, source: Source, logging: &Logging) -> Result<
     }));
 
     let mut status = StatusLine::new(addr);
-    let first = status.text(&live_tx.borrow());
-    status.changed(&first);
-    crate::systemd::ready(&first);
+    status.ready(&live_tx.borrow());
     let watchdog = crate::systemd::watchdog_interval();
     if let Some(every) = watchdog {
         info!(every = ?every, "feeding the systemd watchdog");
@@ -216,22 +214,8 @@ pub async fn serve(config: Config, source: Source, logging: &Logging) -> Result<
             signal = signals.next() => match signal {
                 Received::Reload => {
                     crate::systemd::reloading();
-                    match source.reload().map_err(anyhow::Error::from).and_then(|new| reloaded(&config, new, &live_tx.borrow())) {
-                        Ok((new, live, report)) => {
-                            log_init(&new, &report);
-                            if let Err(e) = logging.set_level(&new.log_level) {
-                                error!(error = %format!("{e:#}"), "log level not changed");
-                            }
-                            if let Some(forwarder) = &forwarder {
-                                forwarder.reconfigure(&new);
-                            }
-                            live_tx.send_replace(live);
-                            config = new;
-                            info!(config = %source, "reloaded: new connections use the new config and certificates");
-                        }
-                        Err(e) => error!(error = %format!("{e:#}"), "reload refused, the old config stays in force"),
-                    }
-                    crate::systemd::ready(&status.text(&live_tx.borrow()));
+                    reload(&source, &mut config, &live_tx, forwarder.as_ref(), logging);
+                    status.ready(&live_tx.borrow());
                 }
                 Received::Stop(name) => {
                     info!(signal = name, "shutdown requested");
@@ -275,6 +259,38 @@ pub async fn serve(config: Config, source: Source, logging: &Logging) -> Result<
     outcome
 }
 
+/// Re-reads the config from `source` and applies it to new connections and
+/// to forwarding; a config that fails is logged and `config` stays.
+fn reload(
+    source: &Source,
+    config: &mut Config,
+    live: &watch::Sender<Live>,
+    forwarder: Option<&crate::forward::Running>,
+    logging: &Logging,
+) {
+    let outcome = source
+        .reload()
+        .map_err(anyhow::Error::from)
+        .and_then(|new| reloaded(config, new, &live.borrow()));
+    let (new, next, report) = match outcome {
+        Ok(applied) => applied,
+        Err(e) => {
+            error!(error = %format!("{e:#}"), "reload refused, the old config stays in force");
+            return;
+        }
+    };
+    log_init(&new, &report);
+    if let Err(e) = logging.set_level(&new.log_level) {
+        error!(error = %format!("{e:#}"), "log level not changed");
+    }
+    if let Some(forwarder) = forwarder {
+        forwarder.reconfigure(&new);
+    }
+    live.send_replace(next);
+    *config = new;
+    info!(config = %source, "reloaded: new connections use the new config and certificates");
+}
+
 /// The text of systemd's status line, e.g. "listening on 0.0.0.0:7341;
 /// 2 queued; printer Operational".
 struct StatusLine {
@@ -307,6 +323,13 @@ impl StatusLine {
             text.push_str(&format!("; {}", view.printer));
         }
         text
+    }
+
+    /// Tells systemd the agent is ready, with the current status line.
+    fn ready(&mut self, live: &Live) {
+        let text = self.text(live);
+        crate::systemd::ready(&text);
+        self.last = text;
     }
 
     /// Remembers `text`; true if it differs from the last one.
