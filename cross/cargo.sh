@@ -16,14 +16,13 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 dir=${FILEAGENT_CROSS_DIR:-$here/target/cross}
-case ${1:-} in
-arm64 | aarch64) triple=aarch64-unknown-linux-gnu gnu=aarch64-linux-gnu qemu=qemu-aarch64-static ;;
-armhf | armv7) triple=armv7-unknown-linux-gnueabihf gnu=arm-linux-gnueabihf qemu=qemu-arm-static ;;
-*)
+[ $# -ge 2 ] || {
 	echo "usage: cross/cargo.sh arm64|armhf CARGO-ARGS..." >&2
 	exit 2
-	;;
-esac
+}
+triple=$("$here/cross/target.sh" "$1" triple)
+gnu=$("$here/cross/target.sh" "$1" gnu)
+runner=$("$here/cross/target.sh" "$1" runner)
 shift
 mode_file=$dir/$triple.mode
 [ -f "$mode_file" ] || {
@@ -37,9 +36,9 @@ cc_triple=${triple//-/_}
 export RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$here/target/rustc-web}
 export "CARGO_TARGET_${env_triple}_LINKER=$gnu-gcc"
-export "CARGO_TARGET_${env_triple}_RUNNER=$qemu -L /usr/$gnu"
+export "CARGO_TARGET_${env_triple}_RUNNER=$runner"
 export "CC_${cc_triple}=$gnu-gcc" "AR_${cc_triple}=$gnu-ar"
-export FILEAGENT_TEST_RUNNER="$qemu -L /usr/$gnu"
+export FILEAGENT_TEST_RUNNER="$runner"
 extra=()
 case $mode in
 sysroot)

@@ -81,8 +81,8 @@ std_for() { # std_for DEB_ARCH TRIPLE
 	echo "build-std" >"$dir/$triple.mode"
 }
 
-std_for arm64 aarch64-unknown-linux-gnu
-std_for armhf armv7-unknown-linux-gnueabihf
-for triple in aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf; do
+std_for arm64 "$("$here"/cross/target.sh arm64 triple)"
+std_for armhf "$("$here"/cross/target.sh armhf triple)"
+for triple in "$("$here"/cross/target.sh arm64 triple)" "$("$here"/cross/target.sh armhf triple)"; do
 	say "$triple: $(cat "$dir/$triple.mode")"
 done
