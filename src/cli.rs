@@ -61,7 +61,8 @@ pub enum Command {
     ///
     /// Initialises keys and spool on first start (like `init`). Without a
     /// config file it runs on built-in defaults: data under ./fileagent-data,
-    /// listening on 127.0.0.1:7341 only.
+    /// listening on 127.0.0.1:7341 only. SIGHUP reloads the config and
+    /// certificates; SIGINT or SIGTERM stop it gracefully.
     Serve(AgentArgs),
     /// Create the agent's state directory, CA and server certificate (never
     /// overwrites existing keys) and its spool directories.

@@ -275,7 +275,7 @@ fn reload(
     let (new, next, report) = match outcome {
         Ok(applied) => applied,
         Err(e) => {
-            error!(error = %format!("{e:#}"), "reload refused, the old config stays in force");
+            error!(error = %format!("{e:#}"), "reload refused, the old config stays in force: fix the config and reload again");
             return;
         }
     };
