@@ -32,9 +32,9 @@ Exit codes:
      connection lost, corrupt data)
   130 interrupted by Ctrl-C (partial files are removed)
 
-Quick start on the agent host:  fileagent serve
-  then:                          fileagent client issue my-laptop --out my-laptop.pem
-On the workstation:             fileagent send part.gcode --agent pi.local --identity my-laptop.pem";
+Quick start on the agent host:  sudo fileagent pair          (prints a one-time code)
+On the workstation:             fileagent pair pi.local CODE
+                                fileagent send part.gcode --agent pi";
 
 /// Send print files to a 3D printer's Raspberry Pi over mutually authenticated TLS
 ///
@@ -67,6 +67,14 @@ pub enum Command {
     /// Create the agent's state directory, CA and server certificate (never
     /// overwrites existing keys) and its spool directories.
     Init(AgentArgs),
+    /// Pair a workstation with the agent by a one-time code.
+    ///
+    /// On the agent host, without arguments: prints a one-time code and waits
+    /// until a workstation uses it, it expires, or Ctrl-C cancels it. On the
+    /// workstation, with HOST and CODE: makes a key pair here, checks the
+    /// agent against the code, proves the code (SPAKE2, never sent), gets a
+    /// certificate and saves the identity and the agent in client.toml.
+    Pair(PairArgs),
     /// Manage client identities (on the agent host).
     #[command(subcommand)]
     Client(ClientCommand),
@@ -112,9 +120,53 @@ pub struct AgentArgs {
     pub config: Option<PathBuf>,
 }
 
+/// `fileagent pair`
+#[derive(Debug, Args)]
+pub struct PairArgs {
+    /// On the workstation: the agent, HOST[:PORT] [default port: 7341]
+    #[arg(requires = "code", value_name = "HOST[:PORT]")]
+    pub agent: Option<String>,
+    /// On the workstation: the code `fileagent pair` printed on the agent
+    #[arg(value_name = "CODE")]
+    pub code: Option<String>,
+    /// On the agent: the client name to issue [default: the one the
+    /// workstation asks for]. On the workstation: the name to save the agent
+    /// under in client.toml, for `--agent NAME` [default: the host's first label]
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// On the workstation: the client name to ask for [default: this host's name]
+    #[arg(long = "as", value_name = "CLIENT", requires = "agent")]
+    pub as_client: Option<String>,
+    /// On the agent: how long the code stays valid (at most 24h)
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration, conflicts_with = "agent")]
+    pub ttl: std::time::Duration,
+    /// On the agent: its config file [default: /etc/fileagent/config.toml if it exists, else built-in defaults]
+    #[arg(long, short = 'c', value_name = "PATH", conflicts_with = "agent")]
+    pub config: Option<PathBuf>,
+}
+
 /// `fileagent client ...`
 #[derive(Debug, Subcommand)]
 pub enum ClientCommand {
+    /// List every client certificate the agent issued: name, serial,
+    /// fingerprint, issue and expiry dates, last seen, revoked or not.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        agent: AgentArgs,
+    },
+    /// Revoke a client's certificates (all of a NAME, or one SERIAL, at
+    /// least its first 8 hex digits). The running agent refuses them from
+    /// the next connection on; no restart needed.
+    Revoke {
+        /// Client name or serial.
+        #[arg(value_name = "NAME|SERIAL")]
+        who: String,
+        #[command(flatten)]
+        agent: AgentArgs,
+    },
     /// Issue a client certificate signed by the agent's CA and write an
     /// identity file (client key, client certificate, agent CA; mode 0600).
     Issue {
@@ -205,7 +257,7 @@ impl Command {
         matches!(
             self,
             Command::Serve(_) | Command::Init(_) | Command::Client(_)
-        )
+        ) || matches!(self, Command::Pair(args) if args.agent.is_none())
     }
 }
 

@@ -102,6 +102,55 @@ impl ClientConfig {
     }
 }
 
+/// Records agent `alias` at `address` with identity file `identity`
+/// (relative to `dir`) in `dir/client.toml`, keeping everything else in the
+/// file, comments included; makes it the default agent when there is none.
+/// Returns whether it became the default.
+pub fn save_agent(dir: &Path, alias: &str, address: &str, identity: &str) -> Result<bool> {
+    use toml_edit::{DocumentMut, Item, Table, value};
+    let path = dir.join(CLIENT_CONFIG_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    let mut doc: DocumentMut = text
+        .parse()
+        .with_context(|| format!("invalid client config {}", path.display()))?;
+    let agents = doc
+        .entry("agents")
+        .or_insert_with(|| {
+            let mut table = Table::new();
+            table.set_implicit(true);
+            Item::Table(table)
+        })
+        .as_table_mut()
+        .with_context(|| format!("`agents` in {} is not a table", path.display()))?;
+    let entry = agents
+        .entry(alias)
+        .or_insert_with(|| Item::Table(Table::new()))
+        .as_table_mut()
+        .with_context(|| format!("agents.{alias} in {} is not a table", path.display()))?;
+    entry["address"] = value(address);
+    entry["identity"] = value(identity);
+    let made_default = !doc.contains_key("default_agent");
+    if made_default {
+        // toml_edit writes top-level values before the tables.
+        doc.insert("default_agent", value(alias));
+    }
+    let text = doc.to_string();
+    toml::from_str::<ClientConfig>(&text)
+        .with_context(|| format!("the updated {} would not be valid", path.display()))?;
+    crate::durable::write(
+        &path,
+        text.as_bytes(),
+        0o600,
+        crate::durable::Existing::Replace,
+    )
+    .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(made_default)
+}
+
 fn expand_home(path: &Path) -> PathBuf {
     match (path.strip_prefix("~"), std::env::var_os("HOME")) {
         (Ok(rest), Some(home)) => PathBuf::from(home).join(rest),
@@ -151,6 +200,30 @@ mod tests {
             .resolve(dir, None, None)
             .unwrap_err();
         assert!(err.to_string().contains("--agent"), "{err}");
+    }
+
+    #[test]
+    fn saving_an_agent_keeps_the_rest_of_the_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        assert!(save_agent(dir, "pi", "pi.local:7341", "pi.pem").unwrap());
+        let config = ClientConfig::load(dir).unwrap();
+        assert_eq!(config.default_agent.as_deref(), Some("pi"));
+        let t = config.resolve(dir, None, None).unwrap();
+        assert_eq!(t.address, "pi.local:7341");
+        assert_eq!(t.identity, dir.join("pi.pem"));
+
+        let path = dir.join(CLIENT_CONFIG_FILE);
+        let edited = std::fs::read_to_string(&path).unwrap()
+            + "# my note\n[agents.farm]\naddress = \"farm:1\"\n";
+        std::fs::write(&path, edited).unwrap();
+        assert!(!save_agent(dir, "farm", "farm.lan:7341", "farm.pem").unwrap());
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains("# my note"), "{text}");
+        let config = ClientConfig::load(dir).unwrap();
+        assert_eq!(config.default_agent.as_deref(), Some("pi"));
+        assert_eq!(config.agents["farm"].address, "farm.lan:7341");
+        assert_eq!(config.agents.len(), 2);
     }
 
     #[test]

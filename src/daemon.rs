@@ -19,8 +19,10 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::{oneshot, watch};
 use tracing::{error, info, warn};
 
+use crate::clients::Authority;
 use crate::config::{Config, Source};
 use crate::logging::Logging;
+use crate::pairing::agent::Desk;
 use crate::pki::{self, InitReport, ServerCertAction};
 use crate::server::{self, Live, ServerOptions};
 use crate::session::Shared;
@@ -43,7 +45,8 @@ pub struct Prepared {
 /// (idempotent), and the spool directories; removes crash leftovers. With
 /// `forward`, also starts forwarding to OctoPrint (needs a Tokio runtime).
 pub fn prepare(config: &Config, forward: bool) -> Result<Prepared> {
-    let (tls, report) = load_tls(config)?;
+    let (tls, pair_tls, report) = load_tls(config)?;
+    let authority = Arc::new(Authority::new(config));
     let (spool, removed) = Spool::open(&config.spool_dir, limits(config)).with_context(|| {
         format!(
             "cannot open the spool {} (is it writable by this user?)",
@@ -67,10 +70,13 @@ pub fn prepare(config: &Config, forward: bool) -> Result<Prepared> {
         max_file_size: config.max_file_size.as_u64(),
         started: Instant::now(),
         forward: handle,
+        authority: authority.clone(),
     };
     Ok(Prepared {
         live: Live {
             tls,
+            pair_tls,
+            pairing: Arc::new(Desk::new(authority)),
             shared: Arc::new(shared),
             options: options(config),
         },
@@ -79,16 +85,26 @@ pub fn prepare(config: &Config, forward: bool) -> Result<Prepared> {
     })
 }
 
-/// Initialises (or renews) the PKI and loads the server's TLS config.
-fn load_tls(config: &Config) -> Result<(Arc<rustls::ServerConfig>, InitReport)> {
+/// Initialises (or renews) the PKI and loads the server's TLS configs: the
+/// authenticated one and the pairing one.
+fn load_tls(
+    config: &Config,
+) -> Result<(
+    Arc<rustls::ServerConfig>,
+    Arc<rustls::ServerConfig>,
+    InitReport,
+)> {
     let report = pki::init(config).with_context(|| {
         format!(
             "cannot initialise the agent's keys in {} (is it writable by this user?)",
             config.state_dir.display()
         )
     })?;
-    let tls = crate::tls::server_config(pki::load_agent(&config.state_dir)?)?;
-    Ok((tls, report))
+    let preference = crate::tls::Preference::detect();
+    let tls = crate::tls::server_config_for(pki::load_agent(&config.state_dir)?, preference)?;
+    let pair_tls =
+        crate::tls::pairing_server_config_for(pki::load_agent(&config.state_dir)?, preference)?;
+    Ok((tls, pair_tls, report))
 }
 
 fn limits(config: &Config) -> Limits {
@@ -130,7 +146,8 @@ fn reloaded(old: &Config, mut new: Config, live: &Live) -> Result<(Config, Live,
     new.state_dir = old.state_dir.clone();
     new.spool_dir = old.spool_dir.clone();
     new.max_connections = old.max_connections;
-    let (tls, report) = load_tls(&new)?;
+    let (tls, pair_tls, report) = load_tls(&new)?;
+    let authority = Arc::new(Authority::new(&new));
     let shared = Shared {
         spool: live.shared.spool.with_limits(limits(&new)),
         header_timeout: new.header_timeout,
@@ -138,9 +155,12 @@ fn reloaded(old: &Config, mut new: Config, live: &Live) -> Result<(Config, Live,
         max_file_size: new.max_file_size.as_u64(),
         started: live.shared.started,
         forward: live.shared.forward.clone(),
+        authority: authority.clone(),
     };
     let live = Live {
         tls,
+        pair_tls,
+        pairing: Arc::new(live.pairing.with_authority(authority)),
         shared: Arc::new(shared),
         options: options(&new),
     };
@@ -207,6 +227,8 @@ pub async fn serve(config: Config, source: Source, logging: &Logging) -> Result<
     let mut tick =
         tokio::time::interval(watchdog.map_or(STATUS_INTERVAL, |w| w.min(STATUS_INTERVAL)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut cert_check = tokio::time::interval(SERVER_CERT_CHECK);
+    cert_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut config = config;
     let mut server_ended = false;
     let outcome = loop {
@@ -222,6 +244,11 @@ pub async fn serve(config: Config, source: Source, logging: &Logging) -> Result<
                     break Ok(());
                 }
             },
+            _ = cert_check.tick() => {
+                if let Err(e) = renew_server_cert(&config, &live_tx) {
+                    error!(error = %format!("{e:#}"), "cannot renew the server certificate; will try again");
+                }
+            }
             _ = tick.tick() => {
                 // The watchdog is fed from here, and only while the server
                 // and the forwarder are alive and the state they share can
@@ -257,6 +284,25 @@ pub async fn serve(config: Config, source: Source, logging: &Logging) -> Result<
         forwarder.stop().await;
     }
     outcome
+}
+
+/// How often the agent checks whether its server certificate needs renewing.
+pub const SERVER_CERT_CHECK: Duration = Duration::from_secs(6 * 3600);
+
+/// Renews the server certificate when it nears expiry (or names changed)
+/// and serves new connections with it, as a reload would; returns whether
+/// it did.
+fn renew_server_cert(config: &Config, live: &watch::Sender<Live>) -> Result<bool> {
+    if !pki::server_cert_due(config) {
+        return Ok(false);
+    }
+    let (tls, pair_tls, report) = load_tls(config)?;
+    log_init(config, &report);
+    live.send_modify(|live| {
+        live.tls = tls;
+        live.pair_tls = pair_tls;
+    });
+    Ok(true)
 }
 
 /// Re-reads the config from `source` and applies it to new connections and
@@ -419,6 +465,21 @@ mod tests {
         // New names: the server certificate is re-signed, the CA kept.
         assert_eq!(report.server_cert, ServerCertAction::Renewed);
         assert_eq!(report.ca_fingerprint, prepared.report.ca_fingerprint);
+    }
+
+    #[tokio::test]
+    async fn the_server_certificate_is_renewed_before_it_expires() {
+        let tmp = tempfile::tempdir().unwrap();
+        let config = config(tmp.path());
+        let prepared = prepare(&config, false).unwrap();
+        let (tx, rx) = watch::channel(prepared.live);
+        assert!(!renew_server_cert(&config, &tx).unwrap());
+        crate::pki::tests::age_server_cert(&config, Duration::from_secs(5 * 24 * 3600));
+        let before = rx.borrow().tls.clone();
+        assert!(renew_server_cert(&config, &tx).unwrap());
+        assert!(!Arc::ptr_eq(&before, &rx.borrow().tls));
+        assert!(!crate::pki::server_cert_due(&config));
+        assert!(!renew_server_cert(&config, &tx).unwrap());
     }
 
     #[test]

@@ -13,6 +13,9 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use time::OffsetDateTime;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
+/// The workstation renews its certificate when it has less than this left.
+pub const RENEW_BEFORE: std::time::Duration = std::time::Duration::from_secs(30 * 24 * 3600);
+
 /// A workstation's identity: its key, its certificate and the agent's CA.
 #[derive(Debug)]
 pub struct Identity {
@@ -53,6 +56,18 @@ impl Identity {
         common_name(&self.cert).unwrap_or_default()
     }
 
+    /// When the client certificate expires.
+    pub fn expires(&self) -> Result<OffsetDateTime> {
+        let (_, cert) = X509Certificate::from_der(&self.cert).context("unreadable certificate")?;
+        Ok(cert.validity().not_after.to_datetime())
+    }
+
+    /// Whether the certificate is within [`RENEW_BEFORE`] of its expiry.
+    pub fn due_for_renewal(&self) -> bool {
+        self.expires()
+            .is_ok_and(|at| at < OffsetDateTime::now_utc() + RENEW_BEFORE)
+    }
+
     /// Fails with advice when the client certificate is expired or not yet valid.
     pub fn check_validity(&self) -> Result<()> {
         let (_, cert) = X509Certificate::from_der(&self.cert).context("unreadable certificate")?;
@@ -61,7 +76,7 @@ impl Identity {
         if now > validity.not_after.to_datetime() {
             bail!(
                 "the client certificate \"{}\" expired on {}: ask the agent's administrator for a \
-                 new identity (`fileagent client issue`)",
+                 new pairing code (`fileagent pair`) and pair again",
                 self.name(),
                 validity.not_after
             );

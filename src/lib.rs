@@ -24,6 +24,7 @@
 pub mod cli;
 pub mod client;
 pub mod client_config;
+pub mod clients;
 pub mod commands;
 pub mod config;
 pub mod daemon;
@@ -32,6 +33,7 @@ pub mod forward;
 pub mod generate;
 pub mod identity;
 pub mod logging;
+pub mod pairing;
 pub mod pki;
 pub mod protocol;
 pub mod server;

@@ -42,7 +42,8 @@ const CA_KEY: &str = "ca.key";
 const CA_CERT: &str = "ca.crt";
 const SERVER_KEY: &str = "server.key";
 const SERVER_CERT: &str = "server.crt";
-const CLIENTS_DIR: &str = "clients";
+/// Folder in `state_dir` with a copy of every issued client certificate.
+pub const CLIENTS_DIR: &str = "clients";
 
 /// What [`init`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,6 +78,9 @@ pub struct AgentCredentials {
     pub cert: CertificateDer<'static>,
     /// The server's private key.
     pub key: PrivateKeyDer<'static>,
+    /// The certificate revocation list, read again whenever it changes
+    /// (it need not exist).
+    pub revocations: std::path::PathBuf,
 }
 
 /// A client certificate just issued by [`issue_client`].
@@ -157,14 +161,7 @@ pub fn init(config: &Config) -> Result<InitReport> {
         ServerCertAction::Renewed
     };
     if action != ServerCertAction::Kept {
-        let key = read_key(&server_key_path)?;
-        let mut params = base_params(&names[0], SERVER_CERT_LIFETIME)?;
-        params.subject_alt_names = names.iter().map(|n| san(n)).collect::<Result<_>>()?;
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        params.use_authority_key_identifier_extension = true;
-        let cert = params.signed_by(&key, &ca.issuer)?;
-        replace(&dir.join(SERVER_CERT), cert.pem().as_bytes(), 0o644)?;
+        sign_server_cert(dir, &ca, &names, SERVER_CERT_LIFETIME)?;
     }
     Ok(InitReport {
         created_ca,
@@ -172,6 +169,24 @@ pub fn init(config: &Config) -> Result<InitReport> {
         names,
         ca_fingerprint: fingerprint(&ca.der),
     })
+}
+
+/// Signs the server key's certificate for `names`, valid for `lifetime`.
+fn sign_server_cert(dir: &Path, ca: &Ca, names: &[String], lifetime: Duration) -> Result<()> {
+    let key = read_key(&dir.join(SERVER_KEY))?;
+    let mut params = base_params(&names[0], lifetime)?;
+    params.subject_alt_names = names.iter().map(|n| san(n)).collect::<Result<_>>()?;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    params.use_authority_key_identifier_extension = true;
+    let cert = params.signed_by(&key, &ca.issuer)?;
+    replace(&dir.join(SERVER_CERT), cert.pem().as_bytes(), 0o644)
+}
+
+/// Whether [`init`] would re-sign the server certificate now: it is
+/// missing, names other hosts, or has less than [`SERVER_CERT_RENEW_BEFORE`] left.
+pub fn server_cert_due(config: &Config) -> bool {
+    !server_cert_fits(&config.state_dir.join(SERVER_CERT), &server_names(config)).unwrap_or(false)
 }
 
 /// Loads the agent's CA, server certificate and key from `state_dir`.
@@ -187,17 +202,75 @@ pub fn load_agent(state_dir: &Path) -> Result<AgentCredentials> {
         cert: read_cert(SERVER_CERT)?,
         key: PrivateKeyDer::from_pem_file(&key_path)
             .with_context(|| format!("cannot read key {}", key_path.display()))?,
+        revocations: state_dir.join(crate::clients::REVOCATION_LIST),
     })
 }
 
-/// Issues a client certificate with CN `name`, signed by the agent's CA
-/// (run [`init`] first), records it under `clients/` and returns the
-/// identity file's text.
+/// Issues a client certificate with CN `name` for a new key made here,
+/// signed by the agent's CA (run [`init`] first), records it under
+/// `clients/` and returns the identity file's text.
 pub fn issue_client(config: &Config, name: &str) -> Result<IssuedClient> {
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+    let signed = sign_client(config, name, &key)?;
+    let pem = identity_pem(&key.serialize_pem(), &signed);
+    Ok(IssuedClient {
+        pem,
+        serial: signed.serial,
+        not_after: signed.not_after,
+    })
+}
+
+/// The text of an identity file: a comment, the key, the certificate and the CA.
+pub fn identity_pem(key_pem: &str, signed: &SignedClient) -> String {
+    format!(
+        "# fileagent identity for client \"{name}\", serial {serial}\n\
+         # issued by {ca}, valid until {not_after}\n\
+         # keep this file private: it holds the client's key\n{key_pem}{cert}{ca_pem}",
+        name = signed.name,
+        serial = signed.serial,
+        not_after = signed.not_after,
+        ca = CertificateDer::from_pem_slice(signed.ca_pem.as_bytes())
+            .ok()
+            .and_then(|der| common_name(&der))
+            .unwrap_or_default(),
+        cert = signed.cert_pem,
+        ca_pem = signed.ca_pem,
+    )
+}
+
+/// A client certificate signed by the agent's CA.
+#[derive(Debug, Clone)]
+pub struct SignedClient {
+    /// Client name (CN).
+    pub name: String,
+    /// Hex serial number.
+    pub serial: String,
+    /// Expiry.
+    pub not_after: OffsetDateTime,
+    /// The certificate (PEM).
+    pub cert_pem: String,
+    /// The agent's CA certificate (PEM).
+    pub ca_pem: String,
+}
+
+/// Signs a client certificate with CN `name` over a certificate signing
+/// request (PEM) made by the workstation, whose key never leaves it.
+pub fn sign_client_csr(config: &Config, name: &str, csr_pem: &str) -> Result<SignedClient> {
+    let csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem)
+        .context("the certificate signing request is malformed or its signature is wrong")?;
+    sign_client(config, name, &csr.public_key)
+}
+
+/// Signs a client certificate with CN `name` for `public_key` with the
+/// agent's CA, valid for `client_cert_lifetime`, and records it under `clients/`.
+pub fn sign_client(
+    config: &Config,
+    name: &str,
+    public_key: &impl rcgen::PublicKeyData,
+) -> Result<SignedClient> {
     validate_client_name(name)?;
     let dir = &config.state_dir;
     let ca = load_ca(dir)?;
-    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
     let mut params = base_params(name, config.client_cert_lifetime)?;
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
@@ -210,23 +283,15 @@ pub fn issue_client(config: &Config, name: &str) -> Result<IssuedClient> {
             .unwrap_or_default(),
     );
     let not_after = params.not_after;
-    let cert = params.signed_by(&key, &ca.issuer)?;
+    let cert = params.signed_by(public_key, &ca.issuer)?;
     let record = dir.join(CLIENTS_DIR).join(format!("{name}-{serial}.crt"));
     write_new(&record, cert.pem().as_bytes(), 0o644)?;
-
-    let pem = format!(
-        "# fileagent identity for client \"{name}\", serial {serial}\n\
-         # issued by {ca}, valid until {not_after}\n\
-         # keep this file private: it holds the client's key\n{key}{cert}{ca_pem}",
-        ca = common_name(&ca.der).unwrap_or_default(),
-        ca_pem = ca.pem,
-        key = key.serialize_pem(),
-        cert = cert.pem(),
-    );
-    Ok(IssuedClient {
-        pem,
+    Ok(SignedClient {
+        name: name.to_string(),
         serial,
         not_after,
+        cert_pem: cert.pem(),
+        ca_pem: ca.pem,
     })
 }
 
@@ -315,13 +380,14 @@ fn read_key(path: &Path) -> Result<KeyPair> {
 }
 
 /// The CA as an rcgen issuer, with its certificate as DER and as PEM text.
-struct Ca {
-    issuer: Issuer<'static, KeyPair>,
-    der: CertificateDer<'static>,
-    pem: String,
+pub(crate) struct Ca {
+    pub(crate) issuer: Issuer<'static, KeyPair>,
+    pub(crate) der: CertificateDer<'static>,
+    pub(crate) pem: String,
 }
 
-fn load_ca(dir: &Path) -> Result<Ca> {
+/// Loads the agent's CA certificate and key from `dir`.
+pub(crate) fn load_ca(dir: &Path) -> Result<Ca> {
     let cert_path = dir.join(CA_CERT);
     let pem = std::fs::read_to_string(&cert_path).with_context(|| {
         format!(
@@ -380,7 +446,7 @@ fn ip_of(bytes: &[u8]) -> Option<IpAddr> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::identity::Identity;
     use std::os::unix::fs::PermissionsExt;
@@ -440,6 +506,32 @@ mod tests {
             key
         );
         assert_eq!(init(&config).unwrap().server_cert, ServerCertAction::Kept);
+    }
+
+    /// Gives the server certificate only `left` of validity.
+    pub(crate) fn age_server_cert(config: &Config, left: Duration) {
+        let ca = load_ca(&config.state_dir).unwrap();
+        sign_server_cert(&config.state_dir, &ca, &server_names(config), left).unwrap();
+    }
+
+    #[test]
+    fn a_server_certificate_near_expiry_is_renewed_with_the_same_key() {
+        let tmp = tempfile::tempdir().unwrap();
+        let config = config_in(tmp.path());
+        init(&config).unwrap();
+        assert!(!server_cert_due(&config));
+        let key = std::fs::read(config.state_dir.join(SERVER_KEY)).unwrap();
+        age_server_cert(&config, Duration::from_secs(10 * 24 * 3600));
+        assert!(server_cert_due(&config));
+        assert_eq!(
+            init(&config).unwrap().server_cert,
+            ServerCertAction::Renewed
+        );
+        assert!(!server_cert_due(&config));
+        assert_eq!(
+            std::fs::read(config.state_dir.join(SERVER_KEY)).unwrap(),
+            key
+        );
     }
 
     #[test]

@@ -28,6 +28,9 @@ pub const FRAME_PREFIX_LEN: usize = 5;
 pub const MAX_REQUEST_HEADER_LEN: usize = 16 * 1024;
 /// Largest header the agent may send (a `list` of many files).
 pub const MAX_REPLY_HEADER_LEN: usize = 16 * 1024 * 1024;
+/// ALPN id of a pairing connection: a workstation without a certificate
+/// that may only run the pairing exchange (see `docs/pairing.md`).
+pub const PAIR_ALPN: &[u8] = b"fileagent-pair/1";
 /// Largest data frame either side accepts.
 pub const MAX_CHUNK_LEN: usize = 1024 * 1024;
 /// Size of the data frames fileagent itself sends.
@@ -72,6 +75,30 @@ pub enum Request {
     },
     /// Agent health and spool figures; answered with [`Reply::Status`].
     Status,
+    /// First pairing message, only on a [`PAIR_ALPN`] connection: answered
+    /// with [`Reply::PairChallenge`].
+    Pair {
+        /// The code's first group, which names the agent's pairing ticket.
+        ticket: String,
+        /// The client name the workstation asks for.
+        name: String,
+        /// The workstation's SPAKE2 message (hex).
+        spake: String,
+    },
+    /// Second pairing message: the workstation's key confirmation and its
+    /// certificate request; answered with [`Reply::Paired`].
+    PairConfirm {
+        /// PKCS#10 certificate signing request (PEM).
+        csr: String,
+        /// HMAC proving the workstation derived the same key (hex).
+        confirm: String,
+    },
+    /// A new certificate for the connection's own client name, for a new
+    /// key: answered with [`Reply::Renewed`].
+    Renew {
+        /// PKCS#10 certificate signing request (PEM).
+        csr: String,
+    },
 }
 
 /// One file in the spool as listed by the agent.
@@ -166,6 +193,20 @@ pub enum Reply {
     },
     /// Answer to [`Request::Status`].
     Status(AgentStatus),
+    /// Answer to [`Request::Pair`]: the agent's SPAKE2 message and its key
+    /// confirmation.
+    PairChallenge {
+        /// The agent's SPAKE2 message (hex).
+        spake: String,
+        /// HMAC proving the agent derived the same key (hex).
+        confirm: String,
+        /// Attempts this code has left after this one.
+        attempts_left: u32,
+    },
+    /// Answer to [`Request::PairConfirm`]: the issued certificate.
+    Paired(Issued),
+    /// Answer to [`Request::Renew`]: the new certificate.
+    Renewed(Issued),
     /// The request failed; the connection stays usable unless the code says
     /// otherwise (see `docs/protocol.md`).
     Error {
@@ -174,6 +215,21 @@ pub enum Reply {
         /// Human-readable explanation with what to do next.
         message: String,
     },
+}
+
+/// A client certificate the agent issued (pairing or renewal).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Issued {
+    /// Client name (the certificate's CN).
+    pub name: String,
+    /// Serial number (hex).
+    pub serial: String,
+    /// Expiry, Unix seconds.
+    pub not_after: i64,
+    /// The client certificate (PEM).
+    pub certificate: String,
+    /// The agent's CA certificate (PEM).
+    pub ca: String,
 }
 
 /// Why the agent refused a request.
@@ -202,6 +258,15 @@ pub enum ErrorCode {
     Timeout,
     /// Anything else on the agent's side (an I/O error); see its log.
     Internal,
+    /// The request is not allowed on this connection (anything but pairing
+    /// on a pairing connection, pairing on an authenticated one).
+    Forbidden,
+    /// The pairing code is unknown, expired, used or void.
+    PairingRefused,
+    /// The pairing exchange failed: the code was wrong.
+    WrongCode,
+    /// Too many pairing attempts from this address; wait and retry.
+    RateLimited,
 }
 
 impl ErrorCode {
@@ -219,6 +284,10 @@ impl ErrorCode {
             ErrorCode::DigestMismatch => "digest_mismatch",
             ErrorCode::Timeout => "timeout",
             ErrorCode::Internal => "internal",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::PairingRefused => "pairing_refused",
+            ErrorCode::WrongCode => "wrong_code",
+            ErrorCode::RateLimited => "rate_limited",
         }
     }
 }

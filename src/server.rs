@@ -18,14 +18,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::ServerConfig;
+use rustls::server::Acceptor;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
-use tokio_rustls::TlsAcceptor;
+use tokio_rustls::LazyConfigAcceptor;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use crate::identity::common_name;
-use crate::protocol::{ALPN, Connection, MAX_REQUEST_HEADER_LEN};
+use crate::pairing::agent::Desk;
+use crate::protocol::{ALPN, Connection, MAX_REQUEST_HEADER_LEN, PAIR_ALPN};
 use crate::session::{Session, Shared};
 
 /// Longest pause between retries when `accept` keeps failing (e.g. EMFILE).
@@ -47,6 +49,10 @@ pub struct ServerOptions {
 pub struct Live {
     /// TLS configuration with the agent's certificate and client verifier.
     pub tls: Arc<ServerConfig>,
+    /// TLS configuration of pairing connections (no client certificate).
+    pub pair_tls: Arc<ServerConfig>,
+    /// Where pairing connections are served.
+    pub pairing: Arc<Desk>,
     /// Spool and per-session settings.
     pub shared: Arc<Shared>,
     /// Connection-level settings (`max_connections` is taken once, at start).
@@ -87,17 +93,12 @@ pub async fn run(
             () = &mut shutdown => break,
         };
         while tasks.try_join_next().is_some() {}
-        let Live {
-            tls,
-            shared,
-            options,
-        } = live.borrow().clone();
+        let current = live.borrow().clone();
         let stop = stop_rx.clone();
         let span = info_span!("conn", %peer);
         tasks.spawn(
             async move {
-                let acceptor = TlsAcceptor::from(tls);
-                handle(tcp, acceptor, shared, options.handshake_timeout, stop).await;
+                handle(tcp, peer, current, stop).await;
                 drop(permit);
             }
             .instrument(span),
@@ -141,16 +142,26 @@ async fn accept(listener: &TcpListener) -> (TcpStream, SocketAddr) {
     }
 }
 
-async fn handle(
-    tcp: TcpStream,
-    acceptor: TlsAcceptor,
-    shared: Arc<Shared>,
-    handshake_timeout: Duration,
-    stop: watch::Receiver<bool>,
-) {
+async fn handle(tcp: TcpStream, peer: SocketAddr, live: Live, stop: watch::Receiver<bool>) {
     tcp.set_nodelay(true).ok();
-    let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
-        Ok(Ok(tls)) => tls,
+    let handshake_timeout = live.options.handshake_timeout;
+    // The ClientHello's ALPN decides: pairing (no client certificate, may
+    // only pair) or the normal, mutually authenticated protocol.
+    let handshake = async {
+        let start = LazyConfigAcceptor::new(Acceptor::default(), tcp).await?;
+        let pairing = start
+            .client_hello()
+            .alpn()
+            .is_some_and(|mut offered| offered.any(|p| p == PAIR_ALPN));
+        let config = if pairing {
+            live.pair_tls.clone()
+        } else {
+            live.tls.clone()
+        };
+        start.into_stream(config).await.map(|tls| (tls, pairing))
+    };
+    let (tls, pairing) = match tokio::time::timeout(handshake_timeout, handshake).await {
+        Ok(Ok(accepted)) => accepted,
         Ok(Err(e)) => {
             warn!(error = %e, "TLS handshake refused");
             return;
@@ -160,24 +171,32 @@ async fn handle(
             return;
         }
     };
+    if pairing {
+        info!("pairing connection");
+        let conn = Connection::new(tls, MAX_REQUEST_HEADER_LEN);
+        crate::pairing::agent::serve(conn, &live.pairing, peer, live.shared.header_timeout).await;
+        return;
+    }
     let (_, session) = tls.get_ref();
     if session.alpn_protocol() != Some(ALPN) {
         warn!("client did not negotiate ALPN fileagent/1, closing");
         return;
     }
     // The verifier only lets chained certificates through; the CN names the client.
-    let client = session
-        .peer_certificates()
-        .and_then(|certs| certs.first())
+    let cert = session.peer_certificates().and_then(|certs| certs.first());
+    let client = cert
         .and_then(|cert| common_name(cert))
         .unwrap_or_else(|| "<no CN>".into());
+    if let Some(cert) = cert {
+        live.shared.authority.seen.record(cert);
+    }
     let suite = session
         .negotiated_cipher_suite()
         .map_or_else(|| "unknown".into(), crate::tls::suite_name);
     info!(client_cn = %client, %suite, "connected");
     let session = Session::new(
         Connection::new(tls, MAX_REQUEST_HEADER_LEN),
-        shared,
+        live.shared,
         client.clone(),
         stop,
     );

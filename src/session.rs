@@ -35,6 +35,8 @@ pub struct Shared {
     pub started: Instant,
     /// The forwarder to OctoPrint.
     pub forward: crate::forward::Handle,
+    /// Issues renewed client certificates and notes when clients connect.
+    pub authority: Arc<crate::clients::Authority>,
 }
 
 /// Why a session ended abnormally.
@@ -157,9 +159,32 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 Err(e) => self.error_reply(&e),
             },
             Request::Status => Reply::Status(self.status().await),
+            Request::Renew { csr } => self.renew(csr).await,
+            Request::Pair { .. } | Request::PairConfirm { .. } => Reply::Error {
+                code: ErrorCode::Forbidden,
+                message: "this workstation is paired already: pairing needs a connection without a certificate"
+                    .into(),
+            },
         };
         self.send(&reply).await?;
         Ok(())
+    }
+
+    /// Signs a new certificate for this connection's client name over a new key.
+    async fn renew(&self, csr: String) -> Reply {
+        match self.shared.authority.sign(self.client.clone(), csr).await {
+            Ok(issued) => {
+                info!(client_cn = %self.client, serial = %issued.serial, "renewed the client certificate");
+                Reply::Renewed(issued)
+            }
+            Err(e) => {
+                warn!(client_cn = %self.client, error = format!("{e:#}"), "certificate renewal refused");
+                Reply::Error {
+                    code: ErrorCode::BadRequest,
+                    message: format!("cannot renew the certificate: {e:#}"),
+                }
+            }
+        }
     }
 
     fn error_reply(&self, e: &SpoolError) -> Reply {

@@ -73,18 +73,24 @@ pub(super) fn explain_io(e: io::Error, addr: &str) -> ClientError {
             _ => None,
         });
     match alert {
+        Some(AlertDescription::CertificateRevoked) => ClientError::Tls {
+            addr: addr.into(),
+            reason: "the agent refused this workstation's certificate: it was revoked (CertificateRevoked). \
+                     Ask the agent's administrator for a new pairing code (`fileagent pair`) and pair again"
+                .into(),
+        },
         Some(alert) => ClientError::Tls {
             addr: addr.into(),
             reason: format!(
                 "the agent refused this workstation's certificate ({alert:?}): the identity was issued by another \
-                 agent, has expired or was revoked; get a new one with `fileagent client issue` on the agent"
+                 agent, has expired or was revoked; pair again (`fileagent pair` on the agent prints a code)"
             ),
         },
         None => ClientError::Protocol(ProtocolError::Io(e)),
     }
 }
 
-pub(super) fn connect_advice(e: &io::Error) -> String {
+pub(crate) fn connect_advice(e: &io::Error) -> String {
     match e.kind() {
         io::ErrorKind::ConnectionRefused => {
             format!(
@@ -95,7 +101,7 @@ pub(super) fn connect_advice(e: &io::Error) -> String {
     }
 }
 
-pub(super) fn tls_advice(e: &io::Error, host: &str) -> String {
+pub(crate) fn tls_advice(e: &io::Error, host: &str) -> String {
     let tls = e
         .get_ref()
         .and_then(|inner| inner.downcast_ref::<rustls::Error>());
@@ -125,7 +131,7 @@ pub(super) fn tls_advice(e: &io::Error, host: &str) -> String {
     }
 }
 
-pub(super) fn unexpected(reply: &Reply) -> ClientError {
+pub(crate) fn unexpected(reply: &Reply) -> ClientError {
     ClientError::Protocol(ProtocolError::Unexpected {
         got: match reply {
             Reply::Pong => "pong",
@@ -136,6 +142,9 @@ pub(super) fn unexpected(reply: &Reply) -> ClientError {
             Reply::Complete { .. } => "complete",
             Reply::Deleted { .. } => "deleted",
             Reply::Status(_) => "status",
+            Reply::PairChallenge { .. } => "pair_challenge",
+            Reply::Paired(_) => "paired",
+            Reply::Renewed(_) => "renewed",
             Reply::Error { .. } => "error",
         },
         expected: "the reply to this request",

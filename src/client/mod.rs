@@ -29,7 +29,8 @@ use crate::spool::file_digest;
 mod error;
 
 pub use error::ClientError;
-use error::{connect_advice, explain_io, tls_advice, unexpected};
+use error::explain_io;
+pub(crate) use error::{connect_advice, tls_advice, unexpected};
 
 /// Time to establish the TCP connection and the TLS handshake.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -119,6 +120,10 @@ struct Endpoint {
     addr: String,
     server_name: ServerName<'static>,
     tls: Arc<rustls::ClientConfig>,
+    /// This workstation's client name.
+    name: String,
+    /// SHA-256 fingerprint of the agent's CA.
+    ca_fingerprint: String,
 }
 
 impl Endpoint {
@@ -172,6 +177,8 @@ impl Client {
         let addr = format!("{host}:{port}");
         let server_name = ServerName::try_from(host.clone())
             .map_err(|_| ClientError::BadAddress(agent.into()))?;
+        let name = identity.name();
+        let ca_fingerprint = crate::identity::fingerprint(&identity.ca);
         let tls = crate::tls::client_config(identity).map_err(|e| ClientError::Tls {
             addr: addr.clone(),
             reason: format!("{e:#}"),
@@ -182,6 +189,8 @@ impl Client {
             addr,
             server_name,
             tls,
+            name,
+            ca_fingerprint,
         };
         Ok(Client {
             conn: endpoint.open().await?,
@@ -409,6 +418,37 @@ impl Client {
         Ok(Fetched {
             size,
             sha256: computed,
+        })
+    }
+
+    /// Asks the agent for a new certificate for a new key made here, and
+    /// replaces the identity file at `path` with it (atomically, mode 0600).
+    /// Returns the new expiry.
+    pub async fn renew(&mut self, path: &Path) -> Result<time::OffsetDateTime, ClientError> {
+        let local = |source| ClientError::Local {
+            what: "cannot renew the identity file",
+            path: path.to_path_buf(),
+            source,
+        };
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+            .map_err(|e| local(io::Error::other(e)))?;
+        let csr = crate::pairing::workstation::certificate_request(&self.endpoint.name, &key)
+            .map_err(|e| local(io::Error::other(e)))?;
+        let issued = match self.request(&Request::Renew { csr }).await? {
+            Reply::Renewed(issued) => issued,
+            other => return Err(unexpected(&other)),
+        };
+        let pem =
+            crate::pairing::workstation::accept(&issued, &key, &self.endpoint.ca_fingerprint)?;
+        crate::durable::write(
+            path,
+            pem.as_bytes(),
+            0o600,
+            crate::durable::Existing::Replace,
+        )
+        .map_err(local)?;
+        time::OffsetDateTime::from_unix_timestamp(issued.not_after).map_err(|_| {
+            ClientError::Integrity("the renewed certificate has an impossible expiry".into())
         })
     }
 

@@ -44,7 +44,7 @@ impl Home {
     }
 
     /// A command with an isolated environment, run in the temp home.
-    fn cmd(&self, args: &[&str]) -> Command {
+    pub(crate) fn cmd(&self, args: &[&str]) -> Command {
         let mut cmd = fileagent_command();
         cmd.args(args)
             .current_dir(self.path())
@@ -56,7 +56,7 @@ impl Home {
         cmd
     }
 
-    fn run(&self, args: &[&str]) -> Output {
+    pub(crate) fn run(&self, args: &[&str]) -> Output {
         self.cmd(args).output().unwrap()
     }
 
@@ -77,15 +77,15 @@ impl Home {
     }
 }
 
-fn stdout(output: &Output) -> String {
+pub(crate) fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-fn stderr(output: &Output) -> String {
+pub(crate) fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
-fn assert_ok(output: &Output) {
+pub(crate) fn assert_ok(output: &Output) {
     assert!(
         output.status.success(),
         "failed: {}\n{}",
@@ -94,7 +94,7 @@ fn assert_ok(output: &Output) {
     );
 }
 
-fn assert_exit(output: &Output, code: i32, message: &str) {
+pub(crate) fn assert_exit(output: &Output, code: i32, message: &str) {
     assert_eq!(
         output.status.code(),
         Some(code),
@@ -113,11 +113,11 @@ fn assert_exit(output: &Output, code: i32, message: &str) {
 pub(crate) struct Served {
     pub(crate) child: Child,
     pub(crate) addr: String,
-    log: Arc<Mutex<Vec<String>>>,
+    pub(crate) log: Arc<Mutex<Vec<String>>>,
 }
 
 impl Served {
-    fn start(home: &Home) -> Served {
+    pub(crate) fn start(home: &Home) -> Served {
         Served::start_with(home, &[])
     }
 
@@ -455,7 +455,7 @@ fn failures_have_distinct_exit_codes_and_say_what_to_do() {
             "missing.pem",
         ]),
         2,
-        "fileagent client issue",
+        "fileagent pair HOST CODE",
     );
     assert_exit(
         &home.run(&[

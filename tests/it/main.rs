@@ -10,6 +10,7 @@
 //! - `service`: the binary as systemd sees it: notify messages and SIGHUP reloads.
 //! - `octoprint`: a real OctoPrint with its Virtual Printer (scripts/octoprint-dev.sh).
 //! - `forward`: forwarding end to end against that OctoPrint.
+//! - `pairing`: pairing codes, fake agents, revocation, listing, renewal.
 //! - `fake_octoprint`: faults a real OctoPrint cannot produce on demand (5xx, resets).
 
 mod cli;
@@ -17,6 +18,7 @@ mod fake_octoprint;
 mod forward;
 mod hostile;
 mod octoprint;
+mod pairing;
 mod service;
 mod shutdown;
 mod support;

@@ -10,12 +10,13 @@ use anyhow::{Context, Result};
 use bytesize::ByteSize;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::cli::{ClientCommand, Command, GetArgs, SendArgs, TargetArgs, UsageError};
-use crate::client::{Client, ClientError, Observer, Phase, Sent};
-use crate::client_config::{ClientConfig, config_dir};
+use crate::cli::{ClientCommand, Command, GetArgs, SendArgs, UsageError};
+use crate::client::{ClientError, Observer, Phase, Sent};
 use crate::config::Config;
-use crate::identity::Identity;
-use crate::pki;
+
+mod identities;
+
+use identities::connect;
 
 /// Runs one command to completion.
 pub fn run(command: Command, logging: &crate::logging::Logging) -> Result<()> {
@@ -54,8 +55,15 @@ async fn dispatch(command: Command, logging: &crate::logging::Logging) -> Result
         }
         Command::Init(args) => init(args.config.as_deref()),
         Command::Client(ClientCommand::Issue { name, out, agent }) => {
-            issue(&name, &out, agent.config.as_deref())
+            identities::issue(&name, &out, agent.config.as_deref())
         }
+        Command::Client(ClientCommand::List { json, agent }) => {
+            identities::list(json, agent.config.as_deref())
+        }
+        Command::Client(ClientCommand::Revoke { who, agent }) => {
+            identities::revoke(&who, agent.config.as_deref())
+        }
+        Command::Pair(args) => identities::pair(args).await,
         Command::Send(args) => send(args).await,
         Command::List(args) => {
             let mut client = connect(&args.target).await?;
@@ -144,68 +152,18 @@ fn init(config_path: Option<&Path>) -> Result<()> {
         report.server_cert,
         report.names.join(", ")
     );
-    println!(
-        "next: fileagent client issue NAME --out NAME.pem   (then copy NAME.pem to the workstation)"
-    );
+    println!("next: fileagent pair   (prints a one-time code for the workstation)");
     Ok(())
 }
 
 /// After root worked on the packaged agent's directories: hands what it
 /// created to the service user (see [`crate::durable::adopt_owner`]).
-fn give_back(config: &Config) -> Result<()> {
+pub(crate) fn give_back(config: &Config) -> Result<()> {
     for dir in [&config.state_dir, &config.spool_dir] {
         crate::durable::adopt_owner(dir)
             .with_context(|| format!("cannot give {} back to its owner", dir.display()))?;
     }
     Ok(())
-}
-
-fn issue(name: &str, out: &Path, config_path: Option<&Path>) -> Result<()> {
-    let (config, _) = Config::load(config_path)?;
-    pki::validate_client_name(name).map_err(|e| UsageError(e.to_string()))?;
-    pki::init(&config)?;
-    if out.exists() {
-        return Err(UsageError(format!(
-            "{} already exists: choose another --out or remove it first",
-            out.display()
-        ))
-        .into());
-    }
-    let issued = pki::issue_client(&config, name)?;
-    give_back(&config)?;
-    pki::write_new(out, issued.pem.as_bytes(), 0o600)?;
-    println!(
-        "issued \"{name}\" (serial {}, valid until {}) -> {}",
-        issued.serial,
-        issued.not_after.date(),
-        out.display()
-    );
-    println!(
-        "copy it to the workstation as ~/.config/fileagent/identity.pem (mode 0600), then:\n  fileagent send part.gcode --agent {}",
-        pki::server_names(&config)
-            .first()
-            .map_or("HOST", String::as_str)
-    );
-    Ok(())
-}
-
-/// Resolves agent and identity (flags, environment, client.toml) and connects.
-async fn connect(target: &TargetArgs) -> Result<Client> {
-    let dir = config_dir().unwrap_or_else(|| PathBuf::from("."));
-    let config = ClientConfig::load(&dir).map_err(|e| UsageError(format!("{e:#}")))?;
-    let resolved = config
-        .resolve(&dir, target.agent.as_deref(), target.identity.as_deref())
-        .map_err(|e| UsageError(format!("{e:#}")))?;
-    let identity = Identity::load(&resolved.identity)
-        .and_then(|id| id.check_validity().map(|()| id))
-        .map_err(|e| {
-            UsageError(format!(
-                "{e:#}\n(get an identity with `fileagent client issue NAME --out FILE` on the agent, then pass \
-                 --identity FILE or copy it to {})",
-                dir.join(crate::client_config::DEFAULT_IDENTITY_FILE).display()
-            ))
-        })?;
-    Ok(Client::connect(&resolved.address, identity).await?)
 }
 
 /// Expands folders into their files; returns (path, name) pairs.
