@@ -90,7 +90,7 @@ pub struct Config {
     /// Time uploads get to finish on shutdown before they are discarded.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
-    /// Lifetime of client certificates issued by `fileagent client issue`.
+    /// Lifetime of client certificates (pairing, renewal, `client issue`).
     #[serde(with = "humantime_serde")]
     pub client_cert_lifetime: Duration,
     /// Time a file written into `ready/` by another tool must stay unchanged.

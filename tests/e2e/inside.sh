@@ -57,7 +57,7 @@ printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
 chmod +x /usr/sbin/policy-rc.d
 cd "$PKG"
 "${APT[@]}" install "./fileagent_${VERSION}_${ARCH}.deb" | tee "$OUT/install.log"
-check "postinst prints the next steps" grep -q "sudo fileagent client issue" "$OUT/install.log"
+check "postinst prints the next steps" grep -q "sudo fileagent pair" "$OUT/install.log"
 check "postinst names the API key file" grep -q "sudoedit /etc/fileagent/octoprint.key" "$OUT/install.log"
 check "policy-rc.d respected: not started" test "$(systemctl is-active fileagent)" != active
 check "but enabled" test "$(systemctl is-enabled fileagent)" = enabled
@@ -102,19 +102,39 @@ echo "$exposure" >"$OUT/exposure"
 systemd-analyze verify fileagent.service >"$OUT/verify.out" 2>"$OUT/verify.err" || fail "systemd-analyze verify failed"
 check "systemd-analyze verify prints nothing on stderr" test ! -s "$OUT/verify.err"
 
-step "enrol a workstation and send a file"
-fileagent client issue e2e-laptop --out /root/laptop.pem
-check "identity file 600" test "$(stat -c %a /root/laptop.pem)" = 600
-check "issued record belongs to the service user" sh -c "test -z \"\$(find /var/lib/fileagent ! -user fileagent)\""
-agent=(--agent localhost --identity /root/laptop.pem)
+step "pair a workstation with a one-time code and send a file"
+export HOME=/root
+fileagent pair >"$OUT/pair-agent.out" 2>&1 &
+pair_pid=$!
+check "the agent prints a pairing code" wait_for 20 grep -q '^pairing code' "$OUT/pair-agent.out"
+code=$(sed -n 's/^pairing code *//p' "$OUT/pair-agent.out")
+fileagent pair localhost "$code" --name pi --as e2e-laptop
+wait "$pair_pid" || fail "fileagent pair on the agent failed: $(cat "$OUT/pair-agent.out")"
+check "the agent's pair command reports it" grep -q 'paired "e2e-laptop"' "$OUT/pair-agent.out"
+check "identity file 600" test "$(stat -c %a /root/.config/fileagent/pi.pem)" = 600
+check "state belongs to the service user" sh -c "test -z \"\$(find /var/lib/fileagent ! -user fileagent)\""
+check "journal: the pairing and its outcome" sh -c "journalctl -u fileagent -o cat | grep -q 'paired a new client'"
+agent=(--agent pi)
 fileagent send "$PKG/tiny.gcode" "${agent[@]}"
 sum=$(sha256sum "$PKG/tiny.gcode" | cut -d' ' -f1)
 check "file in the spool, intact" test "$(sha256sum /var/spool/fileagent/ready/tiny.gcode | cut -d' ' -f1)" = "$sum"
-check "list shows it" sh -c "fileagent list --agent localhost --identity /root/laptop.pem | grep -q tiny.gcode"
+check "list shows it" sh -c "fileagent list --agent pi | grep -q tiny.gcode"
 check "journal fields FILE_NAME, CLIENT_CN, SHA256, BYTES" sh -c \
 	"journalctl -u fileagent FILE_NAME=tiny.gcode CLIENT_CN=e2e-laptop SHA256=$sum BYTES=$(stat -c %s "$PKG/tiny.gcode") -o cat | grep -q stored"
 
 check "connection span field PEER" sh -c "journalctl -u fileagent CLIENT_CN=e2e-laptop -o json | grep -q '\"PEER\":\"127.0.0.1:'"
+
+step "revoke a client: refused at once by the running service, others keep working"
+fileagent client issue e2e-other --out /root/other.pem >/dev/null
+fileagent ping --agent localhost --identity /root/other.pem
+fileagent client revoke e2e-other
+if fileagent ping --agent localhost --identity /root/other.pem >"$OUT/revoked.err" 2>&1; then
+	fail "a revoked client was served"
+fi
+check "the revoked client is told so" grep -q revoked "$OUT/revoked.err"
+check "journal: the refusal" sh -c "journalctl -u fileagent -o cat | grep -q 'refused a revoked client certificate'"
+check "the paired client still works" fileagent ping "${agent[@]}"
+check "client list shows both states" sh -c "fileagent client list | grep -q 'e2e-other .*revoked' && fileagent client list | grep -q 'e2e-laptop .*valid'"
 
 if [ -n "${OCTO_VENV:-}" ]; then
 	step "forwarding to a real OctoPrint in here: API key in place, reload"
@@ -141,7 +161,7 @@ sed -i 's/^max_file_size = .*/max_file_size = "100 KiB"/' /etc/fileagent/config.
 systemctl reload fileagent
 check "same process after reload" test "$(prop MainPID)" = "$pid"
 check "reload logged" wait_for 10 journal_has "reloaded: new connections use the new config"
-if fileagent send "$PKG/cube-20mm.gcode" --agent localhost --identity /root/laptop.pem 2>"$OUT/too-large.err"; then
+if fileagent send "$PKG/cube-20mm.gcode" --agent pi 2>"$OUT/too-large.err"; then
 	fail "a file over the reloaded max_file_size was accepted"
 fi
 check "new limit in force" grep -q "over this agent's max_file_size of 102400 bytes" "$OUT/too-large.err"
@@ -150,12 +170,12 @@ echo 'max_file_size = "lots"' >>/etc/fileagent/config.toml
 systemctl reload fileagent
 check "invalid config refused, logged" wait_for 10 journal_has "reload refused, the old config stays in force"
 check "still active" test "$(systemctl is-active fileagent)" = active
-fileagent ping --agent localhost --identity /root/laptop.pem
+fileagent ping --agent pi
 cp /root/config.orig /etc/fileagent/config.toml
 # A local edit of the conffile, to be kept across the upgrade.
 sed -i 's/^max_connections = 64/max_connections = 32/' /etc/fileagent/config.toml
 systemctl reload fileagent
-fileagent send "$PKG/cube-20mm.gcode" --agent localhost --identity /root/laptop.pem
+fileagent send "$PKG/cube-20mm.gcode" --agent pi
 check "old limit back" sh -c "fileagent list ${agent[*]} | grep -q '^cube-20mm.gcode '"
 
 step "watchdog: a stopped main process is killed and restarted"
@@ -187,7 +207,7 @@ if [ -n "${OCTO_VENV:-}" ]; then
 fi
 check "local conffile edit kept" grep -q '^max_connections = 32' /etc/fileagent/config.toml
 check "service restarted" wait_for 30 sh -c "[ \"\$(systemctl show -p MainPID --value fileagent)\" != $pid ] && [ \"\$(systemctl is-active fileagent)\" = active ]"
-fileagent send "$PKG/tiny.gcode" --as after-upgrade.gcode --agent localhost --identity /root/laptop.pem
+fileagent send "$PKG/tiny.gcode" --as after-upgrade.gcode --agent pi
 check "old identity still works" sh -c "fileagent list ${agent[*]} | grep -q '^after-upgrade.gcode '"
 
 step "apt remove keeps state, apt purge removes everything"
