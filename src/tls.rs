@@ -393,6 +393,54 @@ mod tests {
         client_side
     }
 
+    #[test]
+    fn revocations_apply_at_once_and_a_broken_list_keeps_the_last_good_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = crate::config::Config {
+            state_dir: dir.path().join("state"),
+            server_names: vec!["localhost".into()],
+            ..crate::config::Config::default()
+        };
+        crate::pki::init(&config).unwrap();
+        let alice = Identity::parse(
+            crate::pki::issue_client(&config, "alice")
+                .unwrap()
+                .pem
+                .as_bytes(),
+        )
+        .unwrap();
+        let bob = Identity::parse(
+            crate::pki::issue_client(&config, "bob")
+                .unwrap()
+                .pem
+                .as_bytes(),
+        )
+        .unwrap();
+        let creds = crate::pki::load_agent(&config.state_dir).unwrap();
+        let verifier = RevocationAware::new(
+            Arc::new(roots(&creds.ca).unwrap()),
+            provider(),
+            creds.revocations.clone(),
+        )
+        .unwrap();
+        let verify = |id: &Identity| {
+            verifier.verify_client_cert(&id.cert, &[], rustls_pki_types::UnixTime::now())
+        };
+        assert!(verify(&alice).is_ok() && verify(&bob).is_ok());
+        crate::clients::revoke(&config, "alice").unwrap();
+        assert!(matches!(
+            verify(&alice),
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::Revoked
+            ))
+        ));
+        assert!(verify(&bob).is_ok());
+        // A list that cannot be read does not let alice back in.
+        std::fs::write(&creds.revocations, "garbage").unwrap();
+        assert!(verify(&alice).is_err());
+        assert!(verify(&bob).is_ok());
+    }
+
     #[tokio::test]
     async fn the_agents_preference_wins() {
         let chacha = "TLS13_CHACHA20_POLY1305_SHA256";

@@ -92,7 +92,12 @@ pub fn create(
         .recursive(true)
         .mode(0o700)
         .create(&dir)
-        .with_context(|| format!("cannot create {}", dir.display()))?;
+        .with_context(|| {
+            format!(
+                "cannot create {} (run `fileagent pair` as root or as the agent's user)",
+                dir.display()
+            )
+        })?;
     sweep(state_dir);
     loop {
         let code = PairingCode::generate(ca_fingerprint)?;
