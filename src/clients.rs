@@ -268,11 +268,7 @@ impl LastSeen {
     }
 
     fn touch(&self, serial: &str) -> std::io::Result<()> {
-        use std::os::unix::fs::DirBuilderExt;
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&self.dir)?;
+        crate::durable::create_dir(&self.dir, 0o700)?;
         let file = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)

@@ -7,6 +7,15 @@
 use std::io::{self, Write};
 use std::path::Path;
 
+/// Creates `dir` and its missing parents with `mode` (subject to the umask).
+pub fn create_dir(dir: &Path, mode: u32) -> io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(mode)
+        .create(dir)
+}
+
 /// Whether [`write`] may replace an existing file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Existing {

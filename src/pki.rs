@@ -324,11 +324,7 @@ fn replace(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
 }
 
 fn create_private_dir(dir: &Path) -> Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
+    durable::create_dir(dir, 0o700)
         .with_context(|| format!("cannot create directory {}", dir.display()))
 }
 

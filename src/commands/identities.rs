@@ -159,7 +159,8 @@ async fn pair_workstation(agent: &str, code: &str, args: &PairArgs) -> Result<()
 
     let paired = crate::pairing::workstation::pair(agent, &code, &client_name).await?;
 
-    create_private_dir(&dir)?;
+    crate::durable::create_dir(&dir, 0o700)
+        .with_context(|| format!("cannot create {}", dir.display()))?;
     let file = format!("{alias}.pem");
     let path = dir.join(&file);
     let replaced = path.exists();
@@ -233,15 +234,6 @@ fn default_alias(host: &str) -> String {
         return host.to_string();
     }
     host.split('.').next().unwrap_or(host).to_string()
-}
-
-fn create_private_dir(dir: &Path) -> Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .with_context(|| format!("cannot create {}", dir.display()))
 }
 
 /// `fileagent client list`

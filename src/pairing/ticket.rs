@@ -86,18 +86,13 @@ pub fn create(
     name: Option<String>,
     ttl: Duration,
 ) -> Result<Ticket> {
-    use std::os::unix::fs::DirBuilderExt;
     let dir = state_dir.join(PAIRING_DIR);
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&dir)
-        .with_context(|| {
-            format!(
-                "cannot create {} (run `fileagent pair` as root or as the agent's user)",
-                dir.display()
-            )
-        })?;
+    durable::create_dir(&dir, 0o700).with_context(|| {
+        format!(
+            "cannot create {} (run `fileagent pair` as root or as the agent's user)",
+            dir.display()
+        )
+    })?;
     sweep(state_dir);
     loop {
         let code = PairingCode::generate(ca_fingerprint)?;

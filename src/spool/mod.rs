@@ -205,17 +205,12 @@ impl Spool {
     /// Creates the directories if needed and removes leftovers in
     /// `incoming/`; returns the spool and how many leftovers were removed.
     pub fn open(root: &Path, limits: Limits) -> io::Result<(Spool, usize)> {
-        use std::os::unix::fs::DirBuilderExt;
         let incoming = root.join(INCOMING_DIR);
         let ready = root.join(READY_DIR);
         for dir in [&incoming, &ready] {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o750)
-                .create(dir)
-                .map_err(|e| {
-                    io::Error::new(e.kind(), format!("cannot create {}: {e}", dir.display()))
-                })?;
+            crate::durable::create_dir(dir, 0o750).map_err(|e| {
+                io::Error::new(e.kind(), format!("cannot create {}: {e}", dir.display()))
+            })?;
         }
         let mut removed = 0;
         for entry in std::fs::read_dir(&incoming)? {
