@@ -203,6 +203,10 @@ pub struct SendArgs {
     /// Replace a file of the same name with different content.
     #[arg(long)]
     pub overwrite: bool,
+    /// Compress on the wire (zstd; the agent stores the file as it is):
+    /// auto = print files, but not formats compressed already (.bgcode, .gz, ...)
+    #[arg(long, value_enum, default_value_t, value_name = "WHEN")]
+    pub compress: crate::client::Compression,
     /// Print the results as JSON.
     #[arg(long)]
     pub json: bool,

@@ -4,6 +4,7 @@
 //!
 //! Modules, from the wire up:
 //! - [`protocol`]: frames, typed messages, error codes and limits (see `docs/protocol.md`).
+//! - [`codec`]: zstd compression of file bodies on the wire.
 //! - [`tls`]: rustls configurations for both ends (TLS 1.3, mutual auth, ALPN).
 //! - [`pki`]: the agent's CA, server certificate and issued client identities (rcgen).
 //! - [`identity`]: a workstation's identity file; certificate names and fingerprints.
@@ -25,6 +26,7 @@ pub mod cli;
 pub mod client;
 pub mod client_config;
 pub mod clients;
+pub mod codec;
 pub mod commands;
 pub mod config;
 pub mod daemon;

@@ -59,6 +59,10 @@ pub enum Request {
         /// Replace an existing file with different content.
         #[serde(default)]
         overwrite: bool,
+        /// The body compression the client offers; the agent accepts it in
+        /// [`Reply::Continue`]. `size` and `sha256` stay those of the file.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        encoding: Option<Encoding>,
     },
     /// List the spool's files with their forwarding state; answered with
     /// [`Reply::Files`].
@@ -152,8 +156,13 @@ pub struct AgentStatus {
 pub enum Reply {
     /// Answer to [`Request::Ping`].
     Pong,
-    /// The agent accepts the announced body: send it now.
-    Continue,
+    /// The agent accepts the announced body: send it now, compressed with
+    /// `encoding` if it is set (it is only set when the client offered it).
+    Continue {
+        /// The body compression to use, if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        encoding: Option<Encoding>,
+    },
     /// The file is durably in the spool (fsynced and renamed into place).
     Stored {
         /// File name.
@@ -215,6 +224,14 @@ pub enum Reply {
         /// Human-readable explanation with what to do next.
         message: String,
     },
+}
+
+/// A compression of a file body on the wire (see [`crate::codec`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Encoding {
+    /// zstd frames, window at most 1 MiB.
+    Zstd,
 }
 
 /// A client certificate the agent issued (pairing or renewal).
@@ -595,6 +612,7 @@ mod tests {
             size: 300_000,
             sha256: "ab".repeat(32),
             overwrite: false,
+            encoding: None,
         };
         let body: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
         let sent = request.clone();

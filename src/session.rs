@@ -15,8 +15,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+use crate::codec::Decompressor;
 use crate::protocol::{
-    AgentStatus, CHUNK_LEN, Connection, ErrorCode, ProtocolError, Reply, Request,
+    AgentStatus, CHUNK_LEN, Connection, Encoding, ErrorCode, ProtocolError, Reply, Request,
 };
 use crate::spool::{Begin, Spool, SpoolError};
 
@@ -143,7 +144,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 size,
                 sha256,
                 overwrite,
-            } => return self.receive(&name, size, &sha256, overwrite).await,
+                encoding,
+            } => return self.receive(&name, size, &sha256, overwrite, encoding).await,
             Request::Get { name } => return self.send_file(&name).await,
             Request::List => match self.shared.spool.list().await {
                 Ok(files) => Reply::Files {
@@ -230,6 +232,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         size: u64,
         sha256: &str,
         overwrite: bool,
+        encoding: Option<Encoding>,
     ) -> Result<(), SessionError> {
         let started = Instant::now();
         let mut upload = match self.shared.spool.begin(name, size, sha256, overwrite).await {
@@ -243,15 +246,32 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 return self.send(&self.error_reply(&e)).await;
             }
         };
-        self.send(&Reply::Continue).await?;
+        // Every encoding there is, this agent decodes: accept what is offered.
+        self.send(&Reply::Continue { encoding }).await?;
         let idle = self.shared.body_idle_timeout;
         // Read the whole body even after a write error, so the reply is
         // read by a client that is still sending and the stream stays in sync.
         let mut failure: Option<SpoolError> = None;
+        let mut inflate = match encoding {
+            Some(Encoding::Zstd) => match Decompressor::new() {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    failure = Some(SpoolError::io("cannot start a zstd decoder")(e));
+                    None
+                }
+            },
+            None => None,
+        };
+        let mut wire_bytes = 0u64;
         loop {
             match self.conn.read_chunk(idle).await {
                 Ok(Some(chunk)) if failure.is_none() => {
-                    if let Err(e) = upload.write(&chunk).await {
+                    wire_bytes += chunk.len() as u64;
+                    let written = match inflate.as_mut() {
+                        Some(d) => inflate_into(d, &chunk, &mut upload).await,
+                        None => upload.write(&chunk).await,
+                    };
+                    if let Err(e) = written {
                         failure = Some(e);
                     }
                 }
@@ -267,6 +287,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 }
             }
         }
+        if failure.is_none() && inflate.as_ref().is_some_and(|d| !d.is_complete()) {
+            failure = Some(SpoolError::BadEncoding(
+                "the body ends inside a zstd frame".into(),
+            ));
+        }
         let result = match failure {
             Some(e) => Err(e),
             None => upload.finish(overwrite).await,
@@ -276,7 +301,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 let secs = started.elapsed().as_secs_f64();
                 info!(
                     client_cn = %self.client, file_name = %stored.name, bytes = stored.size, sha256 = %stored.sha256,
-                    replaced = stored.replaced, secs, "stored"
+                    replaced = stored.replaced, wire_bytes, encoding = ?encoding, secs, "stored"
                 );
                 self.shared
                     .forward
@@ -332,6 +357,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 }
 
 /// Completes once the agent starts shutting down.
+/// Decompresses one received piece of a body into the upload.
+async fn inflate_into(
+    decoder: &mut Decompressor,
+    compressed: &[u8],
+    upload: &mut crate::spool::Upload,
+) -> Result<(), SpoolError> {
+    decoder.feed(compressed);
+    loop {
+        match decoder.next_piece() {
+            Ok(Some(piece)) => upload.write(piece).await?,
+            Ok(None) => return Ok(()),
+            Err(e) => return Err(SpoolError::BadEncoding(e.to_string())),
+        }
+    }
+}
+
 async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     // An error means the server is gone: that is a shutdown too.
     let _ = shutdown.wait_for(|&stop| stop).await;

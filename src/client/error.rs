@@ -135,7 +135,7 @@ pub(crate) fn unexpected(reply: &Reply) -> ClientError {
     ClientError::Protocol(ProtocolError::Unexpected {
         got: match reply {
             Reply::Pong => "pong",
-            Reply::Continue => "continue",
+            Reply::Continue { .. } => "continue",
             Reply::Stored { .. } => "stored",
             Reply::Files { .. } => "files",
             Reply::Body { .. } => "body",

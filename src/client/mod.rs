@@ -19,10 +19,11 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
+use crate::codec::Compressor;
 use crate::identity::Identity;
 use crate::protocol::{
-    AgentStatus, CHUNK_LEN, Connection, DEFAULT_PORT, ErrorCode, FileEntry, MAX_REPLY_HEADER_LEN,
-    ProtocolError, Reply, Request,
+    AgentStatus, CHUNK_LEN, Connection, DEFAULT_PORT, Encoding, ErrorCode, FileEntry,
+    MAX_REPLY_HEADER_LEN, ProtocolError, Reply, Request,
 };
 use crate::spool::file_digest;
 
@@ -79,6 +80,24 @@ pub struct Sent {
     pub replaced: bool,
     /// Seconds for the whole operation (hashing included).
     pub seconds: f64,
+    /// Bytes of body that crossed the network (compressed or not).
+    pub wire_bytes: u64,
+    /// The body's compression on the wire, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encoding: Option<Encoding>,
+}
+
+/// Whether `send` compresses bodies on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Compression {
+    /// Compress print files except formats that are compressed already
+    /// (`.bgcode`, `.gz`, `.3mf`, ...).
+    #[default]
+    Auto,
+    /// Compress every file.
+    Always,
+    /// Never compress.
+    Never,
 }
 
 /// Result of [`Client::get`].
@@ -167,6 +186,7 @@ pub struct Client {
     endpoint: Endpoint,
     last_used: Instant,
     reconnect_after: Duration,
+    compression: Compression,
 }
 
 impl Client {
@@ -197,6 +217,7 @@ impl Client {
             endpoint,
             last_used: Instant::now(),
             reconnect_after: RECONNECT_AFTER_IDLE,
+            compression: Compression::Auto,
         })
     }
 
@@ -204,6 +225,11 @@ impl Client {
     /// short `header_timeout`).
     pub fn set_reconnect_after(&mut self, idle: Duration) {
         self.reconnect_after = idle;
+    }
+
+    /// Sets when `send_file` offers to compress the body (default: auto).
+    pub fn set_compression(&mut self, compression: Compression) {
+        self.compression = compression;
     }
 
     /// The agent's address as connected.
@@ -280,14 +306,20 @@ impl Client {
             .await
             .map_err(local("cannot read"))?;
 
+        let offer = match self.compression {
+            Compression::Auto => crate::codec::worth_compressing(name),
+            Compression::Always => true,
+            Compression::Never => false,
+        };
         let request = Request::Send {
             name: name.into(),
             size,
             sha256: sha256.clone(),
             overwrite,
+            encoding: offer.then_some(Encoding::Zstd),
         };
-        match self.request(&request).await? {
-            Reply::Continue => {}
+        let encoding = match self.request(&request).await? {
+            Reply::Continue { encoding } => encoding,
             Reply::Stored { .. } => {
                 return Ok(Sent {
                     name: name.into(),
@@ -296,12 +328,20 @@ impl Client {
                     unchanged: true,
                     replaced: false,
                     seconds: started.elapsed().as_secs_f64(),
+                    wire_bytes: 0,
+                    encoding: None,
                 });
             }
             other => return Err(unexpected(&other)),
-        }
+        };
+        let mut deflate = match encoding {
+            Some(Encoding::Zstd) => Some(Compressor::new().map_err(local("cannot compress"))?),
+            None => None,
+        };
         observer.phase(Phase::Sending, size);
         let mut buf = vec![0u8; CHUNK_LEN];
+        let mut wire = Vec::with_capacity(2 * CHUNK_LEN);
+        let mut wire_bytes = 0u64;
         let mut sent = 0u64;
         // Send exactly the announced size; if the file changed meanwhile the
         // agent's digest check refuses it.
@@ -314,9 +354,28 @@ impl Client {
             if n == 0 {
                 break;
             }
-            self.timed(|conn| conn.write_chunk(&buf[..n])).await?;
+            match deflate.as_mut() {
+                Some(c) => {
+                    c.compress(&buf[..n], &mut wire)
+                        .map_err(local("cannot compress"))?;
+                    if wire.len() >= CHUNK_LEN {
+                        self.timed(|conn| conn.write_chunk(&wire)).await?;
+                        wire_bytes += wire.len() as u64;
+                        wire.clear();
+                    }
+                }
+                None => {
+                    self.timed(|conn| conn.write_chunk(&buf[..n])).await?;
+                    wire_bytes += n as u64;
+                }
+            }
             sent += n as u64;
             observer.progress(sent);
+        }
+        if let Some(c) = deflate.as_mut() {
+            c.finish(&mut wire).map_err(local("cannot compress"))?;
+            self.timed(|conn| conn.write_chunk(&wire)).await?;
+            wire_bytes += wire.len() as u64;
         }
         self.timed(|conn| conn.write_end()).await?;
         match self.reply().await {
@@ -332,6 +391,8 @@ impl Client {
                 unchanged,
                 replaced,
                 seconds: started.elapsed().as_secs_f64(),
+                wire_bytes,
+                encoding,
             }),
             Ok(Reply::Stored { sha256: other, .. }) => Err(ClientError::Integrity(format!(
                 "the agent stored SHA-256 {other} but this file is {sha256}"

@@ -218,6 +218,7 @@ fn file_name(path: &Path) -> Result<String> {
 async fn send(args: SendArgs) -> Result<()> {
     let files = expand(&args)?;
     let mut client = connect(&args.target).await?;
+    client.set_compression(args.compress);
     let interactive = std::io::stderr().is_terminal() && !args.json;
     let mut results: Vec<Sent> = Vec::new();
     let mut first_error: Option<anyhow::Error> = None;
@@ -272,8 +273,16 @@ fn summary(sent: &Sent) -> String {
         (_, true) => "replaced",
         _ => "sent",
     };
+    let wire = match sent.encoding {
+        Some(_) if sent.wire_bytes > 0 => format!(
+            "  zstd {:.1}x ({} on the wire)",
+            sent.size as f64 / sent.wire_bytes as f64,
+            ByteSize(sent.wire_bytes).display().iec()
+        ),
+        _ => String::new(),
+    };
     format!(
-        "{what} {}  {}  {:.2}s  {rate:.1} MB/s  sha256 {}",
+        "{what} {}  {}  {:.2}s  {rate:.1} MB/s{wire}  sha256 {}",
         sent.name,
         ByteSize(sent.size).display().iec(),
         sent.seconds,

@@ -33,6 +33,10 @@ pub const TEMP_SUFFIXES: [&str; 3] = [".part", ".tmp", "~"];
 /// Why a spool operation failed; [`SpoolError::code`] maps it onto the wire.
 #[derive(Debug, thiserror::Error)]
 pub enum SpoolError {
+    /// A compressed body could not be decompressed (malformed, a window
+    /// over the limit, or cut off mid-frame); nothing is stored.
+    #[error("the compressed body is not valid zstd: {0}; nothing was stored, send it again")]
+    BadEncoding(String),
     /// The name is not a plain, safe file name.
     #[error("invalid file name {name:?}: {reason}")]
     BadName {
@@ -116,6 +120,7 @@ impl SpoolError {
             SpoolError::SizeMismatch { .. } => ErrorCode::SizeMismatch,
             SpoolError::DigestMismatch { .. } => ErrorCode::DigestMismatch,
             SpoolError::Io { .. } => ErrorCode::Internal,
+            SpoolError::BadEncoding(_) => ErrorCode::BadRequest,
         }
     }
 

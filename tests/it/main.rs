@@ -3,6 +3,7 @@
 //!
 //! - `support`: starting agents, issuing identities, raw TLS connections.
 //! - `transfer`: every operation, conflicts, 16 concurrent senders.
+//! - `compression`: zstd bodies on the wire, hostile compressed bodies.
 //! - `hostile`: TLS refusals (no cert, foreign CA, expired, TLS 1.2, ALPN,
 //!   garbage), oversized headers and files, bad bodies, names, timeouts.
 //! - `shutdown`: graceful shutdown with running and stalled uploads.
@@ -14,6 +15,7 @@
 //! - `fake_octoprint`: faults a real OctoPrint cannot produce on demand (5xx, resets).
 
 mod cli;
+mod compression;
 mod fake_octoprint;
 mod forward;
 mod hostile;

@@ -235,6 +235,7 @@ pub async fn announce(conn: &mut Raw, name: &str, size: u64, sha256: &str) -> Re
         size,
         sha256: sha256.into(),
         overwrite: false,
+        encoding: None,
     };
     conn.write_message(&request).await.unwrap();
     reply(conn).await
@@ -243,7 +244,10 @@ pub async fn announce(conn: &mut Raw, name: &str, size: u64, sha256: &str) -> Re
 /// Announces a file of `size` bytes, expects `continue` and sends `part`
 /// of its body (flushed, no end frame).
 pub async fn start_body(conn: &mut Raw, name: &str, size: u64, sha256: &str, part: &[u8]) {
-    assert_eq!(announce(conn, name, size, sha256).await, Reply::Continue);
+    assert_eq!(
+        announce(conn, name, size, sha256).await,
+        Reply::Continue { encoding: None }
+    );
     conn.write_chunk(part).await.unwrap();
     conn.flush().await.unwrap();
 }
