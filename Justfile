@@ -64,6 +64,10 @@ e2e-deb:
 bench file="":
     benches/send-1gib.sh {{file}}
 
+# Plain vs zstd over loopback shaped to RATE in a private network namespace (root).
+bench-link file="../shared/data/gcode/plate-large.gcode" rate="20mbit":
+    benches/compressed-link.sh {{file}} {{rate}}
+
 # Forwarding figures against a real OctoPrint: send -> Printing, RSS while forwarding ~200 MiB.
 bench-forward plate="../shared/data/gcode/plate-large.gcode" repeat="9":
     benches/forward.sh {{plate}} {{repeat}}
