@@ -40,6 +40,8 @@ pub const DEFAULT_MIN_FREE_SPACE: ByteSize = ByteSize::mib(256);
 pub const DEFAULT_CLIENT_CERT_LIFETIME: Duration = Duration::from_secs(365 * 24 * 3600);
 /// Default time a file from another tool must stay unchanged before it is forwarded.
 pub const DEFAULT_SETTLE_TIME: Duration = Duration::from_secs(2);
+/// Default for how long an interrupted upload is kept for resuming.
+pub const DEFAULT_KEEP_PARTIAL_UPLOADS: Duration = Duration::from_secs(24 * 3600);
 /// Default time forwarded files are kept in `done/`.
 pub const DEFAULT_KEEP_DONE: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Default interval of the safety-net rescan of `ready/`.
@@ -96,6 +98,10 @@ pub struct Config {
     /// Time a file written into `ready/` by another tool must stay unchanged.
     #[serde(with = "humantime_serde")]
     pub settle_time: Duration,
+    /// How long the body of an interrupted upload stays in `incoming/` so
+    /// that sending the same file again resumes where it stopped.
+    #[serde(with = "humantime_serde")]
+    pub keep_partial_uploads: Duration,
     /// Extensions (without dot, any case) of files forwarded to OctoPrint.
     pub print_extensions: Vec<String>,
     /// Time forwarded files are kept in `done/` (and failed ones in `failed/`).
@@ -187,6 +193,7 @@ impl Default for Config {
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             client_cert_lifetime: DEFAULT_CLIENT_CERT_LIFETIME,
             settle_time: DEFAULT_SETTLE_TIME,
+            keep_partial_uploads: DEFAULT_KEEP_PARTIAL_UPLOADS,
             print_extensions: DEFAULT_PRINT_EXTENSIONS.map(String::from).to_vec(),
             keep_done: DEFAULT_KEEP_DONE,
             rescan_interval: DEFAULT_RESCAN_INTERVAL,

@@ -111,6 +111,7 @@ fn limits(config: &Config) -> Limits {
     Limits {
         max_file_size: config.max_file_size.as_u64(),
         min_free_space: config.min_free_space.as_u64(),
+        keep_partial: config.keep_partial_uploads,
     }
 }
 

@@ -63,6 +63,10 @@ pub enum Request {
         /// [`Reply::Continue`]. `size` and `sha256` stay those of the file.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         encoding: Option<Encoding>,
+        /// The client can continue an interrupted upload of this file from
+        /// the offset [`Reply::Continue`] gives.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        resume: bool,
     },
     /// List the spool's files with their forwarding state; answered with
     /// [`Reply::Files`].
@@ -162,6 +166,11 @@ pub enum Reply {
         /// The body compression to use, if any.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         encoding: Option<Encoding>,
+        /// Bytes of the file the agent already holds from an interrupted
+        /// upload (only when the client offered `resume`): the body is the
+        /// file from this offset on, `size - offset` bytes before compression.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        offset: u64,
     },
     /// The file is durably in the spool (fsynced and renamed into place).
     Stored {
@@ -224,6 +233,10 @@ pub enum Reply {
         /// Human-readable explanation with what to do next.
         message: String,
     },
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// A compression of a file body on the wire (see [`crate::codec`]).
@@ -613,6 +626,7 @@ mod tests {
             sha256: "ab".repeat(32),
             overwrite: false,
             encoding: None,
+            resume: false,
         };
         let body: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
         let sent = request.clone();

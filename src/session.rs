@@ -145,7 +145,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 sha256,
                 overwrite,
                 encoding,
-            } => return self.receive(&name, size, &sha256, overwrite, encoding).await,
+                resume,
+            } => {
+                return self
+                    .receive(&name, size, &sha256, overwrite, encoding, resume)
+                    .await;
+            }
             Request::Get { name } => return self.send_file(&name).await,
             Request::List => match self.shared.spool.list().await {
                 Ok(files) => Reply::Files {
@@ -233,9 +238,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         sha256: &str,
         overwrite: bool,
         encoding: Option<Encoding>,
+        resume: bool,
     ) -> Result<(), SessionError> {
         let started = Instant::now();
-        let mut upload = match self.shared.spool.begin(name, size, sha256, overwrite).await {
+        let mut upload = match self
+            .shared
+            .spool
+            .begin(name, size, sha256, overwrite, resume)
+            .await
+        {
             Ok(Begin::Receive(upload)) => upload,
             Ok(Begin::Unchanged(stored)) => {
                 info!(client_cn = %self.client, file_name = %name, bytes = size, sha256 = %stored.sha256, "unchanged, already stored");
@@ -247,7 +258,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
         };
         // Every encoding there is, this agent decodes: accept what is offered.
-        self.send(&Reply::Continue { encoding }).await?;
+        let offset = upload.resumed_from();
+        if offset > 0 {
+            info!(client_cn = %self.client, file_name = %name, bytes = size, offset, "resuming an interrupted upload");
+        }
+        self.send(&Reply::Continue { encoding, offset }).await?;
         let idle = self.shared.body_idle_timeout;
         // Read the whole body even after a write error, so the reply is
         // read by a client that is still sending and the stream stays in sync.

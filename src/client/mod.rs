@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use rustls_pki_types::ServerName;
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
@@ -85,6 +85,20 @@ pub struct Sent {
     /// The body's compression on the wire, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub encoding: Option<Encoding>,
+    /// Bytes an interrupted earlier upload had delivered, which were not
+    /// sent again.
+    pub resumed_from: u64,
+}
+
+/// Maps a local I/O error on `path` to [`ClientError::Local`].
+type LocalError = Box<dyn FnOnce(io::Error) -> ClientError + Send>;
+
+fn local_error(path: &Path) -> impl Fn(&'static str) -> LocalError + use<> {
+    let path = path.to_path_buf();
+    move |what| {
+        let path = path.clone();
+        Box::new(move |source| ClientError::Local { what, path, source })
+    }
 }
 
 /// Whether `send` compresses bodies on the wire.
@@ -187,6 +201,12 @@ pub struct Client {
     last_used: Instant,
     reconnect_after: Duration,
     compression: Compression,
+    /// Path, size and mtime of the last file hashed, and its digest: a
+    /// retried send does not hash again.
+    digest_cache: Option<(
+        (std::path::PathBuf, u64, Option<std::time::SystemTime>),
+        String,
+    )>,
 }
 
 impl Client {
@@ -218,6 +238,7 @@ impl Client {
             last_used: Instant::now(),
             reconnect_after: RECONNECT_AFTER_IDLE,
             compression: Compression::Auto,
+            digest_cache: None,
         })
     }
 
@@ -290,22 +311,74 @@ impl Client {
         observer: &mut (dyn Observer + Send),
     ) -> Result<Sent, ClientError> {
         let started = Instant::now();
-        let local = |what| {
-            move |source| ClientError::Local {
-                what,
-                path: path.to_path_buf(),
-                source,
-            }
-        };
-        let mut file = tokio::fs::File::open(path)
-            .await
-            .map_err(local("cannot open"))?;
-        let size = file.metadata().await.map_err(local("cannot read"))?.len();
-        observer.phase(Phase::Hashing, size);
-        let sha256 = hash_file(path, size, observer)
+        let local = local_error(path);
+        let meta = tokio::fs::metadata(path)
             .await
             .map_err(local("cannot read"))?;
+        let size = meta.len();
+        let stamp = (path.to_path_buf(), size, meta.modified().ok());
+        let sha256 = match &self.digest_cache {
+            Some((cached, digest)) if *cached == stamp => digest.clone(),
+            _ => {
+                observer.phase(Phase::Hashing, size);
+                let digest = hash_file(path, size, observer)
+                    .await
+                    .map_err(local("cannot read"))?;
+                self.digest_cache = Some((stamp, digest.clone()));
+                digest
+            }
+        };
+        let mut resumed_from = 0;
+        let first = self
+            .transfer(
+                path,
+                name,
+                size,
+                &sha256,
+                overwrite,
+                observer,
+                &mut resumed_from,
+            )
+            .await;
+        let result = match first {
+            // The part the agent kept was damaged; it dropped it: once more, whole.
+            Err(ClientError::Refused {
+                code: ErrorCode::DigestMismatch,
+                ..
+            }) if resumed_from > 0 && !hash_changed(path, &sha256).await => {
+                self.transfer(
+                    path,
+                    name,
+                    size,
+                    &sha256,
+                    overwrite,
+                    observer,
+                    &mut resumed_from,
+                )
+                .await
+            }
+            other => other,
+        };
+        result.map(|mut sent| {
+            sent.seconds = started.elapsed().as_secs_f64();
+            sent
+        })
+    }
 
+    /// One `send` of a hashed file: the request, the body from the offset
+    /// the agent gives (compressed if agreed), and the verdict.
+    #[allow(clippy::too_many_arguments)]
+    async fn transfer(
+        &mut self,
+        path: &Path,
+        name: &str,
+        size: u64,
+        sha256: &str,
+        overwrite: bool,
+        observer: &mut (dyn Observer + Send),
+        resumed_from: &mut u64,
+    ) -> Result<Sent, ClientError> {
+        let local = local_error(path);
         let offer = match self.compression {
             Compression::Auto => crate::codec::worth_compressing(name),
             Compression::Always => true,
@@ -314,35 +387,49 @@ impl Client {
         let request = Request::Send {
             name: name.into(),
             size,
-            sha256: sha256.clone(),
+            sha256: sha256.into(),
             overwrite,
             encoding: offer.then_some(Encoding::Zstd),
+            resume: true,
         };
-        let encoding = match self.request(&request).await? {
-            Reply::Continue { encoding } => encoding,
-            Reply::Stored { .. } => {
-                return Ok(Sent {
-                    name: name.into(),
-                    size,
-                    sha256,
-                    unchanged: true,
-                    replaced: false,
-                    seconds: started.elapsed().as_secs_f64(),
-                    wire_bytes: 0,
-                    encoding: None,
-                });
+        let sent_as = |unchanged, replaced, wire_bytes, encoding, resumed_from| Sent {
+            name: name.into(),
+            size,
+            sha256: sha256.into(),
+            unchanged,
+            replaced,
+            seconds: 0.0,
+            wire_bytes,
+            encoding,
+            resumed_from,
+        };
+        let (encoding, offset) = match self.request(&request).await? {
+            Reply::Continue { encoding, offset } if offset <= size => (encoding, offset),
+            Reply::Continue { offset, .. } => {
+                return Err(ClientError::Integrity(format!(
+                    "the agent offered to resume at byte {offset} of a {size}-byte file"
+                )));
             }
+            Reply::Stored { .. } => return Ok(sent_as(true, false, 0, None, 0)),
             other => return Err(unexpected(&other)),
         };
+        *resumed_from = offset;
+        let mut file = tokio::fs::File::open(path)
+            .await
+            .map_err(local("cannot open"))?;
+        file.seek(io::SeekFrom::Start(offset))
+            .await
+            .map_err(local("cannot read"))?;
         let mut deflate = match encoding {
             Some(Encoding::Zstd) => Some(Compressor::new().map_err(local("cannot compress"))?),
             None => None,
         };
         observer.phase(Phase::Sending, size);
+        observer.progress(offset);
         let mut buf = vec![0u8; CHUNK_LEN];
         let mut wire = Vec::with_capacity(2 * CHUNK_LEN);
         let mut wire_bytes = 0u64;
-        let mut sent = 0u64;
+        let mut sent = offset;
         // Send exactly the announced size; if the file changed meanwhile the
         // agent's digest check refuses it.
         while sent < size {
@@ -384,16 +471,9 @@ impl Client {
                 unchanged,
                 replaced,
                 ..
-            }) if confirmed == sha256 => Ok(Sent {
-                name: name.into(),
-                size,
-                sha256,
-                unchanged,
-                replaced,
-                seconds: started.elapsed().as_secs_f64(),
-                wire_bytes,
-                encoding,
-            }),
+            }) if confirmed == sha256 => {
+                Ok(sent_as(unchanged, replaced, wire_bytes, encoding, offset))
+            }
             Ok(Reply::Stored { sha256: other, .. }) => Err(ClientError::Integrity(format!(
                 "the agent stored SHA-256 {other} but this file is {sha256}"
             ))),
@@ -401,7 +481,7 @@ impl Client {
             Err(ClientError::Refused {
                 code: ErrorCode::SizeMismatch | ErrorCode::DigestMismatch,
                 message,
-            }) if sent != size || hash_changed(path, &sha256).await => Err(ClientError::Local {
+            }) if sent != size || hash_changed(path, sha256).await => Err(ClientError::Local {
                 what: "file changed while it was being sent:",
                 path: path.to_path_buf(),
                 source: io::Error::other(message),

@@ -16,8 +16,10 @@ use std::time::UNIX_EPOCH;
 
 use crate::protocol::{ErrorCode, FileEntry};
 
+mod partial;
 mod upload;
 
+pub use partial::PARTIAL_SUFFIX;
 use upload::{Reservation, existing_digest, sync_dir};
 pub use upload::{Upload, file_digest};
 
@@ -170,6 +172,8 @@ pub struct Limits {
     pub max_file_size: u64,
     /// Space that must stay free.
     pub min_free_space: u64,
+    /// How long an interrupted upload is kept for resuming (zero: never).
+    pub keep_partial: std::time::Duration,
 }
 
 /// What [`Spool::begin`] decided.
@@ -204,6 +208,8 @@ pub struct Spool {
     limits: Limits,
     /// Bytes promised to uploads in flight and not yet written.
     reserved: Arc<AtomicU64>,
+    /// Partial files being written now.
+    busy: Arc<partial::Busy>,
 }
 
 impl Spool {
@@ -217,21 +223,14 @@ impl Spool {
                 io::Error::new(e.kind(), format!("cannot create {}: {e}", dir.display()))
             })?;
         }
-        let mut removed = 0;
-        for entry in std::fs::read_dir(&incoming)? {
-            let path = entry?.path();
-            if path.is_dir() {
-                std::fs::remove_dir_all(&path)?;
-            } else {
-                std::fs::remove_file(&path)?;
-            }
-            removed += 1;
-        }
+        let busy = Arc::new(partial::Busy::default());
+        let removed = partial::sweep(&incoming, limits.keep_partial, &busy, true)?;
         let spool = Spool {
             incoming,
             ready,
             limits,
             reserved: Arc::new(AtomicU64::new(0)),
+            busy,
         };
         Ok((spool, removed))
     }
@@ -244,6 +243,7 @@ impl Spool {
             ready: self.ready.clone(),
             limits,
             reserved: self.reserved.clone(),
+            busy: self.busy.clone(),
         }
     }
 
@@ -253,14 +253,17 @@ impl Spool {
     }
 
     /// Checks name, limits, free space and conflicts for an announced file,
-    /// and opens a temp file for its body unless the identical file is
-    /// already in place.
+    /// and opens a file for its body unless the identical file is already in
+    /// place: with `resume`, the partial file kept for this digest and size
+    /// (continuing after what it holds, see [`Upload::resumed_from`]), else
+    /// a temp file.
     pub async fn begin(
         &self,
         name: &str,
         size: u64,
         sha256: &str,
         overwrite: bool,
+        resume: bool,
     ) -> Result<Begin, SpoolError> {
         validate_name(name)?;
         if size > self.limits.max_file_size {
@@ -284,6 +287,36 @@ impl Spool {
         if !overwrite && tokio::fs::try_exists(&dest).await.unwrap_or(false) {
             return Err(SpoolError::Exists { name: name.into() });
         }
+        let resumable = resume && !self.limits.keep_partial.is_zero();
+        if let Some(partial) = resumable
+            .then(|| partial::partial_name(sha256, size))
+            .flatten()
+            && let Some(claim) = self.busy.claim(&partial)
+        {
+            // Expired partial files go first, so this one is fresh or new.
+            let (incoming, keep, busy) = (
+                self.incoming.clone(),
+                self.limits.keep_partial,
+                self.busy.clone(),
+            );
+            let _ =
+                tokio::task::spawn_blocking(move || partial::sweep(&incoming, keep, &busy, false))
+                    .await;
+            let path = self.incoming.join(&partial);
+            let (file, offset, hasher) = upload::open_partial(path.clone(), size).await?;
+            let reservation = self.reserve(size - offset)?;
+            return Ok(Begin::Receive(Box::new(Upload::new(
+                name,
+                dest,
+                size,
+                sha256,
+                file,
+                upload::Target::Partial { path, claim },
+                reservation,
+                offset,
+                hasher,
+            ))));
+        }
         let reservation = self.reserve(size)?;
         let incoming = self.incoming.clone();
         let (file, path) = tokio::task::spawn_blocking(move || {
@@ -302,8 +335,10 @@ impl Spool {
             size,
             sha256,
             tokio::fs::File::from_std(file),
-            path,
+            upload::Target::Temp(path),
             reservation,
+            0,
+            sha2::Sha256::default(),
         ))))
     }
 
@@ -395,7 +430,13 @@ impl Spool {
 
     /// Number of bodies being received (temp files in `incoming/`).
     pub fn incoming_count(&self) -> u64 {
-        std::fs::read_dir(&self.incoming).map_or(0, |d| d.count() as u64)
+        // Temp files are uploads running now; partial files only while written.
+        let temp = std::fs::read_dir(&self.incoming).map_or(0, |d| {
+            d.filter_map(Result::ok)
+                .filter(|e| !e.file_name().to_string_lossy().ends_with(PARTIAL_SUFFIX))
+                .count() as u64
+        });
+        temp + self.busy.len() as u64
     }
 
     /// Bytes free for the agent on the spool's file system.
@@ -428,6 +469,7 @@ mod tests {
     const LIMITS: Limits = Limits {
         max_file_size: 1 << 20,
         min_free_space: 0,
+        keep_partial: std::time::Duration::from_secs(3600),
     };
 
     fn digest(data: &[u8]) -> String {
@@ -441,7 +483,7 @@ mod tests {
         overwrite: bool,
     ) -> Result<Stored, SpoolError> {
         match spool
-            .begin(name, data.len() as u64, &digest(data), overwrite)
+            .begin(name, data.len() as u64, &digest(data), overwrite, false)
             .await?
         {
             Begin::Unchanged(stored) => Ok(stored),
@@ -455,7 +497,7 @@ mod tests {
     /// Begins an upload that must be received (not already stored).
     async fn receiving(spool: &Spool, name: &str, size: u64, content: &[u8]) -> Box<Upload> {
         match spool
-            .begin(name, size, &digest(content), false)
+            .begin(name, size, &digest(content), false, false)
             .await
             .unwrap()
         {
@@ -566,16 +608,20 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let (spool, _) = Spool::open(tmp.path(), LIMITS).unwrap();
         let err = spool
-            .begin("big.gcode", (1 << 20) + 1, "00", false)
+            .begin("big.gcode", (1 << 20) + 1, "00", false, false)
             .await
             .unwrap_err();
         assert_eq!(err.code(), ErrorCode::TooLarge);
         let hungry = Limits {
             max_file_size: u64::MAX,
             min_free_space: u64::MAX / 2,
+            ..LIMITS
         };
         let (spool, _) = Spool::open(tmp.path(), hungry).unwrap();
-        let err = spool.begin("a.gcode", 1, "00", false).await.unwrap_err();
+        let err = spool
+            .begin("a.gcode", 1, "00", false, false)
+            .await
+            .unwrap_err();
         assert_eq!(err.code(), ErrorCode::NoSpace, "{err}");
         assert_eq!(entries(&tmp.path().join(INCOMING_DIR)), 0);
     }

@@ -1,6 +1,7 @@
-//! One upload in progress: the temp file in `incoming/`, its running
-//! SHA-256, its share of the space reservation, and the verified, durable
-//! commit into `ready/`. Dropping an [`Upload`] removes its temp file.
+//! One upload in progress: its file in `incoming/` (a temp file, or a
+//! partial file kept for resuming), its running SHA-256, its share of the
+//! space reservation, and the verified, durable commit into `ready/`.
+//! Dropping an [`Upload`] removes a temp file and keeps a partial one.
 
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
@@ -46,8 +47,22 @@ impl Drop for Reservation {
     }
 }
 
-/// A body being received into a temp file in `incoming/`. Dropping it
-/// without [`finish`](Upload::finish) removes the temp file.
+/// Where an upload's body goes in `incoming/`.
+#[derive(Debug)]
+pub(super) enum Target {
+    /// A temp file, removed when the upload is dropped.
+    Temp(TempPath),
+    /// A partial file kept for resuming, claimed by this upload.
+    Partial {
+        /// Its path.
+        path: PathBuf,
+        /// The claim, released when the upload ends.
+        claim: super::partial::Claim,
+    },
+}
+
+/// A body being received into `incoming/`. Dropping it without
+/// [`finish`](Upload::finish) removes a temp file and keeps a partial one.
 #[derive(Debug)]
 pub struct Upload {
     name: String,
@@ -55,9 +70,10 @@ pub struct Upload {
     declared_size: u64,
     declared_sha256: String,
     file: tokio::fs::File,
-    path: TempPath,
+    target: Target,
     hasher: Sha256,
     written: u64,
+    resumed_from: u64,
     reservation: Reservation,
 }
 
@@ -68,8 +84,10 @@ impl Upload {
         declared_size: u64,
         declared_sha256: &str,
         file: tokio::fs::File,
-        path: TempPath,
+        target: Target,
         reservation: Reservation,
+        offset: u64,
+        hasher: Sha256,
     ) -> Upload {
         Upload {
             name: name.into(),
@@ -77,10 +95,25 @@ impl Upload {
             declared_size,
             declared_sha256: declared_sha256.to_ascii_lowercase(),
             file,
-            path,
-            hasher: Sha256::new(),
-            written: 0,
+            target,
+            hasher,
+            written: offset,
+            resumed_from: offset,
             reservation,
+        }
+    }
+
+    /// Bytes an earlier, interrupted upload of this file had delivered:
+    /// the client sends the body from there on.
+    pub fn resumed_from(&self) -> u64 {
+        self.resumed_from
+    }
+
+    /// Removes a partial file that cannot become the file (the upload ended
+    /// with a wrong size or digest); a temp file goes when dropped anyway.
+    async fn discard(&mut self) {
+        if let Target::Partial { path, .. } = &self.target {
+            let _ = tokio::fs::remove_file(path).await;
         }
     }
 
@@ -113,6 +146,7 @@ impl Upload {
     /// different file only with `overwrite`) and fsyncs the directory.
     pub async fn finish(mut self, overwrite: bool) -> Result<Stored, SpoolError> {
         if self.written != self.declared_size {
+            self.discard().await;
             return Err(SpoolError::SizeMismatch {
                 declared: self.declared_size,
                 got: self.written,
@@ -121,6 +155,9 @@ impl Upload {
         }
         let computed = hex::encode(self.hasher.finalize_reset());
         if computed != self.declared_sha256 {
+            // A resumed body that does not add up: the kept part was damaged
+            // (say by a power cut). It goes, so the next try starts afresh.
+            self.discard().await;
             return Err(SpoolError::DigestMismatch {
                 declared: self.declared_sha256,
                 computed,
@@ -135,7 +172,7 @@ impl Upload {
             .await
             .map_err(SpoolError::io("cannot fsync the upload"))?;
         let Upload {
-            name, dest, path, ..
+            name, dest, target, ..
         } = self;
         let stored = |unchanged, replaced| Stored {
             name: name.clone(),
@@ -144,21 +181,10 @@ impl Upload {
             unchanged,
             replaced,
         };
-        let target = dest.clone();
-        let outcome = tokio::task::spawn_blocking(move || {
-            if overwrite {
-                let replaced = target.exists();
-                path.persist(&target)
-                    .map(|()| replaced)
-                    .map_err(|e| e.error)
-            } else {
-                path.persist_noclobber(&target)
-                    .map(|()| false)
-                    .map_err(|e| e.error)
-            }
-        })
-        .await
-        .map_err(|e| SpoolError::io("renaming into ready/")(io::Error::other(e)))?;
+        let destination = dest.clone();
+        let outcome = tokio::task::spawn_blocking(move || persist(target, &destination, overwrite))
+            .await
+            .map_err(|e| SpoolError::io("renaming into ready/")(io::Error::other(e)))?;
         match outcome {
             Ok(replaced) => {
                 sync_dir(dest.parent().unwrap_or(Path::new(".")).to_path_buf()).await?;
@@ -175,6 +201,79 @@ impl Upload {
             Err(e) => Err(SpoolError::io("cannot rename into ready/")(e)),
         }
     }
+}
+
+/// Renames the body into `target`; without `overwrite` never replaces a
+/// file (`AlreadyExists`). Returns whether a file was replaced. A partial
+/// file that could not be renamed is removed.
+fn persist(body: Target, target: &Path, overwrite: bool) -> io::Result<bool> {
+    match body {
+        Target::Temp(path) if overwrite => {
+            let replaced = target.exists();
+            path.persist(target).map(|()| replaced).map_err(|e| e.error)
+        }
+        Target::Temp(path) => path
+            .persist_noclobber(target)
+            .map(|()| false)
+            .map_err(|e| e.error),
+        Target::Partial { path, claim } => {
+            let replaced = overwrite && target.exists();
+            let flags = if overwrite {
+                rustix::fs::RenameFlags::empty()
+            } else {
+                rustix::fs::RenameFlags::NOREPLACE
+            };
+            let renamed =
+                rustix::fs::renameat_with(rustix::fs::CWD, &path, rustix::fs::CWD, target, flags)
+                    .map_err(io::Error::from);
+            if renamed.is_err() {
+                let _ = std::fs::remove_file(&path);
+            }
+            drop(claim);
+            renamed.map(|()| replaced)
+        }
+    }
+}
+
+/// Opens (or creates) the partial file at `path` for a body of `size`:
+/// returns it positioned at its end, how many bytes it holds, and the
+/// SHA-256 state over them. A partial file longer than `size` is emptied.
+pub(super) async fn open_partial(
+    path: PathBuf,
+    size: u64,
+) -> Result<(tokio::fs::File, u64, Sha256), SpoolError> {
+    tokio::task::spawn_blocking(move || -> io::Result<_> {
+        use std::io::Seek;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut file = std::fs::File::options()
+            .mode(0o600)
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)?;
+        let mut held = file.metadata()?.len();
+        if held > size {
+            file.set_len(0)?;
+            held = 0;
+        }
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; HASH_BUF_LEN];
+        let mut left = held;
+        while left > 0 {
+            let want = left.min(buf.len() as u64) as usize;
+            file.read_exact(&mut buf[..want])?;
+            hasher.update(&buf[..want]);
+            left -= want as u64;
+        }
+        file.seek(io::SeekFrom::Start(held))?;
+        Ok((tokio::fs::File::from_std(file), held, hasher))
+    })
+    .await
+    .map_err(|e| SpoolError::io("opening a partial upload")(io::Error::other(e)))?
+    .map_err(SpoolError::io(
+        "cannot open the partial upload in incoming/",
+    ))
 }
 
 /// SHA-256 of the file at `path` if it exists (and has `size`, when given).

@@ -68,12 +68,14 @@ async fn send_compressed(agent: &Agent, name: &str, size: u64, digest: &str, bod
         sha256: digest.into(),
         overwrite: false,
         encoding: Some(Encoding::Zstd),
+        resume: false,
     };
     conn.write_message(&request).await.unwrap();
     assert_eq!(
         reply(&mut conn).await,
         Reply::Continue {
-            encoding: Some(Encoding::Zstd)
+            encoding: Some(Encoding::Zstd),
+            offset: 0
         }
     );
     conn.write_chunk(body).await.unwrap();

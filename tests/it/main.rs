@@ -6,6 +6,7 @@
 //! - `compression`: zstd bodies on the wire, hostile compressed bodies.
 //! - `hostile`: TLS refusals (no cert, foreign CA, expired, TLS 1.2, ALPN,
 //!   garbage), oversized headers and files, bad bodies, names, timeouts.
+//! - `resume`: interrupted sends resumed, damaged partial bodies dropped.
 //! - `shutdown`: graceful shutdown with running and stalled uploads.
 //! - `cli`: the `fileagent` binary, its output, config and exit codes.
 //! - `service`: the binary as systemd sees it: notify messages and SIGHUP reloads.
@@ -21,6 +22,7 @@ mod forward;
 mod hostile;
 mod octoprint;
 mod pairing;
+mod resume;
 mod service;
 mod shutdown;
 mod support;

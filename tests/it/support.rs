@@ -236,6 +236,7 @@ pub async fn announce(conn: &mut Raw, name: &str, size: u64, sha256: &str) -> Re
         sha256: sha256.into(),
         overwrite: false,
         encoding: None,
+        resume: false,
     };
     conn.write_message(&request).await.unwrap();
     reply(conn).await
@@ -246,7 +247,10 @@ pub async fn announce(conn: &mut Raw, name: &str, size: u64, sha256: &str) -> Re
 pub async fn start_body(conn: &mut Raw, name: &str, size: u64, sha256: &str, part: &[u8]) {
     assert_eq!(
         announce(conn, name, size, sha256).await,
-        Reply::Continue { encoding: None }
+        Reply::Continue {
+            encoding: None,
+            offset: 0
+        }
     );
     conn.write_chunk(part).await.unwrap();
     conn.flush().await.unwrap();

@@ -1,0 +1,144 @@
+//! Resuming interrupted sends: the agent keeps the partial body under the
+//! file's digest and size, the client sends only the rest, the whole-file
+//! SHA-256 is still checked; a damaged partial body is dropped and the file
+//! sent whole; with resuming off nothing is kept.
+
+use std::time::Duration;
+
+use fileagent::client::Compression;
+use fileagent::protocol::{Reply, Request};
+
+use crate::support::{Agent, GUARD, data, poll, reply, sha256};
+
+/// Starts a resumable send of `content` on a raw connection, delivers the
+/// first `part` bytes and drops the connection; returns once the agent
+/// holds them and has let go of the partial file.
+async fn interrupt(agent: &Agent, name: &str, content: &[u8], part: usize) {
+    let mut conn = agent.raw("flaky-wifi").await;
+    let request = Request::Send {
+        name: name.into(),
+        size: content.len() as u64,
+        sha256: sha256(content),
+        overwrite: false,
+        encoding: None,
+        resume: true,
+    };
+    conn.write_message(&request).await.unwrap();
+    assert!(matches!(
+        reply(&mut conn).await,
+        Reply::Continue { offset: 0, .. }
+    ));
+    conn.write_chunk(&content[..part]).await.unwrap();
+    conn.flush().await.unwrap();
+    drop(conn);
+    let partial = agent.config.spool_dir.join("incoming").join(format!(
+        "{}-{}.partial",
+        sha256(content),
+        content.len()
+    ));
+    let mut client = agent.client("observer").await;
+    let settled = poll(GUARD, Duration::from_millis(20), async || {
+        let held = std::fs::metadata(&partial).map_or(0, |m| m.len());
+        let receiving = client.status().await.unwrap().incoming;
+        (held == part as u64 && receiving == 0).then_some(())
+    })
+    .await;
+    assert!(
+        settled.is_some(),
+        "the agent did not keep {part} bytes in {}",
+        partial.display()
+    );
+}
+
+#[tokio::test]
+async fn an_interrupted_send_resumes_where_it_stopped() {
+    let agent = Agent::start().await;
+    let path = data("cube-20mm.gcode");
+    let original = std::fs::read(&path).unwrap();
+    interrupt(&agent, "cube.gcode", &original, 300_000).await;
+
+    let mut client = agent.client("flaky-wifi").await;
+    client.set_compression(Compression::Never);
+    let sent = client
+        .send_file(&path, "cube.gcode", false, &mut ())
+        .await
+        .unwrap();
+    assert_eq!(sent.resumed_from, 300_000);
+    assert_eq!(sent.wire_bytes, original.len() as u64 - 300_000);
+    assert_eq!(agent.read_ready("cube.gcode"), original);
+    assert!(agent.incoming().is_empty(), "{:?}", agent.incoming());
+}
+
+#[tokio::test]
+async fn a_partial_body_survives_an_agent_restart_and_resumes_compressed() {
+    let mut agent = Agent::start().await;
+    let path = data("cube-20mm.gcode");
+    let original = std::fs::read(&path).unwrap();
+    interrupt(&agent, "cube.gcode", &original, 500_000).await;
+    agent.restart().await;
+
+    let mut client = agent.client("flaky-wifi").await;
+    let sent = client
+        .send_file(&path, "cube.gcode", false, &mut ())
+        .await
+        .unwrap();
+    assert_eq!(sent.resumed_from, 500_000);
+    assert!(
+        sent.encoding.is_some() && sent.wire_bytes < 314_814 / 2,
+        "{sent:?}"
+    );
+    assert_eq!(agent.read_ready("cube.gcode"), original);
+}
+
+#[tokio::test]
+async fn a_damaged_partial_body_is_dropped_and_the_file_sent_whole() {
+    let agent = Agent::start().await;
+    let path = data("cube-20mm.gcode");
+    let original = std::fs::read(&path).unwrap();
+    interrupt(&agent, "cube.gcode", &original, 400_000).await;
+    let incoming = agent.config.spool_dir.join("incoming");
+    let partial = incoming.join(&agent.incoming()[0]);
+    // What a power cut can leave: the right length, zeros inside.
+    let mut held = std::fs::read(&partial).unwrap();
+    held[1000..5000].fill(0);
+    std::fs::write(&partial, held).unwrap();
+
+    let mut client = agent.client("flaky-wifi").await;
+    client.set_compression(Compression::Never);
+    let sent = client
+        .send_file(&path, "cube.gcode", false, &mut ())
+        .await
+        .unwrap();
+    assert_eq!(
+        (sent.resumed_from, sent.wire_bytes),
+        (0, original.len() as u64)
+    );
+    assert_eq!(agent.read_ready("cube.gcode"), original);
+    assert!(agent.incoming().is_empty());
+}
+
+#[tokio::test]
+async fn with_resuming_off_nothing_is_kept() {
+    let agent = Agent::start_with(|c| c.keep_partial_uploads = Duration::ZERO).await;
+    let original = std::fs::read(data("cube-20mm.gcode")).unwrap();
+    let mut conn = agent.raw("flaky-wifi").await;
+    let request = Request::Send {
+        name: "cube.gcode".into(),
+        size: original.len() as u64,
+        sha256: sha256(&original),
+        overwrite: false,
+        encoding: None,
+        resume: true,
+    };
+    conn.write_message(&request).await.unwrap();
+    conn.expect_message::<Reply>(GUARD).await.unwrap();
+    conn.write_chunk(&original[..100_000]).await.unwrap();
+    conn.flush().await.unwrap();
+    drop(conn);
+    let mut client = agent.client("observer").await;
+    let gone = poll(GUARD, Duration::from_millis(20), async || {
+        (client.status().await.unwrap().incoming == 0 && agent.incoming().is_empty()).then_some(())
+    })
+    .await;
+    assert!(gone.is_some(), "{:?}", agent.incoming());
+}
