@@ -203,6 +203,13 @@ pub struct SendArgs {
     /// Replace a file of the same name with different content.
     #[arg(long)]
     pub overwrite: bool,
+    /// Retries after a network failure, with waits of 1 s, 2 s, 4 s, ... (an
+    /// interrupted file resumes where it stopped)
+    #[arg(long, default_value_t = crate::client::DEFAULT_RETRIES, value_name = "N")]
+    pub retries: u32,
+    /// Do not retry after a network failure (same as --retries 0).
+    #[arg(long, conflicts_with = "retries")]
+    pub no_retry: bool,
     /// Compress on the wire (zstd; the agent stores the file as it is):
     /// auto = print files, but not formats compressed already (.bgcode, .gz, ...)
     #[arg(long, value_enum, default_value_t, value_name = "WHEN")]

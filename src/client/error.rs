@@ -56,6 +56,14 @@ pub enum ClientError {
     },
 }
 
+impl ClientError {
+    /// Whether trying again may help: the network failed, not the agent's
+    /// verdict, the certificates or a local file.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, ClientError::Connect { .. } | ClientError::Protocol(_))
+    }
+}
+
 impl From<io::Error> for ClientError {
     fn from(e: io::Error) -> Self {
         ClientError::Protocol(ProtocolError::Io(e))

@@ -40,6 +40,21 @@ pub const REPLY_TIMEOUT: Duration = Duration::from_secs(300);
 /// An idle connection older than this is reopened before the next request;
 /// keep the agent's `header_timeout` above it (its default is 60 s).
 pub const RECONNECT_AFTER_IDLE: Duration = Duration::from_secs(30);
+/// Retries of `fileagent send` after a network failure, unless told otherwise.
+pub const DEFAULT_RETRIES: u32 = 4;
+/// Wait before the first retry; it doubles for each further one.
+pub const RETRY_FIRST_WAIT: Duration = Duration::from_secs(1);
+/// Longest wait between retries.
+pub const RETRY_MAX_WAIT: Duration = Duration::from_secs(30);
+
+/// Wait before retry number `attempt` (1-based): 1 s, 2 s, 4 s, ... at most
+/// [`RETRY_MAX_WAIT`].
+pub fn retry_wait(attempt: u32) -> Duration {
+    RETRY_FIRST_WAIT
+        .saturating_mul(1 << attempt.saturating_sub(1).min(16))
+        .min(RETRY_MAX_WAIT)
+}
+
 /// Time a body may go without data in either direction.
 pub const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -91,6 +106,9 @@ pub struct Sent {
 }
 
 /// Maps a local I/O error on `path` to [`ClientError::Local`].
+/// Path, size and modification time: what identifies a file's version.
+type FileStamp = (std::path::PathBuf, u64, Option<std::time::SystemTime>);
+
 type LocalError = Box<dyn FnOnce(io::Error) -> ClientError + Send>;
 
 fn local_error(path: &Path) -> impl Fn(&'static str) -> LocalError + use<> {
@@ -203,10 +221,7 @@ pub struct Client {
     compression: Compression,
     /// Path, size and mtime of the last file hashed, and its digest: a
     /// retried send does not hash again.
-    digest_cache: Option<(
-        (std::path::PathBuf, u64, Option<std::time::SystemTime>),
-        String,
-    )>,
+    digest_cache: Option<(FileStamp, String)>,
 }
 
 impl Client {
@@ -591,6 +606,15 @@ impl Client {
         time::OffsetDateTime::from_unix_timestamp(issued.not_after).map_err(|_| {
             ClientError::Integrity("the renewed certificate has an impossible expiry".into())
         })
+    }
+
+    /// Drops the current connection and opens a new one (after a network
+    /// error, before retrying).
+    pub async fn reconnect(&mut self) -> Result<(), ClientError> {
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.conn.shutdown()).await;
+        self.conn = self.endpoint.open().await?;
+        self.last_used = Instant::now();
+        Ok(())
     }
 
     /// Closes the connection cleanly.

@@ -217,14 +217,46 @@ fn file_name(path: &Path) -> Result<String> {
 
 async fn send(args: SendArgs) -> Result<()> {
     let files = expand(&args)?;
-    let mut client = connect(&args.target).await?;
+    let retries = if args.no_retry { 0 } else { args.retries };
+    let mut attempts = 0;
+    let mut client = loop {
+        match connect(&args.target).await {
+            Ok(client) => break client,
+            Err(e) if attempts < retries && is_transient(&e) => {
+                attempts += 1;
+                wait_to_retry(&e, attempts, retries).await;
+            }
+            Err(e) => return Err(e),
+        }
+    };
     client.set_compression(args.compress);
     let interactive = std::io::stderr().is_terminal() && !args.json;
     let mut results: Vec<Sent> = Vec::new();
     let mut first_error: Option<anyhow::Error> = None;
     for (path, name) in &files {
         let mut bar = Bar::new(interactive, name);
-        match client.send_file(path, name, args.overwrite, &mut bar).await {
+        let mut attempts = 0;
+        let outcome = loop {
+            let result = client.send_file(path, name, args.overwrite, &mut bar).await;
+            match result {
+                Err(e) if attempts < retries && e.is_transient() => {
+                    attempts += 1;
+                    bar.abandon();
+                    wait_to_retry(&e.into(), attempts, retries).await;
+                    // The new connection may fail too: that is a retry as well.
+                    while let Err(e) = client.reconnect().await {
+                        if attempts >= retries || !e.is_transient() {
+                            break;
+                        }
+                        attempts += 1;
+                        wait_to_retry(&e.into(), attempts, retries).await;
+                    }
+                    bar = Bar::new(interactive, name);
+                }
+                other => break other,
+            }
+        };
+        match outcome {
             Ok(sent) => {
                 bar.finish();
                 if !args.json {
@@ -262,6 +294,23 @@ async fn send(args: SendArgs) -> Result<()> {
     }
 }
 
+fn is_transient(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<ClientError>()
+            .is_some_and(ClientError::is_transient)
+    })
+}
+
+/// Says why and how long, then waits before retry `attempt` of `retries`.
+async fn wait_to_retry(e: &anyhow::Error, attempt: u32, retries: u32) {
+    let wait = crate::client::retry_wait(attempt);
+    eprintln!(
+        "fileagent: {e:#}\nfileagent: retrying in {}s (retry {attempt} of {retries}; --no-retry to stop at the first failure)",
+        wait.as_secs()
+    );
+    tokio::time::sleep(wait).await;
+}
+
 fn summary(sent: &Sent) -> String {
     let rate = if sent.seconds > 0.0 {
         sent.size as f64 / sent.seconds / 1e6
@@ -273,6 +322,14 @@ fn summary(sent: &Sent) -> String {
         (_, true) => "replaced",
         _ => "sent",
     };
+    let resumed = if sent.resumed_from > 0 {
+        format!(
+            "  resumed after {}",
+            ByteSize(sent.resumed_from).display().iec()
+        )
+    } else {
+        String::new()
+    };
     let wire = match sent.encoding {
         Some(_) if sent.wire_bytes > 0 => format!(
             "  zstd {:.1}x ({} on the wire)",
@@ -282,7 +339,7 @@ fn summary(sent: &Sent) -> String {
         _ => String::new(),
     };
     format!(
-        "{what} {}  {}  {:.2}s  {rate:.1} MB/s{wire}  sha256 {}",
+        "{what} {}  {}  {:.2}s  {rate:.1} MB/s{wire}{resumed}  sha256 {}",
         sent.name,
         ByteSize(sent.size).display().iec(),
         sent.seconds,

@@ -310,11 +310,13 @@ impl Spool {
                 dest,
                 size,
                 sha256,
-                file,
-                upload::Target::Partial { path, claim },
+                upload::Body {
+                    file,
+                    target: upload::Target::Partial { path, claim },
+                    offset,
+                    hasher,
+                },
                 reservation,
-                offset,
-                hasher,
             ))));
         }
         let reservation = self.reserve(size)?;
@@ -334,11 +336,13 @@ impl Spool {
             dest,
             size,
             sha256,
-            tokio::fs::File::from_std(file),
-            upload::Target::Temp(path),
+            upload::Body {
+                file: tokio::fs::File::from_std(file),
+                target: upload::Target::Temp(path),
+                offset: 0,
+                hasher: sha2::Sha256::default(),
+            },
             reservation,
-            0,
-            sha2::Sha256::default(),
         ))))
     }
 

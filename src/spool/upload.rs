@@ -61,6 +61,19 @@ pub(super) enum Target {
     },
 }
 
+/// Where a body is written and what it holds already.
+#[derive(Debug)]
+pub(super) struct Body {
+    /// The open file, positioned at its end.
+    pub(super) file: tokio::fs::File,
+    /// The file's kind and path.
+    pub(super) target: Target,
+    /// Bytes it holds already (a resumed partial upload).
+    pub(super) offset: u64,
+    /// SHA-256 state over those bytes.
+    pub(super) hasher: Sha256,
+}
+
 /// A body being received into `incoming/`. Dropping it without
 /// [`finish`](Upload::finish) removes a temp file and keeps a partial one.
 #[derive(Debug)]
@@ -83,22 +96,19 @@ impl Upload {
         dest: PathBuf,
         declared_size: u64,
         declared_sha256: &str,
-        file: tokio::fs::File,
-        target: Target,
+        body: Body,
         reservation: Reservation,
-        offset: u64,
-        hasher: Sha256,
     ) -> Upload {
         Upload {
             name: name.into(),
             dest,
             declared_size,
             declared_sha256: declared_sha256.to_ascii_lowercase(),
-            file,
-            target,
-            hasher,
-            written: offset,
-            resumed_from: offset,
+            file: body.file,
+            target: body.target,
+            hasher: body.hasher,
+            written: body.offset,
+            resumed_from: body.offset,
             reservation,
         }
     }
