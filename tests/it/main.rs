@@ -4,6 +4,7 @@
 //! - `support`: starting agents, issuing identities, raw TLS connections.
 //! - `transfer`: every operation, conflicts, 16 concurrent senders.
 //! - `compression`: zstd bodies on the wire, hostile compressed bodies.
+//! - `crash`: SIGKILL of the agent at random moments during concurrent sends; CLI retries.
 //! - `hostile`: TLS refusals (no cert, foreign CA, expired, TLS 1.2, ALPN,
 //!   garbage), oversized headers and files, bad bodies, names, timeouts.
 //! - `resume`: interrupted sends resumed, damaged partial bodies dropped.
@@ -17,6 +18,7 @@
 
 mod cli;
 mod compression;
+mod crash;
 mod fake_octoprint;
 mod forward;
 mod hostile;

@@ -1,0 +1,195 @@
+//! Crash safety of uploads: the agent is killed with SIGKILL at pseudo-random
+//! moments while several `fileagent send` processes upload at once, and
+//! started again on the same spool. After every kill no file in `ready/`
+//! differs from what was sent, and the interrupted uploads resume (or start
+//! afresh) on the next round until every file is stored intact.
+//!
+//! `FILEAGENT_KILL_POINTS` sets how many kills (default 12; the documented
+//! full run uses 100). Also here: the CLI's retry and `--no-retry`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::cli::{Home, Served, assert_exit, stderr};
+use crate::support::{GUARD, content};
+
+const FILES: usize = 4;
+const FILE_LEN: usize = 8 << 20;
+
+fn kill_points() -> usize {
+    std::env::var("FILEAGENT_KILL_POINTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(12)
+}
+
+/// Bytes held in `incoming/` (temp and partial bodies).
+fn incoming_bytes(home: &Home) -> u64 {
+    std::fs::read_dir(home.path().join("spool/incoming"))
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+fn sigkill(child: &Child) {
+    rustix::process::kill_process(
+        rustix::process::Pid::from_child(child),
+        rustix::process::Signal::KILL,
+    )
+    .unwrap();
+}
+
+/// Every file in `ready/` is byte-identical to the source its name says.
+fn check_ready(home: &Home, sources: &[Vec<u8>]) -> usize {
+    let mut count = 0;
+    for entry in std::fs::read_dir(home.path().join("spool/ready"))
+        .unwrap()
+        .flatten()
+    {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let index: usize = name
+            .rsplit_once('-')
+            .and_then(|(_, rest)| rest.strip_suffix(".gcode"))
+            .and_then(|i| i.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected file in ready/: {name}"));
+        let stored = std::fs::read(entry.path()).unwrap();
+        assert!(
+            stored == sources[index],
+            "{name} in ready/ differs from what was sent ({} bytes)",
+            stored.len()
+        );
+        count += 1;
+    }
+    count
+}
+
+fn send_all(
+    home: &Home,
+    served: &Served,
+    files: &[PathBuf],
+    round: usize,
+    identity: &Path,
+) -> Vec<Child> {
+    files
+        .iter()
+        .enumerate()
+        .map(|(i, file)| {
+            home.cmd(&[
+                "send",
+                file.to_str().unwrap(),
+                "--as",
+                &format!("r{round}-{i}.gcode"),
+                "--agent",
+                &served.addr,
+                "--identity",
+                identity.to_str().unwrap(),
+                "--no-retry",
+                "--compress",
+                if i % 2 == 0 { "never" } else { "always" },
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn sigkill_at_random_moments_never_leaves_a_wrong_file() {
+    let home = Home::new();
+    let identity = home.issue("crash-test");
+    let sources: Vec<Vec<u8>> = (0..FILES)
+        .map(|i| content(i as u64 + 7, FILE_LEN))
+        .collect();
+    let files: Vec<PathBuf> = sources
+        .iter()
+        .enumerate()
+        .map(|(i, data)| {
+            let path = home.path().join(format!("source-{i}.gcode"));
+            std::fs::write(&path, data).unwrap();
+            path
+        })
+        .collect();
+    let total = (FILES * FILE_LEN) as u64;
+    let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut resumed = 0;
+    let points = kill_points();
+    for round in 0..points {
+        let served = Served::start(&home);
+        let before = incoming_bytes(&home);
+        let mut children = send_all(&home, &served, &files, round, &identity);
+        // A pseudo-random moment: once this round has received this much
+        // more (up to half of everything), or when the sends are over.
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let delta = seed % (total / 2);
+        let deadline = Instant::now() + GUARD;
+        while incoming_bytes(&home).saturating_sub(before) < delta
+            && children.iter_mut().any(|c| c.try_wait().unwrap().is_none())
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        sigkill(&served.child);
+        for child in children {
+            let out = child.wait_with_output().unwrap();
+            if String::from_utf8_lossy(&out.stdout).contains("resumed after") {
+                resumed += 1;
+            }
+        }
+        drop(served);
+        check_ready(&home, &sources);
+    }
+    // A last round without a kill: everything arrives, intact.
+    let served = Served::start(&home);
+    for child in send_all(&home, &served, &files, points, &identity) {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success());
+        if String::from_utf8_lossy(&out.stdout).contains("resumed after") {
+            resumed += 1;
+        }
+    }
+    let stored = check_ready(&home, &sources);
+    assert!(stored >= FILES, "{stored}");
+    assert!(resumed > 0, "no send resumed in {points} kills");
+    eprintln!(
+        "{points} SIGKILLs: {stored} files stored intact, {resumed} sends resumed an interrupted upload"
+    );
+    let (_, log) = served.terminate();
+    assert!(!log.contains("panicked"), "{log}");
+}
+
+#[test]
+fn send_retries_network_failures_and_can_be_told_not_to() {
+    let home = Home::new();
+    let identity = home.issue("retrier");
+    // A port nothing listens on: bound, then closed.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let agent = format!("127.0.0.1:{port}");
+    let file = crate::support::data("tiny.gcode");
+    let id = identity.to_str().unwrap();
+    let args = [
+        "send",
+        file.to_str().unwrap(),
+        "--agent",
+        &agent,
+        "--identity",
+        id,
+    ];
+    let out = home.run(&[&args[..], &["--retries", "1"]].concat());
+    assert_exit(&out, 3, "retrying in 1s (retry 1 of 1");
+    let out = home.run(&[&args[..], &["--no-retry"]].concat());
+    assert_exit(&out, 3, "cannot reach the agent");
+    assert!(!stderr(&out).contains("retrying"), "{}", stderr(&out));
+}
