@@ -35,6 +35,9 @@ pub const TEMP_SUFFIXES: [&str; 3] = [".part", ".tmp", "~"];
 /// Why a spool operation failed; [`SpoolError::code`] maps it onto the wire.
 #[derive(Debug, thiserror::Error)]
 pub enum SpoolError {
+    /// The announced SHA-256 is not 64 hex digits.
+    #[error("sha256 must be the file's SHA-256 as 64 hex digits, got {0:?}")]
+    BadDigest(String),
     /// A compressed body could not be decompressed (malformed, a window
     /// over the limit, or cut off mid-frame); nothing is stored.
     #[error("the compressed body is not valid zstd: {0}; nothing was stored, send it again")]
@@ -122,7 +125,7 @@ impl SpoolError {
             SpoolError::SizeMismatch { .. } => ErrorCode::SizeMismatch,
             SpoolError::DigestMismatch { .. } => ErrorCode::DigestMismatch,
             SpoolError::Io { .. } => ErrorCode::Internal,
-            SpoolError::BadEncoding(_) => ErrorCode::BadRequest,
+            SpoolError::BadEncoding(_) | SpoolError::BadDigest(_) => ErrorCode::BadRequest,
         }
     }
 
@@ -266,6 +269,9 @@ impl Spool {
         resume: bool,
     ) -> Result<Begin, SpoolError> {
         validate_name(name)?;
+        if partial::partial_name(sha256, size).is_none() {
+            return Err(SpoolError::BadDigest(sha256.chars().take(80).collect()));
+        }
         if size > self.limits.max_file_size {
             return Err(SpoolError::TooLarge {
                 size,
@@ -612,7 +618,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let (spool, _) = Spool::open(tmp.path(), LIMITS).unwrap();
         let err = spool
-            .begin("big.gcode", (1 << 20) + 1, "00", false, false)
+            .begin("big.gcode", (1 << 20) + 1, &"00".repeat(32), false, false)
             .await
             .unwrap_err();
         assert_eq!(err.code(), ErrorCode::TooLarge);
@@ -623,7 +629,7 @@ mod tests {
         };
         let (spool, _) = Spool::open(tmp.path(), hungry).unwrap();
         let err = spool
-            .begin("a.gcode", 1, "00", false, false)
+            .begin("a.gcode", 1, &"00".repeat(32), false, false)
             .await
             .unwrap_err();
         assert_eq!(err.code(), ErrorCode::NoSpace, "{err}");

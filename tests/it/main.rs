@@ -11,6 +11,7 @@
 //! - `shutdown`: graceful shutdown with running and stalled uploads.
 //! - `cli`: the `fileagent` binary, its output, config and exit codes.
 //! - `service`: the binary as systemd sees it: notify messages and SIGHUP reloads.
+//! - `hostile_table`: the table-driven hostile-input suite (100+ cases, exact errors).
 //! - `octoprint`: a real OctoPrint with its Virtual Printer (scripts/octoprint-dev.sh).
 //! - `forward`: forwarding end to end against that OctoPrint.
 //! - `pairing`: pairing codes, fake agents, revocation, listing, renewal.
@@ -22,6 +23,7 @@ mod crash;
 mod fake_octoprint;
 mod forward;
 mod hostile;
+mod hostile_table;
 mod octoprint;
 mod pairing;
 mod resume;
