@@ -33,6 +33,9 @@ pub const MAX_REPLY_HEADER_LEN: usize = 16 * 1024 * 1024;
 pub const PAIR_ALPN: &[u8] = b"fileagent-pair/1";
 /// Largest data frame either side accepts.
 pub const MAX_CHUNK_LEN: usize = 1024 * 1024;
+/// A body must arrive at this rate at least, measured over windows of
+/// `body_idle_timeout`; slower senders (slowloris) are cut off.
+pub const MIN_BODY_RATE: u64 = 1024;
 /// Size of the data frames fileagent itself sends.
 pub const CHUNK_LEN: usize = 256 * 1024;
 
@@ -340,6 +343,16 @@ pub enum ProtocolError {
     /// Nothing arrived within the allowed time.
     #[error("no data for {0:?}")]
     Timeout(Duration),
+    /// A body arrived slower than the minimum rate (a slowloris).
+    #[error("sending too slowly: {got} bytes in {window:?}, at least {need} needed")]
+    TooSlow {
+        /// Bytes received in the window.
+        got: u64,
+        /// The window.
+        window: Duration,
+        /// Bytes the minimum rate asks for in it.
+        need: u64,
+    },
     /// A frame started with a tag this protocol does not know.
     #[error("not a fileagent frame (tag byte {0:#04x})")]
     BadTag(u8),
@@ -435,6 +448,18 @@ pub struct Connection<S> {
     stream: BufWriter<S>,
     buffer: BytesMut,
     max_header: usize,
+    rate: Option<RateGuard>,
+}
+
+/// The minimum-rate check of [`Connection::guard_rate`].
+#[derive(Debug, Clone, Copy)]
+struct RateGuard {
+    min_rate: u64,
+    window: Duration,
+    /// Time spent waiting for the peer in this window (not time the agent
+    /// spent elsewhere, say on a slow disk).
+    waited: Duration,
+    bytes: u64,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
@@ -444,7 +469,44 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             stream: BufWriter::with_capacity(CHUNK_LEN + FRAME_PREFIX_LEN, stream),
             buffer: BytesMut::with_capacity(2 * CHUNK_LEN),
             max_header,
+            rate: None,
         }
+    }
+
+    /// From now on, reading fails with [`ProtocolError::TooSlow`] when fewer
+    /// than `min_rate` bytes per second arrive while waiting for the peer
+    /// over a `window` (checked whenever bytes arrive, so a peer that
+    /// dribbles bytes just inside the idle timeout is cut off after about
+    /// one window); `None` turns it off.
+    pub fn guard_rate(&mut self, guard: Option<(u64, Duration)>) {
+        self.rate = guard.map(|(min_rate, window)| RateGuard {
+            min_rate,
+            window,
+            waited: Duration::ZERO,
+            bytes: 0,
+        });
+    }
+
+    /// Accounts `n` bytes that took `waited` to arrive.
+    fn count(&mut self, n: usize, waited: Duration) -> Result<(), ProtocolError> {
+        let Some(guard) = self.rate.as_mut() else {
+            return Ok(());
+        };
+        guard.bytes += n as u64;
+        guard.waited += waited;
+        if guard.waited >= guard.window {
+            let need = (guard.min_rate as f64 * guard.waited.as_secs_f64()) as u64;
+            if guard.bytes < need {
+                return Err(ProtocolError::TooSlow {
+                    got: guard.bytes,
+                    window: guard.waited,
+                    need,
+                });
+            }
+            guard.waited = Duration::ZERO;
+            guard.bytes = 0;
+        }
+        Ok(())
     }
 
     /// The underlying stream (e.g. to read the TLS session's parameters).
@@ -470,6 +532,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 self.buffer.reserve(CHUNK_LEN);
             }
             let read = self.stream.get_mut().read_buf(&mut self.buffer);
+            let waiting = tokio::time::Instant::now();
             let n = match tokio::time::timeout(idle, read).await {
                 Err(_) => return Err(ProtocolError::Timeout(idle)),
                 Ok(Ok(n)) => n,
@@ -478,6 +541,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 Ok(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => 0,
                 Ok(Err(e)) => return Err(e.into()),
             };
+            self.count(n, waiting.elapsed())?;
             if n == 0 {
                 return if self.buffer.is_empty() {
                     Ok(None)

@@ -17,7 +17,8 @@ use tracing::{info, warn};
 
 use crate::codec::Decompressor;
 use crate::protocol::{
-    AgentStatus, CHUNK_LEN, Connection, Encoding, ErrorCode, ProtocolError, Reply, Request,
+    AgentStatus, CHUNK_LEN, Connection, Encoding, ErrorCode, MIN_BODY_RATE, ProtocolError, Reply,
+    Request,
 };
 use crate::spool::{Begin, Spool, SpoolError};
 
@@ -112,7 +113,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let code = match &e {
             ProtocolError::Io(_) | ProtocolError::UnexpectedEof => return Err(e.into()),
             ProtocolError::HeaderTooLarge { .. } => ErrorCode::HeaderTooLarge,
-            ProtocolError::Timeout(_) => ErrorCode::Timeout,
+            ProtocolError::Timeout(_) | ProtocolError::TooSlow { .. } => ErrorCode::Timeout,
             _ => ErrorCode::BadRequest,
         };
         let reply = Reply::Error {
@@ -278,6 +279,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             None => None,
         };
         let mut wire_bytes = 0u64;
+        self.conn.guard_rate(Some((MIN_BODY_RATE, idle)));
         loop {
             match self.conn.read_chunk(idle).await {
                 Ok(Some(chunk)) if failure.is_none() => {
@@ -293,21 +295,30 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 Ok(Some(_)) => {}
                 Ok(None) => break,
                 Err(e) => {
+                    let kept = upload.is_resumable();
                     warn!(
                         client_cn = %self.client, file_name = %name, bytes = size, received = upload.written(),
-                        error = %e, "upload aborted, discarded"
+                        kept_for_resume = kept, error = %e, "upload interrupted"
                     );
+                    // A resumable body stays for the next try; a temp file goes.
                     drop(upload);
+                    self.conn.guard_rate(None);
                     return self.fail_stream(e).await;
                 }
             }
         }
+        self.conn.guard_rate(None);
         if failure.is_none() && inflate.as_ref().is_some_and(|d| !d.is_complete()) {
             failure = Some(SpoolError::BadEncoding(
                 "the body ends inside a zstd frame".into(),
             ));
         }
         let result = match failure {
+            // What a full disk left of the body goes, to give the space back.
+            Some(e @ SpoolError::DiskFull) => {
+                upload.discard().await;
+                Err(e)
+            }
             Some(e) => Err(e),
             None => upload.finish(overwrite).await,
         };

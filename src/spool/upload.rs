@@ -121,10 +121,15 @@ impl Upload {
 
     /// Removes a partial file that cannot become the file (the upload ended
     /// with a wrong size or digest); a temp file goes when dropped anyway.
-    async fn discard(&mut self) {
+    pub async fn discard(&mut self) {
         if let Target::Partial { path, .. } = &self.target {
             let _ = tokio::fs::remove_file(path).await;
         }
+    }
+
+    /// Whether the body is kept for resuming if the upload is interrupted.
+    pub fn is_resumable(&self) -> bool {
+        matches!(self.target, Target::Partial { .. })
     }
 
     /// Bytes written so far.

@@ -12,6 +12,7 @@
 //! - `cli`: the `fileagent` binary, its output, config and exit codes.
 //! - `service`: the binary as systemd sees it: notify messages and SIGHUP reloads.
 //! - `hostile_table`: the table-driven hostile-input suite (100+ cases, exact errors).
+//! - `load`: slowloris, idle and silent clients cut off while 64 clients transfer.
 //! - `octoprint`: a real OctoPrint with its Virtual Printer (scripts/octoprint-dev.sh).
 //! - `forward`: forwarding end to end against that OctoPrint.
 //! - `pairing`: pairing codes, fake agents, revocation, listing, renewal.
@@ -24,6 +25,7 @@ mod fake_octoprint;
 mod forward;
 mod hostile;
 mod hostile_table;
+mod load;
 mod octoprint;
 mod pairing;
 mod resume;

@@ -1,0 +1,161 @@
+//! The agent under attack while serving: silent, dribbling and idle
+//! connections and slowloris bodies are cut off by the timeouts and the
+//! minimum body rate, while 64 well-behaved clients keep transferring.
+
+use std::time::{Duration, Instant};
+
+use fileagent::protocol::{ErrorCode, Reply, Request, frame_prefix};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::task::JoinSet;
+
+use crate::support::{Agent, GUARD, content, reply, sha256};
+
+const GOOD_CLIENTS: usize = 64;
+const EACH_KIND: usize = 8;
+
+/// How an attacker's connection ended.
+#[derive(Debug)]
+enum Ended {
+    /// The agent closed it (possibly after an alert).
+    Closed,
+    /// The agent answered with this error code and message.
+    Error(ErrorCode, String),
+}
+
+async fn until_closed(mut tcp: TcpStream, dribble: Option<Duration>) -> Ended {
+    let mut buf = [0u8; 64];
+    loop {
+        if let Some(every) = dribble {
+            // One byte of a TLS record at a time, never a whole handshake.
+            if tcp.write_all(&[0x16]).await.is_err() {
+                return Ended::Closed;
+            }
+            match tokio::time::timeout(every, tcp.read(&mut buf)).await {
+                Err(_) => continue,
+                Ok(Ok(0) | Err(_)) => return Ended::Closed,
+                Ok(Ok(_)) => continue,
+            }
+        }
+        match tcp.read(&mut buf).await {
+            Ok(0) | Err(_) => return Ended::Closed,
+            Ok(_) => {}
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn slowloris_and_idle_clients_are_cut_off_while_64_clients_transfer() {
+    let second = Duration::from_secs(1);
+    let agent = Agent::start_with(|c| {
+        c.handshake_timeout = second;
+        c.header_timeout = second;
+        c.body_idle_timeout = second;
+        c.max_connections = GOOD_CLIENTS + 4 * EACH_KIND;
+    })
+    .await;
+    let started = Instant::now();
+    let mut attackers = JoinSet::new();
+    for i in 0..EACH_KIND {
+        let addr = agent.addr;
+        attackers.spawn(async move {
+            (
+                "silent TCP",
+                until_closed(TcpStream::connect(addr).await.unwrap(), None).await,
+            )
+        });
+        attackers.spawn(async move {
+            let tcp = TcpStream::connect(addr).await.unwrap();
+            (
+                "dribbled handshake",
+                until_closed(tcp, Some(Duration::from_millis(200))).await,
+            )
+        });
+        let mut idle = agent.raw(&format!("idle-{i}")).await;
+        attackers.spawn(async move {
+            match idle.expect_message::<Reply>(GUARD).await {
+                Ok(Reply::Error { code, message }) => ("idle session", Ended::Error(code, message)),
+                _ => ("idle session", Ended::Closed),
+            }
+        });
+        let mut slow = agent.raw(&format!("slowloris-{i}")).await;
+        let body = content(i as u64, 1 << 20);
+        attackers.spawn(async move {
+            let request = Request::Send {
+                name: format!("slow-{i}.gcode"),
+                size: body.len() as u64,
+                sha256: sha256(&body),
+                overwrite: false,
+                encoding: None,
+                resume: false,
+            };
+            slow.write_message(&request).await.unwrap();
+            assert!(matches!(reply(&mut slow).await, Reply::Continue { .. }));
+            // A one-byte data frame every 100 ms: always inside the idle
+            // timeout, far below the minimum rate.
+            for byte in body.iter().take(200) {
+                let frame = [&frame_prefix(b'D', 1)[..], &[*byte]].concat();
+                if slow.write_raw(&frame).await.is_err() || slow.flush().await.is_err() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            match slow.expect_message::<Reply>(GUARD).await {
+                Ok(Reply::Error { code, message }) => {
+                    ("slowloris body", Ended::Error(code, message))
+                }
+                _ => ("slowloris body", Ended::Closed),
+            }
+        });
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut good = JoinSet::new();
+    for i in 0..GOOD_CLIENTS {
+        let path = dir.path().join(format!("part-{i}.gcode"));
+        std::fs::write(&path, content(1000 + i as u64, 1 << 20)).unwrap();
+        let mut client = agent.client(&format!("good-{i}")).await;
+        good.spawn(async move {
+            let sent = client
+                .send_file(&path, &format!("part-{i}.gcode"), false, &mut ())
+                .await;
+            client.ping().await.map(|_| sent)
+        });
+    }
+    while let Some(result) = good.join_next().await {
+        result.unwrap().unwrap().unwrap();
+    }
+    let transferred = started.elapsed();
+
+    let mut seen = std::collections::BTreeMap::new();
+    while let Some(result) = tokio::time::timeout(GUARD, attackers.join_next())
+        .await
+        .unwrap()
+    {
+        let (kind, ended) = result.unwrap();
+        match (kind, &ended) {
+            ("silent TCP" | "dribbled handshake", Ended::Closed) => {}
+            ("idle session", Ended::Error(ErrorCode::Timeout, _)) => {}
+            ("slowloris body", Ended::Error(ErrorCode::Timeout, message)) => {
+                assert!(message.contains("too slowly"), "{message}");
+            }
+            _ => panic!("{kind}: {ended:?}"),
+        }
+        *seen.entry(kind).or_insert(0) += 1;
+    }
+    assert!(seen.values().all(|n| *n == EACH_KIND), "{seen:?}");
+    assert!(
+        started.elapsed() < GUARD,
+        "attackers held on for {:?}",
+        started.elapsed()
+    );
+    let mut ready = agent.ready();
+    ready.sort();
+    assert_eq!(ready.len(), GOOD_CLIENTS, "{ready:?}");
+    assert!(ready.iter().all(|n| n.starts_with("part-")));
+    assert!(agent.incoming().is_empty(), "{:?}", agent.incoming());
+    eprintln!(
+        "64 clients sent 64 MiB in {transferred:?} beside {} attackers, all cut off",
+        4 * EACH_KIND
+    );
+}
