@@ -309,8 +309,12 @@ impl Spool {
                 tokio::task::spawn_blocking(move || partial::sweep(&incoming, keep, &busy, false))
                     .await;
             let path = self.incoming.join(&partial);
+            // Space first: a refused upload must not leave an empty partial file.
+            let held = tokio::fs::metadata(&path)
+                .await
+                .map_or(0, |m| if m.len() > size { 0 } else { m.len() });
+            let reservation = self.reserve(size - held)?;
             let (file, offset, hasher) = upload::open_partial(path.clone(), size).await?;
-            let reservation = self.reserve(size - offset)?;
             return Ok(Begin::Receive(Box::new(Upload::new(
                 name,
                 dest,

@@ -124,9 +124,15 @@ impl Served {
     /// Starts `serve` with extra environment variables.
     pub(crate) fn start_with(home: &Home, env: &[(&str, &str)]) -> Served {
         let config = home.config();
-        let mut child = home
-            .cmd(&["serve", "--config", config.to_str().unwrap()])
-            .envs(env.iter().copied())
+        let mut cmd = home.cmd(&["serve", "--config", config.to_str().unwrap()]);
+        cmd.envs(env.iter().copied());
+        Served::spawn(cmd)
+    }
+
+    /// Starts `cmd`, which runs `fileagent serve` (perhaps wrapped), and
+    /// waits until the agent listens.
+    pub(crate) fn spawn(mut cmd: Command) -> Served {
+        let mut child = cmd
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()

@@ -5,6 +5,7 @@
 //! - `transfer`: every operation, conflicts, 16 concurrent senders.
 //! - `compression`: zstd bodies on the wire, hostile compressed bodies.
 //! - `crash`: SIGKILL of the agent at random moments during concurrent sends; CLI retries.
+//! - `diskfull`: the spool on a small tmpfs of its own, filling up under an upload.
 //! - `hostile`: TLS refusals (no cert, foreign CA, expired, TLS 1.2, ALPN,
 //!   garbage), oversized headers and files, bad bodies, names, timeouts.
 //! - `resume`: interrupted sends resumed, damaged partial bodies dropped.
@@ -21,6 +22,7 @@
 mod cli;
 mod compression;
 mod crash;
+mod diskfull;
 mod fake_octoprint;
 mod forward;
 mod hostile;
