@@ -347,3 +347,71 @@ async fn a_file_octoprint_refuses_goes_to_failed_with_its_reason() {
     client.close().await;
     agent.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_sent_during_an_outage_is_printed_once_each_in_order() {
+    let mut octo = OctoPrint::start().await;
+    let mut agent = Agent::start_with(forwarding(octo.url(), octo.key.clone(), true)).await;
+    octo.stop();
+    let tmp = tempfile::tempdir().unwrap();
+    let names = ["queue-a.gcode", "queue-b.gcode", "queue-c.gcode"];
+    let mut client = agent.client("farm").await;
+    for name in names {
+        let file = dwell_file(tmp.path(), name, 1);
+        client.send_file(&file, name, false, &mut ()).await.unwrap();
+    }
+    for name in names {
+        wait_state(&agent, &octo, name, &["received"]).await;
+    }
+    // An agent restart during the outage changes nothing.
+    agent.restart().await;
+    octo.resume().await;
+
+    // Watch the order in which they start printing.
+    let started: std::cell::RefCell<Vec<&str>> = Default::default();
+    octo.wait_for("the whole queue to be printed", |_| async {
+        let files = listing(&agent).await;
+        for f in &files {
+            let Some(name) = names.iter().find(|n| **n == f.name) else {
+                continue;
+            };
+            let printing = matches!(f.state.as_deref(), Some("printing" | "printed"));
+            if printing && !started.borrow().contains(name) {
+                started.borrow_mut().push(name);
+            }
+        }
+        let printed = files
+            .iter()
+            .filter(|f| names.contains(&f.name.as_str()) && f.state.as_deref() == Some("printed"))
+            .count();
+        (printed == names.len()).then_some(())
+    })
+    .await;
+    let started = started.into_inner();
+    assert_eq!(started, names, "printed out of order");
+    let mut dates = Vec::new();
+    for name in names {
+        let file = octo.get(&format!("/api/files/local/{name}")).await.unwrap();
+        dates.push(file["date"].as_i64().unwrap());
+    }
+    assert!(
+        dates.windows(2).all(|w| w[0] <= w[1]),
+        "uploaded out of order: {dates:?}"
+    );
+    let listed = octo.get("/api/files?recursive=true").await.unwrap();
+    for name in names {
+        let copies = listed["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| {
+                f["name"]
+                    .as_str()
+                    .is_some_and(|n| n.starts_with(name.trim_end_matches(".gcode")))
+            })
+            .count();
+        assert_eq!(copies, 1, "{name} uploaded {copies} times");
+    }
+    client.close().await;
+    agent.stop().await;
+}
