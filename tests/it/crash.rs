@@ -193,3 +193,96 @@ fn send_retries_network_failures_and_can_be_told_not_to() {
     assert_exit(&out, 3, "cannot reach the agent");
     assert!(!stderr(&out).contains("retrying"), "{}", stderr(&out));
 }
+
+/// OctoPrint's files named like this round's sends, with their upload dates.
+async fn octoprint_files(octo: &crate::octoprint::OctoPrint) -> Vec<(String, i64)> {
+    let listed = octo.get("/api/files?recursive=true").await.unwrap();
+    listed["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| Some((f["name"].as_str()?.to_string(), f["date"].as_i64()?)))
+        .filter(|(name, _)| name.starts_with('r'))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_during_uploads_and_forwards_never_forwards_wrong_or_twice() {
+    let octo = crate::octoprint::OctoPrint::start().await;
+    let home = Home::new();
+    let mut text = std::fs::read_to_string(home.config()).unwrap();
+    text.push_str(&format!(
+        "settle_time = \"200ms\"\n[octoprint]\nurl = \"{}\"\napi_key = \"{}\"\nauto_print = \"never\"\n\
+         poll_interval = \"200ms\"\nretry_initial = \"100ms\"\nretry_max = \"500ms\"\n",
+        octo.url(),
+        octo.key
+    ));
+    std::fs::write(home.config(), text).unwrap();
+    let identity = home.issue("forward-crash");
+    const LEN: usize = 2 << 20;
+    let sources: Vec<Vec<u8>> = (0..FILES).map(|i| content(i as u64 + 70, LEN)).collect();
+    let files: Vec<PathBuf> = sources
+        .iter()
+        .enumerate()
+        .map(|(i, data)| {
+            let path = home.path().join(format!("fw-source-{i}.gcode"));
+            std::fs::write(&path, data).unwrap();
+            path
+        })
+        .collect();
+    let points = (kill_points() / 2).max(5);
+    let mut first_seen: std::collections::BTreeMap<String, i64> = Default::default();
+    let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+    for round in 0..=points {
+        let served = Served::start(&home);
+        let children = send_all(&home, &served, &files, round, &identity);
+        if round < points {
+            // A pseudo-random moment in this round: while receiving,
+            // committing or forwarding.
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            std::thread::sleep(Duration::from_millis(seed % 1500));
+            sigkill(&served.child);
+        }
+        for child in children {
+            let out = child.wait_with_output().unwrap();
+            assert!(
+                round < points || out.status.success(),
+                "the last round's sends must succeed"
+            );
+        }
+        if round == points {
+            octo.wait_for("every stored file to reach OctoPrint", |_| async {
+                let in_agent = check_ready(&home, &sources);
+                let on_octoprint = octoprint_files(&octo).await.len();
+                (in_agent >= FILES && on_octoprint >= in_agent).then_some(())
+            })
+            .await;
+        }
+        drop(served);
+        check_ready(&home, &sources);
+        // Everything OctoPrint has is what was sent, and nothing came twice.
+        for (name, date) in octoprint_files(&octo).await {
+            let index: usize = name
+                .rsplit_once('-')
+                .unwrap()
+                .1
+                .trim_end_matches(".gcode")
+                .parse()
+                .unwrap();
+            let got = octo.download(&name).await.unwrap();
+            assert!(
+                got == sources[index],
+                "{name} on OctoPrint differs from what was sent"
+            );
+            let first = *first_seen.entry(name.clone()).or_insert(date);
+            assert_eq!(first, date, "{name} was uploaded to OctoPrint again");
+        }
+    }
+    eprintln!(
+        "{points} SIGKILLs during uploads and forwards: {} files on OctoPrint, each intact and uploaded once",
+        first_seen.len()
+    );
+    assert!(first_seen.len() >= FILES);
+}

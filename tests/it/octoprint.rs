@@ -122,6 +122,22 @@ impl OctoPrint {
         response.json().await.ok()
     }
 
+    /// The content of a file in OctoPrint's local storage.
+    pub async fn download(&self, name: &str) -> Option<Vec<u8>> {
+        let response = self
+            .http
+            .get(format!("{}/downloads/files/local/{name}", self.url()))
+            .header("X-Api-Key", &self.key)
+            .timeout(Duration::from_secs(30))
+            .send()
+            .await
+            .ok()?;
+        if !response.status().is_success() {
+            return None;
+        }
+        response.bytes().await.ok().map(|b| b.to_vec())
+    }
+
     /// POST a JSON command to an API path.
     pub async fn command(&self, path: &str, body: Value) -> u16 {
         self.http
