@@ -60,9 +60,21 @@ vm-test-arm64:
 e2e-deb:
     tests/e2e/deb-in-systemd.sh
 
+# Every benchmark of docs/performance.md in one run, as ratios against baselines (root; see benches/all.sh).
+bench:
+    benches/all.sh
+
 # Send a 1 GiB file (or FILE) over loopback; prints time, rate, peak RSS and baselines.
-bench file="":
+bench-send file="":
     benches/send-1gib.sh {{file}}
+
+# Handshakes per second against plain TCP connects.
+bench-handshakes seconds="5" tasks="4":
+    cargo bench --bench handshakes -- {{seconds}} {{tasks}}
+
+# Short fuzz runs of every target (cargo-fuzz; stable Rust, no sanitizer).
+fuzz seconds="60":
+    scripts/fuzz.sh {{seconds}}
 
 # Plain vs zstd over loopback shaped to RATE in a private network namespace (root).
 bench-link file="../shared/data/gcode/plate-large.gcode" rate="20mbit":

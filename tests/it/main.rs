@@ -6,6 +6,7 @@
 //! - `compression`: zstd bodies on the wire, hostile compressed bodies.
 //! - `crash`: SIGKILL of the agent at random moments during concurrent sends; CLI retries.
 //! - `diskfull`: the spool on a small tmpfs of its own, filling up under an upload.
+//! - `fuzz_replay`: the fuzz seeds and kept crashes, replayed.
 //! - `hostile`: TLS refusals (no cert, foreign CA, expired, TLS 1.2, ALPN,
 //!   garbage), oversized headers and files, bad bodies, names, timeouts.
 //! - `resume`: interrupted sends resumed, damaged partial bodies dropped.
@@ -25,6 +26,7 @@ mod crash;
 mod diskfull;
 mod fake_octoprint;
 mod forward;
+mod fuzz_replay;
 mod hostile;
 mod hostile_table;
 mod load;

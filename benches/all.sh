@@ -1,0 +1,181 @@
+#!/usr/bin/env bash
+# `just bench`: every figure of docs/performance.md in one run, each against
+# a baseline measured in the same run on the same machine, on loopback only.
+#
+#   1. throughput: `fileagent send` of a 1 GiB file vs raw TCP (socat), scp to
+#      an sshd started here, and curl uploading straight to OctoPrint; every
+#      candidate ends with its copy on disk and fsynced;
+#   2. memory: the agent's peak RSS during 1, 8 and 32 concurrent 256 MiB uploads;
+#   3. latency: `fileagent send` of a small G-code returning -> OctoPrint Printing;
+#   4. plain vs zstd over loopback shaped to 20 Mbit/s (benches/compressed-link.sh);
+#   5. handshakes per second (cargo bench --bench handshakes).
+#
+# Needs: socat, openssh-server (sshd, scp), curl, iproute2 (tc), and root for
+# sshd and the network namespace (apt-get install socat openssh-server curl iproute2).
+# usage: benches/all.sh        BENCH_MIB=1024 BENCH_RSS_MIB=256 to change sizes
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. benches/lib.sh
+mib=${BENCH_MIB:-1024}
+rss_mib=${BENCH_RSS_MIB:-256}
+for tool in socat scp curl tc; do
+  command -v "$tool" > /dev/null || { echo "benches/all.sh needs $tool (see its header)" >&2; exit 2; }
+done
+[ -x /usr/sbin/sshd ] || { echo "benches/all.sh needs /usr/sbin/sshd (openssh-server)" >&2; exit 2; }
+cargo build --release --quiet
+scripts/octoprint-dev.sh install > /dev/null
+bin=$PWD/target/release/fileagent
+work=$(mktemp -d "${TMPDIR:-/tmp}/fileagent-bench.XXXXXX")
+pids=()
+agent_pid=
+cleanup() {
+  for p in "${pids[@]}" $agent_pid; do kill "$p" 2> /dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+now() { date +%s.%N; }
+# timed CMD...: seconds CMD took.
+timed() { local s; s=$(now); "$@" > /dev/null; calc "$(now) - $s" 3; }
+stop_agent() { kill "$agent_pid"; wait "$agent_pid" 2> /dev/null || true; agent_pid=; }
+results=()
+row() { results+=("$(printf '%-58s %12s %10s  %s' "$1" "$2" "$3" "$4")"); }
+
+echo "== 1. throughput, ${mib} MiB of random data over loopback" >&2
+big=$work/big.bin
+head -c $((mib << 20)) /dev/urandom > "$big"
+cat "$big" > /dev/null # every candidate reads it from the page cache
+bytes=$(stat -c %s "$big")
+mkdir -p "$work/fa"
+start_agent "$bin" "$work/fa" 'max_file_size = "64 GiB"'
+t_fa=$(timed "$bin" send "$big" --compress never --agent "$addr" --identity "$work/fa/bench.pem")
+stop_agent
+rm -rf "$work/fa/spool"
+
+port=$(free_port)
+socat -u "TCP-LISTEN:$port,bind=127.0.0.1,reuseaddr" "OPEN:$work/raw.out,creat,trunc" &
+recv=$!
+until ss -ltn "sport = :$port" | grep -q LISTEN; do sleep 0.05; done
+s=$(now)
+socat -u "OPEN:$big" "TCP:127.0.0.1:$port"
+wait "$recv"
+sync "$work/raw.out"
+t_raw=$(calc "$(now) - $s" 3)
+cmp -s "$big" "$work/raw.out" || { echo "raw TCP copy differs" >&2; exit 1; }
+rm -f "$work/raw.out"
+
+ssh-keygen -q -t ed25519 -N '' -f "$work/host_key"
+ssh-keygen -q -t ed25519 -N '' -f "$work/user_key"
+cp "$work/user_key.pub" "$work/authorized_keys"
+sshport=$(free_port)
+mkdir -p /run/sshd
+cat > "$work/sshd_config" << EOF
+Port $sshport
+ListenAddress 127.0.0.1
+HostKey $work/host_key
+AuthorizedKeysFile $work/authorized_keys
+PidFile $work/sshd.pid
+StrictModes no
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+EOF
+/usr/sbin/sshd -f "$work/sshd_config" -D -e 2> "$work/sshd.log" &
+pids+=($!)
+ssh_opts=(-q -P "$sshport" -i "$work/user_key" -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o BatchMode=yes)
+until scp "${ssh_opts[@]}" "$work/authorized_keys" "$(id -un)@127.0.0.1:$work/probe" 2> /dev/null; do sleep 0.1; done
+scp_copy() { scp "${ssh_opts[@]}" "$big" "$(id -un)@127.0.0.1:$work/scp.out" && sync "$work/scp.out"; }
+t_scp=$(timed scp_copy)
+cmp -s "$big" "$work/scp.out" || { echo "scp copy differs" >&2; exit 1; }
+rm -f "$work/scp.out"
+
+key=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
+octoport=$(free_port)
+scripts/octoprint-dev.sh prepare "$work/octoprint" "$key" > /dev/null
+scripts/octoprint-dev.sh serve "$work/octoprint" "$octoport" > "$work/octoprint.log" 2>&1 &
+pids+=($!)
+octo=http://127.0.0.1:$octoport
+api() { curl -fsS -H "X-Api-Key: $key" "$@"; }
+until api "$octo/api/connection" 2> /dev/null | grep -q '"Operational"'; do sleep 0.2; done
+cp "$big" "$work/big.gcode"
+curl_upload() {
+  api -F "file=@$work/big.gcode" "$octo/api/files/local" > /dev/null &&
+    sync "$work/octoprint/uploads/big.gcode"
+}
+t_curl=$(timed curl_upload)
+api -X DELETE "$octo/api/files/local/big.gcode" > /dev/null || true
+rm -f "$work/big.gcode"
+
+rate() { calc "$bytes / $1 / 1000000" 0; }
+row "fileagent send (TLS 1.3, SHA-256 both ends, fsync)" "$t_fa s" "$(rate "$t_fa") MB/s" ""
+row "raw TCP: socat into a file, then fsync" "$t_raw s" "$(rate "$t_raw") MB/s" \
+  "fileagent/raw $(calc "$t_raw / $t_fa" 2)x (target >= 0.9)"
+row "scp to a local sshd, then fsync" "$t_scp s" "$(rate "$t_scp") MB/s" \
+  "fileagent/scp $(calc "$t_scp / $t_fa" 2)x (target >= 2)"
+row "curl straight to OctoPrint, then fsync" "$t_curl s" "$(rate "$t_curl") MB/s" \
+  "fileagent/curl $(calc "$t_curl / $t_fa" 2)x"
+rm -f "$big"
+
+echo "== 2. agent peak RSS, concurrent ${rss_mib} MiB uploads" >&2
+head -c $((rss_mib << 20)) /dev/urandom > "$work/rss.bin"
+for n in 1 8 32; do
+  d=$work/rss-$n
+  mkdir -p "$d"
+  start_agent "$bin" "$d" 'max_file_size = "64 GiB"
+max_connections = 64'
+  idle_kb=$(awk '/VmRSS/ {print $2}' "/proc/$agent_pid/status")
+  senders=()
+  for i in $(seq "$n"); do
+    "$bin" send "$work/rss.bin" --as "copy-$i.bin" --compress never --agent "$addr" \
+      --identity "$d/bench.pem" > /dev/null &
+    senders+=($!)
+  done
+  for p in "${senders[@]}"; do wait "$p"; done
+  peak_kb=$(awk '/VmHWM/ {print $2}' "/proc/$agent_pid/status")
+  stored=$(find "$d/spool/ready" -type f | wc -l)
+  [ "$stored" = "$n" ] || { echo "only $stored of $n uploads stored" >&2; exit 1; }
+  stop_agent
+  rm -rf "$d"
+  target=""
+  [ "$n" = 32 ] && target="target <= 16 MiB"
+  row "agent peak RSS, $n concurrent ${rss_mib} MiB uploads" "$(calc "$peak_kb / 1024" 1) MiB" \
+    "idle $(calc "$idle_kb / 1024" 1)" "$target"
+done
+rm -f "$work/rss.bin"
+
+echo "== 3. latency: send -> OctoPrint Printing" >&2
+mkdir -p "$work/lat"
+start_agent "$bin" "$work/lat" "[octoprint]
+url = \"$octo\"
+api_key = \"$key\"
+poll_interval = \"100ms\""
+state() { api "$octo/api/job" | python3 -c 'import json,sys; print(json.load(sys.stdin)["state"])'; }
+lat=()
+for i in 1 2 3 4 5; do
+  until [ "$(state)" = Operational ]; do sleep 0.1; done
+  "$bin" send tests/data/tiny.gcode --as "lat-$i.gcode" --agent "$addr" --identity "$work/lat/bench.pem" > /dev/null
+  sent=$(now)
+  until state | grep -q Printing; do sleep 0.01; done
+  lat+=("$(calc "$(now) - $sent" 3)")
+done
+stop_agent
+median=$(printf '%s\n' "${lat[@]}" | sort -n | sed -n 3p)
+row "send returned -> OctoPrint Printing (median of 5)" "$median s" "" "target <= 1 s; runs: ${lat[*]}"
+
+echo "== 4. plain vs zstd over a 20 Mbit/s link" >&2
+link=$(benches/compressed-link.sh)
+echo "$link" >&2
+ratio=$(echo "$link" | sed -n 's/^compression ratio \([0-9.]*\)x.*/\1/p')
+faster=$(echo "$link" | sed -n 's/.*zstd is \([0-9.]*\)x faster.*/\1/p')
+row "zstd vs plain over 20 Mbit/s (25 MB plate G-code)" "${faster}x faster" "ratio ${ratio}x" "target >= 3x"
+
+echo "== 5. handshakes per second" >&2
+hs=$(cargo bench --quiet --bench handshakes -- 5 4 2> /dev/null)
+echo "$hs" >&2
+per_s=$(echo "$hs" | sed -n 's/^fileagent: .* \([0-9]*\)$/\1/p')
+tcp_s=$(echo "$hs" | sed -n 's/^baseline: .* \([0-9]*\)$/\1/p')
+row "handshakes per second (TLS 1.3 mutual auth + ping)" "$per_s /s" "tcp $tcp_s" "$(calc "$per_s / $tcp_s" 2) of plain TCP"
+
+echo
+printf '%-58s %12s %10s  %s\n' "what" "figure" "" "against the baseline"
+printf '%s\n' "${results[@]}"
