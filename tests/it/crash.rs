@@ -12,16 +12,21 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::cli::{Home, Served, assert_exit, stderr};
-use crate::support::{GUARD, content};
+use crate::support::{GUARD, content, emulated};
 
 const FILES: usize = 4;
-const FILE_LEN: usize = 8 << 20;
 
+/// Size of each file sent: 8 MiB, 1 MiB under emulation.
+fn file_len() -> usize {
+    if emulated() { 1 << 20 } else { 8 << 20 }
+}
+
+/// Kills per run: `FILEAGENT_KILL_POINTS`, else 12 (2 under emulation).
 fn kill_points() -> usize {
     std::env::var("FILEAGENT_KILL_POINTS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(12)
+        .unwrap_or(if emulated() { 2 } else { 12 })
 }
 
 /// Bytes held in `incoming/` (temp and partial bodies).
@@ -105,7 +110,7 @@ fn sigkill_at_random_moments_never_leaves_a_wrong_file() {
     let home = Home::new();
     let identity = home.issue("crash-test");
     let sources: Vec<Vec<u8>> = (0..FILES)
-        .map(|i| content(i as u64 + 7, FILE_LEN))
+        .map(|i| content(i as u64 + 7, file_len()))
         .collect();
     let files: Vec<PathBuf> = sources
         .iter()
@@ -116,7 +121,7 @@ fn sigkill_at_random_moments_never_leaves_a_wrong_file() {
             path
         })
         .collect();
-    let total = (FILES * FILE_LEN) as u64;
+    let total = (FILES * file_len()) as u64;
     let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
     let mut resumed = 0;
     let points = kill_points();
@@ -158,7 +163,11 @@ fn sigkill_at_random_moments_never_leaves_a_wrong_file() {
     }
     let stored = check_ready(&home, &sources);
     assert!(stored >= FILES, "{stored}");
-    assert!(resumed > 0, "no send resumed in {points} kills");
+    // With a dozen kills some land mid-body; with two (emulation) maybe not.
+    assert!(
+        resumed > 0 || points < 10,
+        "no send resumed in {points} kills"
+    );
     eprintln!(
         "{points} SIGKILLs: {stored} files stored intact, {resumed} sends resumed an interrupted upload"
     );
@@ -219,8 +228,8 @@ async fn sigkill_during_uploads_and_forwards_never_forwards_wrong_or_twice() {
     ));
     std::fs::write(home.config(), text).unwrap();
     let identity = home.issue("forward-crash");
-    const LEN: usize = 2 << 20;
-    let sources: Vec<Vec<u8>> = (0..FILES).map(|i| content(i as u64 + 70, LEN)).collect();
+    let len = if emulated() { 256 << 10 } else { 2 << 20 };
+    let sources: Vec<Vec<u8>> = (0..FILES).map(|i| content(i as u64 + 70, len)).collect();
     let files: Vec<PathBuf> = sources
         .iter()
         .enumerate()
@@ -230,7 +239,7 @@ async fn sigkill_during_uploads_and_forwards_never_forwards_wrong_or_twice() {
             path
         })
         .collect();
-    let points = (kill_points() / 2).max(5);
+    let points = (kill_points() / 2).max(2);
     let mut first_seen: std::collections::BTreeMap<String, i64> = Default::default();
     let mut seed = 0x2545_f491_4f6c_dd1d_u64;
     for round in 0..=points {

@@ -81,6 +81,9 @@ async fn a_full_disk_gives_a_clear_no_space_and_the_agent_keeps_serving() {
         .replace("min_free_space = \"1 MiB\"", "min_free_space = \"0 B\"");
     std::fs::write(&config, text).unwrap();
     let identity = Identity::load(&home.issue("disk-filler")).unwrap();
+    // Made before any connection: slow under emulation.
+    let big = content(1, 12 << 20);
+    let body = content(2, 6 << 20);
     let signals = tempfile::tempdir().unwrap();
     let served = serve_on_tmpfs(&home, signals.path());
     let tls = fileagent::tls::client_config(identity).unwrap();
@@ -93,7 +96,6 @@ async fn a_full_disk_gives_a_clear_no_space_and_the_agent_keeps_serving() {
 
     // Larger than the whole disk: refused before the body.
     let mut conn = raw().await;
-    let big = content(1, 12 << 20);
     let request = |name: &str, body: &[u8]| Request::Send {
         name: name.into(),
         size: body.len() as u64,
@@ -114,7 +116,6 @@ async fn a_full_disk_gives_a_clear_no_space_and_the_agent_keeps_serving() {
     }
 
     // The disk fills while a 6 MiB upload runs.
-    let body = content(2, 6 << 20);
     conn.write_message(&request("mid.gcode", &body))
         .await
         .unwrap();

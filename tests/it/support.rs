@@ -280,6 +280,14 @@ pub fn fileagent_command() -> std::process::Command {
     }
 }
 
+/// Whether the tests run under an emulator (qemu-user through
+/// cross/cargo.sh, which sets `FILEAGENT_TEST_RUNNER`): ten or more times
+/// slower. The heavy tests (crash, load) then run a smaller version of
+/// themselves; every behaviour is still exercised, with fewer repetitions.
+pub fn emulated() -> bool {
+    std::env::var_os("FILEAGENT_TEST_RUNNER").is_some()
+}
+
 /// Polls `check` every `every` until it yields a value, for at most
 /// `within`: waiting on state owned by another process or task.
 pub async fn poll<T>(
