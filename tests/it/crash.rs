@@ -262,12 +262,34 @@ async fn sigkill_during_uploads_and_forwards_never_forwards_wrong_or_twice() {
             );
         }
         if round == points {
-            octo.wait_for("every stored file to reach OctoPrint", |_| async {
-                let in_agent = check_ready(&home, &sources);
-                let on_octoprint = octoprint_files(&octo).await.len();
-                (in_agent >= FILES && on_octoprint >= in_agent).then_some(())
-            })
+            let arrived = crate::support::poll(
+                crate::octoprint::OCTO_GUARD,
+                Duration::from_millis(200),
+                async || {
+                    let in_agent = check_ready(&home, &sources);
+                    let on_octoprint = octoprint_files(&octo).await.len();
+                    (in_agent >= FILES && on_octoprint >= in_agent).then_some(())
+                },
+            )
             .await;
+            if arrived.is_none() {
+                let listing = |dir: &str| -> Vec<String> {
+                    std::fs::read_dir(home.path().join("spool").join(dir))
+                        .map(|d| {
+                            d.flatten()
+                                .map(|e| e.file_name().to_string_lossy().into_owned())
+                                .collect()
+                        })
+                        .unwrap_or_default()
+                };
+                panic!(
+                    "not every stored file reached OctoPrint\nready: {:?}\ndone: {:?}\nOctoPrint: {:?}\nagent log:\n{}",
+                    listing("ready"),
+                    listing("done"),
+                    octoprint_files(&octo).await,
+                    served.log()
+                );
+            }
         }
         drop(served);
         check_ready(&home, &sources);

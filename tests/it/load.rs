@@ -118,11 +118,17 @@ async fn slowloris_and_idle_clients_are_cut_off_while_64_clients_transfer() {
 
     let dir = tempfile::tempdir().unwrap();
     let mut good = JoinSet::new();
+    let mut prepared = Vec::new();
     for i in 0..good_clients {
         let path = dir.path().join(format!("part-{i}.gcode"));
         std::fs::write(&path, content(1000 + i as u64, 1 << 20)).unwrap();
-        let mut client = agent.client(&format!("good-{i}")).await;
+        prepared.push((path, agent.identity(&format!("good-{i}"))));
+    }
+    // All at once: connect, send, ping.
+    for (i, (path, identity)) in prepared.into_iter().enumerate() {
+        let addr = agent.agent_arg();
         good.spawn(async move {
+            let mut client = fileagent::client::Client::connect(&addr, identity).await?;
             let sent = client
                 .send_file(&path, &format!("part-{i}.gcode"), false, &mut ())
                 .await;
