@@ -49,28 +49,31 @@ fn sigkill(child: &Child) {
     .unwrap();
 }
 
-/// Every file in `ready/` is byte-identical to the source its name says.
-fn check_ready(home: &Home, sources: &[Vec<u8>]) -> usize {
-    let mut count = 0;
-    for entry in std::fs::read_dir(home.path().join("spool/ready"))
-        .unwrap()
-        .flatten()
-    {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let index: usize = name
-            .rsplit_once('-')
-            .and_then(|(_, rest)| rest.strip_suffix(".gcode"))
-            .and_then(|i| i.parse().ok())
-            .unwrap_or_else(|| panic!("unexpected file in ready/: {name}"));
-        let stored = std::fs::read(entry.path()).unwrap();
-        assert!(
-            stored == sources[index],
-            "{name} in ready/ differs from what was sent ({} bytes)",
-            stored.len()
-        );
-        count += 1;
+/// Every file in `ready/` and `done/` (where forwarded files go) is
+/// byte-identical to the source its name says; returns their names.
+fn check_ready(home: &Home, sources: &[Vec<u8>]) -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    for dir in ["ready", "done"] {
+        let Ok(entries) = std::fs::read_dir(home.path().join("spool").join(dir)) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let index: usize = name
+                .rsplit_once('-')
+                .and_then(|(_, rest)| rest.strip_suffix(".gcode"))
+                .and_then(|i| i.parse().ok())
+                .unwrap_or_else(|| panic!("unexpected file in {dir}/: {name}"));
+            let stored = std::fs::read(entry.path()).unwrap();
+            assert!(
+                stored == sources[index],
+                "{name} in {dir}/ differs from what was sent ({} bytes)",
+                stored.len()
+            );
+            names.insert(name);
+        }
     }
-    count
+    names
 }
 
 fn send_all(
@@ -161,7 +164,7 @@ fn sigkill_at_random_moments_never_leaves_a_wrong_file() {
             resumed += 1;
         }
     }
-    let stored = check_ready(&home, &sources);
+    let stored = check_ready(&home, &sources).len();
     assert!(stored >= FILES, "{stored}");
     // With a dozen kills some land mid-body; with two (emulation) maybe not.
     assert!(
@@ -266,9 +269,17 @@ async fn sigkill_during_uploads_and_forwards_never_forwards_wrong_or_twice() {
                 crate::octoprint::OCTO_GUARD,
                 Duration::from_millis(200),
                 async || {
+                    // Every file the agent stored, and the whole last round,
+                    // is on OctoPrint.
                     let in_agent = check_ready(&home, &sources);
-                    let on_octoprint = octoprint_files(&octo).await.len();
-                    (in_agent >= FILES && on_octoprint >= in_agent).then_some(())
+                    let on_octoprint: std::collections::BTreeSet<String> = octoprint_files(&octo)
+                        .await
+                        .into_iter()
+                        .map(|(n, _)| n)
+                        .collect();
+                    let last_round =
+                        (0..FILES).all(|i| in_agent.contains(&format!("r{points}-{i}.gcode")));
+                    (last_round && in_agent.is_subset(&on_octoprint)).then_some(())
                 },
             )
             .await;
