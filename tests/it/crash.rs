@@ -76,6 +76,35 @@ fn check_ready(home: &Home, sources: &[Vec<u8>]) -> std::collections::BTreeSet<S
     names
 }
 
+/// What a killed agent left in `incoming/`: partial bodies only, each a
+/// true prefix of the file its name (digest and size) says; temp files of
+/// uploads that were not resumable are removed when the agent starts again.
+fn check_incoming(home: &Home, sources: &[Vec<u8>]) -> usize {
+    let mut partial = 0;
+    for entry in std::fs::read_dir(home.path().join("spool/incoming"))
+        .unwrap()
+        .flatten()
+    {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(key) = name.strip_suffix(".partial") else {
+            continue; // a temp file: gone at the next start, checked there
+        };
+        let (digest, size) = key.rsplit_once('-').unwrap();
+        let source = sources
+            .iter()
+            .find(|s| crate::support::sha256(s) == digest && s.len().to_string() == size)
+            .unwrap_or_else(|| panic!("{name} matches no file that was sent"));
+        let held = std::fs::read(entry.path()).unwrap();
+        assert!(
+            held.len() <= source.len() && held[..] == source[..held.len()],
+            "{name} is not a prefix of its file ({} bytes)",
+            held.len()
+        );
+        partial += 1;
+    }
+    partial
+}
+
 fn send_all(
     home: &Home,
     served: &Served,
@@ -154,6 +183,7 @@ fn sigkill_at_random_moments_never_leaves_a_wrong_file() {
         }
         drop(served);
         check_ready(&home, &sources);
+        check_incoming(&home, &sources);
     }
     // A last round without a kill: everything arrives, intact.
     let served = Served::start(&home);
@@ -166,6 +196,14 @@ fn sigkill_at_random_moments_never_leaves_a_wrong_file() {
     }
     let stored = check_ready(&home, &sources).len();
     assert!(stored >= FILES, "{stored}");
+    let left = std::fs::read_dir(home.path().join("spool/incoming"))
+        .unwrap()
+        .count();
+    assert_eq!(
+        check_incoming(&home, &sources),
+        left,
+        "only partial bodies stay in incoming/"
+    );
     // With a dozen kills some land mid-body; with two (emulation) maybe not.
     assert!(
         resumed > 0 || points < 10,
