@@ -50,6 +50,7 @@ mkdir -p "$work/fa"
 start_agent "$bin" "$work/fa" 'max_file_size = "64 GiB"'
 t_fa=$(timed "$bin" send "$big" --compress never --agent "$addr" --identity "$work/fa/bench.pem")
 stop_agent
+cmp -s "$big" "$work/fa/spool/ready/big.bin" || { echo "fileagent's copy differs" >&2; exit 1; }
 rm -rf "$work/fa/spool"
 
 port=$(free_port)
@@ -79,13 +80,16 @@ StrictModes no
 PasswordAuthentication no
 KbdInteractiveAuthentication no
 UsePAM no
+Subsystem sftp /usr/lib/openssh/sftp-server
 EOF
 /usr/sbin/sshd -f "$work/sshd_config" -D -e 2> "$work/sshd.log" &
 pids+=($!)
 ssh_opts=(-q -P "$sshport" -i "$work/user_key" -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o BatchMode=yes)
 until scp "${ssh_opts[@]}" "$work/authorized_keys" "$(id -un)@127.0.0.1:$work/probe" 2> /dev/null; do sleep 0.1; done
-scp_copy() { scp "${ssh_opts[@]}" "$big" "$(id -un)@127.0.0.1:$work/scp.out" && sync "$work/scp.out"; }
-t_scp=$(timed scp_copy)
+s=$(now)
+scp "${ssh_opts[@]}" "$big" "$(id -un)@127.0.0.1:$work/scp.out"
+sync "$work/scp.out"
+t_scp=$(calc "$(now) - $s" 3)
 cmp -s "$big" "$work/scp.out" || { echo "scp copy differs" >&2; exit 1; }
 rm -f "$work/scp.out"
 
@@ -98,11 +102,11 @@ octo=http://127.0.0.1:$octoport
 api() { curl -fsS -H "X-Api-Key: $key" "$@"; }
 until api "$octo/api/connection" 2> /dev/null | grep -q '"Operational"'; do sleep 0.2; done
 cp "$big" "$work/big.gcode"
-curl_upload() {
-  api -F "file=@$work/big.gcode" "$octo/api/files/local" > /dev/null &&
-    sync "$work/octoprint/uploads/big.gcode"
-}
-t_curl=$(timed curl_upload)
+s=$(now)
+api -F "file=@$work/big.gcode" "$octo/api/files/local" > /dev/null
+sync "$work/octoprint/uploads/big.gcode"
+t_curl=$(calc "$(now) - $s" 3)
+cmp -s "$big" "$work/octoprint/uploads/big.gcode" || { echo "OctoPrint's copy differs" >&2; exit 1; }
 api -X DELETE "$octo/api/files/local/big.gcode" > /dev/null || true
 rm -f "$work/big.gcode"
 

@@ -46,6 +46,9 @@ server:
     corewizard: 4
     backup: null
     tracking: null
+  uploads:
+    # Room for the 1 GiB benchmark upload (benches/all.sh); the default is 1 GB.
+    maxSize: 17179869184
   commands:
     serverRestartCommand: ''
     systemRestartCommand: ''
