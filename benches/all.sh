@@ -33,8 +33,6 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-now() { date +%s.%N; }
 # timed CMD...: seconds CMD took.
 timed() { local s; s=$(now); "$@" > /dev/null; calc "$(now) - $s" 3; }
 stop_agent() { kill "$agent_pid"; wait "$agent_pid" 2> /dev/null || true; agent_pid=; }
@@ -93,14 +91,8 @@ t_scp=$(calc "$(now) - $s" 3)
 cmp -s "$big" "$work/scp.out" || { echo "scp copy differs" >&2; exit 1; }
 rm -f "$work/scp.out"
 
-key=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
-octoport=$(free_port)
-scripts/octoprint-dev.sh prepare "$work/octoprint" "$key" > /dev/null
-scripts/octoprint-dev.sh serve "$work/octoprint" "$octoport" > "$work/octoprint.log" 2>&1 &
-pids+=($!)
-octo=http://127.0.0.1:$octoport
-api() { curl -fsS -H "X-Api-Key: $key" "$@"; }
-until api "$octo/api/connection" 2> /dev/null | grep -q '"Operational"'; do sleep 0.2; done
+start_octoprint "$work"
+pids+=("$octo_pid")
 cp "$big" "$work/big.gcode"
 s=$(now)
 api -F "file=@$work/big.gcode" "$octo/api/files/local" > /dev/null

@@ -20,17 +20,8 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/fileagent-forward.XXXXXX")
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2> /dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-now() { date +%s.%N; }
-
-key=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
-port=$(free_port)
-scripts/octoprint-dev.sh prepare "$work/octoprint" "$key" > /dev/null
-scripts/octoprint-dev.sh serve "$work/octoprint" "$port" > "$work/octoprint.log" 2>&1 &
-pids+=($!)
-octo=http://127.0.0.1:$port
-api() { curl -fsS -H "X-Api-Key: $key" "$@"; }
-until api "$octo/api/connection" 2> /dev/null | grep -q '"Operational"'; do sleep 0.2; done
+start_octoprint "$work"
+pids+=("$octo_pid")
 
 start_agent "$bin" "$work" "[octoprint]
 url = \"$octo\"

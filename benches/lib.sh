@@ -28,3 +28,27 @@ TOML
   cat "$work/agent.log" >&2
   return 1
 }
+
+# free_port: a TCP port free on 127.0.0.1 right now.
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# now: seconds since the epoch, with nanoseconds.
+now() { date +%s.%N; }
+
+# api CURL-ARGS...: curl against OctoPrint with the API key in $key.
+api() { curl -fsS -H "X-Api-Key: $key" "$@"; }
+
+# start_octoprint WORK: a dev OctoPrint with its Virtual Printer
+# (scripts/octoprint-dev.sh) in WORK/octoprint on a free loopback port;
+# returns once the printer is Operational. Sets $key, $octo (its URL) and
+# $octo_pid.
+start_octoprint() {
+  local work=$1 port
+  key=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
+  port=$(free_port)
+  scripts/octoprint-dev.sh prepare "$work/octoprint" "$key" > /dev/null
+  scripts/octoprint-dev.sh serve "$work/octoprint" "$port" > "$work/octoprint.log" 2>&1 &
+  octo_pid=$!
+  octo=http://127.0.0.1:$port
+  until api "$octo/api/connection" 2> /dev/null | grep -q '"Operational"'; do sleep 0.2; done
+}

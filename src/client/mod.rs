@@ -344,24 +344,11 @@ impl Client {
             }
         };
         let mut resumed_from = 0;
-        let first = self
-            .transfer(
-                path,
-                name,
-                size,
-                &sha256,
-                overwrite,
-                observer,
-                &mut resumed_from,
-            )
-            .await;
-        let result = match first {
-            // The part the agent kept was damaged; it dropped it: once more, whole.
-            Err(ClientError::Refused {
-                code: ErrorCode::DigestMismatch,
-                ..
-            }) if resumed_from > 0 && !hash_changed(path, &sha256).await => {
-                self.transfer(
+        let mut attempts = 0;
+        let result = loop {
+            attempts += 1;
+            let result = self
+                .transfer(
                     path,
                     name,
                     size,
@@ -370,9 +357,15 @@ impl Client {
                     observer,
                     &mut resumed_from,
                 )
-                .await
+                .await;
+            match result {
+                // The part the agent kept was damaged; it dropped it: once more, whole.
+                Err(ClientError::Refused {
+                    code: ErrorCode::DigestMismatch,
+                    ..
+                }) if attempts == 1 && resumed_from > 0 && !hash_changed(path, &sha256).await => {}
+                other => break other,
             }
-            other => other,
         };
         result.map(|mut sent| {
             sent.seconds = started.elapsed().as_secs_f64();
