@@ -6,10 +6,14 @@
 # kept in fuzz/artifacts/TARGET/ and fails the run: copy it into
 # fuzz/regressions/TARGET/, where `cargo test` replays it for good.
 #
-# usage: scripts/fuzz.sh [SECONDS]   (CI runs it for a short while)
+# usage: scripts/fuzz.sh [SECONDS] [--dev]
+#   --dev builds without optimisations (much quicker to build, slower to
+#   run): what CI uses for its short run. Figures are taken without it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-60}
+profile=(-O)
+[ "${2:-}" = --dev ] && profile=(--dev)
 if ! command -v cargo-fuzz > /dev/null; then
   echo "fuzz: installing cargo-fuzz" >&2
   cargo install cargo-fuzz --locked --quiet
@@ -17,7 +21,7 @@ fi
 targets=(frames config zstd_body)
 cd fuzz
 for t in "${targets[@]}"; do
-  cargo fuzz build --sanitizer none -O "$t" 2>&1 | grep -v '^\s*Compiling' >&2 || true
+  cargo fuzz build --sanitizer none "${profile[@]}" "$t" 2>&1 | grep -v '^\s*Compiling' >&2 || true
 done
 summary=()
 status=0
@@ -25,7 +29,7 @@ for t in "${targets[@]}"; do
   corpus=../target/fuzz-corpus/$t
   mkdir -p "$corpus" "artifacts/$t"
   log=$(mktemp)
-  if cargo fuzz run --sanitizer none -O "$t" "$corpus" "seeds/$t" -- \
+  if cargo fuzz run --sanitizer none "${profile[@]}" "$t" "$corpus" "seeds/$t" -- \
       -max_total_time="$seconds" -max_len=65536 -timeout=10 -print_final_stats=1 > "$log" 2>&1; then
     result=ok
   else
