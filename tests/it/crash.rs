@@ -139,6 +139,7 @@ fn send_all(
 
 #[test]
 fn sigkill_at_random_moments_never_leaves_a_wrong_file() {
+    let _turn = crate::support::heavy();
     let home = Home::new();
     let identity = home.issue("crash-test");
     let sources: Vec<Vec<u8>> = (0..FILES)
@@ -258,6 +259,7 @@ async fn octoprint_files(octo: &crate::octoprint::OctoPrint) -> Vec<(String, i64
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_during_uploads_and_forwards_never_forwards_wrong_or_twice() {
+    let _turn = crate::support::heavy();
     let octo = crate::octoprint::OctoPrint::start().await;
     let home = Home::new();
     let mut text = std::fs::read_to_string(home.config()).unwrap();

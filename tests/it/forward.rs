@@ -201,6 +201,7 @@ async fn with_queue_the_next_file_starts_when_the_printer_is_free() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_octoprint_outage_delays_delivery_which_happens_exactly_once() {
+    let _turn = crate::support::heavy();
     let mut octo = OctoPrint::start().await;
     let mut agent = Agent::start_with(forwarding(octo.url(), octo.key.clone(), false)).await;
     octo.stop();
@@ -350,6 +351,7 @@ async fn a_file_octoprint_refuses_goes_to_failed_with_its_reason() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_queue_sent_during_an_outage_is_printed_once_each_in_order() {
+    let _turn = crate::support::heavy();
     let mut octo = OctoPrint::start().await;
     let mut agent = Agent::start_with(forwarding(octo.url(), octo.key.clone(), true)).await;
     octo.stop();

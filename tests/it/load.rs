@@ -50,6 +50,7 @@ async fn until_closed(mut tcp: TcpStream, dribble: Option<Duration>) -> Ended {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn slowloris_and_idle_clients_are_cut_off_while_64_clients_transfer() {
+    let _turn = crate::support::heavy();
     let (good_clients, each_kind, timeout) = scale();
     let agent = Agent::start_with(|c| {
         c.handshake_timeout = timeout;

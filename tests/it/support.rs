@@ -280,6 +280,32 @@ pub fn fileagent_command() -> std::process::Command {
     }
 }
 
+/// Held by the tests that load both cores for a long while (the crash and
+/// load tests) and by those that restart OctoPrint and wait on it, so that
+/// none of them starves another into a timeout: they take turns while the
+/// rest of the suite runs beside them.
+pub fn heavy() -> Turn {
+    let mut busy = TURN.0.lock().unwrap_or_else(|e| e.into_inner());
+    while *busy {
+        busy = TURN.1.wait(busy).unwrap_or_else(|e| e.into_inner());
+    }
+    *busy = true;
+    Turn
+}
+
+static TURN: (std::sync::Mutex<bool>, std::sync::Condvar) =
+    (std::sync::Mutex::new(false), std::sync::Condvar::new());
+
+/// A turn of [`heavy`]; the next test's turn begins when it is dropped.
+pub struct Turn;
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        *TURN.0.lock().unwrap_or_else(|e| e.into_inner()) = false;
+        TURN.1.notify_one();
+    }
+}
+
 /// Whether the tests run under an emulator (qemu-user through
 /// cross/cargo.sh, which sets `FILEAGENT_TEST_RUNNER`): ten or more times
 /// slower. The heavy tests (crash, load) then run a smaller version of
