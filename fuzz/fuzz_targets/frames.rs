@@ -20,7 +20,11 @@ struct Input<'a> {
 }
 
 impl AsyncRead for Input<'_> {
-    fn poll_read(mut self: Pin<&mut Self>, _: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
         let n = self.data.len().min(buf.remaining()).min(self.step);
         buf.put_slice(&self.data[..n]);
         self.data = &self.data[n..];
@@ -29,7 +33,11 @@ impl AsyncRead for Input<'_> {
 }
 
 impl AsyncWrite for Input<'_> {
-    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         Poll::Ready(Ok(buf.len()))
     }
     fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -41,7 +49,10 @@ impl AsyncWrite for Input<'_> {
 }
 
 fn decode(data: &[u8], max_header: usize) {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
     let step = 1 + data.first().copied().unwrap_or(0) as usize % 97;
     runtime.block_on(async {
         let mut conn = Connection::new(Input { data, step }, max_header);

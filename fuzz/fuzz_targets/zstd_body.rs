@@ -6,7 +6,9 @@ use fileagent::codec::{Decompressor, PIECE_LEN};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&step, rest)) = data.split_first() else { return };
+    let Some((&step, rest)) = data.split_first() else {
+        return;
+    };
     let step = 1 + step as usize * 17;
     let mut d = Decompressor::new().unwrap();
     let mut total = 0usize;
