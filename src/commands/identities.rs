@@ -16,9 +16,12 @@ use crate::clients::{self, ClientRecord};
 use crate::config::Config;
 use crate::identity::Identity;
 use crate::pairing::ticket::{self, Outcome};
-use crate::pairing::{MAX_ATTEMPTS, MAX_TTL, PairingCode};
+use crate::pairing::{MAX_ATTEMPTS, MAX_TTL, MIN_TTL, PairingCode};
 use crate::pki;
 
+/// How long `fileagent pair` on the agent tries to reach the running agent
+/// before warning that nothing listens.
+const LISTEN_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often `fileagent pair` on the agent looks at its code's state.
 const PAIR_POLL: Duration = Duration::from_millis(200);
 
@@ -35,9 +38,10 @@ async fn pair_agent(args: PairArgs) -> Result<()> {
     if let Some(name) = &args.name {
         pki::validate_client_name(name).map_err(|e| UsageError(e.to_string()))?;
     }
-    if args.ttl < Duration::from_secs(60) || args.ttl > MAX_TTL {
+    if args.ttl < MIN_TTL || args.ttl > MAX_TTL {
         bail!(UsageError(format!(
-            "--ttl must be between 1m and {}",
+            "--ttl must be between {} and {}",
+            humantime::format_duration(MIN_TTL),
             humantime::format_duration(MAX_TTL)
         )));
     }
@@ -133,7 +137,7 @@ async fn agent_listening(config: &Config) -> bool {
     }
     let connect = tokio::net::TcpStream::connect(addr);
     matches!(
-        tokio::time::timeout(Duration::from_secs(2), connect).await,
+        tokio::time::timeout(LISTEN_PROBE_TIMEOUT, connect).await,
         Ok(Ok(_))
     )
 }

@@ -36,6 +36,8 @@ pub const MAX_REQUESTS_PER_ADDRESS: usize = 6;
 pub const RATE_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
 /// Lifetime of a code unless `--ttl` says otherwise.
 pub const DEFAULT_TTL: std::time::Duration = std::time::Duration::from_secs(10 * 60);
+/// Shortest lifetime `--ttl` accepts.
+pub const MIN_TTL: std::time::Duration = std::time::Duration::from_secs(60);
 /// Longest lifetime `--ttl` accepts.
 pub const MAX_TTL: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 

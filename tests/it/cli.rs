@@ -494,11 +494,7 @@ fn failures_have_distinct_exit_codes_and_say_what_to_do() {
     );
 
     // 3: network. A port that was just free is refused.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::support::free_port();
     let agent = format!("127.0.0.1:{port}");
     assert_exit(
         &home.run(&["ping", "--agent", &agent, "--identity", id]),

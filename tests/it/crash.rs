@@ -222,11 +222,7 @@ fn send_retries_network_failures_and_can_be_told_not_to() {
     let home = Home::new();
     let identity = home.issue("retrier");
     // A port nothing listens on: bound, then closed.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::support::free_port();
     let agent = format!("127.0.0.1:{port}");
     let file = crate::support::data("tiny.gcode");
     let id = identity.to_str().unwrap();

@@ -50,11 +50,7 @@ impl OctoPrint {
             .status()
             .unwrap();
         assert!(status.success(), "scripts/octoprint-dev.sh prepare failed");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = crate::support::free_port();
         let mut octo = OctoPrint {
             child: None,
             base,

@@ -10,20 +10,26 @@ use fileagent::protocol::{Reply, Request};
 
 use crate::support::{Agent, GUARD, data, poll, reply, sha256};
 
-/// Starts a resumable send of `content` on a raw connection, delivers the
-/// first `part` bytes and drops the connection; returns once the agent
-/// holds them and has let go of the partial file.
-async fn interrupt(agent: &Agent, name: &str, content: &[u8], part: usize) {
-    let mut conn = agent.raw("flaky-wifi").await;
-    let request = Request::Send {
+/// A plain `send` of `content` that offers to resume.
+fn resumable_send(name: &str, content: &[u8]) -> Request {
+    Request::Send {
         name: name.into(),
         size: content.len() as u64,
         sha256: sha256(content),
         overwrite: false,
         encoding: None,
         resume: true,
-    };
-    conn.write_message(&request).await.unwrap();
+    }
+}
+
+/// Starts a resumable send of `content` on a raw connection, delivers the
+/// first `part` bytes and drops the connection; returns once the agent
+/// holds them and has let go of the partial file.
+async fn interrupt(agent: &Agent, name: &str, content: &[u8], part: usize) {
+    let mut conn = agent.raw("flaky-wifi").await;
+    conn.write_message(&resumable_send(name, content))
+        .await
+        .unwrap();
     assert!(matches!(
         reply(&mut conn).await,
         Reply::Continue { offset: 0, .. }
@@ -122,15 +128,9 @@ async fn with_resuming_off_nothing_is_kept() {
     let agent = Agent::start_with(|c| c.keep_partial_uploads = Duration::ZERO).await;
     let original = std::fs::read(data("cube-20mm.gcode")).unwrap();
     let mut conn = agent.raw("flaky-wifi").await;
-    let request = Request::Send {
-        name: "cube.gcode".into(),
-        size: original.len() as u64,
-        sha256: sha256(&original),
-        overwrite: false,
-        encoding: None,
-        resume: true,
-    };
-    conn.write_message(&request).await.unwrap();
+    conn.write_message(&resumable_send("cube.gcode", &original))
+        .await
+        .unwrap();
     conn.expect_message::<Reply>(GUARD).await.unwrap();
     conn.write_chunk(&original[..100_000]).await.unwrap();
     conn.flush().await.unwrap();

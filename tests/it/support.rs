@@ -306,6 +306,16 @@ impl Drop for Turn {
     }
 }
 
+/// A loopback port that was free a moment ago (bound, then closed): where
+/// nothing listens, or where a server started next will listen.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// Whether the tests run under an emulator (qemu-user through
 /// cross/cargo.sh, which sets `FILEAGENT_TEST_RUNNER`): ten or more times
 /// slower. The heavy tests (crash, load) then run a smaller version of
