@@ -2,7 +2,8 @@
 //! forwarding queue and the spool: write a temp file beside the target,
 //! fsync it, rename it into place (optionally refusing to replace), then
 //! fsync the directory so the rename itself survives a power cut. Also:
-//! handing files that root created back to the owner of their tree.
+//! streaming a large file to the disk while it is written ([`Writeback`]),
+//! and handing files that root created back to the owner of their tree.
 
 use std::io::{self, Write};
 use std::path::Path;
@@ -51,6 +52,67 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
+/// Pushes a file that is being appended to out to the disk as it grows,
+/// instead of leaving it all to the final fsync: each full window of
+/// [`WRITEBACK_WINDOW`] bytes is handed to the disk at once, and the writer
+/// waits for the window before it. That bounds the dirty page cache a big
+/// upload builds up (on a Pi with 1 GiB of RAM, a gigabyte of dirty pages
+/// would stall everything else, a running print's streaming included) and
+/// leaves the final fsync only the last window or two to write.
+/// Errors are ignored: this is a hint, the fsync at the end is the guarantee.
+#[derive(Debug)]
+pub struct Writeback {
+    /// Start of the first window not handed to the disk yet.
+    next: u64,
+}
+
+/// Window of [`Writeback`].
+pub const WRITEBACK_WINDOW: u64 = 8 << 20;
+
+impl Writeback {
+    /// For a file that holds `len` bytes already (a resumed upload).
+    pub fn new(len: u64) -> Writeback {
+        Writeback {
+            next: len - len % WRITEBACK_WINDOW,
+        }
+    }
+
+    /// Call after appending: `file` now holds `len` bytes.
+    pub fn advance(&mut self, file: &std::fs::File, len: u64) {
+        while len - self.next >= WRITEBACK_WINDOW {
+            start_writeback(file, self.next, self.next.checked_sub(WRITEBACK_WINDOW));
+            self.next += WRITEBACK_WINDOW;
+        }
+    }
+}
+
+/// Starts writing `[start, start + WINDOW)` back and waits until
+/// `[wait, wait + WINDOW)` is on the disk.
+#[cfg(target_os = "linux")]
+fn start_writeback(file: &std::fs::File, start: u64, wait: Option<u64>) {
+    use std::os::fd::AsRawFd;
+    let fd = file.as_raw_fd();
+    let len = WRITEBACK_WINDOW as libc::off64_t;
+    // SAFETY: sync_file_range only reads its integer arguments; `fd` is
+    // open for the whole call because `file` is borrowed.
+    unsafe {
+        libc::sync_file_range(fd, start as libc::off64_t, len, libc::SYNC_FILE_RANGE_WRITE);
+        if let Some(wait) = wait {
+            libc::sync_file_range(
+                fd,
+                wait as libc::off64_t,
+                len,
+                libc::SYNC_FILE_RANGE_WAIT_BEFORE
+                    | libc::SYNC_FILE_RANGE_WRITE
+                    | libc::SYNC_FILE_RANGE_WAIT_AFTER,
+            );
+        }
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn start_writeback(_file: &std::fs::File, _start: u64, _wait: Option<u64>) {}
+
 /// When running as root on a tree owned by another user (the packaged
 /// agent's `/var/lib/fileagent`, owned by `fileagent`), gives everything
 /// root created in it to that user, so `sudo fileagent client issue` or
@@ -87,6 +149,22 @@ pub fn adopt_owner(root: &Path) -> io::Result<()> {
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn writeback_hands_over_whole_windows_after_a_resumed_start() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut file = std::fs::File::create(tmp.path().join("w")).unwrap();
+        let mut writeback = Writeback::new(WRITEBACK_WINDOW + 5);
+        assert_eq!(writeback.next, WRITEBACK_WINDOW);
+        writeback.advance(&file, 2 * WRITEBACK_WINDOW - 1);
+        assert_eq!(writeback.next, WRITEBACK_WINDOW);
+        file.write_all(&vec![7u8; 3 * WRITEBACK_WINDOW as usize])
+            .unwrap();
+        writeback.advance(&file, 3 * WRITEBACK_WINDOW);
+        assert_eq!(writeback.next, 3 * WRITEBACK_WINDOW);
+        file.sync_all().unwrap();
+        assert_eq!(file.metadata().unwrap().len(), 3 * WRITEBACK_WINDOW);
+    }
 
     #[test]
     fn keep_never_overwrites_and_replace_does() {

@@ -38,6 +38,13 @@ pub const MAX_CHUNK_LEN: usize = 1024 * 1024;
 pub const MIN_BODY_RATE: u64 = 1024;
 /// Size of the data frames fileagent itself sends.
 pub const CHUNK_LEN: usize = 256 * 1024;
+/// Read buffer of a connection: enough for headers and frame prefixes
+/// (grown for a larger frame); body data goes straight to its destination
+/// ([`Connection::read_body`]).
+const READ_BUF_LEN: usize = 16 * 1024;
+/// Write buffer of a connection, for headers and frame prefixes; larger
+/// body pieces bypass it.
+const WRITE_BUF_LEN: usize = 16 * 1024;
 
 const TAG_HEADER: u8 = b'H';
 const TAG_DATA: u8 = b'D';
@@ -449,6 +456,9 @@ pub struct Connection<S> {
     buffer: BytesMut,
     max_header: usize,
     rate: Option<RateGuard>,
+    /// Bytes of the current data frame not yet handed out by
+    /// [`read_body`](Connection::read_body).
+    frame_left: usize,
 }
 
 /// The minimum-rate check of [`Connection::guard_rate`].
@@ -466,10 +476,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// Wraps `stream`; incoming headers longer than `max_header` are refused.
     pub fn new(stream: S, max_header: usize) -> Self {
         Connection {
-            stream: BufWriter::with_capacity(CHUNK_LEN + FRAME_PREFIX_LEN, stream),
-            buffer: BytesMut::with_capacity(2 * CHUNK_LEN),
+            stream: BufWriter::with_capacity(WRITE_BUF_LEN, stream),
+            buffer: BytesMut::with_capacity(READ_BUF_LEN),
             max_header,
             rate: None,
+            frame_left: 0,
         }
     }
 
@@ -528,21 +539,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     _ => Frame::End,
                 }));
             }
-            if self.buffer.capacity() - self.buffer.len() < CHUNK_LEN / 4 {
-                self.buffer.reserve(CHUNK_LEN);
-            }
-            let read = self.stream.get_mut().read_buf(&mut self.buffer);
-            let waiting = tokio::time::Instant::now();
-            let n = match tokio::time::timeout(idle, read).await {
-                Err(_) => return Err(ProtocolError::Timeout(idle)),
-                Ok(Ok(n)) => n,
-                // TLS reports a close without close_notify as UnexpectedEof;
-                // between frames that is an ordinary end of the conversation.
-                Ok(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => 0,
-                Ok(Err(e)) => return Err(e.into()),
-            };
-            self.count(n, waiting.elapsed())?;
-            if n == 0 {
+            if self.fill_buffer(idle).await? == 0 {
                 return if self.buffer.is_empty() {
                     Ok(None)
                 } else {
@@ -550,6 +547,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 };
             }
         }
+    }
+
+    /// Reads more bytes into the buffer, making room for the rest of a
+    /// frame whose prefix is there already; `Ok(0)` at the end of the stream.
+    async fn fill_buffer(&mut self, idle: Duration) -> Result<usize, ProtocolError> {
+        let expected = match self.buffer.get(1..FRAME_PREFIX_LEN) {
+            Some(len) => {
+                FRAME_PREFIX_LEN + u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize
+            }
+            None => FRAME_PREFIX_LEN,
+        };
+        let missing = expected.saturating_sub(self.buffer.len());
+        if self.buffer.capacity() - self.buffer.len() < missing.max(READ_BUF_LEN / 4) {
+            self.buffer.reserve(missing.max(READ_BUF_LEN));
+        }
+        let (n, waited) =
+            timed_read(self.stream.get_mut().read_buf(&mut self.buffer), idle).await?;
+        self.count(n, waited)?;
+        Ok(n)
     }
 
     /// Reads the next header and decodes it as `T`; `Ok(None)` on a clean
@@ -590,6 +606,68 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             }),
             None => Err(ProtocolError::UnexpectedEof),
         }
+    }
+
+    /// Reads the next bytes of a body into `out` without holding whole data
+    /// frames in memory: `Some(n)` with `1 <= n <= out.len()` bytes, or
+    /// `None` at the body's end frame. Bytes that are not buffered already
+    /// are read from the stream straight into `out`.
+    pub async fn read_body(
+        &mut self,
+        out: &mut [u8],
+        idle: Duration,
+    ) -> Result<Option<usize>, ProtocolError> {
+        assert!(!out.is_empty(), "read_body needs room");
+        while self.frame_left == 0 {
+            if self.buffer.len() < FRAME_PREFIX_LEN {
+                if self.fill_buffer(idle).await? == 0 {
+                    return Err(ProtocolError::UnexpectedEof);
+                }
+                continue;
+            }
+            // Only the prefix is checked: the payload is streamed, not buffered.
+            check_frame(&self.buffer[..FRAME_PREFIX_LEN], self.max_header)?;
+            let tag = self.buffer[0];
+            let len = u32::from_be_bytes([
+                self.buffer[1],
+                self.buffer[2],
+                self.buffer[3],
+                self.buffer[4],
+            ]);
+            match tag {
+                TAG_DATA => {
+                    self.buffer.advance(FRAME_PREFIX_LEN);
+                    self.frame_left = len as usize;
+                }
+                TAG_END => {
+                    self.buffer.advance(FRAME_PREFIX_LEN);
+                    return Ok(None);
+                }
+                _ => {
+                    return Err(ProtocolError::Unexpected {
+                        got: "header",
+                        expected: "data or end",
+                    });
+                }
+            }
+        }
+        let want = out.len().min(self.frame_left);
+        let n = if self.buffer.is_empty() {
+            let (n, waited) =
+                timed_read(self.stream.get_mut().read(&mut out[..want]), idle).await?;
+            self.count(n, waited)?;
+            if n == 0 {
+                return Err(ProtocolError::UnexpectedEof);
+            }
+            n
+        } else {
+            let n = want.min(self.buffer.len());
+            out[..n].copy_from_slice(&self.buffer[..n]);
+            self.buffer.advance(n);
+            n
+        };
+        self.frame_left -= n;
+        Ok(Some(n))
     }
 
     /// Writes one header and flushes it.
@@ -640,6 +718,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         prefix[1..].copy_from_slice(&len.to_be_bytes());
         self.stream.write_all(&prefix).await
     }
+}
+
+/// Runs one read of a stream with the idle timeout: the bytes read (0 at
+/// the end of the stream) and the time spent waiting for them.
+async fn timed_read(
+    read: impl std::future::Future<Output = io::Result<usize>>,
+    idle: Duration,
+) -> Result<(usize, Duration), ProtocolError> {
+    let waiting = tokio::time::Instant::now();
+    let n = match tokio::time::timeout(idle, read).await {
+        Err(_) => return Err(ProtocolError::Timeout(idle)),
+        Ok(Ok(n)) => n,
+        // TLS reports a close without close_notify as UnexpectedEof;
+        // between frames that is an ordinary end of the conversation.
+        Ok(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => 0,
+        Ok(Err(e)) => return Err(e.into()),
+    };
+    Ok((n, waiting.elapsed()))
 }
 
 /// Encodes a frame prefix; for tests that build frames by hand.
@@ -716,6 +812,62 @@ mod tests {
         );
         writer.await.unwrap();
         assert_eq!(agent.read_message::<Request>(IDLE).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn bodies_stream_into_small_buffers_across_frames() {
+        let (mut client, mut agent) = pair();
+        let body: Vec<u8> = (0..70_000u32).map(|i| (i % 253) as u8).collect();
+        let sent_body = body.clone();
+        let writer = tokio::spawn(async move {
+            // Frames of uneven sizes, so pieces straddle frame boundaries.
+            for piece in [&sent_body[..1], &sent_body[1..40_000], &sent_body[40_000..]] {
+                client.write_chunk(piece).await.unwrap();
+            }
+            client.write_end().await.unwrap();
+            client.write_message(&Request::Ping).await.unwrap();
+        });
+        let mut received = Vec::new();
+        let mut room = [0u8; 1000];
+        while let Some(n) = agent.read_body(&mut room, IDLE).await.unwrap() {
+            assert!((1..=room.len()).contains(&n));
+            received.extend_from_slice(&room[..n]);
+        }
+        assert_eq!(received, body);
+        // What follows the body is read as usual.
+        assert_eq!(
+            agent.read_message::<Request>(IDLE).await.unwrap(),
+            Some(Request::Ping)
+        );
+        writer.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_streamed_body_refuses_headers_bad_frames_and_a_cut() {
+        let mut header = frame_prefix(TAG_DATA, 3).to_vec();
+        header.extend_from_slice(b"abc");
+        header.extend_from_slice(&frame_prefix(TAG_HEADER, 2));
+        header.extend_from_slice(b"{}");
+        let mut cut = frame_prefix(TAG_DATA, 10).to_vec();
+        cut.extend_from_slice(b"abc");
+        for (bytes, want) in [
+            (header, "expected data or end"),
+            (frame_prefix(TAG_DATA, 0).to_vec(), "outside"),
+            (frame_prefix(b'Z', 1).to_vec(), "tag byte"),
+            (cut, "closed in the middle"),
+        ] {
+            let (client, mut agent) = pair();
+            let _client = feed(client, bytes);
+            let mut room = [0u8; 64];
+            let err = loop {
+                match agent.read_body(&mut room, IDLE).await {
+                    Ok(Some(_)) => {}
+                    Ok(None) => panic!("a broken body ended cleanly"),
+                    Err(e) => break e,
+                }
+            };
+            assert!(err.to_string().contains(want), "{err} lacks {want}");
+        }
     }
 
     #[tokio::test]

@@ -20,7 +20,7 @@ use crate::protocol::{
     AgentStatus, CHUNK_LEN, Connection, Encoding, ErrorCode, MIN_BODY_RATE, ProtocolError, Reply,
     Request,
 };
-use crate::spool::{Begin, Spool, SpoolError};
+use crate::spool::{Begin, PIECE_LEN, Spool, SpoolError};
 
 /// What every session shares: the spool, the timeouts and the start time.
 #[derive(Debug)]
@@ -279,20 +279,36 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             None => None,
         };
         let mut wire_bytes = 0u64;
+        // Compressed bodies (and the rest of a failed one) are read into
+        // this; plain ones straight into the upload's buffers.
+        let mut scratch = Vec::new();
         self.conn.guard_rate(Some((MIN_BODY_RATE, idle)));
         loop {
-            match self.conn.read_chunk(idle).await {
-                Ok(Some(chunk)) if failure.is_none() => {
-                    wire_bytes += chunk.len() as u64;
-                    let written = match inflate.as_mut() {
-                        Some(d) => inflate_into(d, &chunk, &mut upload).await,
-                        None => upload.write(&chunk).await,
+            let direct = failure.is_none() && inflate.is_none();
+            let read = if direct {
+                match upload.spare().await {
+                    Ok(room) => self.conn.read_body(room, idle).await,
+                    Err(e) => {
+                        failure = Some(e);
+                        continue;
+                    }
+                }
+            } else {
+                scratch.resize(PIECE_LEN, 0);
+                self.conn.read_body(&mut scratch, idle).await
+            };
+            match read {
+                Ok(Some(n)) => {
+                    wire_bytes += n as u64;
+                    let accepted = match inflate.as_mut() {
+                        _ if failure.is_some() => Ok(()),
+                        Some(d) => inflate_into(d, &scratch[..n], &mut upload).await,
+                        None => upload.commit(n).await,
                     };
-                    if let Err(e) = written {
+                    if let Err(e) = accepted {
                         failure = Some(e);
                     }
                 }
-                Ok(Some(_)) => {}
                 Ok(None) => break,
                 Err(e) => {
                     let kept = upload.is_resumable();
@@ -301,7 +317,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                         kept_for_resume = kept, error = %e, "upload interrupted"
                     );
                     // A resumable body stays for the next try; a temp file goes.
-                    drop(upload);
+                    upload.close().await;
                     self.conn.guard_rate(None);
                     return self.fail_stream(e).await;
                 }

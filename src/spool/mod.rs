@@ -20,8 +20,8 @@ mod partial;
 mod upload;
 
 pub use partial::PARTIAL_SUFFIX;
+pub use upload::{PIECE_LEN, Upload, file_digest};
 use upload::{Reservation, existing_digest, sync_dir};
-pub use upload::{Upload, file_digest};
 
 /// Longest file name in bytes (the usual file-system limit).
 pub const MAX_NAME_LEN: usize = 255;
@@ -347,7 +347,7 @@ impl Spool {
             size,
             sha256,
             upload::Body {
-                file: tokio::fs::File::from_std(file),
+                file,
                 target: upload::Target::Temp(path),
                 offset: 0,
                 hasher: sha2::Sha256::default(),
@@ -615,6 +615,32 @@ mod tests {
         assert_eq!(entries(&tmp.path().join(INCOMING_DIR)), 0);
         assert_eq!(entries(&tmp.path().join(READY_DIR)), 0);
         assert_eq!(spool.reserved.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn a_body_of_many_pieces_is_written_whole_in_order() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (spool, _) = Spool::open(tmp.path(), LIMITS).unwrap();
+        let body: Vec<u8> = (0..3 * PIECE_LEN + 17).map(|i| (i % 241) as u8).collect();
+        let mut upload = receiving(&spool, "big.gcode", body.len() as u64, &body).await;
+        // Straight into the upload's buffers, in uneven reads...
+        let mut at = 0;
+        while at < PIECE_LEN + 100 {
+            let room = upload.spare().await.unwrap();
+            let n = room.len().min(7_000);
+            room[..n].copy_from_slice(&body[at..at + n]);
+            upload.commit(n).await.unwrap();
+            at += n;
+        }
+        // ...and copied from slices larger than a buffer.
+        upload.write(&body[at..]).await.unwrap();
+        assert_eq!(upload.written(), body.len() as u64);
+        upload.finish(false).await.unwrap();
+        assert_eq!(
+            std::fs::read(tmp.path().join(READY_DIR).join("big.gcode")).unwrap(),
+            body
+        );
+        assert_eq!(entries(&tmp.path().join(INCOMING_DIR)), 0);
     }
 
     #[tokio::test]

@@ -1,16 +1,17 @@
 //! One upload in progress: its file in `incoming/` (a temp file, or a
-//! partial file kept for resuming), its running SHA-256, its share of the
-//! space reservation, and the verified, durable commit into `ready/`.
+//! partial file kept for resuming), the blocking task that hashes and
+//! writes its body while the next piece arrives, its share of the space
+//! reservation, and the verified, durable commit into `ready/`.
 //! Dropping an [`Upload`] removes a temp file and keeps a partial one.
 
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use sha2::{Digest, Sha256};
 use tempfile::TempPath;
-use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
 
 use super::{SpoolError, Stored};
 
@@ -65,7 +66,7 @@ pub(super) enum Target {
 #[derive(Debug)]
 pub(super) struct Body {
     /// The open file, positioned at its end.
-    pub(super) file: tokio::fs::File,
+    pub(super) file: std::fs::File,
     /// The file's kind and path.
     pub(super) target: Target,
     /// Bytes it holds already (a resumed partial upload).
@@ -74,18 +75,59 @@ pub(super) struct Body {
     pub(super) hasher: Sha256,
 }
 
-/// A body being received into `incoming/`. Dropping it without
-/// [`finish`](Upload::finish) removes a temp file and keeps a partial one.
+/// Size of the buffers a body is handed to its writer in.
+pub const PIECE_LEN: usize = 64 * 1024;
+/// Buffers per upload: one is filled from the network while the other is
+/// hashed and written, so receiving and hashing use two cores.
+const PIECES: usize = 2;
+
+/// What the writer of a body owns: the file, a partial file's claim (so it
+/// outlives every write to the file), the bytes the file holds and their
+/// digest state.
+#[derive(Debug)]
+struct Sink {
+    file: std::fs::File,
+    claim: Option<super::partial::Claim>,
+    len: u64,
+    hasher: Sha256,
+}
+
+/// What the writer hands back when it stops, with the error that stopped
+/// it, if one did.
+#[derive(Debug)]
+struct Written {
+    sink: Sink,
+    error: Option<io::Error>,
+}
+
+/// A body being received into `incoming/`. The pieces given to
+/// [`commit`](Upload::commit) are hashed and written by a blocking task of
+/// their own. Dropping the upload without [`finish`](Upload::finish) lets
+/// that task write what it was given, then removes a temp file and keeps a
+/// partial one.
 #[derive(Debug)]
 pub struct Upload {
     name: String,
     dest: PathBuf,
     declared_size: u64,
     declared_sha256: String,
-    file: tokio::fs::File,
-    target: Target,
-    hasher: Sha256,
-    written: u64,
+    /// The partial file's path, if the body goes to one.
+    partial: Option<PathBuf>,
+    /// The temp file, if the body goes to one: removed when the upload is
+    /// dropped, even while its writer still runs.
+    temp: Option<TempPath>,
+    /// Filled buffers to the writer; `None` once it is told to stop.
+    to_writer: Option<mpsc::Sender<(Vec<u8>, usize)>>,
+    /// Buffers the writer is done with.
+    free: mpsc::Receiver<Vec<u8>>,
+    writer: Option<tokio::task::JoinHandle<Written>>,
+    /// What the writer handed back once it stopped.
+    stopped: Option<Written>,
+    /// The buffer being filled and how much of it is.
+    current: Option<(Vec<u8>, usize)>,
+    allocated: usize,
+    /// Bytes of the body accepted so far (written or on their way).
+    received: u64,
     resumed_from: u64,
     reservation: Reservation,
 }
@@ -99,16 +141,35 @@ impl Upload {
         body: Body,
         reservation: Reservation,
     ) -> Upload {
+        let (partial, temp, claim) = match body.target {
+            Target::Partial { path, claim } => (Some(path), None, Some(claim)),
+            Target::Temp(path) => (None, Some(path), None),
+        };
+        let offset = body.offset;
+        let sink = Sink {
+            file: body.file,
+            claim,
+            len: offset,
+            hasher: body.hasher,
+        };
+        let (to_writer, pieces) = mpsc::channel(PIECES);
+        let (give_back, free) = mpsc::channel(PIECES);
+        let writer = tokio::task::spawn_blocking(move || write_body(sink, pieces, give_back));
         Upload {
             name: name.into(),
             dest,
             declared_size,
             declared_sha256: declared_sha256.to_ascii_lowercase(),
-            file: body.file,
-            target: body.target,
-            hasher: body.hasher,
-            written: body.offset,
-            resumed_from: body.offset,
+            partial,
+            temp,
+            to_writer: Some(to_writer),
+            free,
+            writer: Some(writer),
+            stopped: None,
+            current: None,
+            allocated: 0,
+            received: offset,
+            resumed_from: offset,
             reservation,
         }
     }
@@ -122,100 +183,221 @@ impl Upload {
     /// Removes a partial file that cannot become the file (the upload ended
     /// with a wrong size or digest); a temp file goes when dropped anyway.
     pub async fn discard(&mut self) {
-        if let Target::Partial { path, .. } = &self.target {
+        let _ = self.stop_writer().await;
+        if let Some(path) = &self.partial {
             let _ = tokio::fs::remove_file(path).await;
         }
     }
 
     /// Whether the body is kept for resuming if the upload is interrupted.
     pub fn is_resumable(&self) -> bool {
-        matches!(self.target, Target::Partial { .. })
+        self.partial.is_some()
     }
 
-    /// Bytes written so far.
+    /// Bytes received so far.
     pub fn written(&self) -> u64 {
-        self.written
+        self.received
     }
 
-    /// Appends a piece of the body; more bytes than declared is an error.
-    pub async fn write(&mut self, data: &[u8]) -> Result<(), SpoolError> {
-        let len = data.len() as u64;
-        if self.written + len > self.declared_size {
+    /// Ends an interrupted upload: what was received is written, then a
+    /// partial file is kept for resuming (and free for the next try) and a
+    /// temp file removed.
+    pub async fn close(mut self) {
+        let _ = self.flush_current().await;
+        let _ = self.stop_writer().await;
+    }
+
+    /// Room for the next bytes of the body: fill a prefix of it, then
+    /// [`commit`](Self::commit) how many bytes that was.
+    pub async fn spare(&mut self) -> Result<&mut [u8], SpoolError> {
+        if self.current.is_none() {
+            let buffer = if self.allocated < PIECES {
+                self.allocated += 1;
+                vec![0u8; PIECE_LEN]
+            } else {
+                match self.free.recv().await {
+                    Some(buffer) => buffer,
+                    None => return Err(self.writer_failed().await),
+                }
+            };
+            self.current = Some((buffer, 0));
+        }
+        let (buffer, filled) = self.current.as_mut().expect("a buffer was just set");
+        Ok(&mut buffer[*filled..])
+    }
+
+    /// Accepts the first `n` bytes of what [`spare`](Self::spare) returned;
+    /// more bytes than declared is an error.
+    pub async fn commit(&mut self, n: usize) -> Result<(), SpoolError> {
+        let len = n as u64;
+        if self.received + len > self.declared_size {
             return Err(SpoolError::SizeMismatch {
                 declared: self.declared_size,
-                got: self.written + len,
+                got: self.received + len,
                 over: true,
             });
         }
-        self.hasher.update(data);
-        self.file
-            .write_all(data)
-            .await
-            .map_err(SpoolError::io("cannot write to incoming/"))?;
-        self.written += len;
+        let Some((buffer, filled)) = self.current.as_mut() else {
+            return Ok(());
+        };
+        *filled += n;
+        self.received += len;
         self.reservation.consume(len);
+        if *filled == buffer.len() {
+            self.flush_current().await?;
+        }
         Ok(())
+    }
+
+    /// Appends a piece of the body (copying it); more bytes than declared
+    /// is an error.
+    pub async fn write(&mut self, mut data: &[u8]) -> Result<(), SpoolError> {
+        while !data.is_empty() {
+            let room = self.spare().await?;
+            let n = room.len().min(data.len());
+            room[..n].copy_from_slice(&data[..n]);
+            self.commit(n).await?;
+            data = &data[n..];
+        }
+        Ok(())
+    }
+
+    /// Hands the buffer being filled to the writer.
+    async fn flush_current(&mut self) -> Result<(), SpoolError> {
+        match self.current.take() {
+            Some((buffer, 0)) => self.current = Some((buffer, 0)),
+            Some(piece) => {
+                let sent = match &self.to_writer {
+                    Some(to_writer) => to_writer.send(piece).await.is_ok(),
+                    None => false,
+                };
+                if !sent {
+                    return Err(self.writer_failed().await);
+                }
+            }
+            None => {}
+        }
+        Ok(())
+    }
+
+    /// Lets the writer finish what it was given and takes back what it holds.
+    async fn stop_writer(&mut self) -> Result<&mut Written, SpoolError> {
+        self.to_writer = None;
+        if let Some(writer) = self.writer.take() {
+            let written = writer
+                .await
+                .map_err(|e| SpoolError::io("writing the upload")(io::Error::other(e)))?;
+            self.stopped = Some(written);
+        }
+        self.stopped.as_mut().ok_or_else(|| {
+            SpoolError::io("writing the upload")(io::Error::other("the writer failed"))
+        })
+    }
+
+    /// Why the writer stopped early.
+    async fn writer_failed(&mut self) -> SpoolError {
+        match self.stop_writer().await {
+            Ok(Written { error: Some(e), .. }) => {
+                let e = io::Error::new(e.kind(), e.to_string());
+                SpoolError::io("cannot write to incoming/")(e)
+            }
+            Ok(_) => SpoolError::io("writing the upload")(io::Error::other("the writer stopped")),
+            Err(e) => e,
+        }
     }
 
     /// Verifies size and digest, fsyncs, renames into `ready/` (replacing a
     /// different file only with `overwrite`) and fsyncs the directory.
     pub async fn finish(mut self, overwrite: bool) -> Result<Stored, SpoolError> {
-        if self.written != self.declared_size {
+        self.flush_current().await?;
+        if self.stop_writer().await?.error.is_some() {
+            return Err(self.writer_failed().await);
+        }
+        let Written { sink, .. } = self.stopped.take().expect("the writer stopped");
+        if sink.len != self.declared_size {
             self.discard().await;
             return Err(SpoolError::SizeMismatch {
                 declared: self.declared_size,
-                got: self.written,
+                got: sink.len,
                 over: false,
             });
         }
-        let computed = hex::encode(self.hasher.finalize_reset());
+        let computed = hex::encode(sink.hasher.finalize());
         if computed != self.declared_sha256 {
             // A resumed body that does not add up: the kept part was damaged
             // (say by a power cut). It goes, so the next try starts afresh.
             self.discard().await;
             return Err(SpoolError::DigestMismatch {
-                declared: self.declared_sha256,
+                declared: self.declared_sha256.clone(),
                 computed,
             });
         }
-        self.file
-            .flush()
-            .await
-            .map_err(SpoolError::io("cannot write to incoming/"))?;
-        self.file
-            .sync_all()
-            .await
-            .map_err(SpoolError::io("cannot fsync the upload"))?;
-        let Upload {
-            name, dest, target, ..
-        } = self;
         let stored = |unchanged, replaced| Stored {
-            name: name.clone(),
+            name: self.name.clone(),
             size: self.declared_size,
             sha256: computed.clone(),
             unchanged,
             replaced,
         };
-        let destination = dest.clone();
-        let outcome = tokio::task::spawn_blocking(move || persist(target, &destination, overwrite))
-            .await
-            .map_err(|e| SpoolError::io("renaming into ready/")(io::Error::other(e)))?;
+        let destination = self.dest.clone();
+        let target = match (self.temp.take(), self.partial.take(), sink.claim) {
+            (Some(path), ..) => Target::Temp(path),
+            (None, Some(path), Some(claim)) => Target::Partial { path, claim },
+            _ => unreachable!("an upload goes to a temp file or a claimed partial file"),
+        };
+        let file = sink.file;
+        let outcome = tokio::task::spawn_blocking(move || {
+            file.sync_all()
+                .map_err(SpoolError::io("cannot fsync the upload"))?;
+            drop(file);
+            Ok::<_, SpoolError>(persist(target, &destination, overwrite))
+        })
+        .await
+        .map_err(|e| SpoolError::io("renaming into ready/")(io::Error::other(e)))??;
         match outcome {
             Ok(replaced) => {
-                sync_dir(dest.parent().unwrap_or(Path::new(".")).to_path_buf()).await?;
+                sync_dir(self.dest.parent().unwrap_or(Path::new(".")).to_path_buf()).await?;
                 Ok(stored(false, replaced))
             }
             // Another upload of the same name won the race: fine if it is
             // the same content (the temp file is gone with the error).
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                match existing_digest(&dest, Some(self.declared_size)).await? {
+                match existing_digest(&self.dest, Some(self.declared_size)).await? {
                     Some(existing) if existing == computed => Ok(stored(true, false)),
-                    _ => Err(SpoolError::Exists { name }),
+                    _ => Err(SpoolError::Exists {
+                        name: self.name.clone(),
+                    }),
                 }
             }
             Err(e) => Err(SpoolError::io("cannot rename into ready/")(e)),
         }
     }
+}
+
+/// The writer of one body, on a blocking thread: hashes and appends each
+/// piece, pushes full windows to the disk, and gives the buffers back,
+/// until the upload stops sending or a write fails.
+fn write_body(
+    mut sink: Sink,
+    mut pieces: mpsc::Receiver<(Vec<u8>, usize)>,
+    give_back: mpsc::Sender<Vec<u8>>,
+) -> Written {
+    let mut writeback = crate::durable::Writeback::new(sink.len);
+    while let Some((buffer, n)) = pieces.blocking_recv() {
+        let data = &buffer[..n];
+        if let Err(error) = sink.file.write_all(data) {
+            return Written {
+                sink,
+                error: Some(error),
+            };
+        }
+        sink.hasher.update(data);
+        sink.len += n as u64;
+        writeback.advance(&sink.file, sink.len);
+        // The upload may be gone already: then the buffer goes too.
+        let _ = give_back.try_send(buffer);
+    }
+    Written { sink, error: None }
 }
 
 /// Renames the body into `target`; without `overwrite` never replaces a
@@ -256,7 +438,7 @@ fn persist(body: Target, target: &Path, overwrite: bool) -> io::Result<bool> {
 pub(super) async fn open_partial(
     path: PathBuf,
     size: u64,
-) -> Result<(tokio::fs::File, u64, Sha256), SpoolError> {
+) -> Result<(std::fs::File, u64, Sha256), SpoolError> {
     tokio::task::spawn_blocking(move || -> io::Result<_> {
         use std::io::Seek;
         use std::os::unix::fs::OpenOptionsExt;
@@ -282,7 +464,7 @@ pub(super) async fn open_partial(
             left -= want as u64;
         }
         file.seek(io::SeekFrom::Start(held))?;
-        Ok((tokio::fs::File::from_std(file), held, hasher))
+        Ok((file, held, hasher))
     })
     .await
     .map_err(|e| SpoolError::io("opening a partial upload")(io::Error::other(e)))?
