@@ -41,7 +41,7 @@ pub const CHUNK_LEN: usize = 256 * 1024;
 /// Read buffer of a connection: enough for headers and frame prefixes
 /// (grown for a larger frame); body data goes straight to its destination
 /// ([`Connection::read_body`]).
-const READ_BUF_LEN: usize = 16 * 1024;
+const READ_BUF_LEN: usize = 4 * 1024;
 /// Write buffer of a connection, for headers and frame prefixes; larger
 /// body pieces bypass it.
 const WRITE_BUF_LEN: usize = 16 * 1024;

@@ -144,8 +144,9 @@ async fn accept(listener: &TcpListener) -> (TcpStream, SocketAddr) {
 
 /// Bytes read from a client's socket at once. rustls asks for at most 4 KiB
 /// per read; reading ahead through a buffer this size makes one system call
-/// out of up to sixteen while a body streams in.
-const SOCKET_READ_LEN: usize = 64 * 1024;
+/// out of the four or five a 16 KiB TLS record would take, while costing
+/// each connection little memory (see docs/performance.md).
+const SOCKET_READ_LEN: usize = 16 * 1024;
 
 async fn handle(tcp: TcpStream, peer: SocketAddr, live: Live, stop: watch::Receiver<bool>) {
     tcp.set_nodelay(true).ok();

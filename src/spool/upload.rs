@@ -76,7 +76,7 @@ pub(super) struct Body {
 }
 
 /// Size of the buffers a body is handed to its writer in.
-pub const PIECE_LEN: usize = 64 * 1024;
+pub const PIECE_LEN: usize = 48 * 1024;
 /// Buffers per upload: one is filled from the network while the other is
 /// hashed and written, so receiving and hashing use two cores.
 const PIECES: usize = 2;
