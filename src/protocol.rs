@@ -49,6 +49,9 @@ const WRITE_BUF_LEN: usize = 16 * 1024;
 const TAG_HEADER: u8 = b'H';
 const TAG_DATA: u8 = b'D';
 const TAG_END: u8 = b'E';
+const TAG_DIGEST: u8 = b'S';
+/// Payload of a digest frame: a raw SHA-256.
+pub const DIGEST_LEN: usize = 32;
 
 /// A request from a workstation to the agent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,8 +67,12 @@ pub enum Request {
         name: String,
         /// Exact body length in bytes.
         size: u64,
-        /// Lower-case hex SHA-256 of the whole body.
-        sha256: String,
+        /// Lower-case hex SHA-256 of the whole file. Absent: the client is
+        /// still hashing and sends the digest inside the body, in a digest
+        /// frame (see [`Connection::write_digest`]); the upload is resumable
+        /// from then on.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sha256: Option<String>,
         /// Replace an existing file with different content.
         #[serde(default)]
         overwrite: bool,
@@ -377,6 +384,9 @@ pub enum ProtocolError {
     /// An end frame carried a payload.
     #[error("end frame carries {0} bytes; it must be empty")]
     BadEndLen(usize),
+    /// A digest frame was not exactly [`DIGEST_LEN`] bytes.
+    #[error("digest frame carries {0} bytes; it must carry {DIGEST_LEN}")]
+    BadDigestLen(usize),
     /// A header was not the JSON message expected here.
     #[error("malformed message: {0}")]
     BadMessage(#[from] serde_json::Error),
@@ -407,6 +417,8 @@ pub enum Frame {
     Data(Bytes),
     /// The end of a body.
     End,
+    /// The file's SHA-256, inside a body whose `send` came without it.
+    Digest([u8; DIGEST_LEN]),
 }
 
 impl Frame {
@@ -415,8 +427,20 @@ impl Frame {
             Frame::Header(_) => "header",
             Frame::Data(_) => "data",
             Frame::End => "end",
+            Frame::Digest(_) => "digest",
         }
     }
+}
+
+/// What [`Connection::read_body`] found next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyRead {
+    /// This many bytes of the body, at the start of the buffer given.
+    Data(usize),
+    /// The file's digest (a body whose `send` came without it).
+    Digest([u8; DIGEST_LEN]),
+    /// The end of the body.
+    End,
 }
 
 /// Checks whether `buf` starts with a whole frame, validating the prefix
@@ -441,6 +465,8 @@ fn check_frame(buf: &[u8], max_header: usize) -> Result<Option<usize>, ProtocolE
         TAG_DATA => {}
         TAG_END if len != 0 => return Err(ProtocolError::BadEndLen(len)),
         TAG_END => {}
+        TAG_DIGEST if len != DIGEST_LEN => return Err(ProtocolError::BadDigestLen(len)),
+        TAG_DIGEST => {}
         tag => return Err(ProtocolError::BadTag(tag)),
     }
     let total = FRAME_PREFIX_LEN + len;
@@ -536,6 +562,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 return Ok(Some(match tag {
                     TAG_HEADER => Frame::Header(payload),
                     TAG_DATA => Frame::Data(payload),
+                    TAG_DIGEST => Frame::Digest(digest_of(&payload)),
                     _ => Frame::End,
                 }));
             }
@@ -600,8 +627,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         match self.read_frame(idle).await? {
             Some(Frame::Data(data)) => Ok(Some(data)),
             Some(Frame::End) => Ok(None),
-            Some(Frame::Header(_)) => Err(ProtocolError::Unexpected {
-                got: "header",
+            Some(other @ (Frame::Header(_) | Frame::Digest(_))) => Err(ProtocolError::Unexpected {
+                got: other.kind(),
                 expected: "data or end",
             }),
             None => Err(ProtocolError::UnexpectedEof),
@@ -609,14 +636,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     }
 
     /// Reads the next bytes of a body into `out` without holding whole data
-    /// frames in memory: `Some(n)` with `1 <= n <= out.len()` bytes, or
-    /// `None` at the body's end frame. Bytes that are not buffered already
-    /// are read from the stream straight into `out`.
+    /// frames in memory: [`BodyRead::Data`] with `1 <= n <= out.len()`
+    /// bytes, a digest frame, or the body's end frame. Bytes that are not
+    /// buffered already are read from the stream straight into `out`.
     pub async fn read_body(
         &mut self,
         out: &mut [u8],
         idle: Duration,
-    ) -> Result<Option<usize>, ProtocolError> {
+    ) -> Result<BodyRead, ProtocolError> {
         assert!(!out.is_empty(), "read_body needs room");
         while self.frame_left == 0 {
             if self.buffer.len() < FRAME_PREFIX_LEN {
@@ -641,7 +668,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 }
                 TAG_END => {
                     self.buffer.advance(FRAME_PREFIX_LEN);
-                    return Ok(None);
+                    return Ok(BodyRead::End);
+                }
+                TAG_DIGEST => {
+                    return match self.read_frame(idle).await? {
+                        Some(Frame::Digest(digest)) => Ok(BodyRead::Digest(digest)),
+                        _ => Err(ProtocolError::UnexpectedEof),
+                    };
                 }
                 _ => {
                     return Err(ProtocolError::Unexpected {
@@ -667,7 +700,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             n
         };
         self.frame_left -= n;
-        Ok(Some(n))
+        Ok(BodyRead::Data(n))
     }
 
     /// Writes one header and flushes it.
@@ -686,6 +719,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             self.stream.write_all(piece).await?;
         }
         Ok(())
+    }
+
+    /// Sends the file's SHA-256 inside a body (not flushed): for a `send`
+    /// that came without it, once the client has finished hashing.
+    pub async fn write_digest(&mut self, sha256: &[u8; DIGEST_LEN]) -> io::Result<()> {
+        self.write_prefix(TAG_DIGEST, DIGEST_LEN).await?;
+        self.stream.write_all(sha256).await
     }
 
     /// Ends a body and flushes.
@@ -720,6 +760,33 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     }
 }
 
+/// Reads everything `conn` yields the way the agent and the workstation
+/// do: every header decoded as a request and as a reply, and after a
+/// `send`, its body streamed through [`Connection::read_body`] in small
+/// pieces. Stops at the end of the stream or the first error; returns how
+/// many headers it saw. For the fuzz target and its regression test.
+#[doc(hidden)]
+pub async fn drain_for_fuzzing<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Connection<S>,
+) -> usize {
+    let idle = Duration::from_secs(1);
+    let mut headers = 0;
+    let mut room = [0u8; 1000];
+    while let Ok(Some(frame)) = conn.read_frame(idle).await {
+        let Frame::Header(json) = frame else {
+            continue;
+        };
+        headers += 1;
+        let _ = serde_json::from_slice::<Reply>(&json);
+        if let Ok(Request::Send { .. }) = serde_json::from_slice::<Request>(&json) {
+            while let Ok(BodyRead::Data(_) | BodyRead::Digest(_)) =
+                conn.read_body(&mut room, idle).await
+            {}
+        }
+    }
+    headers
+}
+
 /// Runs one read of a stream with the idle timeout: the bytes read (0 at
 /// the end of the stream) and the time spent waiting for them.
 async fn timed_read(
@@ -736,6 +803,12 @@ async fn timed_read(
         Ok(Err(e)) => return Err(e.into()),
     };
     Ok((n, waiting.elapsed()))
+}
+
+fn digest_of(payload: &[u8]) -> [u8; DIGEST_LEN] {
+    payload
+        .try_into()
+        .expect("check_frame lets only digest frames of DIGEST_LEN through")
 }
 
 /// Encodes a frame prefix; for tests that build frames by hand.
@@ -783,7 +856,7 @@ mod tests {
         let request = Request::Send {
             name: "cube.gcode".into(),
             size: 300_000,
-            sha256: "ab".repeat(32),
+            sha256: Some("ab".repeat(32)),
             overwrite: false,
             encoding: None,
             resume: false,
@@ -823,17 +896,28 @@ mod tests {
             // Frames of uneven sizes, so pieces straddle frame boundaries.
             for piece in [&sent_body[..1], &sent_body[1..40_000], &sent_body[40_000..]] {
                 client.write_chunk(piece).await.unwrap();
+                if piece.len() == 1 {
+                    client.write_digest(&[9; DIGEST_LEN]).await.unwrap();
+                }
             }
             client.write_end().await.unwrap();
             client.write_message(&Request::Ping).await.unwrap();
         });
         let mut received = Vec::new();
         let mut room = [0u8; 1000];
-        while let Some(n) = agent.read_body(&mut room, IDLE).await.unwrap() {
-            assert!((1..=room.len()).contains(&n));
-            received.extend_from_slice(&room[..n]);
+        let mut digests = Vec::new();
+        loop {
+            match agent.read_body(&mut room, IDLE).await.unwrap() {
+                BodyRead::Data(n) => {
+                    assert!((1..=room.len()).contains(&n));
+                    received.extend_from_slice(&room[..n]);
+                }
+                BodyRead::Digest(digest) => digests.push((received.len(), digest)),
+                BodyRead::End => break,
+            }
         }
         assert_eq!(received, body);
+        assert_eq!(digests, [(1, [9; DIGEST_LEN])]);
         // What follows the body is read as usual.
         assert_eq!(
             agent.read_message::<Request>(IDLE).await.unwrap(),
@@ -854,6 +938,7 @@ mod tests {
             (header, "expected data or end"),
             (frame_prefix(TAG_DATA, 0).to_vec(), "outside"),
             (frame_prefix(b'Z', 1).to_vec(), "tag byte"),
+            (frame_prefix(TAG_DIGEST, 31).to_vec(), "must carry 32"),
             (cut, "closed in the middle"),
         ] {
             let (client, mut agent) = pair();
@@ -861,8 +946,8 @@ mod tests {
             let mut room = [0u8; 64];
             let err = loop {
                 match agent.read_body(&mut room, IDLE).await {
-                    Ok(Some(_)) => {}
-                    Ok(None) => panic!("a broken body ended cleanly"),
+                    Ok(BodyRead::Data(_)) => {}
+                    Ok(other) => panic!("a broken body yielded {other:?}"),
                     Err(e) => break e,
                 }
             };

@@ -13,12 +13,12 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::codec::Decompressor;
 use crate::protocol::{
-    AgentStatus, CHUNK_LEN, Connection, Encoding, ErrorCode, MIN_BODY_RATE, ProtocolError, Reply,
-    Request,
+    AgentStatus, BodyRead, CHUNK_LEN, Connection, Encoding, ErrorCode, MIN_BODY_RATE,
+    ProtocolError, Reply, Request,
 };
 use crate::spool::{Begin, PIECE_LEN, Spool, SpoolError};
 
@@ -149,7 +149,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 resume,
             } => {
                 return self
-                    .receive(&name, size, &sha256, overwrite, encoding, resume)
+                    .receive(&name, size, sha256.as_deref(), overwrite, encoding, resume)
                     .await;
             }
             Request::Get { name } => return self.send_file(&name).await,
@@ -236,7 +236,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         &mut self,
         name: &str,
         size: u64,
-        sha256: &str,
+        sha256: Option<&str>,
         overwrite: bool,
         encoding: Option<Encoding>,
         resume: bool,
@@ -298,7 +298,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 self.conn.read_body(&mut scratch, idle).await
             };
             match read {
-                Ok(Some(n)) => {
+                Ok(BodyRead::Data(n)) => {
                     wire_bytes += n as u64;
                     let accepted = match inflate.as_mut() {
                         _ if failure.is_some() => Ok(()),
@@ -309,7 +309,27 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                         failure = Some(e);
                     }
                 }
-                Ok(None) => break,
+                Ok(BodyRead::End) => break,
+                // Allowed once, in a body whose `send` came without it.
+                Ok(BodyRead::Digest(_)) if sha256.is_some() || upload.has_digest() => {
+                    // A client this confused keeps nothing for resuming.
+                    upload.discard().await;
+                    self.conn.guard_rate(None);
+                    return self
+                        .fail_stream(ProtocolError::Unexpected {
+                            got: "digest",
+                            expected: "data or end (the file's digest is known already)",
+                        })
+                        .await;
+                }
+                Ok(BodyRead::Digest(digest)) => {
+                    match upload.declare_digest(&hex::encode(digest)).await {
+                        Ok(resumable) => {
+                            debug!(client_cn = %self.client, file_name = %name, received = upload.written(), resumable, "digest received");
+                        }
+                        Err(e) => failure = failure.or(Some(e)),
+                    }
+                }
                 Err(e) => {
                     let kept = upload.is_resumable();
                     warn!(

@@ -1,15 +1,14 @@
 //! The wire decoder as the agent and the workstation run it: any bytes
 //! after the TLS handshake are read as frames (with both ends' header
-//! limits) and every header is decoded as a request and as a reply. It must
+//! limits), every header is decoded as a request and as a reply, and the
+//! body after a `send` is streamed as the agent reads it. It must
 //! never panic, hang or allocate beyond the frame limits.
 #![no_main]
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use fileagent::protocol::{
-    Connection, Frame, MAX_REPLY_HEADER_LEN, MAX_REQUEST_HEADER_LEN, Reply, Request,
-};
+use fileagent::protocol::{Connection, MAX_REPLY_HEADER_LEN, MAX_REQUEST_HEADER_LEN};
 use libfuzzer_sys::fuzz_target;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
@@ -56,13 +55,7 @@ fn decode(data: &[u8], max_header: usize) {
     let step = 1 + data.first().copied().unwrap_or(0) as usize % 97;
     runtime.block_on(async {
         let mut conn = Connection::new(Input { data, step }, max_header);
-        let idle = std::time::Duration::from_secs(1);
-        while let Ok(Some(frame)) = conn.read_frame(idle).await {
-            if let Frame::Header(json) = frame {
-                let _ = serde_json::from_slice::<Request>(&json);
-                let _ = serde_json::from_slice::<Reply>(&json);
-            }
-        }
+        fileagent::protocol::drain_for_fuzzing(&mut conn).await;
     });
 }
 

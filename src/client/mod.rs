@@ -22,12 +22,15 @@ use tokio_rustls::client::TlsStream;
 use crate::codec::Compressor;
 use crate::identity::Identity;
 use crate::protocol::{
-    AgentStatus, CHUNK_LEN, Connection, DEFAULT_PORT, Encoding, ErrorCode, FileEntry,
+    AgentStatus, CHUNK_LEN, Connection, DEFAULT_PORT, DIGEST_LEN, Encoding, ErrorCode, FileEntry,
     MAX_REPLY_HEADER_LEN, ProtocolError, Reply, Request,
 };
-use crate::spool::file_digest;
 
+mod digest;
 mod error;
+
+pub use digest::HASH_WHILE_SENDING_MIN;
+use digest::{PendingDigest, hash_changed, hash_file};
 
 pub use error::ClientError;
 use error::explain_io;
@@ -222,6 +225,8 @@ pub struct Client {
     /// Path, size and mtime of the last file hashed, and its digest: a
     /// retried send does not hash again.
     digest_cache: Option<(FileStamp, String)>,
+    /// Files this large or larger are hashed while they are sent.
+    hash_while_sending_min: u64,
 }
 
 impl Client {
@@ -254,6 +259,7 @@ impl Client {
             reconnect_after: RECONNECT_AFTER_IDLE,
             compression: Compression::Auto,
             digest_cache: None,
+            hash_while_sending_min: HASH_WHILE_SENDING_MIN,
         })
     }
 
@@ -261,6 +267,12 @@ impl Client {
     /// short `header_timeout`).
     pub fn set_reconnect_after(&mut self, idle: Duration) {
         self.reconnect_after = idle;
+    }
+
+    /// From what size on `send_file` hashes a file while sending it, the
+    /// digest following inside the body (default [`HASH_WHILE_SENDING_MIN`]).
+    pub fn set_hash_while_sending_min(&mut self, bytes: u64) {
+        self.hash_while_sending_min = bytes;
     }
 
     /// Sets when `send_file` offers to compress the body (default: auto).
@@ -332,9 +344,48 @@ impl Client {
             .map_err(local("cannot read"))?;
         let size = meta.len();
         let stamp = (path.to_path_buf(), size, meta.modified().ok());
-        let sha256 = match &self.digest_cache {
-            Some((cached, digest)) if *cached == stamp => digest.clone(),
-            _ => {
+        let cached = match &self.digest_cache {
+            Some((cached, digest)) if *cached == stamp => Some(digest.clone()),
+            _ => None,
+        };
+        let mut resumed_from = 0;
+        let mut cached = cached;
+        if cached.is_none() && size >= self.hash_while_sending_min {
+            // The body starts now and the digest follows inside it.
+            let mut digest = PendingDigest::start(path);
+            let result = self
+                .transfer(
+                    path,
+                    name,
+                    size,
+                    &mut digest,
+                    overwrite,
+                    observer,
+                    &mut resumed_from,
+                )
+                .await;
+            // A retry sends the digest up front, to resume.
+            let sha256 = digest.wait().await.map_err(local("cannot read"))?;
+            self.digest_cache = Some((stamp.clone(), sha256.clone()));
+            cached = Some(sha256);
+            match result {
+                // A file of that name is there: the digest tells whether it
+                // is this one, as for a smaller file.
+                Err(ClientError::Refused {
+                    code: ErrorCode::Exists,
+                    ..
+                }) => {}
+                other => {
+                    return other.map(|mut sent| {
+                        sent.seconds = started.elapsed().as_secs_f64();
+                        sent
+                    });
+                }
+            }
+        }
+        let sha256 = match cached {
+            Some(digest) => digest,
+            None => {
                 observer.phase(Phase::Hashing, size);
                 let digest = hash_file(path, size, observer)
                     .await
@@ -343,16 +394,16 @@ impl Client {
                 digest
             }
         };
-        let mut resumed_from = 0;
         let mut attempts = 0;
         let result = loop {
             attempts += 1;
+            let mut digest = PendingDigest::known(sha256.clone());
             let result = self
                 .transfer(
                     path,
                     name,
                     size,
-                    &sha256,
+                    &mut digest,
                     overwrite,
                     observer,
                     &mut resumed_from,
@@ -373,15 +424,17 @@ impl Client {
         })
     }
 
-    /// One `send` of a hashed file: the request, the body from the offset
-    /// the agent gives (compressed if agreed), and the verdict.
+    /// One `send` of a file: the request (with the digest if it is known
+    /// by now), the body from the offset the agent gives (compressed if
+    /// agreed, with the digest inside if the request lacked it), and the
+    /// verdict.
     #[allow(clippy::too_many_arguments)]
     async fn transfer(
         &mut self,
         path: &Path,
         name: &str,
         size: u64,
-        sha256: &str,
+        digest: &mut PendingDigest,
         overwrite: bool,
         observer: &mut (dyn Observer + Send),
         resumed_from: &mut u64,
@@ -392,18 +445,20 @@ impl Client {
             Compression::Always => true,
             Compression::Never => false,
         };
+        let announced = digest.now().map(str::to_string);
+        let mut digest_due = announced.is_none();
         let request = Request::Send {
             name: name.into(),
             size,
-            sha256: sha256.into(),
+            sha256: announced,
             overwrite,
             encoding: offer.then_some(Encoding::Zstd),
             resume: true,
         };
-        let sent_as = |unchanged, replaced, wire_bytes, encoding, resumed_from| Sent {
+        let sent_as = |sha256, unchanged, replaced, wire_bytes, encoding, resumed_from| Sent {
             name: name.into(),
             size,
-            sha256: sha256.into(),
+            sha256,
             unchanged,
             replaced,
             seconds: 0.0,
@@ -418,7 +473,7 @@ impl Client {
                     "the agent offered to resume at byte {offset} of a {size}-byte file"
                 )));
             }
-            Reply::Stored { .. } => return Ok(sent_as(true, false, 0, None, 0)),
+            Reply::Stored { sha256, .. } => return Ok(sent_as(sha256, true, false, 0, None, 0)),
             other => return Err(unexpected(&other)),
         };
         *resumed_from = offset;
@@ -466,22 +521,31 @@ impl Client {
             }
             sent += n as u64;
             observer.progress(sent);
+            if digest_due && digest.is_ready() {
+                self.send_digest(digest, path).await?;
+                digest_due = false;
+            }
         }
         if let Some(c) = deflate.as_mut() {
             c.finish(&mut wire).map_err(local("cannot compress"))?;
             self.timed(|conn| conn.write_chunk(&wire)).await?;
             wire_bytes += wire.len() as u64;
         }
+        if digest_due {
+            self.send_digest(digest, path).await?;
+        }
         self.timed(|conn| conn.write_end()).await?;
+        let sha256 = digest.wait().await.map_err(local("cannot read"))?;
+        let sha256 = sha256.as_str();
         match self.reply().await {
             Ok(Reply::Stored {
                 sha256: confirmed,
                 unchanged,
                 replaced,
                 ..
-            }) if confirmed == sha256 => {
-                Ok(sent_as(unchanged, replaced, wire_bytes, encoding, offset))
-            }
+            }) if confirmed == sha256 => Ok(sent_as(
+                confirmed, unchanged, replaced, wire_bytes, encoding, offset,
+            )),
             Ok(Reply::Stored { sha256: other, .. }) => Err(ClientError::Integrity(format!(
                 "the agent stored SHA-256 {other} but this file is {sha256}"
             ))),
@@ -637,6 +701,22 @@ impl Client {
         }
     }
 
+    /// Sends the file's digest inside the body, waiting for it if need be.
+    async fn send_digest(
+        &mut self,
+        digest: &mut PendingDigest,
+        path: &Path,
+    ) -> Result<(), ClientError> {
+        let sha256 = digest
+            .wait()
+            .await
+            .map_err(local_error(path)("cannot read"))?;
+        let mut raw = [0u8; DIGEST_LEN];
+        hex::decode_to_slice(&sha256, &mut raw)
+            .map_err(|e| ClientError::Integrity(e.to_string()))?;
+        self.timed(|conn| conn.write_digest(&raw)).await
+    }
+
     async fn timed<'a, F, Fut>(&'a mut self, op: F) -> Result<(), ClientError>
     where
         F: FnOnce(&'a mut Connection<TlsStream<TcpStream>>) -> Fut,
@@ -662,52 +742,6 @@ impl Client {
             }
             other => ClientError::Protocol(other),
         }
-    }
-}
-
-async fn hash_file(
-    path: &Path,
-    size: u64,
-    observer: &mut (dyn Observer + Send),
-) -> io::Result<String> {
-    // Large files: hash in a blocking thread, reporting progress from here.
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let path = path.to_path_buf();
-    let worker = tokio::task::spawn_blocking(move || {
-        let mut file = std::fs::File::open(path)?;
-        let mut reader = ProgressReader {
-            inner: &mut file,
-            done: 0,
-            report: |done| {
-                let _ = tx.send(done);
-            },
-        };
-        file_digest(&mut reader)
-    });
-    while let Some(done) = rx.recv().await {
-        observer.progress(done.min(size));
-    }
-    worker.await.map_err(io::Error::other)?
-}
-
-async fn hash_changed(path: &Path, sha256: &str) -> bool {
-    hash_file(path, 0, &mut ())
-        .await
-        .map_or(true, |now| now != sha256)
-}
-
-struct ProgressReader<'a, R, F> {
-    inner: &'a mut R,
-    done: u64,
-    report: F,
-}
-
-impl<R: io::Read, F: FnMut(u64)> io::Read for ProgressReader<'_, R, F> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.done += n as u64;
-        (self.report)(self.done);
-        Ok(n)
     }
 }
 

@@ -38,6 +38,11 @@ pub enum SpoolError {
     /// The announced SHA-256 is not 64 hex digits.
     #[error("sha256 must be the file's SHA-256 as 64 hex digits, got {0:?}")]
     BadDigest(String),
+    /// A body whose `send` came without a digest ended without one.
+    #[error(
+        "the body ended without the file's digest (a send without sha256 must send a digest frame); nothing was stored"
+    )]
+    MissingDigest,
     /// A compressed body could not be decompressed (malformed, a window
     /// over the limit, or cut off mid-frame); nothing is stored.
     #[error("the compressed body is not valid zstd: {0}; nothing was stored, send it again")]
@@ -125,7 +130,9 @@ impl SpoolError {
             SpoolError::SizeMismatch { .. } => ErrorCode::SizeMismatch,
             SpoolError::DigestMismatch { .. } => ErrorCode::DigestMismatch,
             SpoolError::Io { .. } => ErrorCode::Internal,
-            SpoolError::BadEncoding(_) | SpoolError::BadDigest(_) => ErrorCode::BadRequest,
+            SpoolError::BadEncoding(_) | SpoolError::BadDigest(_) | SpoolError::MissingDigest => {
+                ErrorCode::BadRequest
+            }
         }
     }
 
@@ -259,17 +266,22 @@ impl Spool {
     /// and opens a file for its body unless the identical file is already in
     /// place: with `resume`, the partial file kept for this digest and size
     /// (continuing after what it holds, see [`Upload::resumed_from`]), else
-    /// a temp file.
+    /// a temp file. Without `sha256` (the client sends it inside the body)
+    /// an existing file of that name is refused as `Exists` unless
+    /// `overwrite`, and the body goes to a temp file that becomes the
+    /// partial file once the digest arrives ([`Upload::declare_digest`]).
     pub async fn begin(
         &self,
         name: &str,
         size: u64,
-        sha256: &str,
+        sha256: Option<&str>,
         overwrite: bool,
         resume: bool,
     ) -> Result<Begin, SpoolError> {
         validate_name(name)?;
-        if partial::partial_name(sha256, size).is_none() {
+        if let Some(sha256) = sha256
+            && partial::partial_name(sha256, size).is_none()
+        {
             return Err(SpoolError::BadDigest(sha256.chars().take(80).collect()));
         }
         if size > self.limits.max_file_size {
@@ -279,7 +291,8 @@ impl Spool {
             });
         }
         let dest = self.ready.join(name);
-        if let Some(existing) = existing_digest(&dest, Some(size)).await?
+        if let Some(sha256) = sha256
+            && let Some(existing) = existing_digest(&dest, Some(size)).await?
             && existing == sha256
         {
             return Ok(Begin::Unchanged(Stored {
@@ -294,6 +307,14 @@ impl Spool {
             return Err(SpoolError::Exists { name: name.into() });
         }
         let resumable = resume && !self.limits.keep_partial.is_zero();
+        let Some(sha256) = sha256 else {
+            // The digest follows in the body: a temp file until it arrives.
+            let adopt = resumable.then(|| upload::Adopt {
+                incoming: self.incoming.clone(),
+                busy: self.busy.clone(),
+            });
+            return self.begin_temp(name, dest, size, None, adopt).await;
+        };
         if let Some(partial) = resumable
             .then(|| partial::partial_name(sha256, size))
             .flatten()
@@ -319,7 +340,7 @@ impl Spool {
                 name,
                 dest,
                 size,
-                sha256,
+                Some(sha256),
                 upload::Body {
                     file,
                     target: upload::Target::Partial { path, claim },
@@ -327,8 +348,22 @@ impl Spool {
                     hasher,
                 },
                 reservation,
+                None,
             ))));
         }
+        self.begin_temp(name, dest, size, Some(sha256), None).await
+    }
+
+    /// An upload into a new temp file; with `adopt`, it becomes the
+    /// partial file of its digest once that arrives.
+    async fn begin_temp(
+        &self,
+        name: &str,
+        dest: PathBuf,
+        size: u64,
+        sha256: Option<&str>,
+        adopt: Option<upload::Adopt>,
+    ) -> Result<Begin, SpoolError> {
         let reservation = self.reserve(size)?;
         let incoming = self.incoming.clone();
         let (file, path) = tokio::task::spawn_blocking(move || {
@@ -353,6 +388,7 @@ impl Spool {
                 hasher: sha2::Sha256::default(),
             },
             reservation,
+            adopt,
         ))))
     }
 
@@ -497,7 +533,13 @@ mod tests {
         overwrite: bool,
     ) -> Result<Stored, SpoolError> {
         match spool
-            .begin(name, data.len() as u64, &digest(data), overwrite, false)
+            .begin(
+                name,
+                data.len() as u64,
+                Some(&digest(data)),
+                overwrite,
+                false,
+            )
             .await?
         {
             Begin::Unchanged(stored) => Ok(stored),
@@ -511,7 +553,7 @@ mod tests {
     /// Begins an upload that must be received (not already stored).
     async fn receiving(spool: &Spool, name: &str, size: u64, content: &[u8]) -> Box<Upload> {
         match spool
-            .begin(name, size, &digest(content), false, false)
+            .begin(name, size, Some(&digest(content)), false, false)
             .await
             .unwrap()
         {
@@ -648,7 +690,13 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let (spool, _) = Spool::open(tmp.path(), LIMITS).unwrap();
         let err = spool
-            .begin("big.gcode", (1 << 20) + 1, &"00".repeat(32), false, false)
+            .begin(
+                "big.gcode",
+                (1 << 20) + 1,
+                Some(&"00".repeat(32)),
+                false,
+                false,
+            )
             .await
             .unwrap_err();
         assert_eq!(err.code(), ErrorCode::TooLarge);
@@ -659,7 +707,7 @@ mod tests {
         };
         let (spool, _) = Spool::open(tmp.path(), hungry).unwrap();
         let err = spool
-            .begin("a.gcode", 1, &"00".repeat(32), false, false)
+            .begin("a.gcode", 1, Some(&"00".repeat(32)), false, false)
             .await
             .unwrap_err();
         assert_eq!(err.code(), ErrorCode::NoSpace, "{err}");

@@ -81,6 +81,26 @@ pub const PIECE_LEN: usize = 48 * 1024;
 /// hashed and written, so receiving and hashing use two cores.
 const PIECES: usize = 2;
 
+/// Where a temp upload goes once its digest arrives: it becomes the
+/// partial file `incoming/<sha256>-<size>.partial`, claimed in `busy`.
+#[derive(Debug)]
+pub(super) struct Adopt {
+    /// The `incoming/` directory.
+    pub(super) incoming: PathBuf,
+    /// The partial files being written.
+    pub(super) busy: Arc<super::partial::Busy>,
+}
+
+/// What an upload hands its writer.
+#[derive(Debug)]
+enum Piece {
+    /// A buffer and how many bytes of it are body.
+    Data(Vec<u8>, usize),
+    /// The claim of the partial file the body became: the writer holds it
+    /// until its last write is done.
+    Claim(super::partial::Claim),
+}
+
 /// What the writer of a body owns: the file, a partial file's claim (so it
 /// outlives every write to the file), the bytes the file holds and their
 /// digest state.
@@ -110,14 +130,17 @@ pub struct Upload {
     name: String,
     dest: PathBuf,
     declared_size: u64,
-    declared_sha256: String,
+    /// The file's digest, once known: from the `send`, or from the body.
+    declared_sha256: Option<String>,
+    /// Set while the digest is due and the upload may become resumable.
+    adopt: Option<Adopt>,
     /// The partial file's path, if the body goes to one.
     partial: Option<PathBuf>,
     /// The temp file, if the body goes to one: removed when the upload is
     /// dropped, even while its writer still runs.
     temp: Option<TempPath>,
     /// Filled buffers to the writer; `None` once it is told to stop.
-    to_writer: Option<mpsc::Sender<(Vec<u8>, usize)>>,
+    to_writer: Option<mpsc::Sender<Piece>>,
     /// Buffers the writer is done with.
     free: mpsc::Receiver<Vec<u8>>,
     writer: Option<tokio::task::JoinHandle<Written>>,
@@ -137,9 +160,10 @@ impl Upload {
         name: &str,
         dest: PathBuf,
         declared_size: u64,
-        declared_sha256: &str,
+        declared_sha256: Option<&str>,
         body: Body,
         reservation: Reservation,
+        adopt: Option<Adopt>,
     ) -> Upload {
         let (partial, temp, claim) = match body.target {
             Target::Partial { path, claim } => (Some(path), None, Some(claim)),
@@ -159,7 +183,8 @@ impl Upload {
             name: name.into(),
             dest,
             declared_size,
-            declared_sha256: declared_sha256.to_ascii_lowercase(),
+            declared_sha256: declared_sha256.map(str::to_ascii_lowercase),
+            adopt,
             partial,
             temp,
             to_writer: Some(to_writer),
@@ -186,6 +211,51 @@ impl Upload {
         let _ = self.stop_writer().await;
         if let Some(path) = &self.partial {
             let _ = tokio::fs::remove_file(path).await;
+        }
+    }
+
+    /// Whether the file's digest is known (from the `send` or the body).
+    pub fn has_digest(&self) -> bool {
+        self.declared_sha256.is_some()
+    }
+
+    /// Takes the file's digest sent inside the body (a `send` without
+    /// one). A resumable upload's temp file becomes the partial file of
+    /// that digest, kept if the upload is interrupted from now on; returns
+    /// whether it did.
+    pub async fn declare_digest(&mut self, sha256: &str) -> Result<bool, SpoolError> {
+        self.declared_sha256 = Some(sha256.to_ascii_lowercase());
+        let Some(adopt) = self.adopt.take() else {
+            return Ok(false);
+        };
+        let Some(claim) = super::partial::partial_name(sha256, self.declared_size)
+            .and_then(|name| adopt.busy.claim(&name).map(|claim| (claim, name)))
+        else {
+            return Ok(false);
+        };
+        let (claim, name) = claim;
+        let Some(temp) = self.temp.take() else {
+            return Ok(false);
+        };
+        let from = match temp.keep() {
+            Ok(path) => path,
+            Err(e) => {
+                self.temp = Some(e.path);
+                return Ok(false);
+            }
+        };
+        let to = adopt.incoming.join(name);
+        // A stale partial file of the same content is replaced: this one
+        // holds the body from its start.
+        if tokio::fs::rename(&from, &to).await.is_err() {
+            // Failing that, the startup sweep of incoming/ removes it.
+            self.temp = TempPath::try_from_path(from).ok();
+            return Ok(false);
+        }
+        self.partial = Some(to);
+        match &self.to_writer {
+            Some(to_writer) if to_writer.send(Piece::Claim(claim)).await.is_ok() => Ok(true),
+            _ => Err(self.writer_failed().await),
         }
     }
 
@@ -268,7 +338,7 @@ impl Upload {
             Some((buffer, 0)) => self.current = Some((buffer, 0)),
             Some(piece) => {
                 let sent = match &self.to_writer {
-                    Some(to_writer) => to_writer.send(piece).await.is_ok(),
+                    Some(to_writer) => to_writer.send(Piece::Data(piece.0, piece.1)).await.is_ok(),
                     None => false,
                 };
                 if !sent {
@@ -314,6 +384,9 @@ impl Upload {
             return Err(self.writer_failed().await);
         }
         let Written { sink, .. } = self.stopped.take().expect("the writer stopped");
+        let Some(declared_sha256) = self.declared_sha256.clone() else {
+            return Err(SpoolError::MissingDigest);
+        };
         if sink.len != self.declared_size {
             self.discard().await;
             return Err(SpoolError::SizeMismatch {
@@ -323,12 +396,12 @@ impl Upload {
             });
         }
         let computed = hex::encode(sink.hasher.finalize());
-        if computed != self.declared_sha256 {
+        if computed != declared_sha256 {
             // A resumed body that does not add up: the kept part was damaged
             // (say by a power cut). It goes, so the next try starts afresh.
             self.discard().await;
             return Err(SpoolError::DigestMismatch {
-                declared: self.declared_sha256.clone(),
+                declared: declared_sha256,
                 computed,
             });
         }
@@ -379,11 +452,18 @@ impl Upload {
 /// until the upload stops sending or a write fails.
 fn write_body(
     mut sink: Sink,
-    mut pieces: mpsc::Receiver<(Vec<u8>, usize)>,
+    mut pieces: mpsc::Receiver<Piece>,
     give_back: mpsc::Sender<Vec<u8>>,
 ) -> Written {
     let mut writeback = crate::durable::Writeback::new(sink.len);
-    while let Some((buffer, n)) = pieces.blocking_recv() {
+    while let Some(piece) = pieces.blocking_recv() {
+        let (buffer, n) = match piece {
+            Piece::Data(buffer, n) => (buffer, n),
+            Piece::Claim(claim) => {
+                sink.claim = Some(claim);
+                continue;
+            }
+        };
         let data = &buffer[..n];
         if let Err(error) = sink.file.write_all(data) {
             return Written {

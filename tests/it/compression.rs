@@ -65,7 +65,7 @@ async fn send_compressed(agent: &Agent, name: &str, size: u64, digest: &str, bod
     let request = Request::Send {
         name: name.into(),
         size,
-        sha256: digest.into(),
+        sha256: Some(digest.into()),
         overwrite: false,
         encoding: Some(Encoding::Zstd),
         resume: false,

@@ -99,7 +99,7 @@ async fn a_full_disk_gives_a_clear_no_space_and_the_agent_keeps_serving() {
     let request = |name: &str, body: &[u8]| Request::Send {
         name: name.into(),
         size: body.len() as u64,
-        sha256: sha256(body),
+        sha256: Some(sha256(body)),
         overwrite: false,
         encoding: None,
         resume: true,

@@ -48,6 +48,13 @@ fn end() -> Vec<u8> {
     frame_prefix(b'E', 0).to_vec()
 }
 
+/// A digest frame carrying `raw`.
+fn digest_frame(raw: &[u8]) -> Vec<u8> {
+    let mut out = frame_prefix(b'S', raw.len() as u32).to_vec();
+    out.extend_from_slice(raw);
+    out
+}
+
 fn send_header(name: &str, size: u64, digest: &str, encoding: Option<&str>) -> Vec<u8> {
     let mut json = serde_json::json!({"op": "send", "name": name, "size": size, "sha256": digest});
     if let Some(encoding) = encoding {
@@ -232,6 +239,61 @@ fn protocol_cases() -> Vec<Case> {
         DigestMismatch,
         false,
     ));
+    // Digests sent inside the body (a `send` without sha256).
+    let raw = hex::decode(&digest).unwrap();
+    let late = |label: &str, frames: Vec<Vec<u8>>, want, closes| {
+        let json = r#"{"op":"send","name":"late.gcode","size":1000,"resume":true}"#;
+        let mut bytes = header(json.as_bytes());
+        frames.into_iter().for_each(|f| bytes.extend(f));
+        case(format!("late digest: {label}"), bytes, want, closes)
+    };
+    cases.push(late(
+        "never sent",
+        vec![data(&body), end()],
+        BadRequest,
+        false,
+    ));
+    cases.push(late(
+        "of other content",
+        vec![
+            data(&body[..500]),
+            digest_frame(&[7; 32]),
+            data(&body[500..]),
+            end(),
+        ],
+        DigestMismatch,
+        false,
+    ));
+    cases.push(late(
+        "sent twice",
+        vec![digest_frame(&raw), data(&body), digest_frame(&raw), end()],
+        BadRequest,
+        true,
+    ));
+    cases.push(late(
+        "31 bytes",
+        vec![data(&body), digest_frame(&raw[..31]), end()],
+        BadRequest,
+        true,
+    ));
+    cases.push(late(
+        "and a body too short",
+        vec![digest_frame(&raw), data(&body[..999]), end()],
+        SizeMismatch,
+        false,
+    ));
+    cases.push(with_body(
+        "a digest inside, though the send had one",
+        vec![data(&body[..10]), digest_frame(&raw)],
+        BadRequest,
+        true,
+    ));
+    cases.push(case(
+        "a digest frame outside any body",
+        digest_frame(&raw),
+        BadRequest,
+        true,
+    ));
     cases.push(with_body(
         "a header inside",
         vec![data(&body[..10]), header(br#"{"op":"ping"}"#)],
@@ -366,10 +428,6 @@ fn protocol_cases() -> Vec<Case> {
         ("op null", br#"{"op":null}"#.to_vec()),
         ("op a number", br#"{"op":7}"#.to_vec()),
         ("send without fields", br#"{"op":"send"}"#.to_vec()),
-        (
-            "send without sha256",
-            br#"{"op":"send","name":"a.gcode","size":1}"#.to_vec(),
-        ),
         ("get without name", br#"{"op":"get"}"#.to_vec()),
         (
             "delete with a numeric name",

@@ -89,7 +89,7 @@ async fn slowloris_and_idle_clients_are_cut_off_while_64_clients_transfer() {
             let request = Request::Send {
                 name: format!("slow-{i}.gcode"),
                 size: body.len() as u64,
-                sha256: sha256(&body),
+                sha256: Some(sha256(&body)),
                 overwrite: false,
                 encoding: None,
                 resume: false,

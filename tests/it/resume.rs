@@ -5,8 +5,9 @@
 
 use std::time::Duration;
 
+use fileagent::client::ClientError;
 use fileagent::client::Compression;
-use fileagent::protocol::{Reply, Request};
+use fileagent::protocol::{DIGEST_LEN, ErrorCode, Reply, Request};
 
 use crate::support::{Agent, GUARD, data, poll, reply, sha256};
 
@@ -15,7 +16,7 @@ fn resumable_send(name: &str, content: &[u8]) -> Request {
     Request::Send {
         name: name.into(),
         size: content.len() as u64,
-        sha256: sha256(content),
+        sha256: Some(sha256(content)),
         overwrite: false,
         encoding: None,
         resume: true,
@@ -141,4 +142,116 @@ async fn with_resuming_off_nothing_is_kept() {
     })
     .await;
     assert!(gone.is_some(), "{:?}", agent.incoming());
+}
+
+/// Waits until the agent runs no upload and `incoming/` holds `want`.
+async fn settle(agent: &Agent, want: &[String]) {
+    let mut client = agent.client("observer").await;
+    let settled = poll(GUARD, Duration::from_millis(20), async || {
+        let receiving = client.status().await.unwrap().incoming;
+        (receiving == 0 && agent.incoming() == want).then_some(())
+    })
+    .await;
+    assert!(settled.is_some(), "incoming/ holds {:?}", agent.incoming());
+}
+
+#[tokio::test]
+async fn a_send_hashed_while_sending_is_resumable_once_its_digest_arrived() {
+    let agent = Agent::start().await;
+    let path = data("cube-20mm.gcode");
+    let original = std::fs::read(&path).unwrap();
+    let digest = sha256(&original);
+    let late_send = Request::Send {
+        name: "cube.gcode".into(),
+        size: original.len() as u64,
+        sha256: None,
+        overwrite: false,
+        encoding: None,
+        resume: true,
+    };
+    // Cut before the digest frame: nothing to resume from.
+    let mut conn = agent.raw("flaky-wifi").await;
+    conn.write_message(&late_send).await.unwrap();
+    assert!(matches!(
+        reply(&mut conn).await,
+        Reply::Continue { offset: 0, .. }
+    ));
+    conn.write_chunk(&original[..100_000]).await.unwrap();
+    conn.flush().await.unwrap();
+    drop(conn);
+    settle(&agent, &[]).await;
+
+    // Cut after it: the body so far is the partial file of that digest.
+    let mut conn = agent.raw("flaky-wifi").await;
+    conn.write_message(&late_send).await.unwrap();
+    assert!(matches!(
+        reply(&mut conn).await,
+        Reply::Continue { offset: 0, .. }
+    ));
+    let mut raw = [0u8; DIGEST_LEN];
+    hex::decode_to_slice(&digest, &mut raw).unwrap();
+    conn.write_chunk(&original[..200_000]).await.unwrap();
+    conn.write_digest(&raw).await.unwrap();
+    conn.write_chunk(&original[200_000..300_000]).await.unwrap();
+    conn.flush().await.unwrap();
+    drop(conn);
+    settle(&agent, &[format!("{digest}-{}.partial", original.len())]).await;
+
+    let mut client = agent.client("flaky-wifi").await;
+    client.set_compression(Compression::Never);
+    let sent = client
+        .send_file(&path, "cube.gcode", false, &mut ())
+        .await
+        .unwrap();
+    assert_eq!(sent.resumed_from, 300_000);
+    assert_eq!(agent.read_ready("cube.gcode"), original);
+    assert!(agent.incoming().is_empty(), "{:?}", agent.incoming());
+}
+
+#[tokio::test]
+async fn the_client_hashes_large_files_while_sending_them() {
+    let agent = Agent::start().await;
+    let path = data("cube-20mm.gcode");
+    let original = std::fs::read(&path).unwrap();
+    for compression in [Compression::Never, Compression::Always] {
+        // A new client: one that hashed the file already sends the digest first.
+        let mut client = agent.client("desk").await;
+        client.set_hash_while_sending_min(0);
+        client.set_compression(compression);
+        let name = format!("{compression:?}.gcode");
+        let sent = client
+            .send_file(&path, &name, false, &mut ())
+            .await
+            .unwrap();
+        assert_eq!(sent.sha256, sha256(&original));
+        assert!(!sent.unchanged);
+        assert_eq!(agent.read_ready(&name), original);
+    }
+    // The same name again: the digest, sent in the header this time,
+    // finds the identical file, or refuses a different one.
+    let mut again = agent.client("desk").await;
+    again.set_hash_while_sending_min(0);
+    let sent = again
+        .send_file(&path, "Never.gcode", false, &mut ())
+        .await
+        .unwrap();
+    assert!(sent.unchanged);
+    let other = agent.config.spool_dir.join("other.gcode");
+    std::fs::write(&other, b"G28 ; not the cube\n").unwrap();
+    let refused = again
+        .send_file(&other, "Never.gcode", false, &mut ())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            refused,
+            ClientError::Refused {
+                code: ErrorCode::Exists,
+                ..
+            }
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(agent.read_ready("Never.gcode"), original);
+    assert!(agent.incoming().is_empty(), "{:?}", agent.incoming());
 }

@@ -233,7 +233,7 @@ pub async fn announce(conn: &mut Raw, name: &str, size: u64, sha256: &str) -> Re
     let request = Request::Send {
         name: name.into(),
         size,
-        sha256: sha256.into(),
+        sha256: Some(sha256.into()),
         overwrite: false,
         encoding: None,
         resume: false,
