@@ -20,7 +20,7 @@ use crate::protocol::{
     AgentStatus, BodyRead, CHUNK_LEN, Connection, Encoding, ErrorCode, MIN_BODY_RATE,
     ProtocolError, Reply, Request,
 };
-use crate::spool::{Begin, PIECE_LEN, Spool, SpoolError};
+use crate::spool::{Begin, MIN_PIECE_LEN, Spool, SpoolError};
 
 /// What every session shares: the spool, the timeouts and the start time.
 #[derive(Debug)]
@@ -294,7 +294,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     }
                 }
             } else {
-                scratch.resize(PIECE_LEN, 0);
+                scratch.resize(MIN_PIECE_LEN, 0);
                 self.conn.read_body(&mut scratch, idle).await
             };
             match read {

@@ -20,7 +20,7 @@ mod partial;
 mod upload;
 
 pub use partial::PARTIAL_SUFFIX;
-pub use upload::{PIECE_LEN, Upload, file_digest};
+pub use upload::{BODY_BUFFER_BUDGET, MAX_PIECE_LEN, MIN_PIECE_LEN, Upload, file_digest};
 use upload::{Reservation, existing_digest, sync_dir};
 
 /// Longest file name in bytes (the usual file-system limit).
@@ -220,6 +220,8 @@ pub struct Spool {
     reserved: Arc<AtomicU64>,
     /// Partial files being written now.
     busy: Arc<partial::Busy>,
+    /// Memory for large body buffers.
+    buffers: Arc<upload::BufferBudget>,
 }
 
 impl Spool {
@@ -241,12 +243,13 @@ impl Spool {
             limits,
             reserved: Arc::new(AtomicU64::new(0)),
             busy,
+            buffers: Arc::default(),
         };
         Ok((spool, removed))
     }
 
     /// The same spool under new limits, sharing the space reserved by
-    /// uploads in flight (for a reload while uploads run).
+    /// uploads in flight and their buffers (for a reload while uploads run).
     pub fn with_limits(&self, limits: Limits) -> Spool {
         Spool {
             incoming: self.incoming.clone(),
@@ -254,6 +257,7 @@ impl Spool {
             limits,
             reserved: self.reserved.clone(),
             busy: self.busy.clone(),
+            buffers: self.buffers.clone(),
         }
     }
 
@@ -346,6 +350,7 @@ impl Spool {
                     target: upload::Target::Partial { path, claim },
                     offset,
                     hasher,
+                    buffers: self.buffers.share(size - offset),
                 },
                 reservation,
                 None,
@@ -386,6 +391,7 @@ impl Spool {
                 target: upload::Target::Temp(path),
                 offset: 0,
                 hasher: sha2::Sha256::default(),
+                buffers: self.buffers.share(size),
             },
             reservation,
             adopt,
@@ -663,11 +669,13 @@ mod tests {
     async fn a_body_of_many_pieces_is_written_whole_in_order() {
         let tmp = tempfile::tempdir().unwrap();
         let (spool, _) = Spool::open(tmp.path(), LIMITS).unwrap();
-        let body: Vec<u8> = (0..3 * PIECE_LEN + 17).map(|i| (i % 241) as u8).collect();
+        let body: Vec<u8> = (0..3 * MAX_PIECE_LEN + 17)
+            .map(|i| (i % 241) as u8)
+            .collect();
         let mut upload = receiving(&spool, "big.gcode", body.len() as u64, &body).await;
         // Straight into the upload's buffers, in uneven reads...
         let mut at = 0;
-        while at < PIECE_LEN + 100 {
+        while at < MAX_PIECE_LEN + 100 {
             let room = upload.spare().await.unwrap();
             let n = room.len().min(7_000);
             room[..n].copy_from_slice(&body[at..at + n]);

@@ -7,7 +7,7 @@
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use sha2::{Digest, Sha256};
 use tempfile::TempPath;
@@ -73,13 +73,71 @@ pub(super) struct Body {
     pub(super) offset: u64,
     /// SHA-256 state over those bytes.
     pub(super) hasher: Sha256,
+    /// The size of its buffers.
+    pub(super) buffers: BufferShare,
 }
 
-/// Size of the buffers a body is handed to its writer in.
-pub const PIECE_LEN: usize = 48 * 1024;
 /// Buffers per upload: one is filled from the network while the other is
 /// hashed and written, so receiving and hashing use two cores.
 const PIECES: usize = 2;
+/// Size of the buffers a body is handed to its writer in, while the
+/// uploads running hold less than [`BODY_BUFFER_BUDGET`]: each hand-over
+/// costs two thread wake-ups, and at this size they cost about a fifth
+/// less CPU per byte than at [`MIN_PIECE_LEN`].
+pub const MAX_PIECE_LEN: usize = 256 * 1024;
+/// Size of the buffers of uploads beyond the budget, so that many
+/// concurrent uploads stay small (32 of them: 2 MiB of buffers).
+pub const MIN_PIECE_LEN: usize = 32 * 1024;
+/// Memory for [`MAX_PIECE_LEN`] buffers, shared by all uploads: three
+/// uploads at a time get them.
+pub const BODY_BUFFER_BUDGET: usize = 3 * PIECES * MAX_PIECE_LEN;
+
+/// The bytes of [`BODY_BUFFER_BUDGET`] that uploads hold.
+#[derive(Debug, Default)]
+pub(super) struct BufferBudget(AtomicUsize);
+
+/// One upload's buffer size, and its share of the budget, given back
+/// when dropped.
+#[derive(Debug)]
+pub(super) struct BufferShare {
+    budget: Option<Arc<BufferBudget>>,
+    piece_len: usize,
+}
+
+impl BufferBudget {
+    /// The buffers for a body of which `remaining` bytes are to come.
+    pub(super) fn share(self: &Arc<Self>, remaining: u64) -> BufferShare {
+        let small = |len: usize| BufferShare {
+            budget: None,
+            piece_len: len,
+        };
+        if remaining <= MIN_PIECE_LEN as u64 {
+            return small((remaining as usize).max(1));
+        }
+        let want = PIECES * MAX_PIECE_LEN;
+        let taken = self
+            .0
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |held| {
+                (held + want <= BODY_BUFFER_BUDGET).then_some(held + want)
+            })
+            .is_ok();
+        if !taken {
+            return small(MIN_PIECE_LEN);
+        }
+        BufferShare {
+            budget: Some(self.clone()),
+            piece_len: MAX_PIECE_LEN,
+        }
+    }
+}
+
+impl Drop for BufferShare {
+    fn drop(&mut self) {
+        if let Some(budget) = &self.budget {
+            budget.0.fetch_sub(PIECES * MAX_PIECE_LEN, Ordering::SeqCst);
+        }
+    }
+}
 
 /// Where a temp upload goes once its digest arrives: it becomes the
 /// partial file `incoming/<sha256>-<size>.partial`, claimed in `busy`.
@@ -149,6 +207,7 @@ pub struct Upload {
     /// The buffer being filled and how much of it is.
     current: Option<(Vec<u8>, usize)>,
     allocated: usize,
+    buffers: BufferShare,
     /// Bytes of the body accepted so far (written or on their way).
     received: u64,
     resumed_from: u64,
@@ -193,6 +252,7 @@ impl Upload {
             stopped: None,
             current: None,
             allocated: 0,
+            buffers: body.buffers,
             received: offset,
             resumed_from: offset,
             reservation,
@@ -283,7 +343,7 @@ impl Upload {
         if self.current.is_none() {
             let buffer = if self.allocated < PIECES {
                 self.allocated += 1;
-                vec![0u8; PIECE_LEN]
+                vec![0u8; self.buffers.piece_len]
             } else {
                 match self.free.recv().await {
                     Some(buffer) => buffer,
@@ -594,4 +654,27 @@ pub(super) async fn sync_dir(dir: PathBuf) -> Result<(), SpoolError> {
         .await
         .map_err(|e| SpoolError::io("fsync")(io::Error::other(e)))?
         .map_err(SpoolError::io("cannot fsync ready/"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn three_uploads_get_large_buffers_and_the_rest_small_ones() {
+        let budget = Arc::new(BufferBudget::default());
+        let big = 10 * MAX_PIECE_LEN as u64;
+        let shares: Vec<_> = (0..4).map(|_| budget.share(big)).collect();
+        let lens: Vec<_> = shares.iter().map(|s| s.piece_len).collect();
+        assert_eq!(
+            lens,
+            [MAX_PIECE_LEN, MAX_PIECE_LEN, MAX_PIECE_LEN, MIN_PIECE_LEN]
+        );
+        // A tiny body gets a buffer its size and takes nothing.
+        assert_eq!(budget.share(100).piece_len, 100);
+        assert_eq!(budget.share(0).piece_len, 1);
+        drop(shares);
+        assert_eq!(budget.0.load(Ordering::SeqCst), 0);
+        assert_eq!(budget.share(big).piece_len, MAX_PIECE_LEN);
+    }
 }
