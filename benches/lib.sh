@@ -32,6 +32,14 @@ TOML
 # free_port: a TCP port free on 127.0.0.1 right now.
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
+# cpu_secs PID: CPU seconds (user + system) of PID and of its children it
+# has waited for.
+cpu_secs() {
+  local ticks
+  ticks=$(getconf CLK_TCK)
+  sed 's/^.*) //' "/proc/$1/stat" | awk -v t="$ticks" '{ printf "%.3f", ($12 + $13 + $14 + $15) / t }'
+}
+
 # now: seconds since the epoch, with nanoseconds.
 now() { date +%s.%N; }
 
