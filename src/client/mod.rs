@@ -348,11 +348,23 @@ impl Client {
             Some((cached, digest)) if *cached == stamp => Some(digest.clone()),
             _ => None,
         };
+        let mut digest = match cached {
+            Some(sha256) => PendingDigest::known(sha256),
+            // The body starts at once and the digest follows inside it.
+            None if size >= self.hash_while_sending_min => PendingDigest::start(path),
+            None => {
+                observer.phase(Phase::Hashing, size);
+                let sha256 = hash_file(path, size, observer)
+                    .await
+                    .map_err(local("cannot read"))?;
+                self.digest_cache = Some((stamp.clone(), sha256.clone()));
+                PendingDigest::known(sha256)
+            }
+        };
         let mut resumed_from = 0;
-        let mut cached = cached;
-        if cached.is_none() && size >= self.hash_while_sending_min {
-            // The body starts now and the digest follows inside it.
-            let mut digest = PendingDigest::start(path);
+        let mut retried_whole = false;
+        let result = loop {
+            let late = digest.now().is_none();
             let result = self
                 .transfer(
                     path,
@@ -364,57 +376,28 @@ impl Client {
                     &mut resumed_from,
                 )
                 .await;
-            // A retry sends the digest up front, to resume.
-            let sha256 = digest.wait().await.map_err(local("cannot read"))?;
-            self.digest_cache = Some((stamp.clone(), sha256.clone()));
-            cached = Some(sha256);
+            if late {
+                // Known from now on: a retry sends it up front, to resume.
+                let sha256 = digest.wait().await.map_err(local("cannot read"))?;
+                self.digest_cache = Some((stamp.clone(), sha256));
+            }
             match result {
-                // A file of that name is there: the digest tells whether it
-                // is this one, as for a smaller file.
+                // A file of that name is there: with the digest, the agent
+                // tells whether it is this one.
                 Err(ClientError::Refused {
                     code: ErrorCode::Exists,
                     ..
-                }) => {}
-                other => {
-                    return other.map(|mut sent| {
-                        sent.seconds = started.elapsed().as_secs_f64();
-                        sent
-                    });
-                }
-            }
-        }
-        let sha256 = match cached {
-            Some(digest) => digest,
-            None => {
-                observer.phase(Phase::Hashing, size);
-                let digest = hash_file(path, size, observer)
-                    .await
-                    .map_err(local("cannot read"))?;
-                self.digest_cache = Some((stamp, digest.clone()));
-                digest
-            }
-        };
-        let mut attempts = 0;
-        let result = loop {
-            attempts += 1;
-            let mut digest = PendingDigest::known(sha256.clone());
-            let result = self
-                .transfer(
-                    path,
-                    name,
-                    size,
-                    &mut digest,
-                    overwrite,
-                    observer,
-                    &mut resumed_from,
-                )
-                .await;
-            match result {
+                }) if late => {}
                 // The part the agent kept was damaged; it dropped it: once more, whole.
                 Err(ClientError::Refused {
                     code: ErrorCode::DigestMismatch,
                     ..
-                }) if attempts == 1 && resumed_from > 0 && !hash_changed(path, &sha256).await => {}
+                }) if !retried_whole
+                    && resumed_from > 0
+                    && !hash_changed(path, digest.now().unwrap_or_default()).await =>
+                {
+                    retried_whole = true;
+                }
                 other => break other,
             }
         };

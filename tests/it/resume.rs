@@ -3,6 +3,7 @@
 //! SHA-256 is still checked; a damaged partial body is dropped and the file
 //! sent whole; with resuming off nothing is kept.
 
+use std::path::Path;
 use std::time::Duration;
 
 use fileagent::client::ClientError;
@@ -57,6 +58,22 @@ async fn interrupt(agent: &Agent, name: &str, content: &[u8], part: usize) {
     );
 }
 
+/// `fileagent send` of the file at `path` (holding `original`) as
+/// cube.gcode continues after the `from` bytes the agent kept, and stores
+/// the file whole.
+async fn sending_again_resumes(agent: &Agent, path: &Path, original: &[u8], from: u64) {
+    let mut client = agent.client("flaky-wifi").await;
+    client.set_compression(Compression::Never);
+    let sent = client
+        .send_file(path, "cube.gcode", false, &mut ())
+        .await
+        .unwrap();
+    assert_eq!(sent.resumed_from, from);
+    assert_eq!(sent.wire_bytes, original.len() as u64 - from);
+    assert_eq!(agent.read_ready("cube.gcode"), original);
+    assert!(agent.incoming().is_empty(), "{:?}", agent.incoming());
+}
+
 #[tokio::test]
 async fn an_interrupted_send_resumes_where_it_stopped() {
     let agent = Agent::start().await;
@@ -64,16 +81,7 @@ async fn an_interrupted_send_resumes_where_it_stopped() {
     let original = std::fs::read(&path).unwrap();
     interrupt(&agent, "cube.gcode", &original, 300_000).await;
 
-    let mut client = agent.client("flaky-wifi").await;
-    client.set_compression(Compression::Never);
-    let sent = client
-        .send_file(&path, "cube.gcode", false, &mut ())
-        .await
-        .unwrap();
-    assert_eq!(sent.resumed_from, 300_000);
-    assert_eq!(sent.wire_bytes, original.len() as u64 - 300_000);
-    assert_eq!(agent.read_ready("cube.gcode"), original);
-    assert!(agent.incoming().is_empty(), "{:?}", agent.incoming());
+    sending_again_resumes(&agent, &path, &original, 300_000).await;
 }
 
 #[tokio::test]
@@ -197,15 +205,7 @@ async fn a_send_hashed_while_sending_is_resumable_once_its_digest_arrived() {
     drop(conn);
     settle(&agent, &[format!("{digest}-{}.partial", original.len())]).await;
 
-    let mut client = agent.client("flaky-wifi").await;
-    client.set_compression(Compression::Never);
-    let sent = client
-        .send_file(&path, "cube.gcode", false, &mut ())
-        .await
-        .unwrap();
-    assert_eq!(sent.resumed_from, 300_000);
-    assert_eq!(agent.read_ready("cube.gcode"), original);
-    assert!(agent.incoming().is_empty(), "{:?}", agent.incoming());
+    sending_again_resumes(&agent, &path, &original, 300_000).await;
 }
 
 #[tokio::test]
