@@ -450,7 +450,7 @@ fn check_frame(buf: &[u8], max_header: usize) -> Result<Option<usize>, ProtocolE
     if buf.len() < FRAME_PREFIX_LEN {
         return Ok(None);
     }
-    let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
+    let len = payload_len(buf);
     match buf[0] {
         TAG_HEADER if len > max_header => {
             return Err(ProtocolError::HeaderTooLarge {
@@ -579,11 +579,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// Reads more bytes into the buffer, making room for the rest of a
     /// frame whose prefix is there already; `Ok(0)` at the end of the stream.
     async fn fill_buffer(&mut self, idle: Duration) -> Result<usize, ProtocolError> {
-        let expected = match self.buffer.get(1..FRAME_PREFIX_LEN) {
-            Some(len) => {
-                FRAME_PREFIX_LEN + u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize
-            }
-            None => FRAME_PREFIX_LEN,
+        let expected = if self.buffer.len() < FRAME_PREFIX_LEN {
+            FRAME_PREFIX_LEN
+        } else {
+            FRAME_PREFIX_LEN + payload_len(&self.buffer)
         };
         let missing = expected.saturating_sub(self.buffer.len());
         if self.buffer.capacity() - self.buffer.len() < missing.max(READ_BUF_LEN / 4) {
@@ -655,16 +654,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             // Only the prefix is checked: the payload is streamed, not buffered.
             check_frame(&self.buffer[..FRAME_PREFIX_LEN], self.max_header)?;
             let tag = self.buffer[0];
-            let len = u32::from_be_bytes([
-                self.buffer[1],
-                self.buffer[2],
-                self.buffer[3],
-                self.buffer[4],
-            ]);
             match tag {
                 TAG_DATA => {
+                    self.frame_left = payload_len(&self.buffer);
                     self.buffer.advance(FRAME_PREFIX_LEN);
-                    self.frame_left = len as usize;
                 }
                 TAG_END => {
                     self.buffer.advance(FRAME_PREFIX_LEN);
@@ -803,6 +796,11 @@ async fn timed_read(
         Ok(Err(e)) => return Err(e.into()),
     };
     Ok((n, waiting.elapsed()))
+}
+
+/// The payload length a frame prefix (at least [`FRAME_PREFIX_LEN`] bytes) declares.
+fn payload_len(prefix: &[u8]) -> usize {
+    u32::from_be_bytes([prefix[1], prefix[2], prefix[3], prefix[4]]) as usize
 }
 
 fn digest_of(payload: &[u8]) -> [u8; DIGEST_LEN] {

@@ -311,7 +311,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 }
                 Ok(BodyRead::End) => break,
                 // Allowed once, in a body whose `send` came without it.
-                Ok(BodyRead::Digest(_)) if sha256.is_some() || upload.has_digest() => {
+                Ok(BodyRead::Digest(_)) if upload.has_digest() => {
                     // A client this confused keeps nothing for resuming.
                     upload.discard().await;
                     self.conn.guard_rate(None);

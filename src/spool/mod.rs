@@ -40,7 +40,7 @@ pub enum SpoolError {
     BadDigest(String),
     /// A body whose `send` came without a digest ended without one.
     #[error(
-        "the body ended without the file's digest (a send without sha256 must send a digest frame); nothing was stored"
+        "the body ended without the file's digest (a send without sha256 must send a digest frame); nothing was stored: send the file again"
     )]
     MissingDigest,
     /// A compressed body could not be decompressed (malformed, a window
@@ -81,6 +81,15 @@ pub enum SpoolError {
     /// A different file of that name exists.
     #[error("{name:?} already exists with different content")]
     Exists {
+        /// The name.
+        name: String,
+    },
+    /// A file of that name exists, and the `send` had no digest to tell
+    /// whether it is the same file.
+    #[error(
+        "{name:?} already exists; send again with the file's sha256 to find out whether it is the same file"
+    )]
+    ExistsUnchecked {
         /// The name.
         name: String,
     },
@@ -125,7 +134,7 @@ impl SpoolError {
             SpoolError::BadName { .. } => ErrorCode::BadName,
             SpoolError::TooLarge { .. } => ErrorCode::TooLarge,
             SpoolError::NoSpace { .. } | SpoolError::DiskFull => ErrorCode::NoSpace,
-            SpoolError::Exists { .. } => ErrorCode::Exists,
+            SpoolError::Exists { .. } | SpoolError::ExistsUnchecked { .. } => ErrorCode::Exists,
             SpoolError::NotFound { .. } => ErrorCode::NotFound,
             SpoolError::SizeMismatch { .. } => ErrorCode::SizeMismatch,
             SpoolError::DigestMismatch { .. } => ErrorCode::DigestMismatch,
@@ -308,7 +317,11 @@ impl Spool {
             }));
         }
         if !overwrite && tokio::fs::try_exists(&dest).await.unwrap_or(false) {
-            return Err(SpoolError::Exists { name: name.into() });
+            let name = name.into();
+            return Err(match sha256 {
+                Some(_) => SpoolError::Exists { name },
+                None => SpoolError::ExistsUnchecked { name },
+            });
         }
         let resumable = resume && !self.limits.keep_partial.is_zero();
         let Some(sha256) = sha256 else {

@@ -427,11 +427,12 @@ impl Upload {
     /// Why the writer stopped early.
     async fn writer_failed(&mut self) -> SpoolError {
         match self.stop_writer().await {
-            Ok(Written { error: Some(e), .. }) => {
-                let e = io::Error::new(e.kind(), e.to_string());
-                SpoolError::io("cannot write to incoming/")(e)
-            }
-            Ok(_) => SpoolError::io("writing the upload")(io::Error::other("the writer stopped")),
+            Ok(written) => match written.error.take() {
+                Some(e) => SpoolError::io("cannot write to incoming/")(e),
+                None => {
+                    SpoolError::io("writing the upload")(io::Error::other("the writer stopped"))
+                }
+            },
             Err(e) => e,
         }
     }
@@ -440,8 +441,8 @@ impl Upload {
     /// different file only with `overwrite`) and fsyncs the directory.
     pub async fn finish(mut self, overwrite: bool) -> Result<Stored, SpoolError> {
         self.flush_current().await?;
-        if self.stop_writer().await?.error.is_some() {
-            return Err(self.writer_failed().await);
+        if let Some(e) = self.stop_writer().await?.error.take() {
+            return Err(SpoolError::io("cannot write to incoming/")(e));
         }
         let Written { sink, .. } = self.stopped.take().expect("the writer stopped");
         let Some(declared_sha256) = self.declared_sha256.clone() else {
