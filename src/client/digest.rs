@@ -1,15 +1,15 @@
 //! Hashing the file being sent. The `send` header carries the whole
 //! file's SHA-256, which takes reading the file once before the body
 //! starts; for large files ([`HASH_WHILE_SENDING_MIN`]) the client instead
-//! starts the body at once and hashes on a thread of its own, sending the
-//! digest inside the body when it is done ([`PendingDigest`]).
+//! starts the body at once, hashes it as it is read for sending
+//! ([`super::body`]), and sends the digest inside the body
+//! ([`PendingDigest`]).
 
 use std::io;
-use std::path::Path;
-
-use tokio::task::JoinHandle;
+use std::path::{Path, PathBuf};
 
 use super::Observer;
+use super::body::Hashing;
 use crate::spool::file_digest;
 
 /// Files at least this large are hashed while they are sent rather than
@@ -18,51 +18,68 @@ use crate::spool::file_digest;
 /// where the agent can answer "unchanged" or resume at once.
 pub const HASH_WHILE_SENDING_MIN: u64 = 64 << 20;
 
-/// A file's digest, known or being computed on a blocking thread.
+/// A file's digest: known, to be computed, or being computed by the
+/// thread reading the body.
 #[derive(Debug)]
-pub(super) struct PendingDigest {
-    known: Option<String>,
-    task: Option<JoinHandle<io::Result<String>>>,
+pub(super) enum PendingDigest {
+    Known(String),
+    /// Not started: the body's reader hashes the file if a body is sent,
+    /// [`wait`](Self::wait) does otherwise.
+    Later(PathBuf),
+    Hashing(Hashing),
 }
 
 impl PendingDigest {
     /// A digest computed already.
     pub(super) fn known(sha256: String) -> PendingDigest {
-        PendingDigest {
-            known: Some(sha256),
-            task: None,
-        }
+        PendingDigest::Known(sha256)
     }
 
-    /// Starts hashing the file at `path`.
-    pub(super) fn start(path: &Path) -> PendingDigest {
-        let path = path.to_path_buf();
-        PendingDigest {
-            known: None,
-            task: Some(tokio::task::spawn_blocking(move || {
-                file_digest(&mut std::fs::File::open(path)?)
-            })),
-        }
+    /// The digest of the file at `path`, to be computed when it is read.
+    pub(super) fn later(path: &Path) -> PendingDigest {
+        PendingDigest::Later(path.to_path_buf())
     }
 
     /// The digest if it is known now, without waiting.
     pub(super) fn now(&self) -> Option<&str> {
-        self.known.as_deref()
+        match self {
+            PendingDigest::Known(sha256) => Some(sha256),
+            _ => None,
+        }
+    }
+
+    /// Whether the file is still to be hashed by whoever reads it next.
+    pub(super) fn is_unstarted(&self) -> bool {
+        matches!(self, PendingDigest::Later(_))
+    }
+
+    /// Hands the hashing to the thread reading the body.
+    pub(super) fn hashed_by(&mut self, task: Hashing) {
+        *self = PendingDigest::Hashing(task);
     }
 
     /// Whether [`wait`](Self::wait) would return at once.
     pub(super) fn is_ready(&self) -> bool {
-        self.known.is_some() || self.task.as_ref().is_some_and(JoinHandle::is_finished)
+        match self {
+            PendingDigest::Known(_) => true,
+            PendingDigest::Later(_) => false,
+            PendingDigest::Hashing(task) => task.is_finished(),
+        }
     }
 
-    /// The digest, waiting for the hashing to end.
+    /// The digest, waiting for the hashing to end (or doing it if nobody
+    /// has started it).
     pub(super) async fn wait(&mut self) -> io::Result<String> {
-        if let Some(task) = self.task.take() {
-            self.known = Some(task.await.map_err(io::Error::other)??);
-        }
-        self.known
-            .clone()
-            .ok_or_else(|| io::Error::other("hashing the file failed"))
+        let sha256 = match self {
+            PendingDigest::Known(sha256) => return Ok(sha256.clone()),
+            PendingDigest::Later(path) => hash_file(path, 0, &mut ()).await?,
+            PendingDigest::Hashing(task) => task
+                .await
+                .map_err(io::Error::other)??
+                .ok_or_else(|| io::Error::other("the body was read without hashing it"))?,
+        };
+        *self = PendingDigest::Known(sha256.clone());
+        Ok(sha256)
     }
 }
 
@@ -122,13 +139,20 @@ mod tests {
         let path = tmp.path().join("f.gcode");
         std::fs::write(&path, b"G28\n").unwrap();
         let expected = hash_file(&path, 4, &mut ()).await.unwrap();
-        let mut pending = PendingDigest::start(&path);
+        let mut pending = PendingDigest::later(&path);
+        assert!(!pending.is_ready() && pending.is_unstarted());
         assert_eq!(pending.wait().await.unwrap(), expected);
         assert!(pending.is_ready());
         assert_eq!(pending.now(), Some(expected.as_str()));
         assert!(!hash_changed(&path, &expected).await);
 
-        let mut missing = PendingDigest::start(&tmp.path().join("gone"));
+        let (_body, task) = super::super::body::Body::start(&path, 0, 4, true);
+        let mut pending = PendingDigest::later(&path);
+        pending.hashed_by(task);
+        assert!(!pending.is_unstarted());
+        assert_eq!(pending.wait().await.unwrap(), expected);
+
+        let mut missing = PendingDigest::later(&tmp.path().join("gone"));
         assert_eq!(
             missing.wait().await.unwrap_err().kind(),
             io::ErrorKind::NotFound

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use rustls_pki_types::ServerName;
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
@@ -26,9 +26,11 @@ use crate::protocol::{
     MAX_REPLY_HEADER_LEN, ProtocolError, Reply, Request,
 };
 
+mod body;
 mod digest;
 mod error;
 
+use body::Body;
 pub use digest::HASH_WHILE_SENDING_MIN;
 use digest::{PendingDigest, hash_changed, hash_file};
 
@@ -351,7 +353,7 @@ impl Client {
         let mut digest = match cached {
             Some(sha256) => PendingDigest::known(sha256),
             // The body starts at once and the digest follows inside it.
-            None if size >= self.hash_while_sending_min => PendingDigest::start(path),
+            None if size >= self.hash_while_sending_min => PendingDigest::later(path),
             None => {
                 observer.phase(Phase::Hashing, size);
                 let sha256 = hash_file(path, size, observer)
@@ -460,36 +462,27 @@ impl Client {
             other => return Err(unexpected(&other)),
         };
         *resumed_from = offset;
-        let mut file = tokio::fs::File::open(path)
-            .await
-            .map_err(local("cannot open"))?;
-        file.seek(io::SeekFrom::Start(offset))
-            .await
-            .map_err(local("cannot read"))?;
+        let (mut body, hashing) = Body::start(path, offset, size, digest.is_unstarted());
+        if digest.is_unstarted() {
+            digest.hashed_by(hashing);
+        }
         let mut deflate = match encoding {
             Some(Encoding::Zstd) => Some(Compressor::new().map_err(local("cannot compress"))?),
             None => None,
         };
         observer.phase(Phase::Sending, size);
         observer.progress(offset);
-        let mut buf = vec![0u8; CHUNK_LEN];
         let mut wire = Vec::with_capacity(2 * CHUNK_LEN);
         let mut wire_bytes = 0u64;
         let mut sent = offset;
-        // Send exactly the announced size; if the file changed meanwhile the
-        // agent's digest check refuses it.
-        while sent < size {
-            let want = (size - sent).min(CHUNK_LEN as u64) as usize;
-            let n = file
-                .read(&mut buf[..want])
-                .await
-                .map_err(local("cannot read"))?;
-            if n == 0 {
-                break;
-            }
+        // The reader stops at the announced size; if the file changed
+        // meanwhile the agent's digest check refuses it.
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| local(e.what)(e.source))?;
+            let bytes = chunk.bytes();
             match deflate.as_mut() {
                 Some(c) => {
-                    c.compress(&buf[..n], &mut wire)
+                    c.compress(bytes, &mut wire)
                         .map_err(local("cannot compress"))?;
                     if wire.len() >= CHUNK_LEN {
                         self.timed(|conn| conn.write_chunk(&wire)).await?;
@@ -498,11 +491,12 @@ impl Client {
                     }
                 }
                 None => {
-                    self.timed(|conn| conn.write_chunk(&buf[..n])).await?;
-                    wire_bytes += n as u64;
+                    self.timed(|conn| conn.write_chunk(bytes)).await?;
+                    wire_bytes += bytes.len() as u64;
                 }
             }
-            sent += n as u64;
+            sent += bytes.len() as u64;
+            body.recycle(chunk);
             observer.progress(sent);
             if digest_due && digest.is_ready() {
                 self.send_digest(digest, path).await?;
