@@ -1,11 +1,21 @@
 //! The body of a `send`, read on a thread of its own. The file is read in
 //! [`CHUNK_LEN`] pieces, at most [`READ_AHEAD`] of them ahead of the
-//! connection, and, while its digest is still to be known, hashed as it is
-//! read: the file is read once, and reading and hashing run beside the
-//! encryption and the socket writes instead of taking turns with them.
+//! connection, and, while its digest is still to be known, hashed as well:
+//! - when the connection takes pieces as fast as they are read (loopback,
+//!   a fast LAN), each piece is hashed as it is read for sending, so the
+//!   file is read once;
+//! - when the connection is the slower (Wi-Fi), the thread hashes ahead
+//!   while it waits for a buffer, so the digest is known early, goes out
+//!   inside the body at once, and makes the upload resumable from then on
+//!   ([`Piece::Digest`]); pieces hashed ahead are read again for sending,
+//!   from the page cache.
+//!
+//! Reading and hashing so run beside encryption and the socket writes
+//! instead of taking turns with them.
 
 use std::fs::File;
-use std::io::{self, Read, Seek};
+use std::io;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc as std_mpsc;
 
@@ -31,6 +41,14 @@ impl Chunk {
     }
 }
 
+/// What the connection gets from the reader thread, in the order to send it.
+pub(super) enum Piece {
+    Data(Chunk),
+    /// The whole file's SHA-256, as soon as it is known (only when hashing
+    /// was asked for).
+    Digest(String),
+}
+
 /// A failure of the reader thread, with what it was doing.
 #[derive(Debug)]
 pub(super) struct ReadError {
@@ -40,7 +58,7 @@ pub(super) struct ReadError {
 
 /// The receiving end of the reader thread.
 pub(super) struct Body {
-    chunks: mpsc::Receiver<Result<Chunk, ReadError>>,
+    chunks: mpsc::Receiver<Result<Piece, ReadError>>,
     spare: std_mpsc::Sender<Vec<u8>>,
 }
 
@@ -54,7 +72,8 @@ impl Body {
     /// `hash`, the whole file is hashed on the way (bytes before `offset`
     /// are read for the digest only).
     pub(super) fn start(path: &Path, offset: u64, size: u64, hash: bool) -> (Body, Hashing) {
-        let (chunk_tx, chunks) = mpsc::channel(READ_AHEAD);
+        // Room for every buffer and the digest: the reader never waits to send.
+        let (chunk_tx, chunks) = mpsc::channel(READ_AHEAD + 1);
         let (spare, spare_rx) = std_mpsc::channel();
         let reader = Reader {
             path: path.to_path_buf(),
@@ -70,8 +89,8 @@ impl Body {
     }
 
     /// The next piece of the body, or `None` once it has all been read
-    /// (sooner than `size` if the file shrank).
-    pub(super) async fn next(&mut self) -> Option<Result<Chunk, ReadError>> {
+    /// (sooner than `size` if the file shrank) and hashed.
+    pub(super) async fn next(&mut self) -> Option<Result<Piece, ReadError>> {
         self.chunks.recv().await
     }
 
@@ -87,101 +106,127 @@ struct Reader {
     offset: u64,
     size: u64,
     hasher: Option<Sha256>,
-    /// `None` once the connection's side is gone or the body is complete.
-    chunks: Option<mpsc::Sender<Result<Chunk, ReadError>>>,
+    /// `None` once the connection's side is gone.
+    chunks: Option<mpsc::Sender<Result<Piece, ReadError>>>,
     spare: std_mpsc::Receiver<Vec<u8>>,
     allocated: usize,
 }
 
 impl Reader {
     fn run(mut self) -> io::Result<Option<String>> {
-        match self.read() {
-            Ok(()) => Ok(self.hasher.map(|h| hex::encode(h.finalize()))),
-            Err(ReadError { what, source }) => {
-                let copy = io::Error::new(source.kind(), source.to_string());
-                if let Some(chunks) = self.chunks.take() {
-                    let _ = chunks.blocking_send(Err(ReadError { what, source }));
-                }
-                Err(copy)
+        self.read().map_err(|ReadError { what, source }| {
+            let copy = io::Error::new(source.kind(), source.to_string());
+            if let Some(chunks) = self.chunks.take() {
+                let _ = chunks.blocking_send(Err(ReadError { what, source }));
             }
-        }
+            copy
+        })
     }
 
-    fn read(&mut self) -> Result<(), ReadError> {
+    /// Sends bytes `offset..size` and hashes the whole file, each as far
+    /// as it is wanted; the digest if hashing was asked for.
+    fn read(&mut self) -> Result<Option<String>, ReadError> {
         let fail = |what| move |source| ReadError { what, source };
-        let mut file = File::open(&self.path).map_err(fail("cannot open"))?;
+        let file = File::open(&self.path).map_err(fail("cannot open"))?;
+        let mut send_pos = self.offset;
+        let mut hash_pos = 0;
+        let mut digest = None;
         let mut scratch = Vec::new();
-        let mut pos = 0;
-        if self.hasher.is_some() {
-            // The part the agent has already: for the digest only.
-            while pos < self.offset {
-                let want = (self.offset - pos).min(CHUNK_LEN as u64) as usize;
-                scratch.resize(want, 0);
-                let n = read_full(&mut file, &mut scratch).map_err(fail("cannot read"))?;
-                if n == 0 {
-                    return Ok(());
-                }
-                self.hash(&scratch[..n]);
-                pos += n as u64;
-            }
-        } else {
-            pos = file
-                .seek(io::SeekFrom::Start(self.offset))
-                .map_err(fail("cannot read"))?;
-        }
-        while pos < self.size {
-            let want = (self.size - pos).min(CHUNK_LEN as u64) as usize;
-            let Some(mut buf) = self.buffer() else {
-                // Nobody is taking the body any more: only the digest is left.
-                if self.hasher.is_none() {
-                    return Ok(());
-                }
-                break;
+        loop {
+            let sending = self.chunks.is_some() && send_pos < self.size;
+            let hashing = self.hasher.is_some();
+            // Hashed apart from sending: first what the connection does
+            // not take (the part the agent has already), then ahead of it
+            // whenever no buffer is free.
+            let buf = match (sending, hashing) {
+                (false, false) => return Ok(digest),
+                (true, true) if hash_pos < send_pos => None,
+                (true, true) => self.free_buffer(),
+                (true, false) => self.buffer(),
+                (false, true) => None,
             };
-            let n = read_full(&mut file, &mut buf[..want]).map_err(fail("cannot read"))?;
-            if n == 0 {
-                return Ok(());
-            }
-            self.hash(&buf[..n]);
-            pos += n as u64;
-            if let Some(chunks) = &self.chunks
-                && chunks.blocking_send(Ok(Chunk { buf, len: n })).is_err()
-            {
-                self.chunks = None;
-            }
-        }
-        // The body is complete (or abandoned): the connection need not wait
-        // for the rest of the digest.
-        self.chunks = None;
-        if self.hasher.is_some() {
-            scratch.resize(CHUNK_LEN, 0);
-            loop {
-                let n = file.read(&mut scratch).map_err(fail("cannot read"))?;
+            if let Some(mut buf) = buf {
+                let want = (self.size - send_pos).min(CHUNK_LEN as u64) as usize;
+                let n =
+                    read_full_at(&file, &mut buf[..want], send_pos).map_err(fail("cannot read"))?;
                 if n == 0 {
-                    return Ok(());
+                    // The file shrank: the body ends here.
+                    self.size = send_pos;
+                    continue;
                 }
+                if hash_pos == send_pos {
+                    self.hash(&buf[..n]);
+                    hash_pos += n as u64;
+                }
+                send_pos += n as u64;
+                self.send(Piece::Data(Chunk { buf, len: n }));
+                continue;
+            }
+            if !hashing {
+                // The connection's side is gone.
+                continue;
+            }
+            let want = match send_pos.checked_sub(hash_pos) {
+                Some(behind) if behind > 0 => behind.min(CHUNK_LEN as u64) as usize,
+                _ => CHUNK_LEN,
+            };
+            scratch.resize(want, 0);
+            let n = read_full_at(&file, &mut scratch, hash_pos).map_err(fail("cannot read"))?;
+            if n > 0 {
                 self.hash(&scratch[..n]);
+                hash_pos += n as u64;
+            } else if let Some(hasher) = self.hasher.take() {
+                // Read to its end, past `size` too if the file grew, so that
+                // a file changed meanwhile does not match what was sent.
+                let sha256 = hex::encode(hasher.finalize());
+                self.send(Piece::Digest(sha256.clone()));
+                digest = Some(sha256);
             }
         }
-        Ok(())
     }
 
-    /// A buffer to read the next piece into: a new one while fewer than
-    /// [`READ_AHEAD`] exist, else one given back. `None` if the body is
-    /// no longer being taken.
+    fn send(&mut self, piece: Piece) {
+        if let Some(chunks) = &self.chunks
+            && chunks.blocking_send(Ok(piece)).is_err()
+        {
+            self.chunks = None;
+        }
+    }
+
+    /// A buffer to read the next piece into, waiting for one to be given
+    /// back if [`READ_AHEAD`] exist; `None` if the body is no longer taken.
     fn buffer(&mut self) -> Option<Vec<u8>> {
         self.chunks.as_ref()?;
-        if self.allocated < READ_AHEAD {
-            self.allocated += 1;
-            return Some(vec![0; CHUNK_LEN]);
+        if let Some(buf) = self.new_buffer() {
+            return Some(buf);
         }
-        match self.spare.recv() {
+        let got = self.spare.recv().ok();
+        if got.is_none() {
+            self.chunks = None;
+        }
+        got
+    }
+
+    /// A buffer if one is free now.
+    fn free_buffer(&mut self) -> Option<Vec<u8>> {
+        if let Some(buf) = self.new_buffer() {
+            return Some(buf);
+        }
+        match self.spare.try_recv() {
             Ok(buf) => Some(buf),
-            Err(_) => {
+            Err(std_mpsc::TryRecvError::Empty) => None,
+            Err(std_mpsc::TryRecvError::Disconnected) => {
                 self.chunks = None;
                 None
             }
         }
+    }
+
+    fn new_buffer(&mut self) -> Option<Vec<u8>> {
+        (self.allocated < READ_AHEAD).then(|| {
+            self.allocated += 1;
+            vec![0; CHUNK_LEN]
+        })
     }
 
     fn hash(&mut self, bytes: &[u8]) {
@@ -191,11 +236,11 @@ impl Reader {
     }
 }
 
-/// Reads until `buf` is full or the file ends; the count read.
-fn read_full(file: &mut File, buf: &mut [u8]) -> io::Result<usize> {
+/// Reads from `pos` until `buf` is full or the file ends; the count read.
+fn read_full_at(file: &File, buf: &mut [u8], pos: u64) -> io::Result<usize> {
     let mut done = 0;
     while done < buf.len() {
-        match file.read(&mut buf[done..]) {
+        match file.read_at(&mut buf[done..], pos + done as u64) {
             Ok(0) => break,
             Ok(n) => done += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -209,14 +254,22 @@ fn read_full(file: &mut File, buf: &mut [u8]) -> io::Result<usize> {
 mod tests {
     use super::*;
 
-    async fn collect(body: &mut Body) -> Vec<u8> {
+    /// The body's bytes and the digest it carried.
+    async fn collect(body: &mut Body) -> (Vec<u8>, Option<String>) {
         let mut got = Vec::new();
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk.unwrap();
-            got.extend_from_slice(chunk.bytes());
-            body.recycle(chunk);
+        let mut digest = None;
+        while let Some(piece) = body.next().await {
+            match piece.unwrap() {
+                Piece::Data(chunk) => {
+                    got.extend_from_slice(chunk.bytes());
+                    body.recycle(chunk);
+                }
+                Piece::Digest(sha256) => {
+                    assert!(digest.replace(sha256).is_none(), "two digests");
+                }
+            }
         }
-        got
+        (got, digest)
     }
 
     fn file_of(len: usize) -> (tempfile::TempDir, PathBuf, Vec<u8>) {
@@ -237,20 +290,53 @@ mod tests {
         let (_tmp, path, data) = file_of(len);
         for offset in [0, 1, CHUNK_LEN as u64, 3 * CHUNK_LEN as u64 + 7, len as u64] {
             let (mut body, hashing) = Body::start(&path, offset, len as u64, true);
-            assert_eq!(collect(&mut body).await, &data[offset as usize..]);
+            let (got, digest) = collect(&mut body).await;
+            assert_eq!(got, &data[offset as usize..]);
+            assert_eq!(digest, Some(sha(&data)));
             assert_eq!(hashing.await.unwrap().unwrap(), Some(sha(&data)));
 
             let (mut body, hashing) = Body::start(&path, offset, len as u64, false);
-            assert_eq!(collect(&mut body).await, &data[offset as usize..]);
+            assert_eq!(
+                collect(&mut body).await,
+                (data[offset as usize..].to_vec(), None)
+            );
             assert_eq!(hashing.await.unwrap().unwrap(), None);
         }
+    }
+
+    #[tokio::test]
+    async fn a_slow_connection_gets_the_digest_before_the_body_ends() {
+        let len = 16 * CHUNK_LEN;
+        let (_tmp, path, data) = file_of(len);
+        let (mut body, _hashing) = Body::start(&path, 0, len as u64, true);
+        // Holding every buffer: the reader hashes the rest meanwhile.
+        let mut held = Vec::new();
+        let digest = loop {
+            match body.next().await.unwrap().unwrap() {
+                Piece::Data(chunk) => held.push(chunk),
+                Piece::Digest(sha256) => break sha256,
+            }
+        };
+        assert_eq!(digest, sha(&data));
+        assert_eq!(held.len(), READ_AHEAD);
+        let mut got = Vec::new();
+        for chunk in held {
+            got.extend_from_slice(chunk.bytes());
+            body.recycle(chunk);
+        }
+        let (rest, again) = collect(&mut body).await;
+        got.extend_from_slice(&rest);
+        assert_eq!(got, data);
+        assert_eq!(again, None);
     }
 
     #[tokio::test]
     async fn a_file_that_grew_is_sent_to_its_size_but_hashed_whole() {
         let (_tmp, path, data) = file_of(2 * CHUNK_LEN + 10);
         let (mut body, hashing) = Body::start(&path, 0, CHUNK_LEN as u64 + 5, true);
-        assert_eq!(collect(&mut body).await, &data[..CHUNK_LEN + 5]);
+        let (got, digest) = collect(&mut body).await;
+        assert_eq!(got, &data[..CHUNK_LEN + 5]);
+        assert_eq!(digest, Some(sha(&data)));
         assert_eq!(hashing.await.unwrap().unwrap(), Some(sha(&data)));
     }
 
@@ -258,7 +344,7 @@ mod tests {
     async fn a_file_that_shrank_ends_the_body_early() {
         let (_tmp, path, data) = file_of(CHUNK_LEN + 10);
         let (mut body, hashing) = Body::start(&path, 0, 4 * CHUNK_LEN as u64, true);
-        assert_eq!(collect(&mut body).await, data);
+        assert_eq!(collect(&mut body).await, (data.clone(), Some(sha(&data))));
         assert_eq!(hashing.await.unwrap().unwrap(), Some(sha(&data)));
     }
 
@@ -267,7 +353,9 @@ mod tests {
         let len = 8 * CHUNK_LEN;
         let (_tmp, path, data) = file_of(len);
         let (mut body, hashing) = Body::start(&path, 0, len as u64, true);
-        let first = body.next().await.unwrap().unwrap();
+        let Piece::Data(first) = body.next().await.unwrap().unwrap() else {
+            panic!("the body starts with data");
+        };
         assert_eq!(first.bytes(), &data[..CHUNK_LEN]);
         drop(body);
         assert_eq!(hashing.await.unwrap().unwrap(), Some(sha(&data)));
@@ -283,7 +371,9 @@ mod tests {
     async fn a_missing_file_is_reported_to_both_ends() {
         let tmp = tempfile::tempdir().unwrap();
         let (mut body, hashing) = Body::start(&tmp.path().join("gone"), 0, 10, true);
-        let err = body.next().await.unwrap().err().unwrap();
+        let Err(err) = body.next().await.unwrap() else {
+            panic!("a missing file reads nothing");
+        };
         assert_eq!(err.what, "cannot open");
         assert_eq!(err.source.kind(), io::ErrorKind::NotFound);
         assert!(body.next().await.is_none());

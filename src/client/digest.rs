@@ -1,9 +1,9 @@
 //! Hashing the file being sent. The `send` header carries the whole
 //! file's SHA-256, which takes reading the file once before the body
 //! starts; for large files ([`HASH_WHILE_SENDING_MIN`]) the client instead
-//! starts the body at once, hashes it as it is read for sending
-//! ([`super::body`]), and sends the digest inside the body
-//! ([`PendingDigest`]).
+//! starts the body at once, has the thread reading the body hash the file
+//! too ([`super::body`]), and sends the digest inside the body as soon as
+//! it is known ([`PendingDigest`]).
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -58,13 +58,9 @@ impl PendingDigest {
         *self = PendingDigest::Hashing(task);
     }
 
-    /// Whether [`wait`](Self::wait) would return at once.
-    pub(super) fn is_ready(&self) -> bool {
-        match self {
-            PendingDigest::Known(_) => true,
-            PendingDigest::Later(_) => false,
-            PendingDigest::Hashing(task) => task.is_finished(),
-        }
+    /// The digest, as the body's reader found it.
+    pub(super) fn set(&mut self, sha256: String) {
+        *self = PendingDigest::Known(sha256);
     }
 
     /// The digest, waiting for the hashing to end (or doing it if nobody
@@ -140,9 +136,8 @@ mod tests {
         std::fs::write(&path, b"G28\n").unwrap();
         let expected = hash_file(&path, 4, &mut ()).await.unwrap();
         let mut pending = PendingDigest::later(&path);
-        assert!(!pending.is_ready() && pending.is_unstarted());
+        assert!(pending.now().is_none() && pending.is_unstarted());
         assert_eq!(pending.wait().await.unwrap(), expected);
-        assert!(pending.is_ready());
         assert_eq!(pending.now(), Some(expected.as_str()));
         assert!(!hash_changed(&path, &expected).await);
 

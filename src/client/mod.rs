@@ -30,7 +30,7 @@ mod body;
 mod digest;
 mod error;
 
-use body::Body;
+use body::{Body, Piece};
 pub use digest::HASH_WHILE_SENDING_MIN;
 use digest::{PendingDigest, hash_changed, hash_file};
 
@@ -477,8 +477,18 @@ impl Client {
         let mut sent = offset;
         // The reader stops at the announced size; if the file changed
         // meanwhile the agent's digest check refuses it.
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|e| local(e.what)(e.source))?;
+        while let Some(piece) = body.next().await {
+            let chunk = match piece.map_err(|e| local(e.what)(e.source))? {
+                Piece::Data(chunk) => chunk,
+                Piece::Digest(sha256) => {
+                    digest.set(sha256);
+                    if digest_due {
+                        self.send_digest(digest, path).await?;
+                        digest_due = false;
+                    }
+                    continue;
+                }
+            };
             let bytes = chunk.bytes();
             match deflate.as_mut() {
                 Some(c) => {
@@ -498,10 +508,6 @@ impl Client {
             sent += bytes.len() as u64;
             body.recycle(chunk);
             observer.progress(sent);
-            if digest_due && digest.is_ready() {
-                self.send_digest(digest, path).await?;
-                digest_due = false;
-            }
         }
         if let Some(c) = deflate.as_mut() {
             c.finish(&mut wire).map_err(local("cannot compress"))?;
