@@ -166,9 +166,11 @@ impl Reader {
                 // The connection's side is gone.
                 continue;
             }
-            let want = match send_pos.checked_sub(hash_pos) {
-                Some(behind) if behind > 0 => behind.min(CHUNK_LEN as u64) as usize,
-                _ => CHUNK_LEN,
+            // Up to where sending starts, then a piece at a time.
+            let behind = send_pos.saturating_sub(hash_pos);
+            let want = match behind {
+                0 => CHUNK_LEN,
+                _ => behind.min(CHUNK_LEN as u64) as usize,
             };
             scratch.resize(want, 0);
             let n = read_full_at(&file, &mut scratch, hash_pos).map_err(fail("cannot read"))?;

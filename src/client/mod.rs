@@ -462,8 +462,9 @@ impl Client {
             other => return Err(unexpected(&other)),
         };
         *resumed_from = offset;
-        let (mut body, hashing) = Body::start(path, offset, size, digest.is_unstarted());
-        if digest.is_unstarted() {
+        let hash = digest.is_unstarted();
+        let (mut body, hashing) = Body::start(path, offset, size, hash);
+        if hash {
             digest.hashed_by(hashing);
         }
         let mut deflate = match encoding {
