@@ -1,16 +1,16 @@
 //! Resuming interrupted sends: the agent keeps the partial body under the
 //! file's digest and size, the client sends only the rest, the whole-file
 //! SHA-256 is still checked; a damaged partial body is dropped and the file
-//! sent whole; with resuming off nothing is kept.
+//! sent whole; with resuming off nothing is kept; over a slow link a large
+//! send is resumable long before its end.
 
 use std::path::Path;
 use std::time::Duration;
 
-use fileagent::client::ClientError;
-use fileagent::client::Compression;
+use fileagent::client::{Client, ClientError, Compression};
 use fileagent::protocol::{DIGEST_LEN, ErrorCode, Reply, Request};
 
-use crate::support::{Agent, GUARD, data, poll, reply, sha256};
+use crate::support::{Agent, GUARD, SlowLink, content, data, poll, reply, sha256};
 
 /// A plain `send` of `content` that offers to resume.
 fn resumable_send(name: &str, content: &[u8]) -> Request {
@@ -44,18 +44,21 @@ async fn interrupt(agent: &Agent, name: &str, content: &[u8], part: usize) {
         sha256(content),
         content.len()
     ));
+    let held = held_once_idle(agent, &partial).await;
+    assert_eq!(held, part as u64, "bytes kept in {}", partial.display());
+}
+
+/// Waits until the agent runs no upload and holds `partial`; returns its
+/// size.
+async fn held_once_idle(agent: &Agent, partial: &Path) -> u64 {
     let mut client = agent.client("observer").await;
-    let settled = poll(GUARD, Duration::from_millis(20), async || {
-        let held = std::fs::metadata(&partial).map_or(0, |m| m.len());
+    let held = poll(GUARD, Duration::from_millis(20), async || {
         let receiving = client.status().await.unwrap().incoming;
-        (held == part as u64 && receiving == 0).then_some(())
+        let held = std::fs::metadata(partial).map(|m| m.len());
+        (receiving == 0).then_some(held).and_then(Result::ok)
     })
     .await;
-    assert!(
-        settled.is_some(),
-        "the agent did not keep {part} bytes in {}",
-        partial.display()
-    );
+    held.unwrap_or_else(|| panic!("the agent kept no {}", partial.display()))
 }
 
 /// `fileagent send` of the file at `path` (holding `original`) as
@@ -254,4 +257,50 @@ async fn the_client_hashes_large_files_while_sending_them() {
     );
     assert_eq!(agent.read_ready("Never.gcode"), original);
     assert!(agent.incoming().is_empty(), "{:?}", agent.incoming());
+}
+
+/// Over a slow uplink, the client's reader hashes ahead of the connection,
+/// so a large file's digest reaches the agent early and an outage from then
+/// on costs only what had not arrived.
+#[tokio::test]
+async fn over_a_slow_link_a_large_send_is_resumable_long_before_its_end() {
+    const LEN: usize = 32 << 20;
+    const RATE: u64 = 2 << 20; // bytes per second: the whole body would take 16 s
+    let agent = Agent::start().await;
+    let original = content(7, LEN);
+    let path = agent.config.spool_dir.join("plate.gcode");
+    std::fs::write(&path, &original).unwrap();
+    let partial = agent
+        .config
+        .spool_dir
+        .join("incoming")
+        .join(format!("{}-{LEN}.partial", sha256(&original)));
+
+    let link = SlowLink::start(agent.addr, RATE).await;
+    let mut client = Client::connect(&link.addr.to_string(), agent.identity("flaky-wifi"))
+        .await
+        .unwrap();
+    client.set_hash_while_sending_min(0);
+    client.set_compression(Compression::Never);
+    let sending = {
+        let path = path.clone();
+        tokio::spawn(async move { client.send_file(&path, "cube.gcode", false, &mut ()).await })
+    };
+    // The partial file appears, under the digest, when the digest arrives.
+    let arrived_at = poll(GUARD, Duration::from_millis(20), async || {
+        std::fs::metadata(&partial).ok().map(|m| m.len())
+    })
+    .await
+    .expect("the digest never reached the agent");
+    assert!(
+        arrived_at < LEN as u64 / 2,
+        "the digest came only after {arrived_at} of {LEN} bytes"
+    );
+    link.cut();
+    let cut_off = sending.await.unwrap();
+    assert!(cut_off.is_err(), "{cut_off:?}");
+
+    let held = held_once_idle(&agent, &partial).await;
+    assert!(held >= arrived_at && held < LEN as u64, "kept {held} bytes");
+    sending_again_resumes(&agent, &path, &original, held).await;
 }

@@ -1,5 +1,6 @@
 //! Test helpers: a real agent on 127.0.0.1:0 with a temp state and spool,
-//! identities issued by its CA, and raw TLS connections for hostile clients.
+//! identities issued by its CA, raw TLS connections for hostile clients, and
+//! a slow link to reach the agent through.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -13,8 +14,9 @@ use fileagent::pki;
 use fileagent::protocol::{Connection, MAX_REPLY_HEADER_LEN, Reply, Request};
 use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
@@ -340,6 +342,72 @@ pub async fn poll<T>(
             return None;
         }
         tokio::time::sleep(every).await;
+    }
+}
+
+/// A TCP proxy on 127.0.0.1 in front of an agent, standing for a poor Wi-Fi
+/// uplink: it passes what clients send at a fixed rate and the agent's
+/// replies at full speed, until [`SlowLink::cut`] drops every connection
+/// through it at once.
+pub struct SlowLink {
+    pub addr: SocketAddr,
+    cut: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl SlowLink {
+    /// Serves on a new loopback port, relaying to `agent` at `bytes_per_sec`.
+    pub async fn start(agent: SocketAddr, bytes_per_sec: u64) -> SlowLink {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (cut, is_cut) = watch::channel(false);
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(upstream) = TcpStream::connect(agent).await else {
+                    continue;
+                };
+                let mut is_cut = is_cut.clone();
+                tokio::spawn(async move {
+                    let (mut from_client, mut to_client) = client.into_split();
+                    let (mut from_agent, mut to_agent) = upstream.into_split();
+                    let up = async {
+                        // Small pieces, each sent when the rate allows.
+                        let mut piece = vec![0u8; 16 * 1024];
+                        let start = tokio::time::Instant::now();
+                        let mut passed = 0u64;
+                        loop {
+                            let n = from_client.read(&mut piece).await?;
+                            if n == 0 {
+                                return to_agent.shutdown().await;
+                            }
+                            to_agent.write_all(&piece[..n]).await?;
+                            passed += n as u64;
+                            let due = Duration::from_secs_f64(passed as f64 / bytes_per_sec as f64);
+                            tokio::time::sleep_until(start + due).await;
+                        }
+                    };
+                    let down = tokio::io::copy(&mut from_agent, &mut to_client);
+                    tokio::select! {
+                        _ = async { tokio::join!(up, down) } => {}
+                        _ = is_cut.wait_for(|cut| *cut) => {}
+                    }
+                    // Dropping the four halves closes both connections.
+                });
+            }
+        });
+        SlowLink { addr, cut, task }
+    }
+
+    /// Drops every connection through the link, as a Wi-Fi outage would.
+    pub fn cut(&self) {
+        self.cut.send_replace(true);
+    }
+}
+
+impl Drop for SlowLink {
+    fn drop(&mut self) {
+        self.cut();
+        self.task.abort();
     }
 }
 
