@@ -12,7 +12,7 @@
 # -Zbuild-std fallback that setup chose, and qemu-user as the runner, so
 # `test` and `run` execute the arm binaries here. Tests that start the
 # binary themselves get the runner through FILEAGENT_TEST_RUNNER.
-# Output goes to target/rustc-web/<triple>/.
+# Output goes to target/rustc-web/<arm64|armhf>/<triple>/ (cross/target.sh dir).
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 dir=${FILEAGENT_CROSS_DIR:-$here/target/cross}
@@ -23,6 +23,7 @@ dir=${FILEAGENT_CROSS_DIR:-$here/target/cross}
 triple=$("$here/cross/target.sh" "$1" triple)
 gnu=$("$here/cross/target.sh" "$1" gnu)
 runner=$("$here/cross/target.sh" "$1" runner)
+target_dir=$here/$("$here/cross/target.sh" "$1" dir)
 shift
 mode_file=$dir/$triple.mode
 [ -f "$mode_file" ] || {
@@ -34,7 +35,7 @@ env_triple=$(echo "$triple" | tr 'a-z-' 'A-Z_')
 cc_triple=${triple//-/_}
 
 export RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$here/target/rustc-web}
+export CARGO_TARGET_DIR=$target_dir
 export "CARGO_TARGET_${env_triple}_LINKER=$gnu-gcc"
 export "CARGO_TARGET_${env_triple}_RUNNER=$runner"
 export "CC_${cc_triple}=$gnu-gcc" "AR_${cc_triple}=$gnu-ar"
