@@ -50,11 +50,12 @@ cat "$big" > /dev/null # every candidate reads it from the page cache
 bytes=$(stat -c %s "$big")
 
 # once CMD: runs CMD, which prints "SECONDS CPU_SECONDS", shows and prints
-# that line. CPU seconds are those of both ends (the run's children and its
-# server).
+# that line; fails if CMD did (a copy that differs). CPU seconds are those of
+# both ends (the run's children and its server). Every caller takes its
+# output in an assignment of its own, so that set -e sees a failure.
 once() {
   local line
-  line=$("$1")
+  line=$("$1") && [ -n "$line" ] || { echo "$1 failed" >&2; return 1; }
   echo "  $1: ${line% *} s, CPU ${line#* } s" >&2
   echo "$line"
 }
@@ -66,8 +67,11 @@ faster() {
 # moment of interference on a busy machine does not decide a figure; every
 # candidate gets the same treatment.
 best_of() {
-  local best=
-  for _ in $(seq "$runs"); do best=$(faster "$best" "$(once "$1")"); done
+  local best= line
+  for _ in $(seq "$runs"); do
+    line=$(once "$1") || return 1
+    best=$(faster "$best" "$line")
+  done
   echo "$best"
 }
 # took START CPU0 [SERVER_PID SERVER_CPU0]: "SECONDS CPU_SECONDS" since then.
@@ -108,8 +112,10 @@ raw_run() {
 # touches both alike.
 best_fa= best_raw=
 for _ in $(seq "$runs"); do
-  best_fa=$(faster "$best_fa" "$(once fa_run)")
-  best_raw=$(faster "$best_raw" "$(once raw_run)")
+  line=$(once fa_run)
+  best_fa=$(faster "$best_fa" "$line")
+  line=$(once raw_run)
+  best_raw=$(faster "$best_raw" "$line")
 done
 read -r t_fa cpu_fa <<< "$best_fa"
 read -r t_raw cpu_raw <<< "$best_raw"
@@ -147,7 +153,8 @@ scp_run() {
   cmp -s "$big" "$work/scp.out" || { echo "scp copy differs" >&2; exit 1; }
   rm -f "$work/scp.out"
 }
-read -r t_scp cpu_scp <<< "$(best_of scp_run)"
+best=$(best_of scp_run)
+read -r t_scp cpu_scp <<< "$best"
 
 start_octoprint "$work"
 pids+=("$octo_pid")
@@ -161,7 +168,8 @@ curl_run() {
   cmp -s "$big" "$work/octoprint/uploads/big.gcode" || { echo "OctoPrint's copy differs" >&2; exit 1; }
   api -X DELETE "$octo/api/files/local/big.gcode" > /dev/null || true
 }
-read -r t_curl cpu_curl <<< "$(best_of curl_run)"
+best=$(best_of curl_run)
+read -r t_curl cpu_curl <<< "$best"
 rm -f "$work/big.gcode"
 
 rate() { calc "$bytes / $1 / 1000000" 0; }

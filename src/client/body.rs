@@ -141,8 +141,8 @@ impl Reader {
             let buf = match (sending, hashing) {
                 (false, false) => return Ok(digest),
                 (true, true) if hash_pos < send_pos => None,
-                (true, true) => self.free_buffer(),
-                (true, false) => self.buffer(),
+                (true, true) => self.buffer(false),
+                (true, false) => self.buffer(true),
                 (false, true) => None,
             };
             if let Some(mut buf) = buf {
@@ -195,26 +195,23 @@ impl Reader {
         }
     }
 
-    /// A buffer to read the next piece into, waiting for one to be given
-    /// back if [`READ_AHEAD`] exist; `None` if the body is no longer taken.
-    fn buffer(&mut self) -> Option<Vec<u8>> {
+    /// A buffer to read the next piece into: a new one while fewer than
+    /// [`READ_AHEAD`] exist, else one given back, waited for if `wait`.
+    /// `None` if none is free, or if the body is no longer taken.
+    fn buffer(&mut self, wait: bool) -> Option<Vec<u8>> {
         self.chunks.as_ref()?;
-        if let Some(buf) = self.new_buffer() {
-            return Some(buf);
+        if self.allocated < READ_AHEAD {
+            self.allocated += 1;
+            return Some(vec![0; CHUNK_LEN]);
         }
-        let got = self.spare.recv().ok();
-        if got.is_none() {
-            self.chunks = None;
-        }
-        got
-    }
-
-    /// A buffer if one is free now.
-    fn free_buffer(&mut self) -> Option<Vec<u8>> {
-        if let Some(buf) = self.new_buffer() {
-            return Some(buf);
-        }
-        match self.spare.try_recv() {
+        let given_back = match wait {
+            true => self
+                .spare
+                .recv()
+                .map_err(|_| std_mpsc::TryRecvError::Disconnected),
+            false => self.spare.try_recv(),
+        };
+        match given_back {
             Ok(buf) => Some(buf),
             Err(std_mpsc::TryRecvError::Empty) => None,
             Err(std_mpsc::TryRecvError::Disconnected) => {
@@ -222,13 +219,6 @@ impl Reader {
                 None
             }
         }
-    }
-
-    fn new_buffer(&mut self) -> Option<Vec<u8>> {
-        (self.allocated < READ_AHEAD).then(|| {
-            self.allocated += 1;
-            vec![0; CHUNK_LEN]
-        })
     }
 
     fn hash(&mut self, bytes: &[u8]) {
