@@ -20,14 +20,18 @@ use identities::connect;
 
 /// Runs one command to completion.
 pub fn run(command: Command, logging: &crate::logging::Logging) -> Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
     if matches!(command, Command::Serve(_)) {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the async runtime")?;
         // The agent handles SIGINT itself, as a graceful shutdown.
         return runtime.block_on(dispatch(command, logging));
     }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
     // Elsewhere Ctrl-C drops the running operation, which removes its
     // partial files, instead of killing the process in the middle.
     runtime.block_on(async {
