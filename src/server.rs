@@ -10,7 +10,10 @@
 //! kernel's backlog rather than costing a task each. On shutdown the
 //! listener is closed, idle sessions end at once, running uploads get
 //! `shutdown_grace` to finish, and what is still running after that is
-//! aborted (its temp file removed by the spool's drop guard).
+//! aborted (its temp file removed by the spool's drop guard). Beside the
+//! accept loop, partial uploads nobody resumed in time are swept from
+//! `incoming/`, so an abandoned one gives its space back without waiting
+//! for the next upload or restart.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -23,6 +26,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio_rustls::LazyConfigAcceptor;
+use tokio_util::task::AbortOnDropHandle;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use crate::identity::common_name;
@@ -79,6 +83,8 @@ pub async fn run(
     let permits = Arc::new(Semaphore::new(options.max_connections));
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
+    // Stops with the server, also when `run` is dropped instead of shut down.
+    let sweeper = AbortOnDropHandle::new(tokio::spawn(sweep_partials(live.clone())));
     tokio::pin!(shutdown);
     loop {
         let permit = tokio::select! {
@@ -105,6 +111,7 @@ pub async fn run(
         );
     }
     drop(listener);
+    drop(sweeper);
     let options = live.borrow().options;
     stop_tx.send_replace(true);
     while tasks.try_join_next().is_some() {}
@@ -125,6 +132,23 @@ pub async fn run(
     }
     info!("server stopped");
     Ok(())
+}
+
+/// Removes expired partial uploads from time to time, on the spool and
+/// keep time of the latest config.
+async fn sweep_partials(live: watch::Receiver<Live>) {
+    loop {
+        let every = live.borrow().shared.spool.sweep_interval();
+        tokio::time::sleep(every).await;
+        let shared = live.borrow().shared.clone();
+        match shared.spool.sweep_expired().await {
+            Ok(0) => {}
+            Ok(removed) => info!(removed, "removed partial uploads not resumed in time"),
+            Err(e) => {
+                warn!(error = %e, "cannot sweep expired partial uploads from incoming/; will try again")
+            }
+        }
+    }
 }
 
 /// Accepts the next connection, retrying failures with a capped backoff.

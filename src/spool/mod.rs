@@ -12,7 +12,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::UNIX_EPOCH;
+use std::time::{Duration, UNIX_EPOCH};
 
 use crate::protocol::{ErrorCode, FileEntry};
 
@@ -29,6 +29,10 @@ pub const MAX_NAME_LEN: usize = 255;
 pub const INCOMING_DIR: &str = "incoming";
 /// Sub-directory for complete files.
 pub const READY_DIR: &str = "ready";
+/// Shortest time between two sweeps of expired partial files.
+pub const SWEEP_INTERVAL_MIN: Duration = Duration::from_secs(1);
+/// Longest time between two sweeps of expired partial files.
+pub const SWEEP_INTERVAL_MAX: Duration = Duration::from_secs(3600);
 /// Name endings of temporary files, which are never accepted or listed.
 pub const TEMP_SUFFIXES: [&str; 3] = [".part", ".tmp", "~"];
 
@@ -270,6 +274,32 @@ impl Spool {
         }
     }
 
+    /// Removes the partial files in `incoming/` that were not written for
+    /// longer than they are kept (all of them with resuming off), except
+    /// those being written now; returns how many it removed.
+    pub async fn sweep_expired(&self) -> io::Result<usize> {
+        let (incoming, keep, busy) = (
+            self.incoming.clone(),
+            self.limits.keep_partial,
+            self.busy.clone(),
+        );
+        tokio::task::spawn_blocking(move || partial::sweep(&incoming, keep, &busy, false))
+            .await
+            .unwrap_or_else(|e| Err(io::Error::other(e)))
+    }
+
+    /// How often [`sweep_expired`](Spool::sweep_expired) should run so that
+    /// no partial file outlives its time by much: a quarter of that time,
+    /// within [`SWEEP_INTERVAL_MIN`]..=[`SWEEP_INTERVAL_MAX`].
+    pub fn sweep_interval(&self) -> Duration {
+        let keep = self.limits.keep_partial;
+        if keep.is_zero() {
+            // Nothing new is kept; only what an earlier config left.
+            return SWEEP_INTERVAL_MAX;
+        }
+        (keep / 4).clamp(SWEEP_INTERVAL_MIN, SWEEP_INTERVAL_MAX)
+    }
+
     /// Path of the `ready/` directory.
     pub fn ready_dir(&self) -> &Path {
         &self.ready
@@ -338,14 +368,7 @@ impl Spool {
             && let Some(claim) = self.busy.claim(&partial)
         {
             // Expired partial files go first, so this one is fresh or new.
-            let (incoming, keep, busy) = (
-                self.incoming.clone(),
-                self.limits.keep_partial,
-                self.busy.clone(),
-            );
-            let _ =
-                tokio::task::spawn_blocking(move || partial::sweep(&incoming, keep, &busy, false))
-                    .await;
+            let _ = self.sweep_expired().await;
             let path = self.incoming.join(&partial);
             // Space first: a refused upload must not leave an empty partial file.
             let held = tokio::fs::metadata(&path)
@@ -567,6 +590,24 @@ mod tests {
                 upload.finish(overwrite).await
             }
         }
+    }
+
+    #[test]
+    fn partial_files_are_swept_every_quarter_of_their_keep_time_within_bounds() {
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, _) = Spool::open(dir.path(), LIMITS).unwrap();
+        let every = |keep: u64| {
+            spool
+                .with_limits(Limits {
+                    keep_partial: Duration::from_secs(keep),
+                    ..LIMITS
+                })
+                .sweep_interval()
+        };
+        assert_eq!(every(20), Duration::from_secs(5));
+        assert_eq!(every(2), SWEEP_INTERVAL_MIN);
+        assert_eq!(every(24 * 3600), SWEEP_INTERVAL_MAX);
+        assert_eq!(every(0), SWEEP_INTERVAL_MAX);
     }
 
     /// Begins an upload that must be received (not already stored).

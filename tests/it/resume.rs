@@ -1,8 +1,9 @@
 //! Resuming interrupted sends: the agent keeps the partial body under the
 //! file's digest and size, the client sends only the rest, the whole-file
 //! SHA-256 is still checked; a damaged partial body is dropped and the file
-//! sent whole; with resuming off nothing is kept; over a slow link a large
-//! send is resumable long before its end.
+//! sent whole; with resuming off nothing is kept; a partial body nobody
+//! resumes goes once its time is up; over a slow link a large send is
+//! resumable long before its end.
 
 use std::path::Path;
 use std::time::Duration;
@@ -153,6 +154,30 @@ async fn with_resuming_off_nothing_is_kept() {
     })
     .await;
     assert!(gone.is_some(), "{:?}", agent.incoming());
+}
+
+#[tokio::test]
+async fn a_partial_body_nobody_resumes_is_removed_once_its_time_is_up() {
+    let keep = Duration::from_secs(4);
+    let agent = Agent::start_with(|c| c.keep_partial_uploads = keep).await;
+    let path = data("cube-20mm.gcode");
+    let original = std::fs::read(&path).unwrap();
+    interrupt(&agent, "cube.gcode", &original, 300_000).await;
+    let incoming = agent.config.spool_dir.join("incoming");
+    let partial = incoming.join(&agent.incoming()[0]);
+    let written = std::fs::metadata(&partial).unwrap().modified().unwrap();
+
+    // No upload and no restart comes: the agent's own sweep removes it.
+    let gone = poll(GUARD, Duration::from_millis(100), async || {
+        agent.incoming().is_empty().then(std::time::SystemTime::now)
+    })
+    .await
+    .unwrap_or_else(|| panic!("{} is still kept", partial.display()));
+    let kept = gone.duration_since(written).unwrap();
+    assert!(kept >= keep, "removed after {kept:?}, before its {keep:?}");
+
+    // Sending again starts from the beginning.
+    sending_again_resumes(&agent, &path, &original, 0).await;
 }
 
 /// Waits until the agent runs no upload and `incoming/` holds `want`.
