@@ -16,12 +16,15 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use crate::protocol::{ErrorCode, FileEntry};
 
+mod budget;
 mod partial;
 mod upload;
 
+use budget::Reservation;
+pub use budget::{BODY_BUFFER_BUDGET, MAX_PIECE_LEN, MIN_PIECE_LEN};
 pub use partial::PARTIAL_SUFFIX;
-pub use upload::{BODY_BUFFER_BUDGET, MAX_PIECE_LEN, MIN_PIECE_LEN, Upload, file_digest};
-use upload::{Reservation, existing_digest, sync_dir};
+pub use upload::{Upload, file_digest};
+use upload::{existing_digest, sync_dir};
 
 /// Longest file name in bytes (the usual file-system limit).
 pub const MAX_NAME_LEN: usize = 255;
@@ -234,7 +237,7 @@ pub struct Spool {
     /// Partial files being written now.
     busy: Arc<partial::Busy>,
     /// Memory for large body buffers.
-    buffers: Arc<upload::BufferBudget>,
+    buffers: Arc<budget::BufferBudget>,
 }
 
 impl Spool {
@@ -375,7 +378,7 @@ impl Spool {
                 .await
                 .map_or(0, |m| if m.len() > size { 0 } else { m.len() });
             let reservation = self.reserve(size - held)?;
-            let (file, offset, hasher) = upload::open_partial(path.clone(), size).await?;
+            let (file, offset, hasher) = partial::open_partial(path.clone(), size).await?;
             return Ok(Begin::Receive(Box::new(Upload::new(
                 name,
                 dest,

@@ -10,10 +10,15 @@
 //! sender of the same content meanwhile gets a fresh temp file.
 
 use std::collections::HashSet;
-use std::io;
-use std::path::Path;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+
+use super::SpoolError;
+use super::upload::hash_into;
 
 /// File name suffix of partial uploads in `incoming/`.
 pub const PARTIAL_SUFFIX: &str = ".partial";
@@ -96,6 +101,40 @@ pub(super) fn sweep(
         removed += 1;
     }
     Ok(removed)
+}
+
+/// Opens (or creates) the partial file at `path` for a body of `size`:
+/// returns it positioned at its end, how many bytes it holds, and the
+/// SHA-256 state over them. A partial file longer than `size` is emptied.
+pub(super) async fn open_partial(
+    path: PathBuf,
+    size: u64,
+) -> Result<(std::fs::File, u64, Sha256), SpoolError> {
+    tokio::task::spawn_blocking(move || -> io::Result<_> {
+        use std::io::Seek;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut file = std::fs::File::options()
+            .mode(0o600)
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)?;
+        let mut held = file.metadata()?.len();
+        if held > size {
+            file.set_len(0)?;
+            held = 0;
+        }
+        let mut hasher = Sha256::new();
+        hash_into(&mut hasher, (&mut file).take(held))?;
+        file.seek(io::SeekFrom::Start(held))?;
+        Ok((file, held, hasher))
+    })
+    .await
+    .map_err(|e| SpoolError::io("opening a partial upload")(io::Error::other(e)))?
+    .map_err(SpoolError::io(
+        "cannot open the partial upload in incoming/",
+    ))
 }
 
 #[cfg(test)]

@@ -7,46 +7,16 @@
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use sha2::{Digest, Sha256};
 use tempfile::TempPath;
 use tokio::sync::mpsc;
 
+use super::budget::{BufferShare, PIECES, Reservation};
 use super::{SpoolError, Stored};
 
 /// Read buffer for hashing whole files.
 const HASH_BUF_LEN: usize = 256 * 1024;
-
-/// Bytes promised to one upload; given back as they are written or when the
-/// upload ends.
-#[derive(Debug)]
-pub(super) struct Reservation {
-    counter: Arc<AtomicU64>,
-    remaining: u64,
-}
-
-impl Reservation {
-    /// A reservation of `size` bytes already added to `counter`.
-    pub(super) fn new(counter: Arc<AtomicU64>, size: u64) -> Reservation {
-        Reservation {
-            counter,
-            remaining: size,
-        }
-    }
-
-    fn consume(&mut self, n: u64) {
-        let n = n.min(self.remaining);
-        self.remaining -= n;
-        self.counter.fetch_sub(n, Ordering::SeqCst);
-    }
-}
-
-impl Drop for Reservation {
-    fn drop(&mut self) {
-        self.counter.fetch_sub(self.remaining, Ordering::SeqCst);
-    }
-}
 
 /// Where an upload's body goes in `incoming/`.
 #[derive(Debug)]
@@ -75,68 +45,6 @@ pub(super) struct Body {
     pub(super) hasher: Sha256,
     /// The size of its buffers.
     pub(super) buffers: BufferShare,
-}
-
-/// Buffers per upload: one is filled from the network while the other is
-/// hashed and written, so receiving and hashing use two cores.
-const PIECES: usize = 2;
-/// Size of the buffers a body is handed to its writer in, while the
-/// uploads running hold less than [`BODY_BUFFER_BUDGET`]: each hand-over
-/// costs two thread wake-ups, and at this size they cost about a fifth
-/// less CPU per byte than at [`MIN_PIECE_LEN`].
-pub const MAX_PIECE_LEN: usize = 256 * 1024;
-/// Size of the buffers of uploads beyond the budget, so that many
-/// concurrent uploads stay small (32 of them: 2 MiB of buffers).
-pub const MIN_PIECE_LEN: usize = 32 * 1024;
-/// Memory for [`MAX_PIECE_LEN`] buffers, shared by all uploads: three
-/// uploads at a time get them.
-pub const BODY_BUFFER_BUDGET: usize = 3 * PIECES * MAX_PIECE_LEN;
-
-/// The bytes of [`BODY_BUFFER_BUDGET`] that uploads hold.
-#[derive(Debug, Default)]
-pub(super) struct BufferBudget(AtomicUsize);
-
-/// One upload's buffer size, and its share of the budget, given back
-/// when dropped.
-#[derive(Debug)]
-pub(super) struct BufferShare {
-    budget: Option<Arc<BufferBudget>>,
-    piece_len: usize,
-}
-
-impl BufferBudget {
-    /// The buffers for a body of which `remaining` bytes are to come.
-    pub(super) fn share(self: &Arc<Self>, remaining: u64) -> BufferShare {
-        let small = |len: usize| BufferShare {
-            budget: None,
-            piece_len: len,
-        };
-        if remaining <= MIN_PIECE_LEN as u64 {
-            return small((remaining as usize).max(1));
-        }
-        let want = PIECES * MAX_PIECE_LEN;
-        let taken = self
-            .0
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |held| {
-                (held + want <= BODY_BUFFER_BUDGET).then_some(held + want)
-            })
-            .is_ok();
-        if !taken {
-            return small(MIN_PIECE_LEN);
-        }
-        BufferShare {
-            budget: Some(self.clone()),
-            piece_len: MAX_PIECE_LEN,
-        }
-    }
-}
-
-impl Drop for BufferShare {
-    fn drop(&mut self) {
-        if let Some(budget) = &self.budget {
-            budget.0.fetch_sub(PIECES * MAX_PIECE_LEN, Ordering::SeqCst);
-        }
-    }
 }
 
 /// Where a temp upload goes once its digest arrives: it becomes the
@@ -343,7 +251,7 @@ impl Upload {
         if self.current.is_none() {
             let buffer = if self.allocated < PIECES {
                 self.allocated += 1;
-                vec![0u8; self.buffers.piece_len]
+                vec![0u8; self.buffers.piece_len()]
             } else {
                 match self.free.recv().await {
                     Some(buffer) => buffer,
@@ -573,47 +481,6 @@ fn persist(body: Target, target: &Path, overwrite: bool) -> io::Result<bool> {
     }
 }
 
-/// Opens (or creates) the partial file at `path` for a body of `size`:
-/// returns it positioned at its end, how many bytes it holds, and the
-/// SHA-256 state over them. A partial file longer than `size` is emptied.
-pub(super) async fn open_partial(
-    path: PathBuf,
-    size: u64,
-) -> Result<(std::fs::File, u64, Sha256), SpoolError> {
-    tokio::task::spawn_blocking(move || -> io::Result<_> {
-        use std::io::Seek;
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut file = std::fs::File::options()
-            .mode(0o600)
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)?;
-        let mut held = file.metadata()?.len();
-        if held > size {
-            file.set_len(0)?;
-            held = 0;
-        }
-        let mut hasher = Sha256::new();
-        let mut buf = vec![0u8; HASH_BUF_LEN];
-        let mut left = held;
-        while left > 0 {
-            let want = left.min(buf.len() as u64) as usize;
-            file.read_exact(&mut buf[..want])?;
-            hasher.update(&buf[..want]);
-            left -= want as u64;
-        }
-        file.seek(io::SeekFrom::Start(held))?;
-        Ok((file, held, hasher))
-    })
-    .await
-    .map_err(|e| SpoolError::io("opening a partial upload")(io::Error::other(e)))?
-    .map_err(SpoolError::io(
-        "cannot open the partial upload in incoming/",
-    ))
-}
-
 /// SHA-256 of the file at `path` if it exists (and has `size`, when given).
 pub(super) async fn existing_digest(
     path: &Path,
@@ -640,11 +507,17 @@ pub(super) async fn existing_digest(
 /// Hex SHA-256 of everything `reader` yields.
 pub fn file_digest(reader: &mut impl Read) -> io::Result<String> {
     let mut hasher = Sha256::new();
+    hash_into(&mut hasher, reader)?;
+    Ok(hex::encode(hasher.finalize()))
+}
+
+/// Feeds everything `reader` yields to `hasher`.
+pub(super) fn hash_into(hasher: &mut Sha256, mut reader: impl Read) -> io::Result<()> {
     let mut buf = vec![0u8; HASH_BUF_LEN];
     loop {
         let n = reader.read(&mut buf)?;
         if n == 0 {
-            return Ok(hex::encode(hasher.finalize()));
+            return Ok(());
         }
         hasher.update(&buf[..n]);
     }
@@ -655,27 +528,4 @@ pub(super) async fn sync_dir(dir: PathBuf) -> Result<(), SpoolError> {
         .await
         .map_err(|e| SpoolError::io("fsync")(io::Error::other(e)))?
         .map_err(SpoolError::io("cannot fsync ready/"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn three_uploads_get_large_buffers_and_the_rest_small_ones() {
-        let budget = Arc::new(BufferBudget::default());
-        let big = 10 * MAX_PIECE_LEN as u64;
-        let shares: Vec<_> = (0..4).map(|_| budget.share(big)).collect();
-        let lens: Vec<_> = shares.iter().map(|s| s.piece_len).collect();
-        assert_eq!(
-            lens,
-            [MAX_PIECE_LEN, MAX_PIECE_LEN, MAX_PIECE_LEN, MIN_PIECE_LEN]
-        );
-        // A tiny body gets a buffer its size and takes nothing.
-        assert_eq!(budget.share(100).piece_len, 100);
-        assert_eq!(budget.share(0).piece_len, 1);
-        drop(shares);
-        assert_eq!(budget.0.load(Ordering::SeqCst), 0);
-        assert_eq!(budget.share(big).piece_len, MAX_PIECE_LEN);
-    }
 }
