@@ -14,14 +14,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, UNIX_EPOCH};
 
-use crate::protocol::{ErrorCode, FileEntry};
+use crate::protocol::FileEntry;
 
 mod budget;
+mod error;
 mod partial;
 mod upload;
 
 use budget::Reservation;
 pub use budget::{BODY_BUFFER_BUDGET, MAX_PIECE_LEN, MIN_PIECE_LEN};
+pub use error::SpoolError;
 pub use partial::PARTIAL_SUFFIX;
 pub use upload::{Upload, file_digest};
 use upload::{existing_digest, sync_dir};
@@ -38,131 +40,6 @@ pub const SWEEP_INTERVAL_MIN: Duration = Duration::from_secs(1);
 pub const SWEEP_INTERVAL_MAX: Duration = Duration::from_secs(3600);
 /// Name endings of temporary files, which are never accepted or listed.
 pub const TEMP_SUFFIXES: [&str; 3] = [".part", ".tmp", "~"];
-
-/// Why a spool operation failed; [`SpoolError::code`] maps it onto the wire.
-#[derive(Debug, thiserror::Error)]
-pub enum SpoolError {
-    /// The announced SHA-256 is not 64 hex digits.
-    #[error("sha256 must be the file's SHA-256 as 64 hex digits, got {0:?}")]
-    BadDigest(String),
-    /// A body whose `send` came without a digest ended without one.
-    #[error(
-        "the body ended without the file's digest (a send without sha256 must send a digest frame); nothing was stored: send the file again"
-    )]
-    MissingDigest,
-    /// A compressed body could not be decompressed (malformed, a window
-    /// over the limit, or cut off mid-frame); nothing is stored.
-    #[error("the compressed body is not valid zstd: {0}; nothing was stored, send it again")]
-    BadEncoding(String),
-    /// The name is not a plain, safe file name.
-    #[error("invalid file name {name:?}: {reason}")]
-    BadName {
-        /// The name as received.
-        name: String,
-        /// What is wrong with it.
-        reason: &'static str,
-    },
-    /// The file is larger than `max_file_size`.
-    #[error("{size} bytes is over this agent's max_file_size of {max} bytes")]
-    TooLarge {
-        /// Declared size.
-        size: u64,
-        /// Limit.
-        max: u64,
-    },
-    /// Not enough space would be left.
-    #[error(
-        "not enough space: {size} bytes would leave less than the {min_free} bytes that must stay free ({free} bytes free)"
-    )]
-    NoSpace {
-        /// Declared size.
-        size: u64,
-        /// Space free for this file now.
-        free: u64,
-        /// `min_free_space`.
-        min_free: u64,
-    },
-    /// The disk filled up while writing.
-    #[error("the spool's disk is full")]
-    DiskFull,
-    /// A different file of that name exists.
-    #[error("{name:?} already exists with different content")]
-    Exists {
-        /// The name.
-        name: String,
-    },
-    /// A file of that name exists, and the `send` had no digest to tell
-    /// whether it is the same file.
-    #[error(
-        "{name:?} already exists; send again with the file's sha256 to find out whether it is the same file"
-    )]
-    ExistsUnchecked {
-        /// The name.
-        name: String,
-    },
-    /// No such file.
-    #[error("no file named {name:?} in the spool")]
-    NotFound {
-        /// The name.
-        name: String,
-    },
-    /// The body length differs from the declared one.
-    #[error("body is {got}{more} bytes but {declared} were declared", more = if *.over { "+" } else { "" })]
-    SizeMismatch {
-        /// Declared size.
-        declared: u64,
-        /// Bytes received (at least, when `over`).
-        got: u64,
-        /// More than `got` bytes were on the way.
-        over: bool,
-    },
-    /// The body's digest differs from the declared one.
-    #[error("SHA-256 of the body is {computed} but {declared} was declared")]
-    DigestMismatch {
-        /// Declared digest.
-        declared: String,
-        /// Digest of what arrived.
-        computed: String,
-    },
-    /// Any other I/O failure.
-    #[error("{what}: {source}")]
-    Io {
-        /// What was being done.
-        what: String,
-        /// The error.
-        source: io::Error,
-    },
-}
-
-impl SpoolError {
-    /// The protocol error code for this failure.
-    pub fn code(&self) -> ErrorCode {
-        match self {
-            SpoolError::BadName { .. } => ErrorCode::BadName,
-            SpoolError::TooLarge { .. } => ErrorCode::TooLarge,
-            SpoolError::NoSpace { .. } | SpoolError::DiskFull => ErrorCode::NoSpace,
-            SpoolError::Exists { .. } | SpoolError::ExistsUnchecked { .. } => ErrorCode::Exists,
-            SpoolError::NotFound { .. } => ErrorCode::NotFound,
-            SpoolError::SizeMismatch { .. } => ErrorCode::SizeMismatch,
-            SpoolError::DigestMismatch { .. } => ErrorCode::DigestMismatch,
-            SpoolError::Io { .. } => ErrorCode::Internal,
-            SpoolError::BadEncoding(_) | SpoolError::BadDigest(_) | SpoolError::MissingDigest => {
-                ErrorCode::BadRequest
-            }
-        }
-    }
-
-    pub(crate) fn io(what: impl Into<String>) -> impl FnOnce(io::Error) -> SpoolError {
-        let what = what.into();
-        move |source| {
-            if source.kind() == io::ErrorKind::StorageFull {
-                SpoolError::DiskFull
-            } else {
-                SpoolError::Io { what, source }
-            }
-        }
-    }
-}
 
 /// Checks that `name` is a plain file name that is safe to create in
 /// `ready/` and will not be taken for a hidden or temporary file.
@@ -559,6 +436,7 @@ fn free_space(path: &Path) -> io::Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::ErrorCode;
     use sha2::{Digest, Sha256};
 
     const LIMITS: Limits = Limits {
