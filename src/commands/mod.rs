@@ -20,18 +20,24 @@ use identities::connect;
 
 /// Runs one command to completion.
 pub fn run(command: Command, logging: &crate::logging::Logging) -> Result<()> {
-    if matches!(command, Command::Serve(_)) {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .context("cannot start the async runtime")?;
-        // The agent handles SIGINT itself, as a graceful shutdown.
-        return runtime.block_on(dispatch(command, logging));
-    }
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    let serve = matches!(command, Command::Serve(_));
+    // The agent serves many connections at once. Any other command is one
+    // operation on one connection: a worker pool would only make its
+    // wake-ups hop between threads (file reading runs on a blocking thread
+    // of its own either way).
+    let mut builder = if serve {
+        tokio::runtime::Builder::new_multi_thread()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    let runtime = builder
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    if serve {
+        // The agent handles SIGINT itself, as a graceful shutdown.
+        return runtime.block_on(dispatch(command, logging));
+    }
     // Elsewhere Ctrl-C drops the running operation, which removes its
     // partial files, instead of killing the process in the middle.
     runtime.block_on(async {
