@@ -135,11 +135,15 @@ pub async fn run(
 }
 
 /// Removes expired partial uploads from time to time, on the spool and
-/// keep time of the latest config.
-async fn sweep_partials(live: watch::Receiver<Live>) {
+/// keep time of the latest config (a reload restarts the wait).
+async fn sweep_partials(mut live: watch::Receiver<Live>) {
     loop {
-        let every = live.borrow().shared.spool.sweep_interval();
-        tokio::time::sleep(every).await;
+        let every = live.borrow_and_update().shared.spool.sweep_interval();
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            // Never ready once the sender is gone (a server that is not reloaded).
+            Ok(()) = live.changed() => continue,
+        }
         let shared = live.borrow().shared.clone();
         match shared.spool.sweep_expired().await {
             Ok(0) => {}
