@@ -123,7 +123,7 @@ pub struct AgentArgs {
 /// `fileagent pair`
 #[derive(Debug, Args)]
 pub struct PairArgs {
-    /// On the workstation: the agent, HOST[:PORT] [default port: 7341]
+    /// On the workstation: the agent, as HOST or HOST:PORT [default port: 7341]
     #[arg(requires = "code", value_name = "HOST[:PORT]")]
     pub agent: Option<String>,
     /// On the workstation: the code `fileagent pair` printed on the agent
@@ -183,7 +183,7 @@ pub enum ClientCommand {
 /// Which agent to talk to, and as whom.
 #[derive(Debug, Args)]
 pub struct TargetArgs {
-    /// Agent as HOST[:PORT] or a name from client.toml [default port: 7341]
+    /// Agent as HOST or HOST:PORT, or a name from client.toml [default port: 7341]
     #[arg(long, short = 'a', env = "FILEAGENT_AGENT", value_name = "HOST[:PORT]")]
     pub agent: Option<String>,
     /// Identity file [default: from client.toml, else ~/.config/fileagent/identity.pem]

@@ -17,7 +17,7 @@ pub fn create_dir(dir: &Path, mode: u32) -> io::Result<()> {
         .create(dir)
 }
 
-/// Whether [`write`] may replace an existing file.
+/// Whether [`write()`] may replace an existing file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Existing {
     /// Fail with `AlreadyExists` if the target exists (keys are never overwritten).

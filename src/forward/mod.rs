@@ -2,7 +2,7 @@
 //! local OctoPrint and, per the print policy, printed, without ever
 //! disturbing a running job.
 //!
-//! One task, the [`Forwarder`], owns the durable [`queue::Queue`] and does
+//! One task, the `Forwarder`, owns the durable [`queue::Queue`] and does
 //! everything in order: it hears of files from the receiver (complete and
 //! verified) and from the [`watch`]er (other tools), polls the printer,
 //! uploads one file at a time, starts queued prints, follows running ones
@@ -127,7 +127,7 @@ impl Handle {
     }
 }
 
-/// The forwarding supervisor: runs one [`Forwarder`] at a time for the
+/// The forwarding supervisor: runs one `Forwarder` at a time for the
 /// config in force, and replaces it when the config is reloaded.
 #[derive(Debug)]
 pub struct Running {

@@ -21,7 +21,7 @@ pub enum Request {
         size: u64,
         /// Lower-case hex SHA-256 of the whole file. Absent: the client is
         /// still hashing and sends the digest inside the body, in a digest
-        /// frame (see [`Connection::write_digest`]); the upload is resumable
+        /// frame (see [`Connection::write_digest`](super::Connection::write_digest)); the upload is resumable
         /// from then on.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         sha256: Option<String>,
@@ -52,7 +52,7 @@ pub enum Request {
     },
     /// Agent health and spool figures; answered with [`Reply::Status`].
     Status,
-    /// First pairing message, only on a [`PAIR_ALPN`] connection: answered
+    /// First pairing message, only on a [`PAIR_ALPN`](super::PAIR_ALPN) connection: answered
     /// with [`Reply::PairChallenge`].
     Pair {
         /// The code's first group, which names the agent's pairing ticket.
@@ -237,7 +237,7 @@ pub struct Issued {
 pub enum ErrorCode {
     /// The header was not a valid request (bad JSON, unknown op, bad field).
     BadRequest,
-    /// The header exceeded [`MAX_REQUEST_HEADER_LEN`]; the connection closes.
+    /// The header exceeded [`MAX_REQUEST_HEADER_LEN`](super::MAX_REQUEST_HEADER_LEN); the connection closes.
     HeaderTooLarge,
     /// The file name is not a plain, safe name.
     BadName,
