@@ -34,6 +34,9 @@ pub const MAX_NAME_LEN: usize = 255;
 pub const INCOMING_DIR: &str = "incoming";
 /// Sub-directory for complete files.
 pub const READY_DIR: &str = "ready";
+/// Sweeps of expired partial files per `keep_partial` period, so that none
+/// outlives its time by more than a quarter of it.
+pub const SWEEPS_PER_KEEP: u32 = 4;
 /// Shortest time between two sweeps of expired partial files.
 pub const SWEEP_INTERVAL_MIN: Duration = Duration::from_secs(1);
 /// Longest time between two sweeps of expired partial files.
@@ -169,15 +172,16 @@ impl Spool {
     }
 
     /// How often [`sweep_expired`](Spool::sweep_expired) should run so that
-    /// no partial file outlives its time by much: a quarter of that time,
-    /// within [`SWEEP_INTERVAL_MIN`]..=[`SWEEP_INTERVAL_MAX`].
+    /// no partial file outlives its time by much: that time over
+    /// [`SWEEPS_PER_KEEP`], within
+    /// [`SWEEP_INTERVAL_MIN`]..=[`SWEEP_INTERVAL_MAX`].
     pub fn sweep_interval(&self) -> Duration {
         let keep = self.limits.keep_partial;
         if keep.is_zero() {
             // Nothing new is kept; only what an earlier config left.
             return SWEEP_INTERVAL_MAX;
         }
-        (keep / 4).clamp(SWEEP_INTERVAL_MIN, SWEEP_INTERVAL_MAX)
+        (keep / SWEEPS_PER_KEEP).clamp(SWEEP_INTERVAL_MIN, SWEEP_INTERVAL_MAX)
     }
 
     /// Path of the `ready/` directory.

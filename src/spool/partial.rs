@@ -126,7 +126,9 @@ pub(super) async fn open_partial(
             held = 0;
         }
         let mut hasher = Sha256::new();
-        hash_into(&mut hasher, (&mut file).take(held))?;
+        if hash_into(&mut hasher, (&mut file).take(held))? < held {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
         file.seek(io::SeekFrom::Start(held))?;
         Ok((file, held, hasher))
     })

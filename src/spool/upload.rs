@@ -511,15 +511,17 @@ pub fn file_digest(reader: &mut impl Read) -> io::Result<String> {
     Ok(hex::encode(hasher.finalize()))
 }
 
-/// Feeds everything `reader` yields to `hasher`.
-pub(super) fn hash_into(hasher: &mut Sha256, mut reader: impl Read) -> io::Result<()> {
+/// Feeds everything `reader` yields to `hasher`; returns how many bytes.
+pub(super) fn hash_into(hasher: &mut Sha256, mut reader: impl Read) -> io::Result<u64> {
     let mut buf = vec![0u8; HASH_BUF_LEN];
+    let mut total = 0;
     loop {
         let n = reader.read(&mut buf)?;
         if n == 0 {
-            return Ok(());
+            return Ok(total);
         }
         hasher.update(&buf[..n]);
+        total += n as u64;
     }
 }
 
