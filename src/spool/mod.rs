@@ -17,16 +17,20 @@ use std::time::{Duration, UNIX_EPOCH};
 use crate::protocol::FileEntry;
 
 mod budget;
+mod digest;
 mod error;
 mod partial;
 mod upload;
+mod writer;
 
 use budget::Reservation;
 pub use budget::{BODY_BUFFER_BUDGET, MAX_PIECE_LEN, MIN_PIECE_LEN};
+use digest::existing_digest;
+pub use digest::file_digest;
 pub use error::SpoolError;
 pub use partial::PARTIAL_SUFFIX;
-pub use upload::{Upload, file_digest};
-use upload::{existing_digest, sync_dir};
+pub use upload::Upload;
+use upload::sync_dir;
 
 /// Longest file name in bytes (the usual file-system limit).
 pub const MAX_NAME_LEN: usize = 255;

@@ -1,10 +1,10 @@
 //! One upload in progress: its file in `incoming/` (a temp file, or a
-//! partial file kept for resuming), the blocking task that hashes and
-//! writes its body while the next piece arrives, its share of the space
+//! partial file kept for resuming), the pieces it hands its writer
+//! ([`super::writer`]) while the next piece arrives, its share of the space
 //! reservation, and the verified, durable commit into `ready/`.
 //! Dropping an [`Upload`] removes a temp file and keeps a partial one.
 
-use std::io::{self, Read, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -13,10 +13,9 @@ use tempfile::TempPath;
 use tokio::sync::mpsc;
 
 use super::budget::{BufferShare, PIECES, Reservation};
+use super::digest::existing_digest;
+use super::writer::{Piece, Sink, Written, write_body};
 use super::{SpoolError, Stored};
-
-/// Read buffer for hashing whole files.
-const HASH_BUF_LEN: usize = 256 * 1024;
 
 /// Where an upload's body goes in `incoming/`.
 #[derive(Debug)]
@@ -55,35 +54,6 @@ pub(super) struct Adopt {
     pub(super) incoming: PathBuf,
     /// The partial files being written.
     pub(super) busy: Arc<super::partial::Busy>,
-}
-
-/// What an upload hands its writer.
-#[derive(Debug)]
-enum Piece {
-    /// A buffer and how many bytes of it are body.
-    Data(Vec<u8>, usize),
-    /// The claim of the partial file the body became: the writer holds it
-    /// until its last write is done.
-    Claim(super::partial::Claim),
-}
-
-/// What the writer of a body owns: the file, a partial file's claim (so it
-/// outlives every write to the file), the bytes the file holds and their
-/// digest state.
-#[derive(Debug)]
-struct Sink {
-    file: std::fs::File,
-    claim: Option<super::partial::Claim>,
-    len: u64,
-    hasher: Sha256,
-}
-
-/// What the writer hands back when it stops, with the error that stopped
-/// it, if one did.
-#[derive(Debug)]
-struct Written {
-    sink: Sink,
-    error: Option<io::Error>,
 }
 
 /// A body being received into `incoming/`. The pieces given to
@@ -416,39 +386,6 @@ impl Upload {
     }
 }
 
-/// The writer of one body, on a blocking thread: hashes and appends each
-/// piece, pushes full windows to the disk, and gives the buffers back,
-/// until the upload stops sending or a write fails.
-fn write_body(
-    mut sink: Sink,
-    mut pieces: mpsc::Receiver<Piece>,
-    give_back: mpsc::Sender<Vec<u8>>,
-) -> Written {
-    let mut writeback = crate::durable::Writeback::new(sink.len);
-    while let Some(piece) = pieces.blocking_recv() {
-        let (buffer, n) = match piece {
-            Piece::Data(buffer, n) => (buffer, n),
-            Piece::Claim(claim) => {
-                sink.claim = Some(claim);
-                continue;
-            }
-        };
-        let data = &buffer[..n];
-        if let Err(error) = sink.file.write_all(data) {
-            return Written {
-                sink,
-                error: Some(error),
-            };
-        }
-        sink.hasher.update(data);
-        sink.len += n as u64;
-        writeback.advance(&sink.file, sink.len);
-        // The upload may be gone already: then the buffer goes too.
-        let _ = give_back.try_send(buffer);
-    }
-    Written { sink, error: None }
-}
-
 /// Renames the body into `target`; without `overwrite` never replaces a
 /// file (`AlreadyExists`). Returns whether a file was replaced. A partial
 /// file that could not be renamed is removed.
@@ -478,50 +415,6 @@ fn persist(body: Target, target: &Path, overwrite: bool) -> io::Result<bool> {
             drop(claim);
             renamed.map(|()| replaced)
         }
-    }
-}
-
-/// SHA-256 of the file at `path` if it exists (and has `size`, when given).
-pub(super) async fn existing_digest(
-    path: &Path,
-    size: Option<u64>,
-) -> Result<Option<String>, SpoolError> {
-    let path = path.to_path_buf();
-    tokio::task::spawn_blocking(move || -> io::Result<Option<String>> {
-        let mut file = match std::fs::File::open(&path) {
-            Ok(file) => file,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        let meta = file.metadata()?;
-        if !meta.is_file() || size.is_some_and(|s| s != meta.len()) {
-            return Ok(None);
-        }
-        file_digest(&mut file).map(Some)
-    })
-    .await
-    .map_err(|e| SpoolError::io("hashing")(io::Error::other(e)))?
-    .map_err(SpoolError::io("cannot read the existing file"))
-}
-
-/// Hex SHA-256 of everything `reader` yields.
-pub fn file_digest(reader: &mut impl Read) -> io::Result<String> {
-    let mut hasher = Sha256::new();
-    hash_into(&mut hasher, reader)?;
-    Ok(hex::encode(hasher.finalize()))
-}
-
-/// Feeds everything `reader` yields to `hasher`; returns how many bytes.
-pub(super) fn hash_into(hasher: &mut Sha256, mut reader: impl Read) -> io::Result<u64> {
-    let mut buf = vec![0u8; HASH_BUF_LEN];
-    let mut total = 0;
-    loop {
-        let n = reader.read(&mut buf)?;
-        if n == 0 {
-            return Ok(total);
-        }
-        hasher.update(&buf[..n]);
-        total += n as u64;
     }
 }
 

@@ -1,0 +1,148 @@
+//! The writer of one upload's body: a blocking task that hashes and appends
+//! each piece the [`Upload`](super::Upload) hands it, pushes full windows to
+//! the disk, and gives the buffers back, so that the next piece is received
+//! while this one is written.
+
+use std::io::{self, Write};
+
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+
+/// What an upload hands its writer.
+#[derive(Debug)]
+pub(super) enum Piece {
+    /// A buffer and how many bytes of it are body.
+    Data(Vec<u8>, usize),
+    /// The claim of the partial file the body became: the writer holds it
+    /// until its last write is done.
+    Claim(super::partial::Claim),
+}
+
+/// What the writer of a body owns: the file, a partial file's claim (so it
+/// outlives every write to the file), the bytes the file holds and their
+/// digest state.
+#[derive(Debug)]
+pub(super) struct Sink {
+    /// The file written to, positioned at its end.
+    pub(super) file: std::fs::File,
+    /// The claim of the partial file, if the body goes to one.
+    pub(super) claim: Option<super::partial::Claim>,
+    /// Bytes the file holds.
+    pub(super) len: u64,
+    /// SHA-256 state over those bytes.
+    pub(super) hasher: Sha256,
+}
+
+/// What the writer hands back when it stops, with the error that stopped
+/// it, if one did.
+#[derive(Debug)]
+pub(super) struct Written {
+    /// What the writer owned.
+    pub(super) sink: Sink,
+    /// The write that failed, if one did.
+    pub(super) error: Option<io::Error>,
+}
+
+/// The writer of one body, on a blocking thread: hashes and appends each
+/// piece, pushes full windows to the disk, and gives the buffers back,
+/// until the upload stops sending or a write fails.
+pub(super) fn write_body(
+    mut sink: Sink,
+    mut pieces: mpsc::Receiver<Piece>,
+    give_back: mpsc::Sender<Vec<u8>>,
+) -> Written {
+    let mut writeback = crate::durable::Writeback::new(sink.len);
+    while let Some(piece) = pieces.blocking_recv() {
+        let (buffer, n) = match piece {
+            Piece::Data(buffer, n) => (buffer, n),
+            Piece::Claim(claim) => {
+                sink.claim = Some(claim);
+                continue;
+            }
+        };
+        let data = &buffer[..n];
+        if let Err(error) = sink.file.write_all(data) {
+            return Written {
+                sink,
+                error: Some(error),
+            };
+        }
+        sink.hasher.update(data);
+        sink.len += n as u64;
+        writeback.advance(&sink.file, sink.len);
+        // The upload may be gone already: then the buffer goes too.
+        let _ = give_back.try_send(buffer);
+    }
+    Written { sink, error: None }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sink(file: std::fs::File, len: u64, hasher: Sha256) -> Sink {
+        Sink {
+            file,
+            claim: None,
+            len,
+            hasher,
+        }
+    }
+
+    #[tokio::test]
+    async fn appends_and_hashes_every_piece_and_gives_the_buffers_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("body");
+        std::fs::write(&path, b"held ").unwrap();
+        let file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        let mut hasher = Sha256::new();
+        hasher.update(b"held ");
+        let (to_writer, pieces) = mpsc::channel(4);
+        let (give_back, mut free) = mpsc::channel(4);
+        let writer = tokio::task::spawn_blocking(move || {
+            write_body(sink(file, 5, hasher), pieces, give_back)
+        });
+        // Only the first `n` bytes of a buffer are body.
+        to_writer
+            .send(Piece::Data(b"one-XX".to_vec(), 4))
+            .await
+            .unwrap();
+        to_writer
+            .send(Piece::Data(b"two".to_vec(), 3))
+            .await
+            .unwrap();
+        assert_eq!(free.recv().await.unwrap(), b"one-XX");
+        drop(to_writer);
+        let written = writer.await.unwrap();
+        assert!(written.error.is_none());
+        assert_eq!(written.sink.len, 12);
+        assert_eq!(std::fs::read(&path).unwrap(), b"held one-two");
+        assert_eq!(
+            written.sink.hasher.finalize(),
+            Sha256::digest(b"held one-two")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_stops_the_writer_with_its_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("body");
+        std::fs::write(&path, b"").unwrap();
+        // Opened read-only: every write fails.
+        let file = std::fs::File::open(&path).unwrap();
+        let (to_writer, pieces) = mpsc::channel(4);
+        let (give_back, _free) = mpsc::channel(4);
+        let writer = tokio::task::spawn_blocking(move || {
+            write_body(sink(file, 0, Sha256::new()), pieces, give_back)
+        });
+        to_writer.send(Piece::Data(vec![1; 8], 8)).await.unwrap();
+        let written = writer.await.unwrap();
+        assert!(written.error.is_some());
+        assert_eq!(written.sink.len, 0);
+        // The writer is gone: further pieces find no one.
+        assert!(to_writer.send(Piece::Data(vec![1; 8], 8)).await.is_err());
+    }
+}
