@@ -1,9 +1,11 @@
 //! The wire format between `fileagent` workstations and the agent.
 //!
 //! Everything that crosses the network is defined here and described in
-//! `docs/protocol.md`: the frame layout and the limits in this file, the
-//! typed request and reply messages and the error codes in `messages`. The transport under it is a
-//! mutually authenticated TLS 1.3 stream negotiated with ALPN [`ALPN`].
+//! `docs/protocol.md`: the frame layout, the limits and the frame check in
+//! this file, the typed request and reply messages and the error codes in
+//! `messages`, and the [`Connection`] that reads and writes frames in
+//! `connection`. The transport under it is a mutually authenticated TLS 1.3
+//! stream negotiated with ALPN [`ALPN`].
 //!
 //! A frame is a one-byte tag, a big-endian `u32` payload length and the
 //! payload. Headers (`H`) carry one JSON message; a file body is a run of data
