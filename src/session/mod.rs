@@ -13,14 +13,14 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::sync::watch;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
-use crate::codec::Decompressor;
 use crate::protocol::{
-    AgentStatus, BodyRead, CHUNK_LEN, Connection, Encoding, ErrorCode, MIN_BODY_RATE,
-    ProtocolError, Reply, Request,
+    AgentStatus, CHUNK_LEN, Connection, ErrorCode, ProtocolError, Reply, Request,
 };
-use crate::spool::{Begin, MIN_PIECE_LEN, Spool, SpoolError};
+use crate::spool::{Spool, SpoolError};
+
+mod receive;
 
 /// What every session shares: the spool, the timeouts and the start time.
 #[derive(Debug)]
@@ -231,153 +231,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
     }
 
-    /// `send`: checks, `continue`, the body, then `stored` or an error.
-    async fn receive(
-        &mut self,
-        name: &str,
-        size: u64,
-        sha256: Option<&str>,
-        overwrite: bool,
-        encoding: Option<Encoding>,
-        resume: bool,
-    ) -> Result<(), SessionError> {
-        let started = Instant::now();
-        let mut upload = match self
-            .shared
-            .spool
-            .begin(name, size, sha256, overwrite, resume)
-            .await
-        {
-            Ok(Begin::Receive(upload)) => upload,
-            Ok(Begin::Unchanged(stored)) => {
-                info!(client_cn = %self.client, file_name = %name, bytes = size, sha256 = %stored.sha256, "unchanged, already stored");
-                return self.send(&stored_reply(stored)).await;
-            }
-            Err(e) => {
-                info!(client_cn = %self.client, file_name = %name, bytes = size, error = %e, "send refused");
-                return self.send(&self.error_reply(&e)).await;
-            }
-        };
-        // Every encoding there is, this agent decodes: accept what is offered.
-        let offset = upload.resumed_from();
-        if offset > 0 {
-            info!(client_cn = %self.client, file_name = %name, bytes = size, offset, "resuming an interrupted upload");
-        }
-        self.send(&Reply::Continue { encoding, offset }).await?;
-        let idle = self.shared.body_idle_timeout;
-        // Read the whole body even after a write error, so the reply is
-        // read by a client that is still sending and the stream stays in sync.
-        let mut failure: Option<SpoolError> = None;
-        let mut inflate = match encoding {
-            Some(Encoding::Zstd) => match Decompressor::new() {
-                Ok(d) => Some(d),
-                Err(e) => {
-                    failure = Some(SpoolError::io("cannot start a zstd decoder")(e));
-                    None
-                }
-            },
-            None => None,
-        };
-        let mut wire_bytes = 0u64;
-        // Compressed bodies (and the rest of a failed one) are read into
-        // this; plain ones straight into the upload's buffers.
-        let mut scratch = Vec::new();
-        self.conn.guard_rate(Some((MIN_BODY_RATE, idle)));
-        loop {
-            let direct = failure.is_none() && inflate.is_none();
-            let read = if direct {
-                match upload.spare().await {
-                    Ok(room) => self.conn.read_body(room, idle).await,
-                    Err(e) => {
-                        failure = Some(e);
-                        continue;
-                    }
-                }
-            } else {
-                scratch.resize(MIN_PIECE_LEN, 0);
-                self.conn.read_body(&mut scratch, idle).await
-            };
-            match read {
-                Ok(BodyRead::Data(n)) => {
-                    wire_bytes += n as u64;
-                    let accepted = match inflate.as_mut() {
-                        _ if failure.is_some() => Ok(()),
-                        Some(d) => inflate_into(d, &scratch[..n], &mut upload).await,
-                        None => upload.commit(n).await,
-                    };
-                    if let Err(e) = accepted {
-                        failure = Some(e);
-                    }
-                }
-                Ok(BodyRead::End) => break,
-                // Allowed once, in a body whose `send` came without it.
-                Ok(BodyRead::Digest(_)) if upload.has_digest() => {
-                    // A client this confused keeps nothing for resuming.
-                    upload.discard().await;
-                    self.conn.guard_rate(None);
-                    return self
-                        .fail_stream(ProtocolError::Unexpected {
-                            got: "digest",
-                            expected: "data or end (the file's digest is known already)",
-                        })
-                        .await;
-                }
-                Ok(BodyRead::Digest(digest)) => {
-                    match upload.declare_digest(&hex::encode(digest)).await {
-                        Ok(resumable) => {
-                            debug!(client_cn = %self.client, file_name = %name, received = upload.written(), resumable, "digest received");
-                        }
-                        Err(e) => failure = failure.or(Some(e)),
-                    }
-                }
-                Err(e) => {
-                    let kept = upload.is_resumable();
-                    warn!(
-                        client_cn = %self.client, file_name = %name, bytes = size, received = upload.written(),
-                        kept_for_resume = kept, error = %e, "upload interrupted"
-                    );
-                    // A resumable body stays for the next try; a temp file goes.
-                    upload.close().await;
-                    self.conn.guard_rate(None);
-                    return self.fail_stream(e).await;
-                }
-            }
-        }
-        self.conn.guard_rate(None);
-        if failure.is_none() && inflate.as_ref().is_some_and(|d| !d.is_complete()) {
-            failure = Some(SpoolError::BadEncoding(
-                "the body ends inside a zstd frame".into(),
-            ));
-        }
-        let result = match failure {
-            // What a full disk left of the body goes, to give the space back.
-            Some(e @ SpoolError::DiskFull) => {
-                upload.discard().await;
-                Err(e)
-            }
-            Some(e) => Err(e),
-            None => upload.finish(overwrite).await,
-        };
-        let reply = match result {
-            Ok(stored) => {
-                let secs = started.elapsed().as_secs_f64();
-                info!(
-                    client_cn = %self.client, file_name = %stored.name, bytes = stored.size, sha256 = %stored.sha256,
-                    replaced = stored.replaced, wire_bytes, encoding = ?encoding, secs, "stored"
-                );
-                self.shared
-                    .forward
-                    .stored(&stored.name, &stored.sha256, stored.size, &self.client);
-                stored_reply(stored)
-            }
-            Err(e) => {
-                warn!(client_cn = %self.client, file_name = %name, bytes = size, error = %e, "upload discarded");
-                self.error_reply(&e)
-            }
-        };
-        self.send(&reply).await
-    }
-
     /// `get`: `body`, the data, `complete` with the digest of what was sent.
     async fn send_file(&mut self, name: &str) -> Result<(), SessionError> {
         let (mut file, size) = match self.shared.spool.open_file(name).await {
@@ -419,22 +272,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 }
 
 /// Completes once the agent starts shutting down.
-/// Decompresses one received piece of a body into the upload.
-async fn inflate_into(
-    decoder: &mut Decompressor,
-    compressed: &[u8],
-    upload: &mut crate::spool::Upload,
-) -> Result<(), SpoolError> {
-    decoder.feed(compressed);
-    loop {
-        match decoder.next_piece() {
-            Ok(Some(piece)) => upload.write(piece).await?,
-            Ok(None) => return Ok(()),
-            Err(e) => return Err(SpoolError::BadEncoding(e.to_string())),
-        }
-    }
-}
-
 async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     // An error means the server is gone: that is a shutdown too.
     let _ = shutdown.wait_for(|&stop| stop).await;
@@ -447,5 +284,211 @@ fn stored_reply(stored: crate::spool::Stored) -> Reply {
         sha256: stored.sha256,
         unchanged: stored.unchanged,
         replaced: stored.replaced,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::protocol::{MAX_REPLY_HEADER_LEN, MAX_REQUEST_HEADER_LEN};
+
+    const IDLE: Duration = Duration::from_secs(5);
+
+    type Client = Connection<tokio::io::DuplexStream>;
+
+    /// A session on a spool in `dir`, its client end over a 7-byte pipe (so
+    /// every frame arrives in pieces), and the switch that shuts it down.
+    fn start(
+        dir: &Path,
+    ) -> (
+        Client,
+        tokio::task::JoinHandle<Result<(), SessionError>>,
+        watch::Sender<bool>,
+    ) {
+        let config = crate::config::Config {
+            state_dir: dir.join("state"),
+            spool_dir: dir.join("spool"),
+            ..Default::default()
+        };
+        let limits = crate::spool::Limits {
+            max_file_size: 1 << 20,
+            min_free_space: 0,
+            keep_partial: Duration::from_secs(3600),
+        };
+        let (spool, _) = Spool::open(&config.spool_dir, limits).unwrap();
+        let shared = Arc::new(Shared {
+            spool,
+            header_timeout: IDLE,
+            body_idle_timeout: IDLE,
+            max_file_size: 1 << 20,
+            started: Instant::now(),
+            forward: crate::forward::Handle::disabled("not in this test"),
+            authority: Arc::new(crate::clients::Authority::new(&config)),
+        });
+        let (agent, client) = tokio::io::duplex(7);
+        let (stop, shutdown) = watch::channel(false);
+        let conn = Connection::new(agent, MAX_REQUEST_HEADER_LEN);
+        let session = Session::new(conn, shared, "alice".into(), shutdown);
+        let running = tokio::spawn(session.run());
+        (Connection::new(client, MAX_REPLY_HEADER_LEN), running, stop)
+    }
+
+    async fn ask(client: &mut Client, request: &Request) -> Reply {
+        client.write_message(request).await.unwrap();
+        client.flush().await.unwrap();
+        next_reply(client).await
+    }
+
+    async fn next_reply(client: &mut Client) -> Reply {
+        client.read_message(IDLE).await.unwrap().unwrap()
+    }
+
+    fn send(name: &str, body: &[u8], sha256: Option<String>) -> Request {
+        Request::Send {
+            name: name.into(),
+            size: body.len() as u64,
+            sha256,
+            overwrite: false,
+            encoding: None,
+            resume: true,
+        }
+    }
+
+    fn error_code(reply: Reply) -> (ErrorCode, String) {
+        match reply {
+            Reply::Error { code, message } => (code, message),
+            other => panic!("expected an error, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn requests_are_answered_in_turn_and_a_bad_header_is_survived() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut client, running, _stop) = start(dir.path());
+        assert!(matches!(
+            ask(&mut client, &Request::Ping).await,
+            Reply::Pong
+        ));
+
+        // A body in pieces, its digest inside it: stored whole.
+        let body = b"G28\nG1 X10 Y10\nM104 S200\n";
+        let digest: [u8; 32] = Sha256::digest(body).into();
+        let reply = ask(&mut client, &send("cube.gcode", body, None)).await;
+        assert!(
+            matches!(reply, Reply::Continue { offset: 0, .. }),
+            "{reply:?}"
+        );
+        for piece in body.chunks(10) {
+            client.write_chunk(piece).await.unwrap();
+        }
+        client.write_digest(&digest).await.unwrap();
+        client.write_end().await.unwrap();
+        client.flush().await.unwrap();
+        match next_reply(&mut client).await {
+            Reply::Stored {
+                name, size, sha256, ..
+            } => {
+                assert_eq!((name.as_str(), size), ("cube.gcode", body.len() as u64));
+                assert_eq!(sha256, hex::encode(digest));
+            }
+            other => panic!("expected stored, got {other:?}"),
+        }
+        let stored = dir.path().join("spool/ready/cube.gcode");
+        assert_eq!(std::fs::read(stored).unwrap(), body);
+
+        // Not JSON: answered, and the stream is still in sync.
+        client
+            .write_raw(&crate::protocol::frame_prefix(b'H', 3))
+            .await
+            .unwrap();
+        client.write_raw(b"{{{").await.unwrap();
+        client.flush().await.unwrap();
+        assert_eq!(
+            error_code(next_reply(&mut client).await).0,
+            ErrorCode::BadRequest
+        );
+
+        // The same name with other content: refused, with what to do.
+        let (code, message) =
+            error_code(ask(&mut client, &send("cube.gcode", b"M84\n", None)).await);
+        assert_eq!(code, ErrorCode::Exists);
+        assert!(message.contains("--overwrite"), "{message}");
+
+        match ask(&mut client, &Request::List).await {
+            Reply::Files { files } => {
+                let names: Vec<_> = files.iter().map(|f| f.name.as_str()).collect();
+                assert_eq!(names, ["cube.gcode"]);
+            }
+            other => panic!("expected files, got {other:?}"),
+        }
+        drop(client);
+        running.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_body_that_does_not_add_up_is_refused_and_nothing_is_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut client, running, _stop) = start(dir.path());
+        let body = b"G1 X1\n";
+        let wrong = hex::encode(Sha256::digest(b"something else"));
+        let reply = ask(&mut client, &send("part.gcode", body, Some(wrong))).await;
+        assert!(matches!(reply, Reply::Continue { .. }), "{reply:?}");
+        client.write_chunk(body).await.unwrap();
+        client.write_end().await.unwrap();
+        client.flush().await.unwrap();
+        assert_eq!(
+            error_code(next_reply(&mut client).await).0,
+            ErrorCode::DigestMismatch
+        );
+        assert!(!dir.path().join("spool/ready/part.gcode").exists());
+        // The session goes on.
+        assert!(matches!(
+            ask(&mut client, &Request::Ping).await,
+            Reply::Pong
+        ));
+        drop(client);
+        running.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_digest_the_send_already_gave_ends_the_session() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut client, running, _stop) = start(dir.path());
+        let body = b"G1 X1\n";
+        let digest: [u8; 32] = Sha256::digest(body).into();
+        let request = send("part.gcode", body, Some(hex::encode(digest)));
+        assert!(matches!(
+            ask(&mut client, &request).await,
+            Reply::Continue { .. }
+        ));
+        client.write_digest(&digest).await.unwrap();
+        client.flush().await.unwrap();
+        let (code, message) = error_code(next_reply(&mut client).await);
+        assert_eq!(code, ErrorCode::BadRequest);
+        assert!(message.contains("digest"), "{message}");
+        assert!(matches!(
+            running.await.unwrap(),
+            Err(SessionError::Protocol(ProtocolError::Unexpected {
+                got: "digest",
+                ..
+            }))
+        ));
+        assert!(!dir.path().join("spool/ready/part.gcode").exists());
+    }
+
+    #[tokio::test]
+    async fn a_shutdown_ends_an_idle_session_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut client, running, stop) = start(dir.path());
+        assert!(matches!(
+            ask(&mut client, &Request::Ping).await,
+            Reply::Pong
+        ));
+        stop.send(true).unwrap();
+        running.await.unwrap().unwrap();
+        // The client sees the end of the stream, not an error reply.
+        assert!(client.read_message::<Reply>(IDLE).await.unwrap().is_none());
     }
 }
