@@ -10,11 +10,12 @@ use anyhow::{Context, Result};
 use bytesize::ByteSize;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::cli::{ClientCommand, Command, GetArgs, SendArgs, UsageError};
-use crate::client::{ClientError, Observer, Phase, Sent};
+use crate::cli::{ClientCommand, Command, GetArgs};
+use crate::client::{Observer, Phase};
 use crate::config::Config;
 
 mod identities;
+mod send;
 
 use identities::connect;
 
@@ -74,7 +75,7 @@ async fn dispatch(command: Command, logging: &crate::logging::Logging) -> Result
             identities::revoke(&who, agent.config.as_deref())
         }
         Command::Pair(args) => identities::pair(args).await,
-        Command::Send(args) => send(args).await,
+        Command::Send(args) => send::send(args).await,
         Command::List(args) => {
             let mut client = connect(&args.target).await?;
             let files = client.list().await?;
@@ -174,187 +175,6 @@ pub(crate) fn give_back(config: &Config) -> Result<()> {
             .with_context(|| format!("cannot give {} back to its owner", dir.display()))?;
     }
     Ok(())
-}
-
-/// Expands folders into their files; returns (path, name) pairs.
-fn expand(args: &SendArgs) -> Result<Vec<(PathBuf, String)>> {
-    let mut out = Vec::new();
-    for path in &args.files {
-        let meta = std::fs::metadata(path)
-            .map_err(|e| UsageError(format!("cannot read {}: {e}", path.display())))?;
-        if meta.is_dir() {
-            let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
-                .with_context(|| format!("cannot read folder {}", path.display()))?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.is_file())
-                .filter(|p| {
-                    !p.file_name()
-                        .is_some_and(|n| n.to_string_lossy().starts_with('.'))
-                })
-                .collect();
-            entries.sort();
-            for entry in entries {
-                out.push((entry.clone(), file_name(&entry)?));
-            }
-        } else {
-            out.push((path.clone(), file_name(path)?));
-        }
-    }
-    if let Some(name) = &args.as_name {
-        if out.len() != 1 {
-            return Err(UsageError("--as needs exactly one file".into()).into());
-        }
-        out[0].1 = name.clone();
-    }
-    if out.is_empty() {
-        return Err(UsageError("nothing to send: the folders are empty".into()).into());
-    }
-    Ok(out)
-}
-
-fn file_name(path: &Path) -> Result<String> {
-    path.file_name()
-        .and_then(|n| n.to_str())
-        .map(str::to_owned)
-        .ok_or_else(|| {
-            UsageError(format!(
-                "{} has no usable UTF-8 file name; use --as NAME",
-                path.display()
-            ))
-            .into()
-        })
-}
-
-async fn send(args: SendArgs) -> Result<()> {
-    let files = expand(&args)?;
-    let retries = if args.no_retry { 0 } else { args.retries };
-    let mut attempts = 0;
-    let mut client = loop {
-        match connect(&args.target).await {
-            Ok(client) => break client,
-            Err(e) if attempts < retries && is_transient(&e) => {
-                attempts += 1;
-                wait_to_retry(&e, attempts, retries).await;
-            }
-            Err(e) => return Err(e),
-        }
-    };
-    client.set_compression(args.compress);
-    let interactive = std::io::stderr().is_terminal() && !args.json;
-    let mut results: Vec<Sent> = Vec::new();
-    let mut first_error: Option<anyhow::Error> = None;
-    for (path, name) in &files {
-        let mut bar = Bar::new(interactive, name);
-        let mut attempts = 0;
-        let outcome = loop {
-            let result = client.send_file(path, name, args.overwrite, &mut bar).await;
-            match result {
-                Err(e) if attempts < retries && e.is_transient() => {
-                    attempts += 1;
-                    bar.abandon();
-                    wait_to_retry(&e.into(), attempts, retries).await;
-                    // The new connection may fail too: that is a retry as well.
-                    while let Err(e) = client.reconnect().await {
-                        if attempts >= retries || !e.is_transient() {
-                            break;
-                        }
-                        attempts += 1;
-                        wait_to_retry(&e.into(), attempts, retries).await;
-                    }
-                    bar = Bar::new(interactive, name);
-                }
-                other => break other,
-            }
-        };
-        match outcome {
-            Ok(sent) => {
-                bar.finish();
-                if !args.json {
-                    println!("{}", summary(&sent));
-                }
-                results.push(sent);
-            }
-            Err(e) => {
-                bar.abandon();
-                let fatal = !matches!(e, ClientError::Refused { .. } | ClientError::Local { .. });
-                let e = anyhow::Error::new(e).context(format!("sending {} failed", path.display()));
-                if fatal {
-                    return Err(e);
-                }
-                if files.len() > 1 {
-                    // One file's error is the command's error, printed once by main.
-                    eprintln!("fileagent: {e:#}");
-                }
-                first_error.get_or_insert(e);
-            }
-        }
-    }
-    client.close().await;
-    if args.json {
-        print_json(&results)?;
-    }
-    match first_error {
-        Some(e) if files.len() == 1 => Err(e),
-        Some(e) => Err(e.context(format!(
-            "{} of {} files were not sent",
-            files.len() - results.len(),
-            files.len()
-        ))),
-        None => Ok(()),
-    }
-}
-
-fn is_transient(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| {
-        c.downcast_ref::<ClientError>()
-            .is_some_and(ClientError::is_transient)
-    })
-}
-
-/// Says why and how long, then waits before retry `attempt` of `retries`.
-async fn wait_to_retry(e: &anyhow::Error, attempt: u32, retries: u32) {
-    let wait = crate::client::retry_wait(attempt);
-    eprintln!(
-        "fileagent: {e:#}\nfileagent: retrying in {}s (retry {attempt} of {retries}; --no-retry to stop at the first failure)",
-        wait.as_secs()
-    );
-    tokio::time::sleep(wait).await;
-}
-
-fn summary(sent: &Sent) -> String {
-    let rate = if sent.seconds > 0.0 {
-        sent.size as f64 / sent.seconds / 1e6
-    } else {
-        0.0
-    };
-    let what = match (sent.unchanged, sent.replaced) {
-        (true, _) => "unchanged",
-        (_, true) => "replaced",
-        _ => "sent",
-    };
-    let resumed = if sent.resumed_from > 0 {
-        format!(
-            "  resumed after {}",
-            ByteSize(sent.resumed_from).display().iec()
-        )
-    } else {
-        String::new()
-    };
-    let wire = match sent.encoding {
-        Some(_) if sent.wire_bytes > 0 => format!(
-            "  zstd {:.1}x ({} on the wire)",
-            sent.size as f64 / sent.wire_bytes as f64,
-            ByteSize(sent.wire_bytes).display().iec()
-        ),
-        _ => String::new(),
-    };
-    format!(
-        "{what} {}  {}  {:.2}s  {rate:.1} MB/s{wire}{resumed}  sha256 {}",
-        sent.name,
-        ByteSize(sent.size).display().iec(),
-        sent.seconds,
-        sent.sha256
-    )
 }
 
 async fn get(args: GetArgs) -> Result<()> {

@@ -1,0 +1,297 @@
+//! `fileagent send`: expands folders into files, sends them one after the
+//! other on one connection, retries a transient failure with backoff, and
+//! prints what happened to each file (a progress bar, then a summary line,
+//! or JSON).
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use bytesize::ByteSize;
+
+use super::{Bar, connect, print_json};
+use crate::cli::{SendArgs, UsageError};
+use crate::client::{ClientError, Sent};
+
+/// Expands folders into their files; returns (path, name) pairs.
+fn expand(args: &SendArgs) -> Result<Vec<(PathBuf, String)>> {
+    let mut out = Vec::new();
+    for path in &args.files {
+        let meta = std::fs::metadata(path)
+            .map_err(|e| UsageError(format!("cannot read {}: {e}", path.display())))?;
+        if meta.is_dir() {
+            let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
+                .with_context(|| format!("cannot read folder {}", path.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.is_file())
+                .filter(|p| {
+                    !p.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+                })
+                .collect();
+            entries.sort();
+            for entry in entries {
+                out.push((entry.clone(), file_name(&entry)?));
+            }
+        } else {
+            out.push((path.clone(), file_name(path)?));
+        }
+    }
+    if let Some(name) = &args.as_name {
+        if out.len() != 1 {
+            return Err(UsageError("--as needs exactly one file".into()).into());
+        }
+        out[0].1 = name.clone();
+    }
+    if out.is_empty() {
+        return Err(UsageError("nothing to send: the folders are empty".into()).into());
+    }
+    Ok(out)
+}
+
+/// The spool name of `path`: its file name, if it is UTF-8.
+fn file_name(path: &Path) -> Result<String> {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .map(str::to_owned)
+        .ok_or_else(|| {
+            UsageError(format!(
+                "{} has no usable UTF-8 file name; use --as NAME",
+                path.display()
+            ))
+            .into()
+        })
+}
+
+/// `fileagent send`: every file in turn on one connection, each retried
+/// on a transient failure, with a progress bar or a summary line per file.
+pub(super) async fn send(args: SendArgs) -> Result<()> {
+    let files = expand(&args)?;
+    let retries = if args.no_retry { 0 } else { args.retries };
+    let mut attempts = 0;
+    let mut client = loop {
+        match connect(&args.target).await {
+            Ok(client) => break client,
+            Err(e) if attempts < retries && is_transient(&e) => {
+                attempts += 1;
+                wait_to_retry(&e, attempts, retries).await;
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    client.set_compression(args.compress);
+    let interactive = std::io::stderr().is_terminal() && !args.json;
+    let mut results: Vec<Sent> = Vec::new();
+    let mut first_error: Option<anyhow::Error> = None;
+    for (path, name) in &files {
+        let mut bar = Bar::new(interactive, name);
+        let mut attempts = 0;
+        let outcome = loop {
+            let result = client.send_file(path, name, args.overwrite, &mut bar).await;
+            match result {
+                Err(e) if attempts < retries && e.is_transient() => {
+                    attempts += 1;
+                    bar.abandon();
+                    wait_to_retry(&e.into(), attempts, retries).await;
+                    // The new connection may fail too: that is a retry as well.
+                    while let Err(e) = client.reconnect().await {
+                        if attempts >= retries || !e.is_transient() {
+                            break;
+                        }
+                        attempts += 1;
+                        wait_to_retry(&e.into(), attempts, retries).await;
+                    }
+                    bar = Bar::new(interactive, name);
+                }
+                other => break other,
+            }
+        };
+        match outcome {
+            Ok(sent) => {
+                bar.finish();
+                if !args.json {
+                    println!("{}", summary(&sent));
+                }
+                results.push(sent);
+            }
+            Err(e) => {
+                bar.abandon();
+                let fatal = !matches!(e, ClientError::Refused { .. } | ClientError::Local { .. });
+                let e = anyhow::Error::new(e).context(format!("sending {} failed", path.display()));
+                if fatal {
+                    return Err(e);
+                }
+                if files.len() > 1 {
+                    // One file's error is the command's error, printed once by main.
+                    eprintln!("fileagent: {e:#}");
+                }
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    client.close().await;
+    if args.json {
+        print_json(&results)?;
+    }
+    match first_error {
+        Some(e) if files.len() == 1 => Err(e),
+        Some(e) => Err(e.context(format!(
+            "{} of {} files were not sent",
+            files.len() - results.len(),
+            files.len()
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// Whether the error has a transient [`ClientError`] in its chain.
+fn is_transient(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<ClientError>()
+            .is_some_and(ClientError::is_transient)
+    })
+}
+
+/// Says why and how long, then waits before retry `attempt` of `retries`.
+async fn wait_to_retry(e: &anyhow::Error, attempt: u32, retries: u32) {
+    let wait = crate::client::retry_wait(attempt);
+    eprintln!(
+        "fileagent: {e:#}\nfileagent: retrying in {}s (retry {attempt} of {retries}; --no-retry to stop at the first failure)",
+        wait.as_secs()
+    );
+    tokio::time::sleep(wait).await;
+}
+
+/// The line printed for a file sent.
+fn summary(sent: &Sent) -> String {
+    let rate = if sent.seconds > 0.0 {
+        sent.size as f64 / sent.seconds / 1e6
+    } else {
+        0.0
+    };
+    let what = match (sent.unchanged, sent.replaced) {
+        (true, _) => "unchanged",
+        (_, true) => "replaced",
+        _ => "sent",
+    };
+    let resumed = if sent.resumed_from > 0 {
+        format!(
+            "  resumed after {}",
+            ByteSize(sent.resumed_from).display().iec()
+        )
+    } else {
+        String::new()
+    };
+    let wire = match sent.encoding {
+        Some(_) if sent.wire_bytes > 0 => format!(
+            "  zstd {:.1}x ({} on the wire)",
+            sent.size as f64 / sent.wire_bytes as f64,
+            ByteSize(sent.wire_bytes).display().iec()
+        ),
+        _ => String::new(),
+    };
+    format!(
+        "{what} {}  {}  {:.2}s  {rate:.1} MB/s{wire}{resumed}  sha256 {}",
+        sent.name,
+        ByteSize(sent.size).display().iec(),
+        sent.seconds,
+        sent.sha256
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    fn args(words: &[&str]) -> SendArgs {
+        let argv = ["fileagent", "send"].iter().chain(words);
+        match Cli::try_parse_from(argv).unwrap().command {
+            Command::Send(args) => args,
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    fn usage_error(e: anyhow::Error) -> String {
+        e.downcast::<UsageError>().expect("a usage error").0
+    }
+
+    #[test]
+    fn folders_expand_to_their_visible_files_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let plate = dir.path().join("plate");
+        std::fs::create_dir_all(plate.join("sub")).unwrap();
+        for name in ["b.gcode", "a.gcode", ".hidden.gcode", "sub/deeper.gcode"] {
+            std::fs::write(plate.join(name), b"G28\n").unwrap();
+        }
+        let single = dir.path().join("cube.gcode");
+        std::fs::write(&single, b"G28\n").unwrap();
+        let files = expand(&args(&[plate.to_str().unwrap(), single.to_str().unwrap()])).unwrap();
+        let names: Vec<_> = files.iter().map(|(_, name)| name.as_str()).collect();
+        assert_eq!(names, ["a.gcode", "b.gcode", "cube.gcode"]);
+        assert_eq!(files[2].0, single);
+
+        let renamed = expand(&args(&[single.to_str().unwrap(), "--as", "other.gcode"])).unwrap();
+        assert_eq!(renamed, [(single.clone(), "other.gcode".to_string())]);
+    }
+
+    #[test]
+    fn what_cannot_be_sent_is_a_usage_error_that_says_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing.gcode");
+        let e = usage_error(expand(&args(&[missing.to_str().unwrap()])).unwrap_err());
+        assert!(
+            e.starts_with("cannot read ") && e.contains("missing.gcode"),
+            "{e}"
+        );
+
+        let empty = dir.path().join("empty");
+        std::fs::create_dir(&empty).unwrap();
+        let e = usage_error(expand(&args(&[empty.to_str().unwrap()])).unwrap_err());
+        assert_eq!(e, "nothing to send: the folders are empty");
+
+        for name in ["a.gcode", "b.gcode"] {
+            std::fs::write(dir.path().join(name), b"G28\n").unwrap();
+        }
+        let both = dir.path().to_str().unwrap();
+        let e = usage_error(expand(&args(&[both, "--as", "x.gcode"])).unwrap_err());
+        assert_eq!(e, "--as needs exactly one file");
+    }
+
+    #[test]
+    fn the_summary_line_says_what_happened() {
+        let sent = Sent {
+            name: "cube.gcode".into(),
+            size: 4 << 20,
+            sha256: "ab".repeat(32),
+            unchanged: false,
+            replaced: false,
+            seconds: 2.0,
+            wire_bytes: 1 << 20,
+            encoding: Some(crate::protocol::Encoding::Zstd),
+            resumed_from: 1 << 20,
+        };
+        assert_eq!(
+            summary(&sent),
+            format!(
+                "sent cube.gcode  4.0 MiB  2.00s  2.1 MB/s  zstd 4.0x (1.0 MiB on the wire)  \
+                 resumed after 1.0 MiB  sha256 {}",
+                "ab".repeat(32)
+            )
+        );
+        let unchanged = Sent {
+            unchanged: true,
+            seconds: 0.0,
+            wire_bytes: 0,
+            encoding: None,
+            resumed_from: 0,
+            ..sent
+        };
+        assert!(
+            summary(&unchanged)
+                .starts_with("unchanged cube.gcode  4.0 MiB  0.00s  0.0 MB/s  sha256 ")
+        );
+    }
+}
