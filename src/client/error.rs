@@ -158,3 +158,15 @@ pub(crate) fn unexpected(reply: &Reply) -> ClientError {
         expected: "the reply to this request",
     })
 }
+
+/// Builds the [`ClientError::Local`] for one failed local I/O operation.
+pub(super) type LocalError = Box<dyn FnOnce(io::Error) -> ClientError + Send>;
+
+/// Maps a local I/O error on `path` to [`ClientError::Local`].
+pub(super) fn local_error(path: &std::path::Path) -> impl Fn(&'static str) -> LocalError + use<> {
+    let path = path.to_path_buf();
+    move |what| {
+        let path = path.clone();
+        Box::new(move |source| ClientError::Local { what, path, source })
+    }
+}

@@ -13,8 +13,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rustls_pki_types::ServerName;
-use sha2::{Digest, Sha256};
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
@@ -28,6 +26,7 @@ use crate::protocol::{
 mod body;
 mod digest;
 mod error;
+mod get;
 mod send;
 
 pub use digest::HASH_WHILE_SENDING_MIN;
@@ -35,6 +34,7 @@ pub use digest::HASH_WHILE_SENDING_MIN;
 pub use error::ClientError;
 use error::explain_io;
 pub(crate) use error::{connect_advice, tls_advice, unexpected};
+pub use get::Fetched;
 use send::FileStamp;
 pub use send::Sent;
 
@@ -96,15 +96,6 @@ pub enum Compression {
     Always,
     /// Never compress.
     Never,
-}
-
-/// Result of [`Client::get`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Fetched {
-    /// Size in bytes.
-    pub size: u64,
-    /// Verified SHA-256.
-    pub sha256: String,
 }
 
 /// Splits `HOST[:PORT]` (IPv6 as `[addr]:port`); the port defaults to 7341.
@@ -290,78 +281,6 @@ impl Client {
             Reply::Deleted { .. } => Ok(()),
             other => Err(unexpected(&other)),
         }
-    }
-
-    /// Fetches `name` into `dest`: written to a temp file beside it and
-    /// renamed into place only once size and SHA-256 are verified.
-    pub async fn get(
-        &mut self,
-        name: &str,
-        dest: &Path,
-        observer: &mut (dyn Observer + Send),
-    ) -> Result<Fetched, ClientError> {
-        let size = match self.request(&Request::Get { name: name.into() }).await? {
-            Reply::Body { size, .. } => size,
-            other => return Err(unexpected(&other)),
-        };
-        let dir = dest
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        let local = |what| {
-            move |source| ClientError::Local {
-                what,
-                path: dest.to_path_buf(),
-                source,
-            }
-        };
-        let temp = tempfile::Builder::new()
-            .prefix(".fileagent-")
-            .suffix(".part")
-            .tempfile_in(dir)
-            .map_err(local("cannot create a file beside"))?;
-        let (file, temp_path) = temp.into_parts();
-        let mut file = tokio::fs::File::from_std(file);
-        observer.phase(Phase::Receiving, size);
-        let mut hasher = Sha256::new();
-        let mut received = 0u64;
-        while let Some(chunk) = self.conn.read_chunk(BODY_IDLE_TIMEOUT).await? {
-            received += chunk.len() as u64;
-            if received > size {
-                return Err(ClientError::Integrity(format!(
-                    "more than the announced {size} bytes arrived"
-                )));
-            }
-            hasher.update(&chunk);
-            file.write_all(&chunk)
-                .await
-                .map_err(local("cannot write"))?;
-            observer.progress(received);
-        }
-        let announced = match self.reply().await? {
-            Reply::Complete { sha256 } => sha256,
-            other => return Err(unexpected(&other)),
-        };
-        let computed = hex::encode(hasher.finalize());
-        if received != size {
-            return Err(ClientError::Integrity(format!(
-                "{received} of the announced {size} bytes arrived"
-            )));
-        }
-        if computed != announced {
-            return Err(ClientError::Integrity(format!(
-                "SHA-256 is {computed} but the agent sent {announced}"
-            )));
-        }
-        file.sync_all().await.map_err(local("cannot write"))?;
-        drop(file);
-        temp_path
-            .persist(dest)
-            .map_err(|e| local("cannot write")(e.error))?;
-        Ok(Fetched {
-            size,
-            sha256: computed,
-        })
     }
 
     /// Asks the agent for a new certificate for a new key made here, and

@@ -14,6 +14,7 @@ use crate::protocol::{CHUNK_LEN, DIGEST_LEN, Encoding, ErrorCode, Reply, Request
 
 use super::body::{Body, Piece};
 use super::digest::{PendingDigest, hash_changed, hash_file};
+use super::error::local_error;
 use super::{Client, ClientError, Compression, Observer, Phase, unexpected};
 
 /// Result of [`Client::send_file`].
@@ -43,17 +44,6 @@ pub struct Sent {
 
 /// Path, size and modification time: what identifies a file's version.
 pub(super) type FileStamp = (std::path::PathBuf, u64, Option<std::time::SystemTime>);
-
-type LocalError = Box<dyn FnOnce(io::Error) -> ClientError + Send>;
-
-/// Maps a local I/O error on `path` to [`ClientError::Local`].
-fn local_error(path: &Path) -> impl Fn(&'static str) -> LocalError + use<> {
-    let path = path.to_path_buf();
-    move |what| {
-        let path = path.clone();
-        Box::new(move |source| ClientError::Local { what, path, source })
-    }
-}
 
 impl Client {
     /// Sends the file at `path` under `name`.
