@@ -1,6 +1,7 @@
 //! The forwarding task: one loop that owns the durable queue, hears of new
 //! files, polls the printer, uploads one file at a time, starts queued
-//! prints, follows running ones and cleans up.
+//! prints and follows running ones (both in [`super::printing`]) and cleans
+//! up.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -16,10 +17,6 @@ use super::queue::{self, FileState, Queue};
 use super::watch::{self, Change, Settler};
 use super::{Stored, View};
 use crate::config::{AutoPrint, Config};
-
-/// Completion (percent) at which a job that ended counts as printed;
-/// OctoPrint reports 100.0, a little slack covers rounding.
-const PRINTED_AT_PERCENT: f64 = 99.9;
 
 /// The forwarding task's state.
 pub(super) struct Forwarder {
@@ -286,105 +283,6 @@ impl Forwarder {
         self.save();
     }
 
-    /// Follows prints this agent started or that a person started.
-    fn follow(&mut self, state: &PrinterState) {
-        let mut changed = false;
-        let ids: Vec<u64> = self.queue.entries().iter().map(|e| e.id).collect();
-        for id in ids {
-            let Some(entry) = self.queue.entries().iter().find(|e| e.id == id).cloned() else {
-                continue;
-            };
-            let ours = entry.octoprint_path.is_some() && entry.octoprint_path == state.job_path;
-            match entry.state {
-                FileState::Uploaded if ours && state.busy => {
-                    info!(file_name = %entry.name, "printing");
-                    if let Some(e) = self.queue.get_mut(id) {
-                        e.queued = false;
-                    }
-                    self.queue.set(id, FileState::Printing, None);
-                    changed = true;
-                }
-                FileState::Printing if ours && state.busy => {}
-                FileState::Printing if ours => {
-                    let done = state.completion.unwrap_or(0.0);
-                    if done >= PRINTED_AT_PERCENT {
-                        info!(file_name = %entry.name, "print finished");
-                        self.queue.set(id, FileState::Printed, None);
-                    } else {
-                        warn!(file_name = %entry.name, completion = done, "print stopped before the end");
-                        self.queue.set(
-                            id,
-                            FileState::Failed,
-                            Some(format!("print stopped at {done:.0}%")),
-                        );
-                    }
-                    changed = true;
-                }
-                FileState::Printing => {
-                    info!(file_name = %entry.name, "no longer the printer's job; outcome not observed");
-                    self.queue.set(
-                        id,
-                        FileState::Printed,
-                        Some("another job was selected before the end was seen".into()),
-                    );
-                    changed = true;
-                }
-                _ => {}
-            }
-        }
-        self.set_printer(state.text.clone());
-        if changed {
-            self.save();
-        }
-    }
-
-    /// With `queue = true`: starts the oldest waiting file when the printer
-    /// is operational and idle.
-    async fn start_next(&mut self, state: &PrinterState) {
-        if !state.operational
-            || state.busy
-            || self
-                .queue
-                .entries()
-                .iter()
-                .any(|e| e.state == FileState::Printing)
-        {
-            return;
-        }
-        let Some(entry) = self
-            .queue
-            .entries()
-            .iter()
-            .find(|e| e.queued && e.state == FileState::Uploaded)
-            .cloned()
-        else {
-            return;
-        };
-        let Some(path) = entry.octoprint_path.clone() else {
-            return;
-        };
-        match self.octo.print(&path).await {
-            Ok(()) => {
-                info!(file_name = %entry.name, path = %path, "started the next queued print");
-                if let Some(e) = self.queue.get_mut(entry.id) {
-                    e.queued = false;
-                }
-                self.queue.set(entry.id, FileState::Printing, None);
-                self.save();
-            }
-            Err(OctoError::Conflict(why)) => {
-                info!(file_name = %entry.name, reason = %why, "printer not ready for the next print yet")
-            }
-            Err(e) if e.is_transient() => self.trouble(e),
-            Err(e) => {
-                warn!(file_name = %entry.name, error = %e, "OctoPrint cannot print the queued file");
-                self.queue
-                    .set(entry.id, FileState::Failed, Some(e.to_string()));
-                self.save();
-            }
-        }
-    }
-
     /// Removes files and records older than `keep_done`.
     fn clean_up(&mut self) {
         let horizon = queue::now().saturating_sub(self.config.keep_done.as_secs());
@@ -413,7 +311,7 @@ impl Forwarder {
     }
 
     /// OctoPrint failed: back off, and log only when the problem changes.
-    fn trouble(&mut self, e: OctoError) {
+    pub(super) fn trouble(&mut self, e: OctoError) {
         let text = e.to_string();
         if self.problem.as_deref() != Some(text.as_str()) {
             warn!(error = %text, retry_in = ?self.backoff, "OctoPrint not usable, will retry");
@@ -446,14 +344,15 @@ impl Forwarder {
         }
     }
 
-    fn set_printer(&mut self, text: String) {
+    /// Publishes the printer's state text to sessions.
+    pub(super) fn set_printer(&mut self, text: String) {
         if let Ok(mut view) = self.view.lock() {
             view.printer = text;
         }
     }
 
     /// Persists the queue and publishes it to sessions.
-    fn save(&mut self) {
+    pub(super) fn save(&mut self) {
         if let Err(e) = self.queue.save() {
             error!(error = %e, "cannot save the forwarding queue; state since the last save is lost on restart");
         }

@@ -12,6 +12,7 @@
 
 mod forwarder;
 pub mod octoprint;
+mod printing;
 pub mod queue;
 pub mod watch;
 

@@ -1,0 +1,191 @@
+//! Following the printer: which queue entry the printer's job is, when its
+//! print started and how it ended (as a pure [`transition`], tested below),
+//! and starting the oldest waiting file once the printer is free.
+
+use tracing::{info, warn};
+
+use super::forwarder::Forwarder;
+use super::octoprint::{OctoError, PrinterState};
+use super::queue::{Entry, FileState};
+
+/// Completion (percent) at which a job that ended counts as printed;
+/// OctoPrint reports 100.0, a little slack covers rounding.
+const PRINTED_AT_PERCENT: f64 = 99.9;
+
+/// What the printer's state says about one forwarded file.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum Transition {
+    /// Its print is running.
+    Started,
+    /// Its print ended at completion.
+    Finished,
+    /// Its print ended before completion, at this percentage.
+    Stopped(f64),
+    /// Another job took the printer before the end was seen.
+    Lost,
+}
+
+/// How `entry` moves on, given the printer's `state`; `None` when it stays.
+pub(super) fn transition(entry: &Entry, state: &PrinterState) -> Option<Transition> {
+    let ours = entry.octoprint_path.is_some() && entry.octoprint_path == state.job_path;
+    match entry.state {
+        FileState::Uploaded if ours && state.busy => Some(Transition::Started),
+        FileState::Printing if ours && state.busy => None,
+        FileState::Printing if ours => match state.completion.unwrap_or(0.0) {
+            done if done >= PRINTED_AT_PERCENT => Some(Transition::Finished),
+            done => Some(Transition::Stopped(done)),
+        },
+        FileState::Printing => Some(Transition::Lost),
+        _ => None,
+    }
+}
+
+impl Forwarder {
+    /// Follows prints this agent started or that a person started.
+    pub(super) fn follow(&mut self, state: &PrinterState) {
+        let moves: Vec<(u64, String, Transition)> = self
+            .queue
+            .entries()
+            .iter()
+            .filter_map(|e| transition(e, state).map(|t| (e.id, e.name.clone(), t)))
+            .collect();
+        for (id, name, to) in &moves {
+            match to {
+                Transition::Started => {
+                    info!(file_name = %name, "printing");
+                    self.mark_printing(*id);
+                }
+                Transition::Finished => {
+                    info!(file_name = %name, "print finished");
+                    self.queue.set(*id, FileState::Printed, None);
+                }
+                Transition::Stopped(done) => {
+                    warn!(file_name = %name, completion = done, "print stopped before the end");
+                    let reason = format!("print stopped at {done:.0}%");
+                    self.queue.set(*id, FileState::Failed, Some(reason));
+                }
+                Transition::Lost => {
+                    info!(file_name = %name, "no longer the printer's job; outcome not observed");
+                    let reason = "another job was selected before the end was seen";
+                    self.queue.set(*id, FileState::Printed, Some(reason.into()));
+                }
+            }
+        }
+        self.set_printer(state.text.clone());
+        if !moves.is_empty() {
+            self.save();
+        }
+    }
+
+    /// With `queue = true`: starts the oldest waiting file when the printer
+    /// is operational and idle.
+    pub(super) async fn start_next(&mut self, state: &PrinterState) {
+        let entries = self.queue.entries();
+        if !state.operational
+            || state.busy
+            || entries.iter().any(|e| e.state == FileState::Printing)
+        {
+            return;
+        }
+        let Some(entry) = entries
+            .iter()
+            .find(|e| e.queued && e.state == FileState::Uploaded)
+            .cloned()
+        else {
+            return;
+        };
+        let Some(path) = entry.octoprint_path.clone() else {
+            return;
+        };
+        match self.octo.print(&path).await {
+            Ok(()) => {
+                info!(file_name = %entry.name, path = %path, "started the next queued print");
+                self.mark_printing(entry.id);
+                self.save();
+            }
+            Err(OctoError::Conflict(why)) => {
+                info!(file_name = %entry.name, reason = %why, "printer not ready for the next print yet")
+            }
+            Err(e) if e.is_transient() => self.trouble(e),
+            Err(e) => {
+                warn!(file_name = %entry.name, error = %e, "OctoPrint cannot print the queued file");
+                self.queue
+                    .set(entry.id, FileState::Failed, Some(e.to_string()));
+                self.save();
+            }
+        }
+    }
+
+    /// Entry `id` is the printer's running job: no longer waiting in line.
+    fn mark_printing(&mut self, id: u64) {
+        if let Some(e) = self.queue.get_mut(id) {
+            e.queued = false;
+        }
+        self.queue.set(id, FileState::Printing, None);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(state: FileState, path: Option<&str>) -> Entry {
+        Entry {
+            id: 1,
+            name: "cube.gcode".into(),
+            sha256: "00".repeat(32),
+            size: 1,
+            client: None,
+            state,
+            reason: None,
+            queued: true,
+            octoprint_path: path.map(str::to_owned),
+            arrived: 0,
+            updated: 0,
+        }
+    }
+
+    fn printer(busy: bool, job: Option<&str>, completion: Option<f64>) -> PrinterState {
+        PrinterState {
+            text: if busy { "Printing" } else { "Operational" }.into(),
+            operational: true,
+            busy,
+            job_path: job.map(str::to_owned),
+            completion,
+        }
+    }
+
+    #[test]
+    fn a_print_is_followed_from_start_to_its_end() {
+        let ours = Some("cube.gcode");
+        let uploaded = entry(FileState::Uploaded, ours);
+        let printing = entry(FileState::Printing, ours);
+        // Uploaded and now the running job: started.
+        let running = printer(true, ours, Some(3.0));
+        assert_eq!(transition(&uploaded, &running), Some(Transition::Started));
+        assert_eq!(transition(&printing, &running), None);
+        // Ended: finished at (about) 100 %, stopped before.
+        let ended = |completion| transition(&printing, &printer(false, ours, completion));
+        assert_eq!(ended(Some(100.0)), Some(Transition::Finished));
+        assert_eq!(ended(Some(99.95)), Some(Transition::Finished));
+        assert_eq!(ended(Some(42.0)), Some(Transition::Stopped(42.0)));
+        assert_eq!(ended(None), Some(Transition::Stopped(0.0)));
+    }
+
+    #[test]
+    fn another_job_is_not_taken_for_ours() {
+        let other = printer(true, Some("other.gcode"), Some(50.0));
+        let uploaded = entry(FileState::Uploaded, Some("cube.gcode"));
+        assert_eq!(transition(&uploaded, &other), None);
+        // Ours was printing and another job took the printer.
+        let printing = entry(FileState::Printing, Some("cube.gcode"));
+        assert_eq!(transition(&printing, &other), Some(Transition::Lost));
+        // Not uploaded yet: no path can match, not even no job at all.
+        let waiting = entry(FileState::Uploaded, None);
+        assert_eq!(transition(&waiting, &printer(true, None, None)), None);
+        for done in [FileState::Printed, FileState::Failed] {
+            let running = printer(true, Some("cube.gcode"), Some(1.0));
+            assert_eq!(transition(&entry(done, Some("cube.gcode")), &running), None);
+        }
+    }
+}
