@@ -1,11 +1,11 @@
 //! The body of a `send`, read on a thread of its own. The file is read in
 //! [`CHUNK_LEN`] pieces, at most [`READ_AHEAD`] of them ahead of the
 //! connection, and, while its digest is still to be known, hashed as well:
-//! - when the connection takes pieces as fast as they are read (loopback,
-//!   a fast LAN), each piece is hashed as it is read for sending, so the
-//!   file is read once;
-//! - when the connection is the slower (Wi-Fi), the thread hashes ahead
-//!   while it waits for a buffer, so the digest is known early, goes out
+//! - when the connection gives buffers back within [`HASH_AHEAD_AFTER`]
+//!   (loopback, a LAN: the agent's pace, at worst), each piece is hashed as
+//!   it is read for sending, so the file is read once;
+//! - when it does not (Wi-Fi), the thread hashes [`HASH_AHEAD_RUN`] pieces
+//!   ahead before it waits again, so the digest is known early, goes out
 //!   inside the body at once, and makes the upload resumable from then on
 //!   ([`Piece::Digest`]); pieces hashed ahead are read again for sending,
 //!   from the page cache.
@@ -18,6 +18,7 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc as std_mpsc;
+use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
@@ -28,6 +29,27 @@ use crate::protocol::CHUNK_LEN;
 /// Buffers of [`CHUNK_LEN`] the reader may fill before the connection has
 /// taken the first: enough to keep both busy, little memory.
 pub(super) const READ_AHEAD: usize = 3;
+
+/// How long the reader, hashing as it reads, waits for a buffer to come back
+/// before it hashes ahead instead. A connection that keeps up gives one back
+/// well within it, and a piece hashed ahead costs a second read of it.
+pub(super) const HASH_AHEAD_AFTER: Duration = Duration::from_millis(5);
+
+/// Pieces hashed ahead, once a wait for a buffer ran out, before the reader
+/// waits again: a slow link gets its digest soon, a pause of a fast one
+/// costs at most this many second reads.
+pub(super) const HASH_AHEAD_RUN: u32 = 8;
+
+/// How [`Reader::buffer`] waits for a buffer to come back.
+#[derive(Debug, Clone, Copy)]
+enum Wait {
+    /// Not at all.
+    No,
+    /// Up to this long.
+    Up(Duration),
+    /// Until one comes back or the body is dropped.
+    Forever,
+}
 
 /// What the reader thread hands over: a buffer and how much of it is the file.
 pub(super) struct Chunk {
@@ -72,6 +94,18 @@ impl Body {
     /// `hash`, the whole file is hashed on the way (bytes before `offset`
     /// are read for the digest only).
     pub(super) fn start(path: &Path, offset: u64, size: u64, hash: bool) -> (Body, Hashing) {
+        Body::start_waiting(path, offset, size, hash, HASH_AHEAD_AFTER)
+    }
+
+    /// [`start`](Body::start), waiting up to `patience` for a buffer before
+    /// hashing ahead.
+    fn start_waiting(
+        path: &Path,
+        offset: u64,
+        size: u64,
+        hash: bool,
+        patience: Duration,
+    ) -> (Body, Hashing) {
         // Room for every buffer and the digest: the reader never waits to send.
         let (chunk_tx, chunks) = mpsc::channel(READ_AHEAD + 1);
         let (spare, spare_rx) = std_mpsc::channel();
@@ -83,6 +117,7 @@ impl Body {
             chunks: Some(chunk_tx),
             spare: spare_rx,
             allocated: 0,
+            patience,
         };
         let task = tokio::task::spawn_blocking(move || reader.run());
         (Body { chunks, spare }, task)
@@ -110,6 +145,8 @@ struct Reader {
     chunks: Option<mpsc::Sender<Result<Piece, ReadError>>>,
     spare: std_mpsc::Receiver<Vec<u8>>,
     allocated: usize,
+    /// How long to wait for a buffer before hashing ahead.
+    patience: Duration,
 }
 
 impl Reader {
@@ -132,17 +169,32 @@ impl Reader {
         let mut hash_pos = 0;
         let mut digest = None;
         let mut scratch = Vec::new();
+        // Pieces left to hash ahead before waiting for a buffer again.
+        let mut ahead = 0;
         loop {
             let sending = self.chunks.is_some() && send_pos < self.size;
             let hashing = self.hasher.is_some();
             // Hashed apart from sending: first what the connection does
             // not take (the part the agent has already), then ahead of it
-            // whenever no buffer is free.
+            // when no buffer came back in time.
             let buf = match (sending, hashing) {
                 (false, false) => return Ok(digest),
                 (true, true) if hash_pos < send_pos => None,
-                (true, true) => self.buffer(false),
-                (true, false) => self.buffer(true),
+                (true, true) if ahead > 0 => {
+                    let buf = self.buffer(Wait::No);
+                    if buf.is_none() {
+                        ahead -= 1;
+                    }
+                    buf
+                }
+                (true, true) => {
+                    let buf = self.buffer(Wait::Up(self.patience));
+                    if buf.is_none() {
+                        ahead = HASH_AHEAD_RUN - 1;
+                    }
+                    buf
+                }
+                (true, false) => self.buffer(Wait::Forever),
                 (false, true) => None,
             };
             if let Some(mut buf) = buf {
@@ -196,25 +248,29 @@ impl Reader {
     }
 
     /// A buffer to read the next piece into: a new one while fewer than
-    /// [`READ_AHEAD`] exist, else one given back, waited for if `wait`.
-    /// `None` if none is free, or if the body is no longer taken.
-    fn buffer(&mut self, wait: bool) -> Option<Vec<u8>> {
+    /// [`READ_AHEAD`] exist, else one given back, waited for as `wait` says.
+    /// `None` if none came back in time, or if the body is no longer taken.
+    fn buffer(&mut self, wait: Wait) -> Option<Vec<u8>> {
         self.chunks.as_ref()?;
         if self.allocated < READ_AHEAD {
             self.allocated += 1;
             return Some(vec![0; CHUNK_LEN]);
         }
         let given_back = match wait {
-            true => self
+            Wait::No => self.spare.try_recv().map_err(|e| match e {
+                std_mpsc::TryRecvError::Empty => std_mpsc::RecvTimeoutError::Timeout,
+                std_mpsc::TryRecvError::Disconnected => std_mpsc::RecvTimeoutError::Disconnected,
+            }),
+            Wait::Up(patience) => self.spare.recv_timeout(patience),
+            Wait::Forever => self
                 .spare
                 .recv()
-                .map_err(|_| std_mpsc::TryRecvError::Disconnected),
-            false => self.spare.try_recv(),
+                .map_err(|_| std_mpsc::RecvTimeoutError::Disconnected),
         };
         match given_back {
             Ok(buf) => Some(buf),
-            Err(std_mpsc::TryRecvError::Empty) => None,
-            Err(std_mpsc::TryRecvError::Disconnected) => {
+            Err(std_mpsc::RecvTimeoutError::Timeout) => None,
+            Err(std_mpsc::RecvTimeoutError::Disconnected) => {
                 self.chunks = None;
                 None
             }
@@ -320,6 +376,35 @@ mod tests {
         got.extend_from_slice(&rest);
         assert_eq!(got, data);
         assert_eq!(again, None);
+    }
+
+    #[tokio::test]
+    async fn a_connection_that_keeps_up_gets_each_piece_read_once() {
+        let len = 16 * CHUNK_LEN + 5;
+        let (_tmp, path, data) = file_of(len);
+        // Patient enough for any test machine: every buffer comes back in
+        // time, however slowly.
+        let patience = Duration::from_secs(60);
+        let (mut body, hashing) = Body::start_waiting(&path, 0, len as u64, true, patience);
+        let mut got = Vec::new();
+        let mut digest = None;
+        while let Some(piece) = body.next().await {
+            match piece.unwrap() {
+                Piece::Data(chunk) => {
+                    assert!(digest.is_none(), "hashed ahead of the body");
+                    got.extend_from_slice(chunk.bytes());
+                    // Slower than the reader, so that it finds no buffer
+                    // free and has to wait for one.
+                    tokio::time::sleep(Duration::from_millis(3)).await;
+                    body.recycle(chunk);
+                }
+                Piece::Digest(sha256) => digest = Some(sha256),
+            }
+        }
+        // Hashed as it was sent: the digest comes after the last piece.
+        assert_eq!(got, data);
+        assert_eq!(digest, Some(sha(&data)));
+        assert_eq!(hashing.await.unwrap().unwrap(), Some(sha(&data)));
     }
 
     #[tokio::test]
