@@ -7,13 +7,15 @@
 //! [`init`] is idempotent. The server certificate is re-signed (same key)
 //! when the configured names change or it nears expiry.
 //!
-//! [`issue_client`] writes the identity files that [`crate::identity`] reads.
+//! The client side, in `client`: [`issue_client`] writes the identity files
+//! that [`crate::identity`] reads, and [`sign_client_csr`] signs a key a
+//! workstation made for itself (pairing, renewal).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, SanType, SerialNumber,
@@ -25,7 +27,14 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::config::Config;
 use crate::durable::{self, Existing};
-use crate::identity::{common_name, fingerprint};
+use crate::identity::fingerprint;
+
+mod client;
+
+pub use client::{
+    IssuedClient, MAX_CLIENT_NAME_LEN, SignedClient, identity_pem, issue_client, sign_client,
+    sign_client_csr, validate_client_name,
+};
 
 /// Lifetime of the agent's CA.
 pub const CA_LIFETIME: Duration = Duration::from_secs(20 * 365 * 24 * 3600);
@@ -33,8 +42,6 @@ pub const CA_LIFETIME: Duration = Duration::from_secs(20 * 365 * 24 * 3600);
 pub const SERVER_CERT_LIFETIME: Duration = Duration::from_secs(2 * 365 * 24 * 3600);
 /// The server certificate is re-signed when it has less than this left.
 pub const SERVER_CERT_RENEW_BEFORE: Duration = Duration::from_secs(30 * 24 * 3600);
-/// Longest client name (it becomes the certificate's CN and a file name).
-pub const MAX_CLIENT_NAME_LEN: usize = 64;
 /// Certificates are valid from this long before issue, for clock skew.
 const BACKDATE: Duration = Duration::from_secs(3600);
 
@@ -81,17 +88,6 @@ pub struct AgentCredentials {
     /// The certificate revocation list, read again whenever it changes
     /// (it need not exist).
     pub revocations: std::path::PathBuf,
-}
-
-/// A client certificate just issued by [`issue_client`].
-#[derive(Debug)]
-pub struct IssuedClient {
-    /// The identity file's text (PEM).
-    pub pem: String,
-    /// Hex serial number.
-    pub serial: String,
-    /// Expiry.
-    pub not_after: OffsetDateTime,
 }
 
 /// Names for the server certificate: the configured ones, or the host name,
@@ -204,112 +200,6 @@ pub fn load_agent(state_dir: &Path) -> Result<AgentCredentials> {
             .with_context(|| format!("cannot read key {}", key_path.display()))?,
         revocations: state_dir.join(crate::clients::REVOCATION_LIST),
     })
-}
-
-/// Issues a client certificate with CN `name` for a new key made here,
-/// signed by the agent's CA (run [`init`] first), records it under
-/// `clients/` and returns the identity file's text.
-pub fn issue_client(config: &Config, name: &str) -> Result<IssuedClient> {
-    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
-    let signed = sign_client(config, name, &key)?;
-    let pem = identity_pem(&key.serialize_pem(), &signed);
-    Ok(IssuedClient {
-        pem,
-        serial: signed.serial,
-        not_after: signed.not_after,
-    })
-}
-
-/// The text of an identity file: a comment, the key, the certificate and the CA.
-pub fn identity_pem(key_pem: &str, signed: &SignedClient) -> String {
-    format!(
-        "# fileagent identity for client \"{name}\", serial {serial}\n\
-         # issued by {ca}, valid until {not_after}\n\
-         # keep this file private: it holds the client's key\n{key_pem}{cert}{ca_pem}",
-        name = signed.name,
-        serial = signed.serial,
-        not_after = signed.not_after,
-        ca = CertificateDer::from_pem_slice(signed.ca_pem.as_bytes())
-            .ok()
-            .and_then(|der| common_name(&der))
-            .unwrap_or_default(),
-        cert = signed.cert_pem,
-        ca_pem = signed.ca_pem,
-    )
-}
-
-/// A client certificate signed by the agent's CA.
-#[derive(Debug, Clone)]
-pub struct SignedClient {
-    /// Client name (CN).
-    pub name: String,
-    /// Hex serial number.
-    pub serial: String,
-    /// Expiry.
-    pub not_after: OffsetDateTime,
-    /// The certificate (PEM).
-    pub cert_pem: String,
-    /// The agent's CA certificate (PEM).
-    pub ca_pem: String,
-}
-
-/// Signs a client certificate with CN `name` over a certificate signing
-/// request (PEM) made by the workstation, whose key never leaves it.
-pub fn sign_client_csr(config: &Config, name: &str, csr_pem: &str) -> Result<SignedClient> {
-    let csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem)
-        .context("the certificate signing request is malformed or its signature is wrong")?;
-    sign_client(config, name, &csr.public_key)
-}
-
-/// Signs a client certificate with CN `name` for `public_key` with the
-/// agent's CA, valid for `client_cert_lifetime`, and records it under `clients/`.
-pub fn sign_client(
-    config: &Config,
-    name: &str,
-    public_key: &impl rcgen::PublicKeyData,
-) -> Result<SignedClient> {
-    validate_client_name(name)?;
-    let dir = &config.state_dir;
-    let ca = load_ca(dir)?;
-    let mut params = base_params(name, config.client_cert_lifetime)?;
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    params.use_authority_key_identifier_extension = true;
-    let serial = hex::encode(
-        params
-            .serial_number
-            .as_ref()
-            .map(|s| s.to_bytes())
-            .unwrap_or_default(),
-    );
-    let not_after = params.not_after;
-    let cert = params.signed_by(public_key, &ca.issuer)?;
-    let record = dir.join(CLIENTS_DIR).join(format!("{name}-{serial}.crt"));
-    write_new(&record, cert.pem().as_bytes(), 0o644)?;
-    Ok(SignedClient {
-        name: name.to_string(),
-        serial,
-        not_after,
-        cert_pem: cert.pem(),
-        ca_pem: ca.pem,
-    })
-}
-
-/// Client names become certificate CNs and file names: keep them plain.
-pub fn validate_client_name(name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= MAX_CLIENT_NAME_LEN
-        && !name.starts_with(['.', '-'])
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-    if !ok {
-        bail!(
-            "invalid client name {name:?}: use 1 to {MAX_CLIENT_NAME_LEN} letters, digits, '.', '_' \
-             or '-', not starting with '.' or '-' (e.g. \"alice-laptop\")"
-        );
-    }
-    Ok(())
 }
 
 /// Writes `contents` to a new file with `mode`, atomically; never replaces.
@@ -444,10 +334,9 @@ fn ip_of(bytes: &[u8]) -> Option<IpAddr> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::identity::Identity;
     use std::os::unix::fs::PermissionsExt;
 
-    fn config_in(dir: &Path) -> Config {
+    pub(crate) fn config_in(dir: &Path) -> Config {
         Config {
             state_dir: dir.join("state"),
             spool_dir: dir.join("spool"),
@@ -528,36 +417,6 @@ pub(crate) mod tests {
             std::fs::read(config.state_dir.join(SERVER_KEY)).unwrap(),
             key
         );
-    }
-
-    #[test]
-    fn issued_identity_round_trips_and_is_recorded() {
-        let tmp = tempfile::tempdir().unwrap();
-        let config = config_in(tmp.path());
-        init(&config).unwrap();
-        let issued = issue_client(&config, "alice-laptop").unwrap();
-        let identity = Identity::parse(issued.pem.as_bytes()).unwrap();
-        assert_eq!(identity.name(), "alice-laptop");
-        identity.check_validity().unwrap();
-        let agent = load_agent(&config.state_dir).unwrap();
-        assert_eq!(identity.ca, agent.ca);
-        let record = config
-            .state_dir
-            .join(CLIENTS_DIR)
-            .join(format!("alice-laptop-{}.crt", issued.serial));
-        assert!(record.exists());
-    }
-
-    #[test]
-    fn issuing_needs_a_ca_and_a_plain_name() {
-        let tmp = tempfile::tempdir().unwrap();
-        let config = config_in(tmp.path());
-        let err = issue_client(&config, "bob").unwrap_err();
-        assert!(format!("{err:#}").contains("fileagent init"), "{err:#}");
-        init(&config).unwrap();
-        for bad in ["", "../x", "a b", ".hidden", "-flag", &"x".repeat(65)] {
-            assert!(issue_client(&config, bad).is_err(), "{bad:?} accepted");
-        }
     }
 
     #[test]
