@@ -28,7 +28,7 @@ pub struct IssuedClient {
 }
 
 /// Issues a client certificate with CN `name` for a new key made here,
-/// signed by the agent's CA (run [`init`] first), records it under
+/// signed by the agent's CA (run [`init`](super::init) first), records it under
 /// `clients/` and returns the identity file's text.
 pub fn issue_client(config: &Config, name: &str) -> Result<IssuedClient> {
     let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
