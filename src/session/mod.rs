@@ -356,6 +356,18 @@ mod tests {
         }
     }
 
+    /// Writes a body: `pieces` as data frames, the digest if given, the end.
+    async fn write_body(client: &mut Client, pieces: &[&[u8]], digest: Option<&[u8; 32]>) {
+        for piece in pieces {
+            client.write_chunk(piece).await.unwrap();
+        }
+        if let Some(digest) = digest {
+            client.write_digest(digest).await.unwrap();
+        }
+        client.write_end().await.unwrap();
+        client.flush().await.unwrap();
+    }
+
     fn error_code(reply: Reply) -> (ErrorCode, String) {
         match reply {
             Reply::Error { code, message } => (code, message),
@@ -380,12 +392,8 @@ mod tests {
             matches!(reply, Reply::Continue { offset: 0, .. }),
             "{reply:?}"
         );
-        for piece in body.chunks(10) {
-            client.write_chunk(piece).await.unwrap();
-        }
-        client.write_digest(&digest).await.unwrap();
-        client.write_end().await.unwrap();
-        client.flush().await.unwrap();
+        let pieces: Vec<&[u8]> = body.chunks(10).collect();
+        write_body(&mut client, &pieces, Some(&digest)).await;
         match next_reply(&mut client).await {
             Reply::Stored {
                 name, size, sha256, ..
@@ -435,9 +443,7 @@ mod tests {
         let wrong = hex::encode(Sha256::digest(b"something else"));
         let reply = ask(&mut client, &send("part.gcode", body, Some(wrong))).await;
         assert!(matches!(reply, Reply::Continue { .. }), "{reply:?}");
-        client.write_chunk(body).await.unwrap();
-        client.write_end().await.unwrap();
-        client.flush().await.unwrap();
+        write_body(&mut client, &[body], None).await;
         assert_eq!(
             error_code(next_reply(&mut client).await).0,
             ErrorCode::DigestMismatch
