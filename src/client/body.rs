@@ -40,17 +40,6 @@ pub(super) const HASH_AHEAD_AFTER: Duration = Duration::from_millis(5);
 /// costs at most this many second reads.
 pub(super) const HASH_AHEAD_RUN: u32 = 8;
 
-/// How [`Reader::buffer`] waits for a buffer to come back.
-#[derive(Debug, Clone, Copy)]
-enum Wait {
-    /// Not at all.
-    No,
-    /// Up to this long.
-    Up(Duration),
-    /// Until one comes back or the body is dropped.
-    Forever,
-}
-
 /// What the reader thread hands over: a buffer and how much of it is the file.
 pub(super) struct Chunk {
     buf: Vec<u8>,
@@ -170,7 +159,7 @@ impl Reader {
         let mut digest = None;
         let mut scratch = Vec::new();
         // Pieces left to hash ahead before waiting for a buffer again.
-        let mut ahead = 0;
+        let mut ahead: u32 = 0;
         loop {
             let sending = self.chunks.is_some() && send_pos < self.size;
             let hashing = self.hasher.is_some();
@@ -180,21 +169,19 @@ impl Reader {
             let buf = match (sending, hashing) {
                 (false, false) => return Ok(digest),
                 (true, true) if hash_pos < send_pos => None,
-                (true, true) if ahead > 0 => {
-                    let buf = self.buffer(Wait::No);
-                    if buf.is_none() {
-                        ahead -= 1;
-                    }
-                    buf
-                }
                 (true, true) => {
-                    let buf = self.buffer(Wait::Up(self.patience));
+                    let patience = if ahead > 0 {
+                        Duration::ZERO
+                    } else {
+                        self.patience
+                    };
+                    let buf = self.buffer(Some(patience));
                     if buf.is_none() {
-                        ahead = HASH_AHEAD_RUN - 1;
+                        ahead = ahead.checked_sub(1).unwrap_or(HASH_AHEAD_RUN - 1);
                     }
                     buf
                 }
-                (true, false) => self.buffer(Wait::Forever),
+                (true, false) => self.buffer(None),
                 (false, true) => None,
             };
             if let Some(mut buf) = buf {
@@ -248,21 +235,18 @@ impl Reader {
     }
 
     /// A buffer to read the next piece into: a new one while fewer than
-    /// [`READ_AHEAD`] exist, else one given back, waited for as `wait` says.
-    /// `None` if none came back in time, or if the body is no longer taken.
-    fn buffer(&mut self, wait: Wait) -> Option<Vec<u8>> {
+    /// [`READ_AHEAD`] exist, else one given back, waited for up to `wait`
+    /// (`None`: until one comes back). `None` if none came back in time, or
+    /// if the body is no longer taken.
+    fn buffer(&mut self, wait: Option<Duration>) -> Option<Vec<u8>> {
         self.chunks.as_ref()?;
         if self.allocated < READ_AHEAD {
             self.allocated += 1;
             return Some(vec![0; CHUNK_LEN]);
         }
         let given_back = match wait {
-            Wait::No => self.spare.try_recv().map_err(|e| match e {
-                std_mpsc::TryRecvError::Empty => std_mpsc::RecvTimeoutError::Timeout,
-                std_mpsc::TryRecvError::Disconnected => std_mpsc::RecvTimeoutError::Disconnected,
-            }),
-            Wait::Up(patience) => self.spare.recv_timeout(patience),
-            Wait::Forever => self
+            Some(patience) => self.spare.recv_timeout(patience),
+            None => self
                 .spare
                 .recv()
                 .map_err(|_| std_mpsc::RecvTimeoutError::Disconnected),
