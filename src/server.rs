@@ -182,6 +182,12 @@ async fn handle(tcp: TcpStream, peer: SocketAddr, live: Live, stop: watch::Recei
     // The ClientHello's ALPN decides: pairing (no client certificate, may
     // only pair) or the normal, mutually authenticated protocol.
     let handshake = async {
+        // A connection closed before its first byte is a port check (`fileagent
+        // pair` makes one to see that the agent runs; so do monitoring tools),
+        // not a refused handshake worth a warning.
+        if tcp.peek(&mut [0u8; 1]).await? == 0 {
+            return Ok(None);
+        }
         let tcp = tokio::io::BufReader::with_capacity(SOCKET_READ_LEN, tcp);
         let start = LazyConfigAcceptor::new(Acceptor::default(), tcp).await?;
         let pairing = start
@@ -193,10 +199,17 @@ async fn handle(tcp: TcpStream, peer: SocketAddr, live: Live, stop: watch::Recei
         } else {
             live.tls.clone()
         };
-        start.into_stream(config).await.map(|tls| (tls, pairing))
+        start
+            .into_stream(config)
+            .await
+            .map(|tls| Some((tls, pairing)))
     };
     let (tls, pairing) = match tokio::time::timeout(handshake_timeout, handshake).await {
-        Ok(Ok(accepted)) => accepted,
+        Ok(Ok(Some(accepted))) => accepted,
+        Ok(Ok(None)) => {
+            debug!("closed before sending anything (a port check)");
+            return;
+        }
         Ok(Err(e)) => {
             warn!(error = %e, "TLS handshake refused");
             return;

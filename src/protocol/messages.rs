@@ -216,6 +216,15 @@ pub enum Encoding {
     Zstd,
 }
 
+impl Encoding {
+    /// The encoding's name on the wire (and in logs).
+    pub fn name(self) -> &'static str {
+        match self {
+            Encoding::Zstd => "zstd",
+        }
+    }
+}
+
 /// A client certificate the agent issued (pairing or renewal).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Issued {

@@ -266,4 +266,10 @@ mod tests {
         // Only a stream still in sync can carry the next request.
         assert!(!refused(TAG_DATA, 0).is_recoverable());
     }
+
+    #[test]
+    fn an_encoding_is_logged_by_its_name_on_the_wire() {
+        let wire = serde_json::to_string(&Encoding::Zstd).unwrap();
+        assert_eq!(wire, format!("\"{}\"", Encoding::Zstd.name()));
+    }
 }

@@ -147,7 +147,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 let secs = started.elapsed().as_secs_f64();
                 info!(
                     client_cn = %self.client, file_name = %stored.name, bytes = stored.size, sha256 = %stored.sha256,
-                    replaced = stored.replaced, wire_bytes, encoding = ?encoding, secs, "stored"
+                    replaced = stored.replaced, wire_bytes,
+                    encoding = encoding.map_or("none", Encoding::name), secs, "stored"
                 );
                 self.shared
                     .forward
