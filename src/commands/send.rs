@@ -164,8 +164,11 @@ async fn wait_to_retry(e: &anyhow::Error, attempt: u32, retries: u32) {
 
 /// The line printed for a file sent.
 fn summary(sent: &Sent) -> String {
+    // A resumed upload sent only what the agent did not have: the rate and
+    // the compression ratio are of that part.
+    let body = sent.size.saturating_sub(sent.resumed_from);
     let rate = if sent.seconds > 0.0 {
-        sent.size as f64 / sent.seconds / 1e6
+        body as f64 / sent.seconds / 1e6
     } else {
         0.0
     };
@@ -185,7 +188,7 @@ fn summary(sent: &Sent) -> String {
     let wire = match sent.encoding {
         Some(_) if sent.wire_bytes > 0 => format!(
             "  zstd {:.1}x ({} on the wire)",
-            sent.size as f64 / sent.wire_bytes as f64,
+            body as f64 / sent.wire_bytes as f64,
             ByteSize(sent.wire_bytes).display().iec()
         ),
         _ => String::new(),
@@ -276,10 +279,22 @@ mod tests {
         assert_eq!(
             summary(&sent),
             format!(
-                "sent cube.gcode  4.0 MiB  2.00s  2.1 MB/s  zstd 4.0x (1.0 MiB on the wire)  \
+                "sent cube.gcode  4.0 MiB  2.00s  1.6 MB/s  zstd 3.0x (1.0 MiB on the wire)  \
                  resumed after 1.0 MiB  sha256 {}",
                 "ab".repeat(32)
             )
+        );
+        // Not resumed: rate and ratio are of the whole file.
+        let whole = Sent {
+            resumed_from: 0,
+            ..sent.clone()
+        };
+        assert!(
+            summary(&whole).starts_with(
+                "sent cube.gcode  4.0 MiB  2.00s  2.1 MB/s  zstd 4.0x (1.0 MiB on the wire)  sha256 "
+            ),
+            "{}",
+            summary(&whole)
         );
         let unchanged = Sent {
             unchanged: true,
