@@ -30,7 +30,8 @@ Exit codes:
   2  usage or configuration error (flags, config file, identity file, local file)
   3  network, TLS or transfer failure (agent unreachable, certificate refused,
      connection lost, corrupt data)
-  130 interrupted by Ctrl-C (partial files are removed)
+  130 interrupted by Ctrl-C (a partial download is removed; an upload the agent
+      can resume is kept there: the same send again continues it)
 
 Quick start on the agent host:  sudo fileagent pair          (prints a one-time code)
 On the workstation:             fileagent pair pi.local CODE

@@ -188,6 +188,9 @@ impl Client {
         };
         observer.phase(Phase::Sending, size);
         observer.progress(offset);
+        if !digest_due {
+            observer.resumable();
+        }
         let mut wire = Vec::with_capacity(2 * CHUNK_LEN);
         let mut wire_bytes = 0u64;
         let mut sent = offset;
@@ -201,6 +204,7 @@ impl Client {
                     if digest_due {
                         self.send_digest(digest, path).await?;
                         digest_due = false;
+                        observer.resumable();
                     }
                     continue;
                 }

@@ -4,6 +4,7 @@
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -35,9 +36,11 @@ pub fn run(command: Command, logging: &crate::logging::Logging) -> Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    // Set while a send could be resumed after an interruption.
+    let resumable = AtomicBool::new(false);
     if serve {
         // The agent handles SIGINT itself, as a graceful shutdown.
-        return runtime.block_on(dispatch(command, logging));
+        return runtime.block_on(dispatch(command, logging, &resumable));
     }
     // Elsewhere Ctrl-C drops the running operation, which removes its
     // partial files, instead of killing the process in the middle.
@@ -47,18 +50,32 @@ pub fn run(command: Command, logging: &crate::logging::Logging) -> Result<()> {
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
                 .context("cannot watch for Ctrl-C")?;
         tokio::select! {
-            result = dispatch(command, logging) => result,
-            _ = interrupt.recv() => Err(Interrupted.into()),
+            result = dispatch(command, logging, &resumable) => result,
+            _ = interrupt.recv() => Err(Interrupted {
+                resumable: resumable.load(Ordering::SeqCst),
+            }
+            .into()),
         }
     })
 }
 
 /// The user pressed Ctrl-C.
 #[derive(Debug, thiserror::Error)]
-#[error("interrupted; nothing partial was kept")]
-pub struct Interrupted;
+#[error("interrupted; {}", if *.resumable {
+    "the agent keeps what it received: send the same file again to resume where it stopped"
+} else {
+    "nothing partial was kept"
+})]
+pub struct Interrupted {
+    /// A send was under way that the agent can resume.
+    pub resumable: bool,
+}
 
-async fn dispatch(command: Command, logging: &crate::logging::Logging) -> Result<()> {
+async fn dispatch(
+    command: Command,
+    logging: &crate::logging::Logging,
+    resumable: &AtomicBool,
+) -> Result<()> {
     match command {
         Command::Serve(args) => {
             let (config, source) = Config::load(args.config.as_deref())?;
@@ -75,7 +92,7 @@ async fn dispatch(command: Command, logging: &crate::logging::Logging) -> Result
             identities::revoke(&who, agent.config.as_deref())
         }
         Command::Pair(args) => identities::pair(args).await,
-        Command::Send(args) => send::send(args).await,
+        Command::Send(args) => send::send(args, resumable).await,
         Command::List(args) => {
             let mut client = connect(&args.target).await?;
             let files = client.list().await?;

@@ -5,13 +5,14 @@
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result};
 use bytesize::ByteSize;
 
 use super::{Bar, connect, print_json};
 use crate::cli::{SendArgs, UsageError};
-use crate::client::{ClientError, Sent};
+use crate::client::{ClientError, Observer, Phase, Sent};
 
 /// Expands folders into their files; returns (path, name) pairs.
 fn expand(args: &SendArgs) -> Result<Vec<(PathBuf, String)>> {
@@ -65,7 +66,10 @@ fn file_name(path: &Path) -> Result<String> {
 
 /// `fileagent send`: every file in turn on one connection, each retried
 /// on a transient failure, with a progress bar or a summary line per file.
-pub(super) async fn send(args: SendArgs) -> Result<()> {
+///
+/// `resumable` says at every moment whether a Ctrl-C would leave an upload
+/// the agent can resume.
+pub(super) async fn send(args: SendArgs, resumable: &AtomicBool) -> Result<()> {
     let files = expand(&args)?;
     let retries = if args.no_retry { 0 } else { args.retries };
     let mut attempts = 0;
@@ -84,14 +88,20 @@ pub(super) async fn send(args: SendArgs) -> Result<()> {
     let mut results: Vec<Sent> = Vec::new();
     let mut first_error: Option<anyhow::Error> = None;
     for (path, name) in &files {
-        let mut bar = Bar::new(interactive, name);
+        resumable.store(false, Ordering::SeqCst);
+        let mut progress = Progress {
+            bar: Bar::new(interactive, name),
+            resumable,
+        };
         let mut attempts = 0;
         let outcome = loop {
-            let result = client.send_file(path, name, args.overwrite, &mut bar).await;
+            let result = client
+                .send_file(path, name, args.overwrite, &mut progress)
+                .await;
             match result {
                 Err(e) if attempts < retries && e.is_transient() => {
                     attempts += 1;
-                    bar.abandon();
+                    progress.bar.abandon();
                     wait_to_retry(&e.into(), attempts, retries).await;
                     // The new connection may fail too: that is a retry as well.
                     while let Err(e) = client.reconnect().await {
@@ -101,13 +111,15 @@ pub(super) async fn send(args: SendArgs) -> Result<()> {
                         attempts += 1;
                         wait_to_retry(&e.into(), attempts, retries).await;
                     }
-                    bar = Bar::new(interactive, name);
+                    progress.bar = Bar::new(interactive, name);
                 }
                 other => break other,
             }
         };
+        let Progress { mut bar, .. } = progress;
         match outcome {
             Ok(sent) => {
+                resumable.store(false, Ordering::SeqCst);
                 bar.finish();
                 if !args.json {
                     println!("{}", summary(&sent));
@@ -160,6 +172,26 @@ async fn wait_to_retry(e: &anyhow::Error, attempt: u32, retries: u32) {
         wait.as_secs()
     );
     tokio::time::sleep(wait).await;
+}
+
+/// One file's progress bar, and whether the agent could resume its upload.
+struct Progress<'a> {
+    bar: Bar,
+    resumable: &'a AtomicBool,
+}
+
+impl Observer for Progress<'_> {
+    fn phase(&mut self, phase: Phase, total: u64) {
+        self.bar.phase(phase, total);
+    }
+
+    fn progress(&mut self, done: u64) {
+        self.bar.progress(done);
+    }
+
+    fn resumable(&mut self) {
+        self.resumable.store(true, Ordering::SeqCst);
+    }
 }
 
 /// The line printed for a file sent.

@@ -548,5 +548,8 @@ fn ctrl_c_interrupts_a_client_cleanly() {
     std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(130), "{err}");
-    assert!(err.contains("interrupted"), "{err}");
+    assert!(
+        err.contains("interrupted; nothing partial was kept"),
+        "{err}"
+    );
 }

@@ -3,9 +3,11 @@
 //! SHA-256 is still checked; a damaged partial body is dropped and the file
 //! sent whole; with resuming off nothing is kept; a partial body nobody
 //! resumes goes once its time is up; over a slow link a large send is
-//! resumable long before its end.
+//! resumable long before its end; Ctrl-C in `fileagent send` says when
+//! sending again resumes.
 
 use std::path::Path;
+use std::process::Stdio;
 use std::time::Duration;
 
 use fileagent::client::{Client, ClientError, Compression};
@@ -328,4 +330,77 @@ async fn over_a_slow_link_a_large_send_is_resumable_long_before_its_end() {
     let held = held_once_idle(&agent, &partial).await;
     assert!(held >= arrived_at && held < LEN as u64, "kept {held} bytes");
     sending_again_resumes(&agent, &path, &original, held).await;
+}
+
+/// Ctrl-C in the middle of a body the agent can resume says so, and the
+/// same command then resumes it.
+#[tokio::test]
+async fn ctrl_c_during_a_resumable_send_says_how_to_resume() {
+    const LEN: usize = 8 << 20;
+    let agent = Agent::start().await;
+    let home = crate::cli::Home::new();
+    let identity = home.path().join("id.pem");
+    std::fs::write(&identity, agent.identity_pem("impatient")).unwrap();
+    let original = content(11, LEN);
+    let path = home.path().join("plate.gcode");
+    std::fs::write(&path, &original).unwrap();
+    let partial = agent
+        .config
+        .spool_dir
+        .join("incoming")
+        .join(format!("{}-{LEN}.partial", sha256(&original)));
+    // 1 MiB/s: the body would take 8 s.
+    let link = SlowLink::start(agent.addr, 1 << 20).await;
+    let send = |to: &str| {
+        let mut cmd = home.cmd(&[
+            "send",
+            path.to_str().unwrap(),
+            "--agent",
+            to,
+            "--identity",
+            identity.to_str().unwrap(),
+            "--compress",
+            "never",
+        ]);
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd
+    };
+    let child = send(&link.addr.to_string()).spawn().unwrap();
+    // The body has begun once the agent writes to the file's partial body.
+    poll(GUARD, Duration::from_millis(20), async || {
+        std::fs::metadata(&partial).ok().filter(|m| m.len() > 0)
+    })
+    .await
+    .expect("the body never reached the agent");
+    rustix::process::kill_process(
+        rustix::process::Pid::from_child(&child),
+        rustix::process::Signal::INT,
+    )
+    .unwrap();
+    let interrupted = tokio::task::spawn_blocking(|| child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    crate::cli::assert_exit(
+        &interrupted,
+        130,
+        "interrupted; the agent keeps what it received: send the same file again to resume",
+    );
+    // What the link still held is delivered; then the agent lets go.
+    link.cut();
+    let held = held_once_idle(&agent, &partial).await;
+    assert!(held > 0 && held < LEN as u64, "kept {held} bytes");
+
+    let mut again = send(&agent.agent_arg());
+    let again = tokio::task::spawn_blocking(move || again.output())
+        .await
+        .unwrap()
+        .unwrap();
+    crate::cli::assert_ok(&again);
+    assert!(
+        crate::cli::stdout(&again).contains("resumed after"),
+        "{}",
+        crate::cli::stdout(&again)
+    );
+    assert_eq!(agent.read_ready("plate.gcode"), original);
 }
