@@ -59,13 +59,13 @@ pub fn run(command: Command, logging: &crate::logging::Logging) -> Result<()> {
     })
 }
 
+/// What to do after an upload stopped that the agent can resume.
+const RESUME_HINT: &str =
+    "the agent keeps what it received: send the same file again to resume where it stopped";
+
 /// The user pressed Ctrl-C.
 #[derive(Debug, thiserror::Error)]
-#[error("interrupted; {}", if *.resumable {
-    "the agent keeps what it received: send the same file again to resume where it stopped"
-} else {
-    "nothing partial was kept"
-})]
+#[error("interrupted; {}", if *.resumable { RESUME_HINT } else { "nothing partial was kept" })]
 pub struct Interrupted {
     /// A send was under way that the agent can resume.
     pub resumable: bool,

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::{Context, Result};
 use bytesize::ByteSize;
 
-use super::{Bar, connect, print_json};
+use super::{Bar, RESUME_HINT, connect, print_json};
 use crate::cli::{SendArgs, UsageError};
 use crate::client::{ClientError, Observer, Phase, Sent};
 
@@ -129,7 +129,15 @@ pub(super) async fn send(args: SendArgs, resumable: &AtomicBool) -> Result<()> {
             Err(e) => {
                 bar.abandon();
                 let fatal = !matches!(e, ClientError::Refused { .. } | ClientError::Local { .. });
-                let e = anyhow::Error::new(e).context(format!("sending {} failed", path.display()));
+                // The network gave out (retries included) after the agent had
+                // the digest: it keeps the partial upload.
+                let hint = if e.is_transient() && resumable.load(Ordering::SeqCst) {
+                    format!(" ({RESUME_HINT})")
+                } else {
+                    String::new()
+                };
+                let e = anyhow::Error::new(e)
+                    .context(format!("sending {} failed{hint}", path.display()));
                 if fatal {
                     return Err(e);
                 }

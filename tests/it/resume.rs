@@ -332,10 +332,17 @@ async fn over_a_slow_link_a_large_send_is_resumable_long_before_its_end() {
     sending_again_resumes(&agent, &path, &original, held).await;
 }
 
-/// Ctrl-C in the middle of a body the agent can resume says so, and the
-/// same command then resumes it.
-#[tokio::test]
-async fn ctrl_c_during_a_resumable_send_says_how_to_resume() {
+/// How a test stops `fileagent send` in the middle of its body.
+enum Stop {
+    CtrlC,
+    /// The link goes down, and the command does not retry.
+    Outage,
+}
+
+/// `fileagent send` of an 8 MiB file over a slow link, stopped by `stop`
+/// once its body reaches the agent, exits with `code` and says `message`;
+/// the same command then resumes where the agent's partial body ends.
+async fn cli_send_stopped(stop: Stop, code: i32, message: &str) {
     const LEN: usize = 8 << 20;
     let agent = Agent::start().await;
     let home = crate::cli::Home::new();
@@ -361,6 +368,7 @@ async fn ctrl_c_during_a_resumable_send_says_how_to_resume() {
             identity.to_str().unwrap(),
             "--compress",
             "never",
+            "--no-retry",
         ]);
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         cmd
@@ -372,20 +380,19 @@ async fn ctrl_c_during_a_resumable_send_says_how_to_resume() {
     })
     .await
     .expect("the body never reached the agent");
-    rustix::process::kill_process(
-        rustix::process::Pid::from_child(&child),
-        rustix::process::Signal::INT,
-    )
-    .unwrap();
-    let interrupted = tokio::task::spawn_blocking(|| child.wait_with_output())
+    match stop {
+        Stop::CtrlC => rustix::process::kill_process(
+            rustix::process::Pid::from_child(&child),
+            rustix::process::Signal::INT,
+        )
+        .unwrap(),
+        Stop::Outage => link.cut(),
+    }
+    let stopped = tokio::task::spawn_blocking(|| child.wait_with_output())
         .await
         .unwrap()
         .unwrap();
-    crate::cli::assert_exit(
-        &interrupted,
-        130,
-        "interrupted; the agent keeps what it received: send the same file again to resume",
-    );
+    crate::cli::assert_exit(&stopped, code, message);
     // What the link still held is delivered; then the agent lets go.
     link.cut();
     let held = held_once_idle(&agent, &partial).await;
@@ -397,10 +404,30 @@ async fn ctrl_c_during_a_resumable_send_says_how_to_resume() {
         .unwrap()
         .unwrap();
     crate::cli::assert_ok(&again);
-    assert!(
-        crate::cli::stdout(&again).contains("resumed after"),
-        "{}",
-        crate::cli::stdout(&again)
-    );
+    let said = crate::cli::stdout(&again);
+    assert!(said.contains("resumed after"), "{said}");
     assert_eq!(agent.read_ready("plate.gcode"), original);
+}
+
+/// Ctrl-C in the middle of a body the agent can resume says so.
+#[tokio::test]
+async fn ctrl_c_during_a_resumable_send_says_how_to_resume() {
+    cli_send_stopped(
+        Stop::CtrlC,
+        130,
+        "interrupted; the agent keeps what it received: send the same file again to resume",
+    )
+    .await;
+}
+
+/// A send the network cut off, retries spent, says the same.
+#[tokio::test]
+async fn a_send_cut_off_after_its_digest_arrived_says_how_to_resume() {
+    cli_send_stopped(
+        Stop::Outage,
+        3,
+        "failed (the agent keeps what it received: send the same file again to resume where it \
+         stopped): transfer with the agent failed",
+    )
+    .await;
 }
