@@ -6,7 +6,7 @@
 //! resumable long before its end; Ctrl-C in `fileagent send` says when
 //! sending again resumes.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -42,13 +42,15 @@ async fn interrupt(agent: &Agent, name: &str, content: &[u8], part: usize) {
     conn.write_chunk(&content[..part]).await.unwrap();
     conn.flush().await.unwrap();
     drop(conn);
-    let partial = agent.config.spool_dir.join("incoming").join(format!(
-        "{}-{}.partial",
-        sha256(content),
-        content.len()
-    ));
+    let partial = partial_of(agent, content);
     let held = held_once_idle(agent, &partial).await;
     assert_eq!(held, part as u64, "bytes kept in {}", partial.display());
+}
+
+/// Where the agent keeps the partial body of an upload of `content`.
+fn partial_of(agent: &Agent, content: &[u8]) -> PathBuf {
+    let name = format!("{}-{}.partial", sha256(content), content.len());
+    agent.config.spool_dir.join("incoming").join(name)
 }
 
 /// Waits until the agent runs no upload and holds `partial`; returns its
@@ -297,11 +299,7 @@ async fn over_a_slow_link_a_large_send_is_resumable_long_before_its_end() {
     let original = content(7, LEN);
     let path = agent.config.spool_dir.join("plate.gcode");
     std::fs::write(&path, &original).unwrap();
-    let partial = agent
-        .config
-        .spool_dir
-        .join("incoming")
-        .join(format!("{}-{LEN}.partial", sha256(&original)));
+    let partial = partial_of(&agent, &original);
 
     let link = SlowLink::start(agent.addr, RATE).await;
     let mut client = Client::connect(&link.addr.to_string(), agent.identity("flaky-wifi"))
@@ -351,11 +349,7 @@ async fn cli_send_stopped(stop: Stop, code: i32, message: &str) {
     let original = content(11, LEN);
     let path = home.path().join("plate.gcode");
     std::fs::write(&path, &original).unwrap();
-    let partial = agent
-        .config
-        .spool_dir
-        .join("incoming")
-        .join(format!("{}-{LEN}.partial", sha256(&original)));
+    let partial = partial_of(&agent, &original);
     // 1 MiB/s: the body would take 8 s.
     let link = SlowLink::start(agent.addr, 1 << 20).await;
     let send = |to: &str| {
