@@ -111,12 +111,18 @@ raw_run() {
 # turns, so that a drift of this machine's speed during the benchmark
 # touches both alike.
 best_fa= best_raw=
+read -r steal0 ticks0 <<< "$(cpu_ticks)"
 for _ in $(seq "$runs"); do
   line=$(once fa_run)
   best_fa=$(faster "$best_fa" "$line")
   line=$(once raw_run)
   best_raw=$(faster "$best_raw" "$line")
 done
+read -r steal1 ticks1 <<< "$(cpu_ticks)"
+# On a VM whose host is busy the hypervisor takes part of the cores, and a
+# run that keeps both cores busy (fileagent) loses more than one that does
+# not (socat): this figure says how disturbed the pair's runs were.
+steal=$(calc "100 * ($steal1 - $steal0) / ($ticks1 - $ticks0)" 0)
 read -r t_fa cpu_fa <<< "$best_fa"
 read -r t_raw cpu_raw <<< "$best_raw"
 stop_agent
@@ -177,6 +183,8 @@ row "fileagent send (TLS 1.3, SHA-256 both ends, fsync)" "$t_fa s" "$(rate "$t_f
   "CPU $cpu_fa s, both ends"
 row "raw TCP: socat into a file, then fsync" "$t_raw s" "$(rate "$t_raw") MB/s" \
   "fileagent/raw $(calc "$t_raw / $t_fa" 2)x (target >= 0.9); CPU $cpu_raw s"
+row "CPU time the hypervisor took during those two (steal)" "$steal %" "" \
+  "of both cores' time; 0 on a machine of its own"
 row "scp to a local sshd, then fsync" "$t_scp s" "$(rate "$t_scp") MB/s" \
   "fileagent/scp $(calc "$t_scp / $t_fa" 2)x (target >= 2); CPU $cpu_scp s"
 row "curl straight to OctoPrint, then fsync" "$t_curl s" "$(rate "$t_curl") MB/s" \

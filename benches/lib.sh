@@ -43,6 +43,10 @@ cpu_secs() {
 # now: seconds since the epoch, with nanoseconds.
 now() { date +%s.%N; }
 
+# cpu_ticks: "STEAL TOTAL", the ticks of all CPUs since boot that the
+# hypervisor took (steal) and all of them (user to steal, /proc/stat).
+cpu_ticks() { awk '/^cpu / { t = 0; for (i = 2; i <= 9; i++) t += $i; print $9, t; exit }' /proc/stat; }
+
 # api CURL-ARGS...: curl against OctoPrint with the API key in $key.
 api() { curl -fsS -H "X-Api-Key: $key" "$@"; }
 
