@@ -129,6 +129,17 @@ pub enum AutoPrint {
     Never,
 }
 
+impl AutoPrint {
+    /// The value as written in the config file.
+    pub fn name(self) -> &'static str {
+        match self {
+            AutoPrint::WhenIdle => "when-idle",
+            AutoPrint::Always => "always",
+            AutoPrint::Never => "never",
+        }
+    }
+}
+
 /// The `[octoprint]` table.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -447,6 +458,15 @@ mod tests {
         assert_eq!(config.min_free_space.as_u64(), 64_000_000);
         assert_eq!(config.header_timeout, Duration::from_secs(125));
         assert_eq!(config.listen.port(), DEFAULT_PORT);
+    }
+
+    #[test]
+    fn auto_print_is_logged_as_it_is_written() {
+        for policy in [AutoPrint::WhenIdle, AutoPrint::Always, AutoPrint::Never] {
+            let text = format!("[octoprint]\nauto_print = \"{}\"\n", policy.name());
+            let config = Config::parse(&text, Path::new("t.toml")).unwrap();
+            assert_eq!(config.octoprint.auto_print, policy);
+        }
     }
 
     #[test]

@@ -111,7 +111,7 @@ impl Forwarder {
     fn register(&mut self, name: &str, sha256: &str, size: u64, client: Option<String>) {
         if let Some(known) = self.queue.find(name, sha256) {
             if !matches!(known.state, FileState::Received | FileState::Skipped) {
-                info!(file_name = %name, sha256, state = known.state.as_str(), "already forwarded, not uploaded again");
+                info!(file_name = %name, sha256 = %sha256, state = known.state.as_str(), "already forwarded, not uploaded again");
                 self.move_out(name, &self.done.clone(), None);
             }
             return;
@@ -129,7 +129,7 @@ impl Forwarder {
         if printable {
             self.queue
                 .add(name, sha256, size, client, FileState::Received);
-            info!(file_name = %name, sha256, bytes = size, client_cn = %client_label, "queued for OctoPrint");
+            info!(file_name = %name, sha256 = %sha256, bytes = size, client_cn = %client_label, "queued for OctoPrint");
             self.next_poll = Instant::now();
         } else {
             let id = self

@@ -277,7 +277,7 @@ fn build(config: &Config, view: &Arc<Mutex<View>>) -> Result<Option<Built>> {
             entries: queue.entries().to_vec(),
         };
     }
-    info!(url = %octo.url, auto_print = ?octo.auto_print, queue = octo.queue, "forwarding to OctoPrint");
+    info!(url = %octo.url, auto_print = octo.auto_print.name(), queue = octo.queue, "forwarding to OctoPrint");
     let forwarder = Forwarder {
         octo: OctoPrint::new(&octo.url, key),
         config: config.clone(),
