@@ -34,6 +34,8 @@ pub(super) struct Forwarder {
     pub(super) retry_at: Instant,
     pub(super) next_poll: Instant,
     pub(super) next_scan: Instant,
+    /// The entry printing now and the highest completion seen of it.
+    pub(super) progress: Option<(u64, f64)>,
 }
 
 impl Forwarder {

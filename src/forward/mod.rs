@@ -292,6 +292,7 @@ fn build(config: &Config, view: &Arc<Mutex<View>>) -> Result<Option<Built>> {
         retry_at: Instant::now(),
         next_poll: Instant::now(),
         next_scan: Instant::now(),
+        progress: None,
     };
     Ok(Some(Built {
         forwarder,

@@ -25,15 +25,27 @@ pub(super) enum Transition {
     Lost,
 }
 
-/// How `entry` moves on, given the printer's `state`; `None` when it stays.
-pub(super) fn transition(entry: &Entry, state: &PrinterState) -> Option<Transition> {
-    let ours = entry.octoprint_path.is_some() && entry.octoprint_path == state.job_path;
+/// Whether `entry` is the printer's selected job.
+fn is_job(entry: &Entry, state: &PrinterState) -> bool {
+    entry.octoprint_path.is_some() && entry.octoprint_path == state.job_path
+}
+
+/// How `entry` moves on, given the printer's `state` and the highest
+/// completion `seen` while it printed; `None` when it stays. (A cancelled
+/// job's completion reads 0 once it has stopped: where it stopped is what
+/// was seen last.)
+pub(super) fn transition(
+    entry: &Entry,
+    state: &PrinterState,
+    seen: Option<f64>,
+) -> Option<Transition> {
+    let ours = is_job(entry, state);
     match entry.state {
         FileState::Uploaded if ours && state.busy => Some(Transition::Started),
         FileState::Printing if ours && state.busy => None,
         FileState::Printing if ours => match state.completion.unwrap_or(0.0) {
             done if done >= PRINTED_AT_PERCENT => Some(Transition::Finished),
-            done => Some(Transition::Stopped(done)),
+            done => Some(Transition::Stopped(done.max(seen.unwrap_or(0.0)))),
         },
         FileState::Printing => Some(Transition::Lost),
         _ => None,
@@ -43,12 +55,27 @@ pub(super) fn transition(entry: &Entry, state: &PrinterState) -> Option<Transiti
 impl Forwarder {
     /// Follows prints this agent started or that a person started.
     pub(super) fn follow(&mut self, state: &PrinterState) {
+        let seen = |id| {
+            self.progress
+                .and_then(|(printing, done)| (printing == id).then_some(done))
+        };
         let moves: Vec<(u64, String, Transition)> = self
             .queue
             .entries()
             .iter()
-            .filter_map(|e| transition(e, state).map(|t| (e.id, e.name.clone(), t)))
+            .filter_map(|e| transition(e, state, seen(e.id)).map(|t| (e.id, e.name.clone(), t)))
             .collect();
+        // How far the running print of ours has come (kept in memory only:
+        // it changes on every poll).
+        self.progress = self
+            .queue
+            .entries()
+            .iter()
+            .find(|e| e.state == FileState::Printing && state.busy && is_job(e, state))
+            .map(|e| {
+                let done = state.completion.unwrap_or(0.0);
+                (e.id, done.max(seen(e.id).unwrap_or(0.0)))
+            });
         for (id, name, to) in &moves {
             match to {
                 Transition::Started => {
@@ -162,30 +189,49 @@ mod tests {
         let printing = entry(FileState::Printing, ours);
         // Uploaded and now the running job: started.
         let running = printer(true, ours, Some(3.0));
-        assert_eq!(transition(&uploaded, &running), Some(Transition::Started));
-        assert_eq!(transition(&printing, &running), None);
+        assert_eq!(
+            transition(&uploaded, &running, None),
+            Some(Transition::Started)
+        );
+        assert_eq!(transition(&printing, &running, Some(2.0)), None);
         // Ended: finished at (about) 100 %, stopped before.
-        let ended = |completion| transition(&printing, &printer(false, ours, completion));
-        assert_eq!(ended(Some(100.0)), Some(Transition::Finished));
-        assert_eq!(ended(Some(99.95)), Some(Transition::Finished));
-        assert_eq!(ended(Some(42.0)), Some(Transition::Stopped(42.0)));
-        assert_eq!(ended(None), Some(Transition::Stopped(0.0)));
+        let ended =
+            |completion, seen| transition(&printing, &printer(false, ours, completion), seen);
+        assert_eq!(ended(Some(100.0), Some(97.0)), Some(Transition::Finished));
+        assert_eq!(ended(Some(99.95), None), Some(Transition::Finished));
+        assert_eq!(
+            ended(Some(42.0), Some(41.0)),
+            Some(Transition::Stopped(42.0))
+        );
+        assert_eq!(ended(None, None), Some(Transition::Stopped(0.0)));
+        // Cancelled: OctoPrint reads 0 by then; where it stopped was seen last.
+        assert_eq!(
+            ended(Some(0.0), Some(12.5)),
+            Some(Transition::Stopped(12.5))
+        );
+        assert_eq!(ended(None, Some(60.0)), Some(Transition::Stopped(60.0)));
     }
 
     #[test]
     fn another_job_is_not_taken_for_ours() {
         let other = printer(true, Some("other.gcode"), Some(50.0));
         let uploaded = entry(FileState::Uploaded, Some("cube.gcode"));
-        assert_eq!(transition(&uploaded, &other), None);
+        assert_eq!(transition(&uploaded, &other, None), None);
         // Ours was printing and another job took the printer.
         let printing = entry(FileState::Printing, Some("cube.gcode"));
-        assert_eq!(transition(&printing, &other), Some(Transition::Lost));
+        assert_eq!(
+            transition(&printing, &other, Some(5.0)),
+            Some(Transition::Lost)
+        );
         // Not uploaded yet: no path can match, not even no job at all.
         let waiting = entry(FileState::Uploaded, None);
-        assert_eq!(transition(&waiting, &printer(true, None, None)), None);
+        assert_eq!(transition(&waiting, &printer(true, None, None), None), None);
         for done in [FileState::Printed, FileState::Failed] {
             let running = printer(true, Some("cube.gcode"), Some(1.0));
-            assert_eq!(transition(&entry(done, Some("cube.gcode")), &running), None);
+            assert_eq!(
+                transition(&entry(done, Some("cube.gcode")), &running, None),
+                None
+            );
         }
     }
 }
