@@ -168,10 +168,16 @@ impl Forwarder {
             .entries()
             .iter()
             .find(|e| matches!(e.state, FileState::Received | FileState::Uploading))
-            .map(|e| e.id);
-        if let Some(id) = next {
-            self.upload(id, &state).await;
-            self.next_poll = Instant::now(); // more may be waiting
+            .cloned();
+        // A held file waits for the running print to end (OctoPrint will not
+        // overwrite the file it prints, and uploading it again on every poll
+        // would only load the Pi during the print); the files behind it keep
+        // their order.
+        if let Some(entry) = next {
+            if !(entry.held && state.busy) {
+                self.upload(entry.id, &state).await;
+                self.next_poll = Instant::now(); // more may be waiting
+            }
             return;
         }
         if self.config.octoprint.queue {
@@ -198,11 +204,13 @@ impl Forwarder {
                 && (e.queued && e.state == FileState::Uploaded || e.state == FileState::Printing)
         });
         let policy = self.config.octoprint.auto_print;
-        let print = !waiting_before
+        let ready = state.operational && !state.busy && !waiting_before;
+        let print = !entry.held
+            && !waiting_before
             && match policy {
                 AutoPrint::Never => false,
                 AutoPrint::Always => true,
-                AutoPrint::WhenIdle => state.operational && !state.busy,
+                AutoPrint::WhenIdle => ready,
             };
         let folder_setting = self.config.octoprint.upload_folder.clone();
         let folder = Some(folder_setting.as_str());
@@ -268,7 +276,18 @@ impl Forwarder {
                 self.queue.set(id, state, reason);
                 self.move_out(&entry.name, &self.done.clone(), Some(inode));
             }
+            // OctoPrint is fine; it will not overwrite the file it prints.
+            Err(OctoError::Conflict(why)) => {
+                info!(file_name = %entry.name, reason = %why, "waits for the running print to end");
+                self.hold(id);
+                let reason = "waits for the running print to end: OctoPrint does not overwrite \
+                              a file being printed; then it does not start by itself";
+                self.queue.set(id, FileState::Received, Some(reason.into()));
+            }
             Err(e) if e.is_transient() => {
+                if !ready {
+                    self.hold(id);
+                }
                 self.queue.set(id, FileState::Received, Some(e.to_string()));
                 self.trouble(e);
             }
@@ -283,6 +302,13 @@ impl Forwarder {
             }
         }
         self.save();
+    }
+
+    /// Entry `id` no longer starts by itself (see [`queue::Entry::held`]).
+    fn hold(&mut self, id: u64) {
+        if let Some(e) = self.queue.get_mut(id) {
+            e.held = true;
+        }
     }
 
     /// Removes files and records older than `keep_done`.

@@ -166,6 +166,7 @@ mod tests {
             state,
             reason: None,
             queued: true,
+            held: false,
             octoprint_path: path.map(str::to_owned),
             arrived: 0,
             updated: 0,

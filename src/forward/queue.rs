@@ -69,6 +69,12 @@ pub struct Entry {
     /// The agent starts it when the printer is free (`queue = true`).
     #[serde(default)]
     pub queued: bool,
+    /// An upload of it failed while the printer was not ready for it (busy,
+    /// say, with the file it replaces): it never starts by itself later,
+    /// when the bed may hold the print before it; only the queue or a
+    /// person starts it.
+    #[serde(default)]
+    pub held: bool,
     /// Path in OctoPrint's local storage, once uploaded.
     pub octoprint_path: Option<String>,
     /// When it arrived (Unix seconds).
@@ -179,6 +185,7 @@ impl Queue {
             state,
             reason: None,
             queued: false,
+            held: false,
             octoprint_path: None,
             arrived: time,
             updated: time,

@@ -59,6 +59,10 @@ fn dwell_file(dir: &std::path::Path, name: &str, seconds: u32) -> PathBuf {
 }
 
 fn send_cli(agent: &Agent, identity: &std::path::Path, file: &std::path::Path) {
+    send_cli_with(agent, identity, file, &[]);
+}
+
+fn send_cli_with(agent: &Agent, identity: &std::path::Path, file: &std::path::Path, args: &[&str]) {
     let output = crate::support::fileagent_command()
         .args([
             "send",
@@ -68,6 +72,7 @@ fn send_cli(agent: &Agent, identity: &std::path::Path, file: &std::path::Path) {
             "--identity",
         ])
         .arg(identity)
+        .args(args)
         .env_remove("RUST_LOG")
         .output()
         .unwrap();
@@ -129,6 +134,90 @@ async fn a_sent_file_prints_and_a_second_one_waits_while_busy() {
     client.close().await;
     octo.command("/api/job", serde_json::json!({"command": "cancel"}))
         .await;
+    agent.stop().await;
+}
+
+/// A new version of the file being printed (`send --overwrite`): OctoPrint
+/// does not overwrite a file it prints, so the new version waits, and the
+/// printer is not shown as failing. When the print is cancelled it is
+/// uploaded but not started: the bed still holds the cancelled print.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_version_of_the_printing_file_waits_and_does_not_start_by_itself() {
+    let octo = OctoPrint::start().await;
+    let mut agent = Agent::start_with(forwarding(octo.url(), octo.key.clone(), false)).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let identity = tmp.path().join("bench.pem");
+    std::fs::write(&identity, agent.identity_pem("bench-pc")).unwrap();
+    let cube = tmp.path().join("cube.gcode");
+    std::fs::copy(data("cube-20mm.gcode"), &cube).unwrap();
+    send_cli(&agent, &identity, &cube);
+    wait_state(&agent, &octo, "cube.gcode", &["printing"]).await;
+
+    let mut fixed = std::fs::read(&cube).unwrap();
+    fixed.extend_from_slice(b"; fixed\n");
+    let v2 = tmp.path().join("cube-v2.gcode");
+    std::fs::write(&v2, &fixed).unwrap();
+    send_cli_with(
+        &agent,
+        &identity,
+        &v2,
+        &["--as", "cube.gcode", "--overwrite"],
+    );
+    let what = "the new version to wait for the print";
+    let waiting = octo
+        .wait_for(what, |_| async {
+            listing(&agent).await.into_iter().find(|f| {
+                f.name == "cube.gcode"
+                    && f.state.as_deref() == Some("received")
+                    && f.reason
+                        .as_deref()
+                        .is_some_and(|r| r.contains("running print"))
+            })
+        })
+        .await;
+    assert!(waiting.reason.unwrap().contains("does not start by itself"));
+    let mut client = agent.client("watcher").await;
+    assert_eq!(client.status().await.unwrap().printer, "Printing");
+    client.close().await;
+    assert_eq!(
+        octo.job().await.unwrap(),
+        ("Printing".to_string(), "cube.gcode".to_string())
+    );
+
+    octo.command("/api/job", serde_json::json!({"command": "cancel"}))
+        .await;
+    let uploaded = octo
+        .wait_for("the new version to be uploaded", |_| async {
+            let info = octo.get("/api/files/local/cube.gcode").await?;
+            (info["userdata"]["sha256"] == sha256(&fixed)).then_some(())
+        })
+        .await;
+    let _: () = uploaded;
+    let listed = wait_state(&agent, &octo, "cube.gcode", &["uploaded", "printing"]).await;
+    assert_eq!(listed.state.as_deref(), Some("uploaded"), "{listed:?}");
+    assert!(
+        listed
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("waiting for a person"),
+        "{listed:?}"
+    );
+    let stopped = listing(&agent)
+        .await
+        .into_iter()
+        .find(|f| f.name == "cube.gcode" && f.state.as_deref() == Some("failed"))
+        .expect("the cancelled print is listed");
+    assert!(
+        stopped
+            .reason
+            .as_deref()
+            .unwrap()
+            .starts_with("print stopped at"),
+        "{stopped:?}"
+    );
+    let (state, _) = octo.job().await.unwrap();
+    assert_ne!(state, "Printing");
     agent.stop().await;
 }
 
