@@ -83,18 +83,44 @@ fn send_cli_with(agent: &Agent, identity: &std::path::Path, file: &std::path::Pa
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_sent_file_prints_and_a_second_one_waits_while_busy() {
+/// A real OctoPrint, an agent forwarding to it (no queue), a workstation
+/// identity, and the 20 mm cube as `cube.gcode`, just sent with the CLI.
+struct CubeSent {
+    octo: OctoPrint,
+    agent: Agent,
+    tmp: tempfile::TempDir,
+    identity: PathBuf,
+    cube: PathBuf,
+}
+
+async fn cube_sent() -> CubeSent {
     let octo = OctoPrint::start().await;
-    let mut agent = Agent::start_with(forwarding(octo.url(), octo.key.clone(), false)).await;
+    let agent = Agent::start_with(forwarding(octo.url(), octo.key.clone(), false)).await;
     let tmp = tempfile::tempdir().unwrap();
     let identity = tmp.path().join("bench.pem");
     std::fs::write(&identity, agent.identity_pem("bench-pc")).unwrap();
-
     // The cube heats bed and nozzle first: it stays Printing for minutes.
     let cube = tmp.path().join("cube.gcode");
     std::fs::copy(data("cube-20mm.gcode"), &cube).unwrap();
     send_cli(&agent, &identity, &cube);
+    CubeSent {
+        octo,
+        agent,
+        tmp,
+        identity,
+        cube,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sent_file_prints_and_a_second_one_waits_while_busy() {
+    let CubeSent {
+        octo,
+        mut agent,
+        tmp,
+        identity,
+        cube,
+    } = cube_sent().await;
     let sent_at = Instant::now();
     octo.wait_for("the cube to print", |octo| async move {
         let (state, file) = octo.job().await?;
@@ -143,14 +169,13 @@ async fn a_sent_file_prints_and_a_second_one_waits_while_busy() {
 /// uploaded but not started: the bed still holds the cancelled print.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_version_of_the_printing_file_waits_and_does_not_start_by_itself() {
-    let octo = OctoPrint::start().await;
-    let mut agent = Agent::start_with(forwarding(octo.url(), octo.key.clone(), false)).await;
-    let tmp = tempfile::tempdir().unwrap();
-    let identity = tmp.path().join("bench.pem");
-    std::fs::write(&identity, agent.identity_pem("bench-pc")).unwrap();
-    let cube = tmp.path().join("cube.gcode");
-    std::fs::copy(data("cube-20mm.gcode"), &cube).unwrap();
-    send_cli(&agent, &identity, &cube);
+    let CubeSent {
+        octo,
+        mut agent,
+        tmp,
+        identity,
+        cube,
+    } = cube_sent().await;
     wait_state(&agent, &octo, "cube.gcode", &["printing"]).await;
 
     let mut fixed = std::fs::read(&cube).unwrap();
