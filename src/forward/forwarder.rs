@@ -34,7 +34,7 @@ pub(super) struct Forwarder {
     pub(super) retry_at: Instant,
     pub(super) next_poll: Instant,
     pub(super) next_scan: Instant,
-    /// The entry printing now and the highest completion seen of it.
+    /// The entry printing now and its completion at the last poll.
     pub(super) progress: Option<(u64, f64)>,
 }
 
@@ -168,14 +168,14 @@ impl Forwarder {
             .entries()
             .iter()
             .find(|e| matches!(e.state, FileState::Received | FileState::Uploading))
-            .cloned();
+            .map(|e| (e.id, e.held));
         // A held file waits for the running print to end (OctoPrint will not
         // overwrite the file it prints, and uploading it again on every poll
         // would only load the Pi during the print); the files behind it keep
         // their order.
-        if let Some(entry) = next {
-            if !(entry.held && state.busy) {
-                self.upload(entry.id, &state).await;
+        if let Some((id, held)) = next {
+            if !(held && state.busy) {
+                self.upload(id, &state).await;
                 self.next_poll = Instant::now(); // more may be waiting
             }
             return;

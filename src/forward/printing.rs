@@ -30,8 +30,8 @@ fn is_job(entry: &Entry, state: &PrinterState) -> bool {
     entry.octoprint_path.is_some() && entry.octoprint_path == state.job_path
 }
 
-/// How `entry` moves on, given the printer's `state` and the highest
-/// completion `seen` while it printed; `None` when it stays. (A cancelled
+/// How `entry` moves on, given the printer's `state` and the completion
+/// `seen` at the last poll while it printed; `None` when it stays. (A cancelled
 /// job's completion reads 0 once it has stopped: where it stopped is what
 /// was seen last.)
 pub(super) fn transition(
@@ -72,10 +72,7 @@ impl Forwarder {
             .entries()
             .iter()
             .find(|e| e.state == FileState::Printing && state.busy && is_job(e, state))
-            .map(|e| {
-                let done = state.completion.unwrap_or(0.0);
-                (e.id, done.max(seen(e.id).unwrap_or(0.0)))
-            });
+            .map(|e| (e.id, state.completion.unwrap_or(0.0)));
         for (id, name, to) in &moves {
             match to {
                 Transition::Started => {
