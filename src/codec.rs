@@ -124,6 +124,17 @@ impl Decompressor {
     }
 }
 
+/// Bytes at the start of a file that [`looks_like_text`] is given (git's
+/// choice for the same question).
+pub const SNIFF_LEN: usize = 8000;
+
+/// Whether the start of a file looks like text, by git's rule: no NUL byte.
+/// Random or compressed data of [`SNIFF_LEN`] bytes lacks one with odds of
+/// about e^-31; G-code, thumbnails included (base64), never has one.
+pub fn looks_like_text(head: &[u8]) -> bool {
+    !head.contains(&0)
+}
+
 /// Whether a file with this name is worth compressing: print files are
 /// text, except formats that are compressed already.
 pub fn worth_compressing(name: &str) -> bool {
@@ -226,5 +237,26 @@ mod tests {
         assert!(!worth_compressing("part.bgcode"));
         assert!(!worth_compressing("plate.3MF"));
         assert!(!worth_compressing("a.gcode.gz"));
+    }
+
+    #[test]
+    fn gcode_looks_like_text_and_compressed_data_does_not() {
+        let data = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/");
+        for file in ["cube-20mm.gcode", "tiny.gcode"] {
+            let gcode = std::fs::read(format!("{data}{file}")).unwrap();
+            let head = &gcode[..SNIFF_LEN.min(gcode.len())];
+            assert!(looks_like_text(head), "{file}");
+            let mut c = Compressor::new().unwrap();
+            let mut wire = Vec::new();
+            c.compress(&gcode, &mut wire).unwrap();
+            c.finish(&mut wire).unwrap();
+            assert!(
+                !looks_like_text(&wire[..SNIFF_LEN.min(wire.len())]),
+                "{file}"
+            );
+        }
+        // A binary G-code header (libbgcode: "GCDE", version 1, CRC32).
+        assert!(!looks_like_text(b"GCDE\x01\x00\x00\x00\x01\x00"));
+        assert!(looks_like_text(b""));
     }
 }

@@ -42,6 +42,21 @@ pub struct Sent {
     pub resumed_from: u64,
 }
 
+/// Whether the file at `path` starts as text does ([`looks_like_text`]):
+/// `--compress auto` leaves binary files alone, whatever their names.
+///
+/// [`looks_like_text`]: crate::codec::looks_like_text
+async fn starts_as_text(path: &Path) -> io::Result<bool> {
+    use tokio::io::AsyncReadExt;
+    let mut head = Vec::with_capacity(crate::codec::SNIFF_LEN);
+    tokio::fs::File::open(path)
+        .await?
+        .take(crate::codec::SNIFF_LEN as u64)
+        .read_to_end(&mut head)
+        .await?;
+    Ok(crate::codec::looks_like_text(&head))
+}
+
 /// Path, size and modification time: what identifies a file's version.
 pub(super) type FileStamp = (std::path::PathBuf, u64, Option<std::time::SystemTime>);
 
@@ -78,6 +93,14 @@ impl Client {
                 PendingDigest::known(sha256)
             }
         };
+        let compress = match self.compression {
+            Compression::Auto => {
+                crate::codec::worth_compressing(name)
+                    && starts_as_text(path).await.map_err(local("cannot read"))?
+            }
+            Compression::Always => true,
+            Compression::Never => false,
+        };
         let mut resumed_from = 0;
         let mut retried_whole = false;
         let result = loop {
@@ -89,6 +112,7 @@ impl Client {
                     size,
                     &mut digest,
                     overwrite,
+                    compress,
                     observer,
                     &mut resumed_from,
                 )
@@ -136,15 +160,11 @@ impl Client {
         size: u64,
         digest: &mut PendingDigest,
         overwrite: bool,
+        compress: bool,
         observer: &mut (dyn Observer + Send),
         resumed_from: &mut u64,
     ) -> Result<Sent, ClientError> {
         let local = local_error(path);
-        let offer = match self.compression {
-            Compression::Auto => crate::codec::worth_compressing(name),
-            Compression::Always => true,
-            Compression::Never => false,
-        };
         let announced = digest.now().map(str::to_string);
         let mut digest_due = announced.is_none();
         let request = Request::Send {
@@ -152,7 +172,7 @@ impl Client {
             size,
             sha256: announced,
             overwrite,
-            encoding: offer.then_some(Encoding::Zstd),
+            encoding: compress.then_some(Encoding::Zstd),
             resume: true,
         };
         let sent_as = |sha256, unchanged, replaced, wire_bytes, encoding, resumed_from| Sent {

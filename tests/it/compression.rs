@@ -6,7 +6,7 @@ use fileagent::client::Compression;
 use fileagent::codec::Compressor;
 use fileagent::protocol::{Encoding, ErrorCode, Reply, Request};
 
-use crate::support::{Agent, data, reply, sha256};
+use crate::support::{Agent, content, data, reply, sha256};
 
 #[tokio::test]
 async fn gcode_is_compressed_on_the_wire_and_stored_as_it_was() {
@@ -34,6 +34,16 @@ async fn gcode_is_compressed_on_the_wire_and_stored_as_it_was() {
         .await
         .unwrap();
     assert_eq!((sent.encoding, sent.wire_bytes), (None, sent.size));
+    // So do binary files, whatever their names: zstd would only cost CPU.
+    let dir = tempfile::tempdir().unwrap();
+    let binary = dir.path().join("firmware.gcode");
+    std::fs::write(&binary, content(7, 300_000)).unwrap();
+    let sent = client
+        .send_file(&binary, "firmware.gcode", false, &mut ())
+        .await
+        .unwrap();
+    assert_eq!((sent.encoding, sent.wire_bytes), (None, sent.size));
+    assert_eq!(agent.read_ready("firmware.gcode"), content(7, 300_000));
     client.set_compression(Compression::Never);
     let sent = client
         .send_file(&path, "plain.gcode", false, &mut ())
