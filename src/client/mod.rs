@@ -80,9 +80,9 @@ pub trait Observer {
     fn phase(&mut self, _phase: Phase, _total: u64) {}
     /// `done` bytes of the current phase are complete.
     fn progress(&mut self, _done: u64) {}
-    /// The agent has the digest of the file being sent: if the transfer is
-    /// interrupted from now on, it keeps what it received, and sending the
-    /// file again resumes where it stopped.
+    /// The agent has the digest of the file being sent and keeps partial
+    /// uploads: if the transfer is interrupted from now on, it keeps what it
+    /// received, and sending the file again resumes where it stopped.
     fn resumable(&mut self) {}
 }
 

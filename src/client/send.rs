@@ -186,8 +186,12 @@ impl Client {
             encoding,
             resumed_from,
         };
-        let (encoding, offset) = match self.request(&request).await? {
-            Reply::Continue { encoding, offset } if offset <= size => (encoding, offset),
+        let (encoding, offset, keeps) = match self.request(&request).await? {
+            Reply::Continue {
+                encoding,
+                offset,
+                keeps,
+            } if offset <= size => (encoding, offset, keeps),
             Reply::Continue { offset, .. } => {
                 return Err(ClientError::Integrity(format!(
                     "the agent offered to resume at byte {offset} of a {size}-byte file"
@@ -208,7 +212,7 @@ impl Client {
         };
         observer.phase(Phase::Sending, size);
         observer.progress(offset);
-        if !digest_due {
+        if keeps && !digest_due {
             observer.resumable();
         }
         let mut wire = Vec::with_capacity(2 * CHUNK_LEN);
@@ -224,7 +228,9 @@ impl Client {
                     if digest_due {
                         self.send_digest(digest, path).await?;
                         digest_due = false;
-                        observer.resumable();
+                        if keeps {
+                            observer.resumable();
+                        }
                     }
                     continue;
                 }

@@ -140,6 +140,13 @@ pub enum Reply {
         /// file from this offset on, `size - offset` bytes before compression.
         #[serde(default, skip_serializing_if = "is_zero")]
         offset: u64,
+        /// The agent keeps what arrives of this body if the upload is
+        /// interrupted, so that sending the file again resumes: from now
+        /// on, or (for a `send` without `sha256`) once the digest arrives.
+        /// False when the client did not offer `resume` or the agent keeps
+        /// no partial uploads (`keep_partial_uploads = "0s"`).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        keeps: bool,
     },
     /// The file is durably in the spool (fsynced and renamed into place).
     Stored {

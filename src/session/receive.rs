@@ -47,7 +47,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if offset > 0 {
             info!(client_cn = %self.client, file_name = %name, bytes = size, offset, "resuming an interrupted upload");
         }
-        self.send(&Reply::Continue { encoding, offset }).await?;
+        let keeps = upload.keeps_partial();
+        self.send(&Reply::Continue {
+            encoding,
+            offset,
+            keeps,
+        })
+        .await?;
         let idle = self.shared.body_idle_timeout;
         // Read the whole body even after a write error, so the reply is
         // read by a client that is still sending and the stream stays in sync.

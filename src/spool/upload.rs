@@ -197,6 +197,12 @@ impl Upload {
         }
     }
 
+    /// Whether the body will be kept for resuming if the upload is
+    /// interrupted: now, or once its digest arrives in the body.
+    pub fn keeps_partial(&self) -> bool {
+        self.partial.is_some() || self.adopt.is_some()
+    }
+
     /// Whether the body is kept for resuming if the upload is interrupted.
     pub fn is_resumable(&self) -> bool {
         self.partial.is_some()

@@ -85,7 +85,8 @@ async fn send_compressed(agent: &Agent, name: &str, size: u64, digest: &str, bod
         reply(&mut conn).await,
         Reply::Continue {
             encoding: Some(Encoding::Zstd),
-            offset: 0
+            offset: 0,
+            keeps: false,
         }
     );
     conn.write_chunk(body).await.unwrap();

@@ -37,7 +37,11 @@ async fn interrupt(agent: &Agent, name: &str, content: &[u8], part: usize) {
         .unwrap();
     assert!(matches!(
         reply(&mut conn).await,
-        Reply::Continue { offset: 0, .. }
+        Reply::Continue {
+            offset: 0,
+            keeps: true,
+            ..
+        }
     ));
     conn.write_chunk(&content[..part]).await.unwrap();
     conn.flush().await.unwrap();
@@ -148,7 +152,15 @@ async fn with_resuming_off_nothing_is_kept() {
     conn.write_message(&resumable_send("cube.gcode", &original))
         .await
         .unwrap();
-    conn.expect_message::<Reply>(GUARD).await.unwrap();
+    // The client is told, so it does not promise a resume.
+    assert_eq!(
+        reply(&mut conn).await,
+        Reply::Continue {
+            encoding: None,
+            offset: 0,
+            keeps: false
+        }
+    );
     conn.write_chunk(&original[..100_000]).await.unwrap();
     conn.flush().await.unwrap();
     drop(conn);
@@ -214,7 +226,11 @@ async fn a_send_hashed_while_sending_is_resumable_once_its_digest_arrived() {
     conn.write_message(&late_send).await.unwrap();
     assert!(matches!(
         reply(&mut conn).await,
-        Reply::Continue { offset: 0, .. }
+        Reply::Continue {
+            offset: 0,
+            keeps: true,
+            ..
+        }
     ));
     conn.write_chunk(&original[..100_000]).await.unwrap();
     conn.flush().await.unwrap();
@@ -226,7 +242,11 @@ async fn a_send_hashed_while_sending_is_resumable_once_its_digest_arrived() {
     conn.write_message(&late_send).await.unwrap();
     assert!(matches!(
         reply(&mut conn).await,
-        Reply::Continue { offset: 0, .. }
+        Reply::Continue {
+            offset: 0,
+            keeps: true,
+            ..
+        }
     ));
     let mut raw = [0u8; DIGEST_LEN];
     hex::decode_to_slice(&digest, &mut raw).unwrap();
@@ -339,10 +359,15 @@ enum Stop {
 
 /// `fileagent send` of an 8 MiB file over a slow link, stopped by `stop`
 /// once its body reaches the agent, exits with `code` and says `message`;
-/// the same command then resumes where the agent's partial body ends.
-async fn cli_send_stopped(stop: Stop, code: i32, message: &str) {
+/// the same command then resumes where the agent's partial body ends, or
+/// (on an agent that does not `keep` partial uploads) sends it whole.
+async fn cli_send_stopped(stop: Stop, keep: bool, code: i32, message: &str) {
     const LEN: usize = 8 << 20;
-    let agent = Agent::start().await;
+    let agent = if keep {
+        Agent::start().await
+    } else {
+        Agent::start_with(|c| c.keep_partial_uploads = Duration::ZERO).await
+    };
     let home = crate::cli::Home::new();
     let identity = home.path().join("id.pem");
     std::fs::write(&identity, agent.identity_pem("impatient")).unwrap();
@@ -368,9 +393,17 @@ async fn cli_send_stopped(stop: Stop, code: i32, message: &str) {
         cmd
     };
     let child = send(&link.addr.to_string()).spawn().unwrap();
-    // The body has begun once the agent writes to the file's partial body.
+    // The body has begun once the agent writes to the file's partial body
+    // (or, not keeping one, to its temp file).
+    let incoming = partial.parent().unwrap().to_path_buf();
     poll(GUARD, Duration::from_millis(20), async || {
-        std::fs::metadata(&partial).ok().filter(|m| m.len() > 0)
+        let file = if keep {
+            Some(partial.clone())
+        } else {
+            let mut files = std::fs::read_dir(&incoming).ok()?;
+            files.next().and_then(Result::ok).map(|f| f.path())
+        };
+        std::fs::metadata(file?).ok().filter(|m| m.len() > 0)
     })
     .await
     .expect("the body never reached the agent");
@@ -389,8 +422,18 @@ async fn cli_send_stopped(stop: Stop, code: i32, message: &str) {
     crate::cli::assert_exit(&stopped, code, message);
     // What the link still held is delivered; then the agent lets go.
     link.cut();
-    let held = held_once_idle(&agent, &partial).await;
-    assert!(held > 0 && held < LEN as u64, "kept {held} bytes");
+    if keep {
+        let held = held_once_idle(&agent, &partial).await;
+        assert!(held > 0 && held < LEN as u64, "kept {held} bytes");
+    } else {
+        let mut client = agent.client("observer").await;
+        let gone = poll(GUARD, Duration::from_millis(20), async || {
+            (client.status().await.unwrap().incoming == 0 && agent.incoming().is_empty())
+                .then_some(())
+        })
+        .await;
+        assert!(gone.is_some(), "{:?}", agent.incoming());
+    }
 
     let mut again = send(&agent.agent_arg());
     let again = tokio::task::spawn_blocking(move || again.output())
@@ -399,7 +442,7 @@ async fn cli_send_stopped(stop: Stop, code: i32, message: &str) {
         .unwrap();
     crate::cli::assert_ok(&again);
     let said = crate::cli::stdout(&again);
-    assert!(said.contains("resumed after"), "{said}");
+    assert_eq!(said.contains("resumed after"), keep, "{said}");
     assert_eq!(agent.read_ready("plate.gcode"), original);
 }
 
@@ -408,6 +451,7 @@ async fn cli_send_stopped(stop: Stop, code: i32, message: &str) {
 async fn ctrl_c_during_a_resumable_send_says_how_to_resume() {
     cli_send_stopped(
         Stop::CtrlC,
+        true,
         130,
         "interrupted; the agent keeps what it received: send the same file again to resume",
     )
@@ -419,9 +463,34 @@ async fn ctrl_c_during_a_resumable_send_says_how_to_resume() {
 async fn a_send_cut_off_after_its_digest_arrived_says_how_to_resume() {
     cli_send_stopped(
         Stop::Outage,
+        true,
         3,
         "failed (the agent keeps what it received: send the same file again to resume where it \
          stopped): transfer with the agent failed",
+    )
+    .await;
+}
+
+/// An agent that keeps no partial uploads has the client say so.
+#[tokio::test]
+async fn ctrl_c_when_the_agent_keeps_nothing_promises_no_resume() {
+    cli_send_stopped(
+        Stop::CtrlC,
+        false,
+        130,
+        "interrupted; nothing partial was kept",
+    )
+    .await;
+}
+
+/// A send cut off by the network promises no resume either.
+#[tokio::test]
+async fn a_send_cut_off_when_the_agent_keeps_nothing_promises_no_resume() {
+    cli_send_stopped(
+        Stop::Outage,
+        false,
+        3,
+        "failed: transfer with the agent failed",
     )
     .await;
 }

@@ -251,7 +251,8 @@ pub async fn start_body(conn: &mut Raw, name: &str, size: u64, sha256: &str, par
         announce(conn, name, size, sha256).await,
         Reply::Continue {
             encoding: None,
-            offset: 0
+            offset: 0,
+            keeps: false,
         }
     );
     conn.write_chunk(part).await.unwrap();
