@@ -246,12 +246,12 @@ impl std::fmt::Display for Source {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("cannot read config file {path}: {source}")]
+    #[error("cannot read config file {path}: {error}")]
     Read {
         /// The file.
         path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
+        /// The I/O error (in the message, so not its `source()`).
+        error: std::io::Error,
     },
     /// The file is not valid TOML or does not match the schema.
     #[error("invalid config file {path}: {message}")]
@@ -300,9 +300,9 @@ impl Config {
             None if Path::new(DEFAULT_CONFIG_PATH).exists() => PathBuf::from(DEFAULT_CONFIG_PATH),
             None => return Ok((Config::local(), Source::BuiltIn)),
         };
-        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(&path).map_err(|error| ConfigError::Read {
             path: path.clone(),
-            source,
+            error,
         })?;
         let config = Config::parse(&text, &path)?;
         Ok((config, Source::File(path)))

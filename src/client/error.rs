@@ -38,21 +38,22 @@ pub enum ClientError {
         /// The agent's explanation.
         message: String,
     },
-    /// The connection broke or the agent broke the protocol.
+    /// The connection broke or the agent broke the protocol (in the
+    /// message, so not its `source()`).
     #[error("transfer with the agent failed: {0}")]
-    Protocol(#[from] ProtocolError),
+    Protocol(ProtocolError),
     /// A received file did not match what the agent announced.
     #[error("received data is corrupt: {0}; nothing was kept, try again")]
     Integrity(String),
     /// A local file could not be read or written.
-    #[error("{what} {path}: {source}")]
+    #[error("{what} {path}: {error}")]
     Local {
         /// What was being done.
         what: &'static str,
         /// The local path.
         path: PathBuf,
-        /// The error.
-        source: io::Error,
+        /// The error (in the message, so not its `source()`).
+        error: io::Error,
     },
 }
 
@@ -61,6 +62,12 @@ impl ClientError {
     /// verdict, the certificates or a local file.
     pub fn is_transient(&self) -> bool {
         matches!(self, ClientError::Connect { .. } | ClientError::Protocol(_))
+    }
+}
+
+impl From<ProtocolError> for ClientError {
+    fn from(e: ProtocolError) -> Self {
+        ClientError::Protocol(e)
     }
 }
 
@@ -167,6 +174,6 @@ pub(super) fn local_error(path: &std::path::Path) -> impl Fn(&'static str) -> Lo
     let path = path.to_path_buf();
     move |what| {
         let path = path.clone();
-        Box::new(move |source| ClientError::Local { what, path, source })
+        Box::new(move |error| ClientError::Local { what, path, error })
     }
 }

@@ -293,10 +293,10 @@ impl Client {
     /// replaces the identity file at `path` with it (atomically, mode 0600).
     /// Returns the new expiry.
     pub async fn renew(&mut self, path: &Path) -> Result<time::OffsetDateTime, ClientError> {
-        let local = |source| ClientError::Local {
+        let local = |error| ClientError::Local {
             what: "cannot renew the identity file",
             path: path.to_path_buf(),
-            source,
+            error,
         };
         let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
             .map_err(|e| local(io::Error::other(e)))?;

@@ -285,7 +285,7 @@ impl Client {
             }) if sent != size || hash_changed(path, sha256).await => Err(ClientError::Local {
                 what: "file changed while it was being sent:",
                 path: path.to_path_buf(),
-                source: io::Error::other(message),
+                error: io::Error::other(message),
             }),
             Err(e) => Err(e),
         }

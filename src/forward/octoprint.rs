@@ -86,12 +86,12 @@ pub enum OctoError {
         message: String,
     },
     /// The local file could not be read.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}: {error}")]
     Local {
         /// The file.
         path: String,
-        /// The error.
-        source: std::io::Error,
+        /// The error (in the message, so not its `source()`).
+        error: std::io::Error,
     },
 }
 
@@ -283,9 +283,9 @@ impl OctoPrint {
         print: bool,
         userdata: &Value,
     ) -> Result<Uploaded, OctoError> {
-        let local = |source| OctoError::Local {
+        let local = |error| OctoError::Local {
             path: file.display().to_string(),
-            source,
+            error,
         };
         let handle = tokio::fs::File::open(file).await.map_err(local)?;
         let size = handle.metadata().await.map_err(local)?.len();

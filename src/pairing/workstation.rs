@@ -145,7 +145,7 @@ pub async fn pair(agent: &str, code: &PairingCode, name: &str) -> Result<Paired,
     let local = |e: rcgen::Error| ClientError::Local {
         what: "cannot make a key pair for",
         path: name.into(),
-        source: std::io::Error::other(e),
+        error: std::io::Error::other(e),
     };
     let key_pair = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(local)?;
     let csr = certificate_request(name, &key_pair).map_err(local)?;

@@ -63,9 +63,10 @@ pub const DIGEST_LEN: usize = 32;
 /// What went wrong while reading or writing frames.
 #[derive(Debug, thiserror::Error)]
 pub enum ProtocolError {
-    /// The underlying stream failed.
+    /// The underlying stream failed (in the message, so not its
+    /// `source()`).
     #[error("connection error: {0}")]
-    Io(#[from] io::Error),
+    Io(io::Error),
     /// The peer closed the connection in the middle of a frame.
     #[error("connection closed in the middle of a message")]
     UnexpectedEof,
@@ -102,9 +103,10 @@ pub enum ProtocolError {
     /// A digest frame was not exactly [`DIGEST_LEN`] bytes.
     #[error("digest frame carries {0} bytes; it must carry {DIGEST_LEN}")]
     BadDigestLen(usize),
-    /// A header was not the JSON message expected here.
+    /// A header was not the JSON message expected here (in the message,
+    /// so not its `source()`).
     #[error("malformed message: {0}")]
-    BadMessage(#[from] serde_json::Error),
+    BadMessage(serde_json::Error),
     /// A frame arrived that is not allowed at this point.
     #[error("unexpected {got} frame, expected {expected}")]
     Unexpected {
@@ -113,6 +115,18 @@ pub enum ProtocolError {
         /// What was expected.
         expected: &'static str,
     },
+}
+
+impl From<io::Error> for ProtocolError {
+    fn from(e: io::Error) -> Self {
+        ProtocolError::Io(e)
+    }
+}
+
+impl From<serde_json::Error> for ProtocolError {
+    fn from(e: serde_json::Error) -> Self {
+        ProtocolError::BadMessage(e)
+    }
 }
 
 impl ProtocolError {

@@ -47,9 +47,15 @@ pub enum SessionError {
     /// The frame stream broke or timed out.
     #[error(transparent)]
     Protocol(#[from] ProtocolError),
-    /// Writing a reply failed.
+    /// Writing a reply failed (in the message, so not its `source()`).
     #[error("cannot write to the client: {0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
+}
+
+impl From<std::io::Error> for SessionError {
+    fn from(e: std::io::Error) -> Self {
+        SessionError::Io(e)
+    }
 }
 
 /// One connection's request loop.

@@ -91,12 +91,12 @@ pub enum SpoolError {
         computed: String,
     },
     /// Any other I/O failure.
-    #[error("{what}: {source}")]
+    #[error("{what}: {error}")]
     Io {
         /// What was being done.
         what: String,
-        /// The error.
-        source: io::Error,
+        /// The error (in the message, so not its `source()`).
+        error: io::Error,
     },
 }
 
@@ -120,11 +120,11 @@ impl SpoolError {
 
     pub(crate) fn io(what: impl Into<String>) -> impl FnOnce(io::Error) -> SpoolError {
         let what = what.into();
-        move |source| {
-            if source.kind() == io::ErrorKind::StorageFull {
+        move |error| {
+            if error.kind() == io::ErrorKind::StorageFull {
                 SpoolError::DiskFull
             } else {
-                SpoolError::Io { what, source }
+                SpoolError::Io { what, error }
             }
         }
     }

@@ -107,6 +107,21 @@ pub(crate) fn assert_exit(output: &Output, code: i32, message: &str) {
         "stderr lacks {message:?}: {}",
         stderr(output)
     );
+    assert_causes_once(&stderr(output));
+}
+
+/// Each cause in an error line is named once: a cause that an error's
+/// message holds and that is also its `source()` would print twice.
+fn assert_causes_once(stderr: &str) {
+    for line in stderr.lines() {
+        let parts: Vec<&str> = line.split(": ").collect();
+        for (i, part) in parts.iter().enumerate() {
+            assert!(
+                part.len() < 8 || !parts[i + 1..].contains(part),
+                "{part:?} twice in {line:?}"
+            );
+        }
+    }
 }
 
 /// `fileagent serve` as a child; its log lines are collected as they come.
