@@ -13,7 +13,10 @@
 //! identity = "printer.pem"             # relative to this file's folder
 //! ```
 //!
-//! Without any identity setting, `identity.pem` in that folder is used.
+//! An `--agent` given as an address rather than a name uses the identity of
+//! the saved agent at that address (or, if only one is saved on that host,
+//! of that one: the same agent moved to another port). Without any identity
+//! setting, `identity.pem` in that folder is used.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -91,14 +94,47 @@ impl ClientConfig {
                 dir.join(CLIENT_CONFIG_FILE).display()
             );
         };
-        let entry = self.agents.get(agent);
-        let address = entry.map_or(agent, |e| e.address.as_str()).to_string();
+        let address = self
+            .agents
+            .get(agent)
+            .map_or(agent, |e| e.address.as_str())
+            .to_string();
+        let entry = self.agents.get(agent).or_else(|| self.agent_at(agent));
         let identity = match (identity, entry.and_then(|e| e.identity.as_deref())) {
             (Some(flag), _) => flag.to_path_buf(),
             (None, Some(configured)) => dir.join(expand_home(configured)),
             (None, None) => dir.join(DEFAULT_IDENTITY_FILE),
         };
         Ok(Target { address, identity })
+    }
+
+    /// The saved agent at `address` (`HOST[:PORT]`): the one at that host
+    /// and port, else the only one at that host.
+    fn agent_at(&self, address: &str) -> Option<&AgentEntry> {
+        let (host, port) = crate::client::parse_agent(address).ok()?;
+        let same_host: Vec<(&AgentEntry, u16)> = self
+            .agents
+            .values()
+            .filter_map(|e| {
+                let (h, p) = crate::client::parse_agent(&e.address).ok()?;
+                h.eq_ignore_ascii_case(&host).then_some((e, p))
+            })
+            .collect();
+        match same_host.iter().find(|(_, p)| *p == port) {
+            Some((entry, _)) => Some(entry),
+            None if same_host.len() == 1 => Some(same_host[0].0),
+            None => None,
+        }
+    }
+
+    /// The saved agents' names and addresses, for an error's advice.
+    pub fn saved_agents(&self) -> String {
+        let agents: Vec<String> = self
+            .agents
+            .iter()
+            .map(|(name, e)| format!("{name} ({})", e.address))
+            .collect();
+        agents.join(", ")
     }
 }
 
@@ -186,6 +222,36 @@ mod tests {
         assert_eq!(
             (t.address.as_str(), t.identity.as_path()),
             ("pi.local", Path::new("me.pem"))
+        );
+    }
+
+    #[test]
+    fn an_address_uses_the_identity_saved_for_it() {
+        let dir = Path::new("/cfg");
+        let c = config(
+            "[agents.pi]\naddress = \"pi.local:7341\"\nidentity = \"pi.pem\"\n\
+             [agents.farm-a]\naddress = \"farm:7341\"\nidentity = \"a.pem\"\n\
+             [agents.farm-b]\naddress = \"farm:7342\"\nidentity = \"b.pem\"\n",
+        );
+        let with = |agent| c.resolve(dir, Some(agent), None).unwrap();
+        // The same address, with the default port left out or not.
+        for agent in ["pi.local", "pi.local:7341", "PI.LOCAL"] {
+            let t = with(agent);
+            assert_eq!(
+                (t.address.as_str(), t.identity),
+                (agent, dir.join("pi.pem"))
+            );
+        }
+        // The only agent on that host, moved to another port.
+        assert_eq!(with("pi.local:8000").identity, dir.join("pi.pem"));
+        // Two on that host: the port decides, and no port match is no guess.
+        assert_eq!(with("farm:7342").identity, dir.join("b.pem"));
+        assert_eq!(with("farm").identity, dir.join("a.pem"));
+        assert_eq!(with("farm:9").identity, dir.join("identity.pem"));
+        assert_eq!(with("other.lan").identity, dir.join("identity.pem"));
+        assert_eq!(
+            c.saved_agents(),
+            "farm-a (farm:7341), farm-b (farm:7342), pi (pi.local:7341)"
         );
     }
 

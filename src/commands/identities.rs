@@ -353,9 +353,13 @@ pub(super) async fn connect(target: &TargetArgs) -> Result<Client> {
     let identity = Identity::load(&resolved.identity)
         .and_then(|id| id.check_validity().map(|()| id))
         .map_err(|e| {
+            let saved = match config.saved_agents() {
+                none if none.is_empty() => String::new(),
+                saved => format!("; paired agents, for --agent: {saved}"),
+            };
             UsageError(format!(
                 "{e:#}\n(pair this workstation with `fileagent pair HOST CODE`, after `fileagent pair` on the agent \
-                 printed the code; or pass --identity FILE)"
+                 printed the code; or pass --identity FILE{saved})"
             ))
         })?;
     let renew = identity.due_for_renewal();
