@@ -212,8 +212,8 @@ pub struct SendArgs {
     #[arg(long, conflicts_with = "retries")]
     pub no_retry: bool,
     /// Compress on the wire (zstd; the agent stores the file as it is):
-    /// auto = text files such as G-code, not binary files or formats compressed
-    /// already (.bgcode, .gz, ...)
+    /// auto = text files such as G-code from 1 KiB, not binary files or formats
+    /// compressed already (.bgcode, .gz, ...)
     #[arg(long, value_enum, default_value_t, value_name = "WHEN")]
     pub compress: crate::client::Compression,
     /// Print the results as JSON.

@@ -124,6 +124,10 @@ impl Decompressor {
     }
 }
 
+/// Files smaller than this go as they are under `--compress auto`: zstd
+/// could save less than a KiB, a millisecond even over a slow link.
+pub const MIN_COMPRESS_LEN: u64 = 1024;
+
 /// Bytes at the start of a file that [`looks_like_text`] is given (git's
 /// choice for the same question).
 pub const SNIFF_LEN: usize = 8000;

@@ -95,7 +95,8 @@ impl Client {
         };
         let compress = match self.compression {
             Compression::Auto => {
-                crate::codec::worth_compressing(name)
+                size >= crate::codec::MIN_COMPRESS_LEN
+                    && crate::codec::worth_compressing(name)
                     && starts_as_text(path).await.map_err(local("cannot read"))?
             }
             Compression::Always => true,

@@ -203,14 +203,18 @@ impl Observer for Progress<'_> {
 }
 
 /// The line printed for a file sent.
+/// Bodies smaller than this get no transfer rate in the summary line.
+const RATE_MIN_BYTES: u64 = 1 << 20;
+
 fn summary(sent: &Sent) -> String {
     // A resumed upload sent only what the agent did not have: the rate and
-    // the compression ratio are of that part.
+    // the compression ratio are of that part. A small body's time is that
+    // of the round trips, and an unchanged file sent none: no rate.
     let body = sent.size.saturating_sub(sent.resumed_from);
-    let rate = if sent.seconds > 0.0 {
-        body as f64 / sent.seconds / 1e6
+    let rate = if sent.wire_bytes > 0 && body >= RATE_MIN_BYTES && sent.seconds > 0.0 {
+        format!("  {:.1} MB/s", body as f64 / sent.seconds / 1e6)
     } else {
-        0.0
+        String::new()
     };
     let what = match (sent.unchanged, sent.replaced) {
         (true, _) => "unchanged",
@@ -234,7 +238,7 @@ fn summary(sent: &Sent) -> String {
         _ => String::new(),
     };
     format!(
-        "{what} {}  {}  {:.2}s  {rate:.1} MB/s{wire}{resumed}  sha256 {}",
+        "{what} {}  {}  {:.2}s{rate}{wire}{resumed}  sha256 {}",
         sent.name,
         ByteSize(sent.size).display().iec(),
         sent.seconds,
@@ -338,15 +342,30 @@ mod tests {
         );
         let unchanged = Sent {
             unchanged: true,
-            seconds: 0.0,
+            seconds: 0.05,
             wire_bytes: 0,
+            encoding: None,
+            resumed_from: 0,
+            ..sent.clone()
+        };
+        assert!(
+            summary(&unchanged).starts_with("unchanged cube.gcode  4.0 MiB  0.05s  sha256 "),
+            "{}",
+            summary(&unchanged)
+        );
+        let small = Sent {
+            name: "tiny.gcode".into(),
+            size: 733,
+            seconds: 0.01,
+            wire_bytes: 733,
             encoding: None,
             resumed_from: 0,
             ..sent
         };
         assert!(
-            summary(&unchanged)
-                .starts_with("unchanged cube.gcode  4.0 MiB  0.00s  0.0 MB/s  sha256 ")
+            summary(&small).starts_with("sent tiny.gcode  733 B  0.01s  sha256 "),
+            "{}",
+            summary(&small)
         );
     }
 }

@@ -296,7 +296,7 @@ fn a_workstation_session_end_to_end() {
     assert_ok(&sent);
     let line = stdout(&sent);
     assert!(
-        line.starts_with("sent tiny.gcode") && line.contains("MB/s"),
+        line.starts_with("sent tiny.gcode  733 B  ") && line.contains("s  sha256 "),
         "{line}"
     );
     assert!(

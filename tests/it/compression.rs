@@ -34,7 +34,13 @@ async fn gcode_is_compressed_on_the_wire_and_stored_as_it_was() {
         .await
         .unwrap();
     assert_eq!((sent.encoding, sent.wire_bytes), (None, sent.size));
-    // So do binary files, whatever their names: zstd would only cost CPU.
+    // So do small files, and binary files whatever their names: zstd would
+    // only cost CPU.
+    let tiny = client
+        .send_file(&data("tiny.gcode"), "tiny.gcode", false, &mut ())
+        .await
+        .unwrap();
+    assert_eq!((tiny.encoding, tiny.wire_bytes), (None, 733));
     let dir = tempfile::tempdir().unwrap();
     let binary = dir.path().join("firmware.gcode");
     std::fs::write(&binary, content(7, 300_000)).unwrap();
