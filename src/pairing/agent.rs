@@ -106,7 +106,7 @@ where
         _ => return Err(only_pairing()),
     };
     if !desk.admit(peer.ip()) {
-        warn!(outcome = "rate_limited", ticket = %ticket_id, "pairing attempt refused: too many from this address");
+        warn!(outcome = %"rate_limited", ticket = %ticket_id, "pairing attempt refused: too many from this address");
         return Err(Refusal(
             ErrorCode::RateLimited,
             format!(
@@ -130,7 +130,7 @@ where
         ticket::sweep(&state_dir);
         let loaded = ticket::load(&state_dir, &ticket_id).map_err(internal)?;
         let Some(mut ticket) = loaded else {
-            warn!(outcome = "unknown_code", ticket = %ticket_id, "pairing attempt refused: no such code");
+            warn!(outcome = %"unknown_code", ticket = %ticket_id, "pairing attempt refused: no such code");
             return Err(refused(
                 "no pending pairing code starts with that group: check the code, or run `fileagent pair` on the agent again",
             ));
@@ -149,7 +149,7 @@ where
             None
         };
         if let Some(why) = why {
-            warn!(outcome = "refused", ticket = %ticket_id, reason = why, "pairing attempt refused");
+            warn!(outcome = %"refused", ticket = %ticket_id, reason = why, "pairing attempt refused");
             return Err(refused(why));
         }
         let name = ticket.name.clone().unwrap_or(requested);
@@ -169,7 +169,7 @@ where
         {
             now.outcome = Some(Outcome::Void);
             ticket::store(&state_dir, &now).map_err(internal)?;
-            warn!(outcome = "void", ticket = %ticket.ticket, "pairing code void after {MAX_ATTEMPTS} failed attempts");
+            warn!(outcome = %"void", ticket = %ticket.ticket, "pairing code void after {MAX_ATTEMPTS} failed attempts");
         }
     }
     result
@@ -213,14 +213,14 @@ where
         Err(refusal) => {
             // Typically the workstation found the agent's confirmation wrong
             // (a mistyped code) and hung up.
-            warn!(outcome = "abandoned", ticket = %ticket.ticket, client_cn = %name, attempts_left = left, "pairing attempt failed: the workstation gave up (wrong code?)");
+            warn!(outcome = %"abandoned", ticket = %ticket.ticket, client_cn = %name, attempts_left = left, "pairing attempt failed: the workstation gave up (wrong code?)");
             return Err(refusal);
         }
     };
     use sha2::Digest;
     let csr_digest = sha2::Sha256::digest(csr.as_bytes());
     if !key.verify(Role::Workstation, &exporter, &csr_digest, &confirm) {
-        warn!(outcome = "wrong_code", ticket = %ticket.ticket, client_cn = %name, attempts_left = left, "pairing attempt failed: wrong code");
+        warn!(outcome = %"wrong_code", ticket = %ticket.ticket, client_cn = %name, attempts_left = left, "pairing attempt failed: wrong code");
         return Err(Refusal(
             ErrorCode::WrongCode,
             format!("the pairing code is wrong; {left} attempt(s) left before it becomes void"),
@@ -242,7 +242,7 @@ where
         address: peer.to_string(),
     });
     ticket::store(&state_dir, &done).map_err(internal)?;
-    info!(outcome = "paired", ticket = %done.ticket, client_cn = %issued.name, serial = %issued.serial, "paired a new client");
+    info!(outcome = %"paired", ticket = %done.ticket, client_cn = %issued.name, serial = %issued.serial, "paired a new client");
     send(conn, &Reply::Paired(issued), timeout).await
 }
 
@@ -282,7 +282,7 @@ where
 
 fn only_pairing() -> Refusal {
     warn!(
-        outcome = "forbidden",
+        outcome = %"forbidden",
         "a pairing connection asked for something else"
     );
     Refusal(

@@ -154,7 +154,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 info!(
                     client_cn = %self.client, file_name = %stored.name, bytes = stored.size, sha256 = %stored.sha256,
                     replaced = stored.replaced, wire_bytes,
-                    encoding = encoding.map_or("none", Encoding::name), secs, "stored"
+                    encoding = %encoding.map_or("none", Encoding::name), secs, "stored"
                 );
                 self.shared
                     .forward
