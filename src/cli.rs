@@ -241,6 +241,9 @@ pub struct GetArgs {
     /// Where to write it (a folder keeps the name) [default: ./NAME]
     #[arg(long, short = 'o', value_name = "PATH")]
     pub output: Option<PathBuf>,
+    /// Replace a file that is there already.
+    #[arg(long)]
+    pub overwrite: bool,
     #[command(flatten)]
     pub target: TargetArgs,
 }

@@ -2,6 +2,7 @@
 //! temp file beside the destination, which is renamed into place only once
 //! the size and the SHA-256 the agent announces match what arrived.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use sha2::{Digest, Sha256};
@@ -22,11 +23,13 @@ pub struct Fetched {
 
 impl Client {
     /// Fetches `name` into `dest`: written to a temp file beside it and
-    /// renamed into place only once size and SHA-256 are verified.
+    /// renamed into place only once size and SHA-256 are verified. A file
+    /// at `dest` is replaced only if `overwrite`.
     pub async fn get(
         &mut self,
         name: &str,
         dest: &Path,
+        overwrite: bool,
         observer: &mut (dyn Observer + Send),
     ) -> Result<Fetched, ClientError> {
         let size = match self.request(&Request::Get { name: name.into() }).await? {
@@ -41,6 +44,8 @@ impl Client {
         let temp = tempfile::Builder::new()
             .prefix(".fileagent-")
             .suffix(".part")
+            // Like any new file (tempfile's default is 0600): what the umask allows.
+            .permissions(std::fs::Permissions::from_mode(0o666))
             .tempfile_in(dir)
             .map_err(local("cannot create a file beside"))?;
         let (file, temp_path) = temp.into_parts();
@@ -78,9 +83,13 @@ impl Client {
         }
         file.sync_all().await.map_err(local("cannot write"))?;
         drop(file);
-        temp_path
-            .persist(dest)
-            .map_err(|e| local("cannot write")(e.error))?;
+        let placed = if overwrite {
+            temp_path.persist(dest)
+        } else {
+            // One that appeared meanwhile stays too.
+            temp_path.persist_noclobber(dest)
+        };
+        placed.map_err(|e| local("cannot write")(e.error))?;
         Ok(Fetched {
             size,
             sha256: computed,

@@ -11,7 +11,7 @@ use anyhow::{Context, Result};
 use bytesize::ByteSize;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::cli::{ClientCommand, Command, GetArgs};
+use crate::cli::{ClientCommand, Command, GetArgs, UsageError};
 use crate::client::{Observer, Phase};
 use crate::config::Config;
 
@@ -200,9 +200,18 @@ async fn get(args: GetArgs) -> Result<()> {
         Some(path) => path.clone(),
         None => PathBuf::from(&args.name),
     };
+    if !args.overwrite && dest.symlink_metadata().is_ok() {
+        return Err(UsageError(format!(
+            "{} is there already: pass --overwrite to replace it, or -o to write elsewhere",
+            dest.display()
+        ))
+        .into());
+    }
     let mut client = connect(&args.target).await?;
     let mut bar = Bar::new(std::io::stderr().is_terminal(), &args.name);
-    let fetched = client.get(&args.name, &dest, &mut bar).await;
+    let fetched = client
+        .get(&args.name, &dest, args.overwrite, &mut bar)
+        .await;
     bar.finish();
     let fetched = fetched?;
     client.close().await;

@@ -367,6 +367,14 @@ fn a_workstation_session_end_to_end() {
     ]);
     assert_ok(&got);
     assert_eq!(std::fs::read(&back).unwrap(), std::fs::read(&cube).unwrap());
+    let get_again = |more: &[&str]| {
+        let mut words = vec!["get", "cube.gcode", "-o", back.to_str().unwrap()];
+        words.extend_from_slice(more);
+        words.extend_from_slice(&["--agent", agent, "--identity", id]);
+        home.run(&words)
+    };
+    assert_exit(&get_again(&[]), 2, "is there already: pass --overwrite");
+    assert_ok(&get_again(&["--overwrite"]));
 
     let status = home.run(&["status", "--json", "--agent", agent, "--identity", id]);
     assert_ok(&status);

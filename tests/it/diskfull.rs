@@ -193,7 +193,10 @@ async fn a_full_disk_gives_a_clear_no_space_and_the_agent_keeps_serving() {
         .await
         .unwrap();
     let back = home.path().join("back.gcode");
-    client.get("small.gcode", &back, &mut ()).await.unwrap();
+    client
+        .get("small.gcode", &back, false, &mut ())
+        .await
+        .unwrap();
     assert_eq!(
         std::fs::read(&back).unwrap(),
         std::fs::read(&small).unwrap()

@@ -1,6 +1,8 @@
 //! Normal operation through the library client: send, list, get, delete,
 //! status and ping over one connection, conflicts, and many senders at once.
 
+use std::os::unix::fs::PermissionsExt;
+
 use fileagent::client::{Client, ClientError};
 use fileagent::protocol::ErrorCode;
 
@@ -34,8 +36,34 @@ async fn every_operation_works_on_one_connection() {
 
     let out = tempfile::tempdir().unwrap();
     let dest = out.path().join("back.gcode");
-    let fetched = client.get("cube.gcode", &dest, &mut ()).await.unwrap();
+    let fetched = client
+        .get("cube.gcode", &dest, false, &mut ())
+        .await
+        .unwrap();
     assert_eq!(fetched.sha256, sha256(&original));
+    assert_eq!(std::fs::read(&dest).unwrap(), original);
+    // The mode any new file gets here (0666 less the umask), not 0600.
+    let plain = out.path().join("plain");
+    std::fs::write(&plain, b"").unwrap();
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode();
+    assert_eq!(mode(&dest), mode(&plain));
+    // A file that is there stays, unless told to replace it.
+    std::fs::write(&dest, b"mine").unwrap();
+    let err = client
+        .get("cube.gcode", &dest, false, &mut ())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("File exists"), "{err}");
+    assert_eq!(std::fs::read(&dest).unwrap(), b"mine");
+    assert_eq!(
+        std::fs::read_dir(out.path()).unwrap().count(),
+        2,
+        "a temp file stayed"
+    );
+    client
+        .get("cube.gcode", &dest, true, &mut ())
+        .await
+        .unwrap();
     assert_eq!(std::fs::read(&dest).unwrap(), original);
 
     let status = client.status().await.unwrap();
@@ -103,7 +131,7 @@ async fn get_and_delete_of_missing_files_are_refused_clearly() {
     let out = tempfile::tempdir().unwrap();
     let dest = out.path().join("x.gcode");
     let err = client
-        .get("missing.gcode", &dest, &mut ())
+        .get("missing.gcode", &dest, false, &mut ())
         .await
         .unwrap_err();
     assert!(
