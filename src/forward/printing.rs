@@ -95,7 +95,7 @@ impl Forwarder {
                 }
             }
         }
-        self.set_printer(state.text.clone());
+        self.set_printer(printer_text(state));
         if !moves.is_empty() {
             self.save();
         }
@@ -146,6 +146,20 @@ impl Forwarder {
             e.queued = false;
         }
         self.queue.set(id, FileState::Printing, None);
+    }
+}
+
+/// The printer's state as `status` and systemd show it: OctoPrint's text,
+/// with the job and how far it has come while there is one
+/// ("Printing cube.gcode (12%)", "Paused cube.gcode (40%)").
+fn printer_text(state: &PrinterState) -> String {
+    match (&state.job_path, state.busy) {
+        (Some(job), true) => format!(
+            "{} {job} ({:.0}%)",
+            state.text,
+            state.completion.unwrap_or(0.0)
+        ),
+        _ => state.text.clone(),
     }
 }
 
@@ -208,6 +222,17 @@ mod tests {
             Some(Transition::Stopped(12.5))
         );
         assert_eq!(ended(None, Some(60.0)), Some(Transition::Stopped(60.0)));
+    }
+
+    #[test]
+    fn the_printer_line_names_the_job_and_its_progress() {
+        let running = printer(true, Some("plates/cube.gcode"), Some(12.4));
+        assert_eq!(printer_text(&running), "Printing plates/cube.gcode (12%)");
+        let starting = printer(true, Some("cube.gcode"), None);
+        assert_eq!(printer_text(&starting), "Printing cube.gcode (0%)");
+        // Idle: a selected job is not news.
+        let idle = printer(false, Some("cube.gcode"), Some(100.0));
+        assert_eq!(printer_text(&idle), "Operational");
     }
 
     #[test]
