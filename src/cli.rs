@@ -85,7 +85,8 @@ pub enum Command {
     List(ListArgs),
     /// Fetch a file back from the agent's spool (verified by SHA-256).
     Get(GetArgs),
-    /// Delete a file from the agent's spool.
+    /// Delete a file from the agent's spool (of a file forwarded to OctoPrint, the agent's copy:
+    /// OctoPrint keeps its own).
     Delete(DeleteArgs),
     /// Show the agent's version, uptime, spool counts, free space and the printer's state.
     Status(StatusArgs),

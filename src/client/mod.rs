@@ -282,10 +282,11 @@ impl Client {
         }
     }
 
-    /// Deletes a file from the spool.
-    pub async fn delete(&mut self, name: &str) -> Result<(), ClientError> {
+    /// Deletes a file from the spool; returns whether it had been forwarded
+    /// to OctoPrint (which keeps its copy).
+    pub async fn delete(&mut self, name: &str) -> Result<bool, ClientError> {
         match self.request(&Request::Delete { name: name.into() }).await? {
-            Reply::Deleted { .. } => Ok(()),
+            Reply::Deleted { forwarded, .. } => Ok(forwarded),
             other => Err(unexpected(&other)),
         }
     }

@@ -106,9 +106,16 @@ async fn dispatch(
         Command::Get(args) => get(args).await,
         Command::Delete(args) => {
             let mut client = connect(&args.target).await?;
-            client.delete(&args.name).await?;
+            let forwarded = client.delete(&args.name).await?;
             client.close().await;
-            println!("deleted {}", args.name);
+            if forwarded {
+                println!(
+                    "deleted {} from the agent (it was forwarded: OctoPrint keeps its copy)",
+                    args.name
+                );
+            } else {
+                println!("deleted {}", args.name);
+            }
             Ok(())
         }
         Command::Status(args) => {

@@ -15,7 +15,7 @@ use tracing::{error, info, warn};
 use super::octoprint::{self, OctoError, OctoPrint, PrinterState};
 use super::queue::{self, FileState, Queue};
 use super::watch::{self, Change, Settler};
-use super::{Stored, View};
+use super::{Forget, Message, Stored, View};
 use crate::config::{AutoPrint, Config};
 
 /// The forwarding task's state.
@@ -39,11 +39,11 @@ pub(super) struct Forwarder {
 }
 
 impl Forwarder {
-    /// Runs until `stop` completes, after the step it is in. `arrivals`
+    /// Runs until `stop` completes, after the step it is in. `messages`
     /// outlives one forwarder: a reconfigured successor takes it over.
     pub(super) async fn run(
         mut self,
-        arrivals: &mut mpsc::UnboundedReceiver<Stored>,
+        messages: &mut mpsc::UnboundedReceiver<Message>,
         mut changes: mpsc::UnboundedReceiver<Change>,
         stop: impl Future<Output = ()>,
     ) {
@@ -69,13 +69,21 @@ impl Forwarder {
             .unwrap_or(now + self.config.octoprint.poll_interval);
             tokio::select! {
                 () = &mut stop => break,
-                Some(stored) = arrivals.recv() => self.arrived(stored),
+                Some(message) = messages.recv() => match message {
+                    Message::Stored(stored) => self.arrived(stored),
+                    Message::Forget { name, reply } => {
+                        let _ = reply.send(self.forget(&name));
+                    }
+                },
                 Some(change) = changes.recv() => {
                     let now = Instant::now();
                     match change {
                         Change::Written(name) => self.settler.written(&name, now),
                         Change::Completed(name) => self.settler.completed(&name, now),
-                        Change::Removed(name) => self.settler.removed(&name),
+                        Change::Removed(name) => {
+                            self.settler.removed(&name);
+                            self.removed(&name);
+                        }
                     }
                 }
                 () = tokio::time::sleep_until(wake.into()) => {}
@@ -92,6 +100,59 @@ impl Forwarder {
             stored.size,
             Some(stored.client),
         );
+    }
+
+    /// A file left `ready/` (deleted, or moved away by another tool): an
+    /// entry still waiting for it goes, so `list` shows no ghost.
+    fn removed(&mut self, name: &str) {
+        if self.ready.join(name).symlink_metadata().is_ok() {
+            return; // another file of that name took its place
+        }
+        let gone = self.queue.remove_where(|e| {
+            e.name == name && matches!(e.state, FileState::Received | FileState::Skipped)
+        });
+        if !gone.is_empty() {
+            info!(file_name = %name, "removed from ready/ before it was forwarded");
+            self.save();
+        }
+    }
+
+    /// `delete` of a forwarded file (uploaded, printed or failed): its
+    /// entries go and so does the agent's copy; OctoPrint keeps its own.
+    /// Not while it is being printed.
+    fn forget(&mut self, name: &str) -> Forget {
+        let entries = self.queue.entries();
+        if entries
+            .iter()
+            .any(|e| e.name == name && e.state == FileState::Printing)
+        {
+            return Forget::Printing;
+        }
+        let gone = self.queue.remove_where(|e| {
+            e.name == name
+                && matches!(
+                    e.state,
+                    FileState::Uploaded | FileState::Printed | FileState::Failed
+                )
+        });
+        if gone.is_empty() {
+            return Forget::Unknown;
+        }
+        self.remove_copies(name);
+        info!(file_name = %name, "deleted the agent's copy of a forwarded file (OctoPrint keeps its own)");
+        self.save();
+        Forget::Forgotten
+    }
+
+    /// Removes the agent's copies of a forwarded file.
+    fn remove_copies(&self, name: &str) {
+        for path in [
+            self.done.join(name),
+            self.failed.join(name),
+            self.failed.join(format!("{name}.reason")),
+        ] {
+            let _ = std::fs::remove_file(path);
+        }
     }
 
     /// A settled file from another tool: hash it, then register it.
@@ -314,7 +375,6 @@ impl Forwarder {
     /// Removes files and records older than `keep_done`.
     fn clean_up(&mut self) {
         let horizon = queue::now().saturating_sub(self.config.keep_done.as_secs());
-        let (done, failed) = (self.done.clone(), self.failed.clone());
         let expired = self.queue.remove_where(|e| {
             e.updated < horizon && matches!(e.state, FileState::Printed | FileState::Failed)
                 || e.updated < horizon && e.state == FileState::Uploaded && !e.queued
@@ -323,12 +383,9 @@ impl Forwarder {
             return;
         }
         for entry in &expired {
-            for path in [
-                done.join(&entry.name),
-                failed.join(&entry.name),
-                failed.join(format!("{}.reason", entry.name)),
-            ] {
-                let _ = std::fs::remove_file(path);
+            // A newer file of that name may own the copy now.
+            if !self.queue.entries().iter().any(|e| e.name == entry.name) {
+                self.remove_copies(&entry.name);
             }
         }
         info!(

@@ -8,7 +8,8 @@
 //! uploads one file at a time, starts queued prints, follows running ones
 //! and cleans `done/`. While OctoPrint is unreachable or failing it backs
 //! off exponentially and logs once per change of state. Sessions read a
-//! snapshot of its state ([`View`]) for `list` and `status`.
+//! snapshot of its state ([`View`]) for `list` and `status`, and ask it to
+//! [`forget`](Handle::forget) a forwarded file on `delete`.
 
 mod forwarder;
 pub mod octoprint;
@@ -26,15 +27,15 @@ use tracing::{Instrument, error, info, info_span, warn};
 
 use crate::config::Config;
 use crate::protocol::FileEntry;
+use crate::spool::{DONE_DIR, FAILED_DIR};
 use forwarder::Forwarder;
 use octoprint::{ApiKey, OctoPrint};
 use queue::{Entry, FileState, QUEUE_FILE, Queue};
 use watch::Settler;
 
-/// Sub-directory for files uploaded to OctoPrint.
-pub const DONE_DIR: &str = "done";
-/// Sub-directory for files OctoPrint refused for good.
-pub const FAILED_DIR: &str = "failed";
+/// How long `delete` waits for the forwarder, which may be in the middle
+/// of an upload to OctoPrint.
+pub const FORGET_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// What sessions can see of the forwarder.
 #[derive(Debug, Clone, Default)]
@@ -56,10 +57,36 @@ struct Stored {
     client: String,
 }
 
+/// What the receiver and the sessions tell the forwarder.
+#[derive(Debug)]
+enum Message {
+    /// The receiver stored a verified file.
+    Stored(Stored),
+    /// `delete` of a file no longer in `ready/`: forget it if it was
+    /// forwarded, and remove the agent's copy.
+    Forget {
+        name: String,
+        reply: tokio::sync::oneshot::Sender<Forget>,
+    },
+}
+
+/// The answer to [`Handle::forget`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Forget {
+    /// No forwarded file of that name.
+    Unknown,
+    /// Forgotten, and the agent's copy removed; OctoPrint keeps its own.
+    Forgotten,
+    /// It is being printed: it stays.
+    Printing,
+    /// The forwarder did not answer within [`FORGET_TIMEOUT`].
+    Busy,
+}
+
 /// The receiver's and the sessions' side of the forwarder.
 #[derive(Debug, Clone)]
 pub struct Handle {
-    tx: Option<mpsc::UnboundedSender<Stored>>,
+    tx: Option<mpsc::UnboundedSender<Message>>,
     view: Arc<Mutex<View>>,
 }
 
@@ -113,12 +140,35 @@ impl Handle {
     /// Tells the forwarder that the receiver stored a verified file.
     pub fn stored(&self, name: &str, sha256: &str, size: u64, client: &str) {
         if let Some(tx) = &self.tx {
-            let _ = tx.send(Stored {
+            let _ = tx.send(Message::Stored(Stored {
                 name: name.into(),
                 sha256: sha256.into(),
                 size,
                 client: client.into(),
-            });
+            }));
+        }
+    }
+
+    /// Forgets the forwarded file `name` (uploaded, printed or failed) and
+    /// removes the agent's copy in `done/` or `failed/`, unless it is being
+    /// printed. With forwarding off no file is known.
+    pub async fn forget(&self, name: &str) -> Forget {
+        let Some(tx) = &self.tx else {
+            return Forget::Unknown;
+        };
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let forget = Message::Forget {
+            name: name.into(),
+            reply,
+        };
+        if tx.send(forget).is_err() {
+            return Forget::Unknown;
+        }
+        match tokio::time::timeout(FORGET_TIMEOUT, answer).await {
+            Ok(Ok(answer)) => answer,
+            // Dropped unanswered: forwarding is off now.
+            Ok(Err(_)) => Forget::Unknown,
+            Err(_) => Forget::Busy,
         }
     }
 
@@ -182,7 +232,7 @@ struct Built {
 async fn supervise(
     mut current: Option<Built>,
     mut desired: tokio::sync::watch::Receiver<Option<Config>>,
-    mut arrivals: mpsc::UnboundedReceiver<Stored>,
+    mut arrivals: mpsc::UnboundedReceiver<Message>,
     view: Arc<Mutex<View>>,
 ) {
     desired.borrow_and_update();

@@ -184,6 +184,10 @@ pub enum Reply {
     Deleted {
         /// File name.
         name: String,
+        /// It had been forwarded to OctoPrint: the agent's copy is gone,
+        /// OctoPrint keeps its own.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        forwarded: bool,
     },
     /// Answer to [`Request::Status`].
     Status(AgentStatus),
@@ -282,6 +286,9 @@ pub enum ErrorCode {
     WrongCode,
     /// Too many pairing attempts from this address; wait and retry.
     RateLimited,
+    /// The file is in use (being printed) or the agent is busy with it;
+    /// try again later.
+    Busy,
 }
 
 impl ErrorCode {
@@ -303,6 +310,7 @@ impl ErrorCode {
             ErrorCode::PairingRefused => "pairing_refused",
             ErrorCode::WrongCode => "wrong_code",
             ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::Busy => "busy",
         }
     }
 }

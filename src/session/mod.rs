@@ -165,13 +165,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 },
                 Err(e) => self.error_reply(&e),
             },
-            Request::Delete { name } => match self.shared.spool.delete(&name).await {
-                Ok(()) => {
-                    info!(client_cn = %self.client, file_name = %name, "deleted");
-                    Reply::Deleted { name }
-                }
-                Err(e) => self.error_reply(&e),
-            },
+            Request::Delete { name } => self.delete(name).await,
             Request::Status => Reply::Status(self.status().await),
             Request::Renew { csr } => self.renew(csr).await,
             Request::Pair { .. } | Request::PairConfirm { .. } => Reply::Error {
@@ -235,6 +229,38 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             printer: view.printer.clone(),
             queued: view.queued(),
         }
+    }
+
+    /// `delete`: a file in `ready/`, or else the agent's copy of a file it
+    /// forwarded (which OctoPrint keeps), unless that is being printed.
+    async fn delete(&mut self, name: String) -> Reply {
+        use crate::forward::Forget;
+        let forwarded = match self.shared.spool.delete(&name).await {
+            Ok(()) => false,
+            Err(SpoolError::NotFound { .. }) => match self.shared.forward.forget(&name).await {
+                Forget::Forgotten => true,
+                Forget::Unknown => return self.error_reply(&SpoolError::NotFound { name }),
+                Forget::Printing => {
+                    return Reply::Error {
+                        code: ErrorCode::Busy,
+                        message: format!(
+                            "{name:?} is being printed: cancel the print in OctoPrint first, or delete it once the print has ended"
+                        ),
+                    };
+                }
+                Forget::Busy => {
+                    return Reply::Error {
+                        code: ErrorCode::Busy,
+                        message: format!(
+                            "the agent is busy with OctoPrint and could not delete {name:?} now: try again in a minute"
+                        ),
+                    };
+                }
+            },
+            Err(e) => return self.error_reply(&e),
+        };
+        info!(client_cn = %self.client, file_name = %name, forwarded, "deleted");
+        Reply::Deleted { name, forwarded }
     }
 
     /// `get`: `body`, the data, `complete` with the digest of what was sent.

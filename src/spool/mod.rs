@@ -38,6 +38,10 @@ use upload::sync_dir;
 pub const INCOMING_DIR: &str = "incoming";
 /// Sub-directory for complete files.
 pub const READY_DIR: &str = "ready";
+/// Sub-directory for files uploaded to OctoPrint (kept for `keep_done`).
+pub const DONE_DIR: &str = "done";
+/// Sub-directory for files OctoPrint refused for good.
+pub const FAILED_DIR: &str = "failed";
 /// Sweeps of expired partial files per `keep_partial` period, so that none
 /// outlives its time by more than a quarter of it.
 pub const SWEEPS_PER_KEEP: u32 = 4;
@@ -85,6 +89,8 @@ pub struct Stored {
 pub struct Spool {
     incoming: PathBuf,
     ready: PathBuf,
+    /// `done/` and `failed/`: forwarded files, which `get` finds too.
+    forwarded: [PathBuf; 2],
     limits: Limits,
     /// Bytes promised to uploads in flight and not yet written.
     reserved: Arc<AtomicU64>,
@@ -110,6 +116,7 @@ impl Spool {
         let spool = Spool {
             incoming,
             ready,
+            forwarded: [root.join(DONE_DIR), root.join(FAILED_DIR)],
             limits,
             reserved: Arc::new(AtomicU64::new(0)),
             busy,
@@ -124,6 +131,7 @@ impl Spool {
         Spool {
             incoming: self.incoming.clone(),
             ready: self.ready.clone(),
+            forwarded: self.forwarded.clone(),
             limits,
             reserved: self.reserved.clone(),
             busy: self.busy.clone(),
@@ -347,17 +355,24 @@ impl Spool {
         Ok(files)
     }
 
-    /// Opens a ready file for reading; returns it with its size. A symbolic
-    /// link in `ready/` is not followed (it could point anywhere).
+    /// Opens a file for reading, from `ready/` or else (forwarded to
+    /// OctoPrint) from `done/` or `failed/`; returns it with its size. A
+    /// symbolic link is not followed (it could point anywhere).
     pub async fn open_file(&self, name: &str) -> Result<(tokio::fs::File, u64), SpoolError> {
         validate_name(name)?;
-        let path = self.ready.join(name);
-        let file = tokio::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-            .open(&path)
-            .await
-            .map_err(|e| not_found_or(name, e))?;
+        let mut found = Err(SpoolError::NotFound { name: name.into() });
+        for dir in std::iter::once(&self.ready).chain(&self.forwarded) {
+            found = tokio::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+                .open(dir.join(name))
+                .await
+                .map_err(|e| not_found_or(name, e));
+            if !matches!(found, Err(SpoolError::NotFound { .. })) {
+                break;
+            }
+        }
+        let file = found?;
         let meta = file
             .metadata()
             .await

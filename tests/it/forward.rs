@@ -6,9 +6,10 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use fileagent::client::ClientError;
 use fileagent::config::Config;
 use fileagent::forward::octoprint::ApiKey;
-use fileagent::protocol::FileEntry;
+use fileagent::protocol::{ErrorCode, FileEntry};
 
 use crate::octoprint::OctoPrint;
 use crate::support::{Agent, data, sha256};
@@ -160,6 +161,41 @@ async fn a_sent_file_prints_and_a_second_one_waits_while_busy() {
         status.printer.starts_with("Printing cube.gcode (") && status.printer.ends_with("%)"),
         "{}",
         status.printer
+    );
+
+    // What `list` shows, `get` and `delete` find: the agent's copy.
+    let back = tmp.path().join("back.gcode");
+    client
+        .get("cube.gcode", &back, false, &mut ())
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(&back).unwrap(), std::fs::read(&cube).unwrap());
+    let printing = client.delete("cube.gcode").await.unwrap_err();
+    assert!(
+        matches!(&printing, ClientError::Refused { code: ErrorCode::Busy, message }
+            if message.contains("is being printed")),
+        "{printing:?}"
+    );
+    assert!(done.join("cube.gcode").exists());
+    assert!(client.delete("second.gcode").await.unwrap(), "forwarded");
+    assert!(!done.join("second.gcode").exists());
+    assert!(
+        !listing(&agent)
+            .await
+            .iter()
+            .any(|f| f.name == "second.gcode")
+    );
+    assert!(octo.get("/api/files/local/second.gcode").await.is_some());
+    let gone = client.delete("second.gcode").await.unwrap_err();
+    assert!(
+        matches!(
+            gone,
+            ClientError::Refused {
+                code: ErrorCode::NotFound,
+                ..
+            }
+        ),
+        "{gone:?}"
     );
     client.close().await;
     octo.command("/api/job", serde_json::json!({"command": "cancel"}))
@@ -424,6 +460,15 @@ async fn files_from_other_tools_are_forwarded_and_other_files_are_not() {
     assert!(octo.get("/api/files/local/copied.gcode").await.is_some());
     assert!(octo.get("/api/files/local/notes.txt").await.is_none());
     assert_eq!(agent.ready(), vec!["notes.txt".to_string()]);
+    // Deleted from ready/ (as another tool would, the watcher sees it go):
+    // it leaves the list too.
+    let mut client = agent.client("tidy").await;
+    assert!(!client.delete("notes.txt").await.unwrap(), "not forwarded");
+    client.close().await;
+    octo.wait_for("notes.txt to leave the list", |_| async {
+        (!listing(&agent).await.iter().any(|f| f.name == "notes.txt")).then_some(())
+    })
+    .await;
     assert_eq!(
         octo.job().await.unwrap().0,
         "Operational",
