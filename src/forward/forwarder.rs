@@ -48,6 +48,16 @@ impl Forwarder {
         stop: impl Future<Output = ()>,
     ) {
         tokio::pin!(stop);
+        // Files deleted from ready/ while the agent was not watching.
+        let names: Vec<String> = self
+            .queue
+            .entries()
+            .iter()
+            .map(|e| e.name.clone())
+            .collect();
+        for name in names {
+            self.removed(&name);
+        }
         loop {
             let now = Instant::now();
             if now >= self.next_scan {

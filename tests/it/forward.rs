@@ -469,6 +469,16 @@ async fn files_from_other_tools_are_forwarded_and_other_files_are_not() {
         (!listing(&agent).await.iter().any(|f| f.name == "notes.txt")).then_some(())
     })
     .await;
+    // So does one deleted while the agent was stopped.
+    std::fs::write(ready.join("later.txt"), "nozzle swapped\n").unwrap();
+    wait_state(&agent, &octo, "later.txt", &["skipped"]).await;
+    agent.stop().await;
+    std::fs::remove_file(ready.join("later.txt")).unwrap();
+    agent.restart().await;
+    octo.wait_for("later.txt to leave the list", |_| async {
+        (!listing(&agent).await.iter().any(|f| f.name == "later.txt")).then_some(())
+    })
+    .await;
     assert_eq!(
         octo.job().await.unwrap().0,
         "Operational",
