@@ -86,8 +86,14 @@ impl Client {
         let placed = if overwrite {
             temp_path.persist(dest)
         } else {
-            // One that appeared meanwhile stays too.
-            temp_path.persist_noclobber(dest)
+            // One that appeared meanwhile stays too, on file systems that
+            // can refuse to replace (a share without hard links may not).
+            match temp_path.persist_noclobber(dest) {
+                Err(e) if e.error.kind() != std::io::ErrorKind::AlreadyExists => {
+                    e.path.persist(dest)
+                }
+                placed => placed,
+            }
         };
         placed.map_err(|e| local("cannot write")(e.error))?;
         Ok(Fetched {
