@@ -1,7 +1,7 @@
 //! The forwarding task: one loop that owns the durable queue, hears of new
 //! files, polls the printer, uploads one file at a time, starts queued
-//! prints and follows running ones (both in [`super::printing`]) and cleans
-//! up.
+//! prints and follows running ones (both in [`super::printing`]) and lets
+//! files go (in [`super::retention`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -13,9 +13,9 @@ use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
 use super::octoprint::{self, OctoError, OctoPrint, PrinterState};
-use super::queue::{self, FileState, Queue};
+use super::queue::{FileState, Queue};
 use super::watch::{self, Change, Settler};
-use super::{Forget, Message, Stored, View};
+use super::{Message, Stored, View};
 use crate::config::{AutoPrint, Config};
 
 /// The forwarding task's state.
@@ -110,59 +110,6 @@ impl Forwarder {
             stored.size,
             Some(stored.client),
         );
-    }
-
-    /// A file left `ready/` (deleted, or moved away by another tool): an
-    /// entry still waiting for it goes, so `list` shows no ghost.
-    fn removed(&mut self, name: &str) {
-        if self.ready.join(name).symlink_metadata().is_ok() {
-            return; // another file of that name took its place
-        }
-        let gone = self.queue.remove_where(|e| {
-            e.name == name && matches!(e.state, FileState::Received | FileState::Skipped)
-        });
-        if !gone.is_empty() {
-            info!(file_name = %name, "removed from ready/ before it was forwarded");
-            self.save();
-        }
-    }
-
-    /// `delete` of a forwarded file (uploaded, printed or failed): its
-    /// entries go and so does the agent's copy; OctoPrint keeps its own.
-    /// Not while it is being printed.
-    fn forget(&mut self, name: &str) -> Forget {
-        let entries = self.queue.entries();
-        if entries
-            .iter()
-            .any(|e| e.name == name && e.state == FileState::Printing)
-        {
-            return Forget::Printing;
-        }
-        let gone = self.queue.remove_where(|e| {
-            e.name == name
-                && matches!(
-                    e.state,
-                    FileState::Uploaded | FileState::Printed | FileState::Failed
-                )
-        });
-        if gone.is_empty() {
-            return Forget::Unknown;
-        }
-        self.remove_copies(name);
-        info!(file_name = %name, "deleted the agent's copy of a forwarded file (OctoPrint keeps its own)");
-        self.save();
-        Forget::Forgotten
-    }
-
-    /// Removes the agent's copies of a forwarded file.
-    fn remove_copies(&self, name: &str) {
-        for path in [
-            self.done.join(name),
-            self.failed.join(name),
-            self.failed.join(format!("{name}.reason")),
-        ] {
-            let _ = std::fs::remove_file(path);
-        }
     }
 
     /// A settled file from another tool: hash it, then register it.
@@ -380,29 +327,6 @@ impl Forwarder {
         if let Some(e) = self.queue.get_mut(id) {
             e.held = true;
         }
-    }
-
-    /// Removes files and records older than `keep_done`.
-    fn clean_up(&mut self) {
-        let horizon = queue::now().saturating_sub(self.config.keep_done.as_secs());
-        let expired = self.queue.remove_where(|e| {
-            e.updated < horizon && matches!(e.state, FileState::Printed | FileState::Failed)
-                || e.updated < horizon && e.state == FileState::Uploaded && !e.queued
-        });
-        if expired.is_empty() {
-            return;
-        }
-        for entry in &expired {
-            // A newer file of that name may own the copy now.
-            if !self.queue.entries().iter().any(|e| e.name == entry.name) {
-                self.remove_copies(&entry.name);
-            }
-        }
-        info!(
-            files = expired.len(),
-            "removed forwarded files older than keep_done"
-        );
-        self.save();
     }
 
     /// OctoPrint failed: back off, and log only when the problem changes.

@@ -15,6 +15,7 @@ mod forwarder;
 pub mod octoprint;
 mod printing;
 pub mod queue;
+mod retention;
 pub mod watch;
 
 use std::sync::{Arc, Mutex};
