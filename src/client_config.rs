@@ -94,12 +94,9 @@ impl ClientConfig {
                 dir.join(CLIENT_CONFIG_FILE).display()
             );
         };
-        let address = self
-            .agents
-            .get(agent)
-            .map_or(agent, |e| e.address.as_str())
-            .to_string();
-        let entry = self.agents.get(agent).or_else(|| self.agent_at(agent));
+        let named = self.agents.get(agent);
+        let address = named.map_or(agent, |e| e.address.as_str()).to_string();
+        let entry = named.or_else(|| self.agent_at(agent));
         let identity = match (identity, entry.and_then(|e| e.identity.as_deref())) {
             (Some(flag), _) => flag.to_path_buf(),
             (None, Some(configured)) => dir.join(expand_home(configured)),

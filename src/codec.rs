@@ -139,6 +139,14 @@ pub fn looks_like_text(head: &[u8]) -> bool {
     !head.contains(&0)
 }
 
+/// What `--compress auto` decides for a file of this name and size that
+/// starts with `head` (its first [`SNIFF_LEN`] bytes, or all of a shorter
+/// one): compressed if it is text, of [`MIN_COMPRESS_LEN`] or more, and not
+/// of a format that is compressed already.
+pub fn auto_compresses(name: &str, size: u64, head: &[u8]) -> bool {
+    size >= MIN_COMPRESS_LEN && worth_compressing(name) && looks_like_text(head)
+}
+
 /// Whether a file with this name is worth compressing: print files are
 /// text, except formats that are compressed already.
 pub fn worth_compressing(name: &str) -> bool {
@@ -262,5 +270,18 @@ mod tests {
         // A binary G-code header (libbgcode: "GCDE", version 1, CRC32).
         assert!(!looks_like_text(b"GCDE\x01\x00\x00\x00\x01\x00"));
         assert!(looks_like_text(b""));
+    }
+
+    #[test]
+    fn auto_compresses_text_print_files_from_a_kib() {
+        let text = b"G28\nG1 X10 Y10\n";
+        assert!(auto_compresses("cube.gcode", MIN_COMPRESS_LEN, text));
+        assert!(!auto_compresses("cube.gcode", MIN_COMPRESS_LEN - 1, text));
+        assert!(!auto_compresses("cube.bgcode", 1 << 20, text));
+        assert!(!auto_compresses(
+            "firmware.gcode",
+            1 << 20,
+            b"\x7fELF\x02\x01\x00"
+        ));
     }
 }

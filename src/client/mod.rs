@@ -92,11 +92,11 @@ impl Observer for () {}
 /// Whether `send` compresses bodies on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum Compression {
-    /// Compress text files of 1 KiB or more, but not binary ones
-    /// ([`looks_like_text`]) or formats that are compressed already
-    /// (`.bgcode`, `.gz`, `.3mf`, ...).
+    /// Compress text files of 1 KiB or more, but not binary ones or formats
+    /// that are compressed already (`.bgcode`, `.gz`, `.3mf`, ...): see
+    /// [`auto_compresses`].
     ///
-    /// [`looks_like_text`]: crate::codec::looks_like_text
+    /// [`auto_compresses`]: crate::codec::auto_compresses
     #[default]
     Auto,
     /// Compress every file.

@@ -42,11 +42,9 @@ pub struct Sent {
     pub resumed_from: u64,
 }
 
-/// Whether the file at `path` starts as text does ([`looks_like_text`]):
-/// `--compress auto` leaves binary files alone, whatever their names.
-///
-/// [`looks_like_text`]: crate::codec::looks_like_text
-async fn starts_as_text(path: &Path) -> io::Result<bool> {
+/// The first [`SNIFF_LEN`](crate::codec::SNIFF_LEN) bytes of the file at
+/// `path`, for `--compress auto` to tell text from binary.
+async fn head_of(path: &Path) -> io::Result<Vec<u8>> {
     use tokio::io::AsyncReadExt;
     let mut head = Vec::with_capacity(crate::codec::SNIFF_LEN);
     tokio::fs::File::open(path)
@@ -54,7 +52,7 @@ async fn starts_as_text(path: &Path) -> io::Result<bool> {
         .take(crate::codec::SNIFF_LEN as u64)
         .read_to_end(&mut head)
         .await?;
-    Ok(crate::codec::looks_like_text(&head))
+    Ok(head)
 }
 
 /// Path, size and modification time: what identifies a file's version.
@@ -95,9 +93,8 @@ impl Client {
         };
         let compress = match self.compression {
             Compression::Auto => {
-                size >= crate::codec::MIN_COMPRESS_LEN
-                    && crate::codec::worth_compressing(name)
-                    && starts_as_text(path).await.map_err(local("cannot read"))?
+                let head = head_of(path).await.map_err(local("cannot read"))?;
+                crate::codec::auto_compresses(name, size, &head)
             }
             Compression::Always => true,
             Compression::Never => false,

@@ -202,10 +202,10 @@ impl Observer for Progress<'_> {
     }
 }
 
-/// The line printed for a file sent.
 /// Bodies smaller than this get no transfer rate in the summary line.
 const RATE_MIN_BYTES: u64 = 1 << 20;
 
+/// The line printed for a file sent.
 fn summary(sent: &Sent) -> String {
     // A resumed upload sent only what the agent did not have: the rate and
     // the compression ratio are of that part. A small body's time is that

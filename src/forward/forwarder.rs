@@ -48,16 +48,7 @@ impl Forwarder {
         stop: impl Future<Output = ()>,
     ) {
         tokio::pin!(stop);
-        // Files deleted from ready/ while the agent was not watching.
-        let names: Vec<String> = self
-            .queue
-            .entries()
-            .iter()
-            .map(|e| e.name.clone())
-            .collect();
-        for name in names {
-            self.removed(&name);
-        }
+        self.removed_while_stopped();
         loop {
             let now = Instant::now();
             if now >= self.next_scan {

@@ -96,15 +96,14 @@ impl View {
     /// forwarder has not taken up (settling, or forwarding off) first, by
     /// name, then every known print file in order of arrival.
     pub fn listing(&self, ready: Vec<FileEntry>) -> Vec<FileEntry> {
-        let in_ready = |e: &Entry| {
-            matches!(
-                e.state,
-                FileState::Received | FileState::Uploading | FileState::Skipped
-            )
-        };
         let mut files: Vec<FileEntry> = ready
             .into_iter()
-            .filter(|f| !self.entries.iter().any(|e| e.name == f.name && in_ready(e)))
+            .filter(|f| {
+                !self
+                    .entries
+                    .iter()
+                    .any(|e| e.name == f.name && e.state.in_ready())
+            })
             .collect();
         files.extend(self.entries.iter().map(|e| FileEntry {
             name: e.name.clone(),

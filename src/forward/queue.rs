@@ -47,6 +47,14 @@ impl FileState {
             FileState::Skipped => "skipped",
         }
     }
+
+    /// Whether the file is still in `ready/`: not forwarded (yet).
+    pub fn in_ready(self) -> bool {
+        matches!(
+            self,
+            FileState::Received | FileState::Uploading | FileState::Skipped
+        )
+    }
 }
 
 /// One print file.

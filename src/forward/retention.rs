@@ -7,18 +7,30 @@ use tracing::info;
 
 use super::Forget;
 use super::forwarder::Forwarder;
-use super::queue::{self, FileState};
+use super::queue::{self, Entry, FileState};
 
 impl Forwarder {
+    /// Entries of files deleted from `ready/` while the agent was not
+    /// watching go, as [`removed`](Self::removed) does for each.
+    pub(super) fn removed_while_stopped(&mut self) {
+        let waiting: Vec<String> = (self.queue.entries().iter())
+            .filter(|e| e.state.in_ready())
+            .map(|e| e.name.clone())
+            .collect();
+        for name in waiting {
+            self.removed(&name);
+        }
+    }
+
     /// A file left `ready/` (deleted, or moved away by another tool): an
     /// entry still waiting for it goes, so `list` shows no ghost.
     pub(super) fn removed(&mut self, name: &str) {
         if self.ready.join(name).symlink_metadata().is_ok() {
             return; // another file of that name took its place
         }
-        let gone = self.queue.remove_where(|e| {
-            e.name == name && matches!(e.state, FileState::Received | FileState::Skipped)
-        });
+        let gone = self
+            .queue
+            .remove_where(|e| e.name == name && e.state.in_ready());
         if !gone.is_empty() {
             info!(file_name = %name, "removed from ready/ before it was forwarded");
             self.save();
@@ -29,20 +41,13 @@ impl Forwarder {
     /// entries go and so does the agent's copy; OctoPrint keeps its own.
     /// Not while it is being printed.
     pub(super) fn forget(&mut self, name: &str) -> Forget {
-        let entries = self.queue.entries();
-        if entries
-            .iter()
-            .any(|e| e.name == name && e.state == FileState::Printing)
-        {
+        let printing = |e: &Entry| e.name == name && e.state == FileState::Printing;
+        if self.queue.entries().iter().any(printing) {
             return Forget::Printing;
         }
-        let gone = self.queue.remove_where(|e| {
-            e.name == name
-                && matches!(
-                    e.state,
-                    FileState::Uploaded | FileState::Printed | FileState::Failed
-                )
-        });
+        let gone = self
+            .queue
+            .remove_where(|e| e.name == name && !e.state.in_ready());
         if gone.is_empty() {
             return Forget::Unknown;
         }
