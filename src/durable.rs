@@ -59,6 +59,15 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
 /// upload builds up (on a Pi with 1 GiB of RAM, a gigabyte of dirty pages
 /// would stall everything else, a running print's streaming included) and
 /// leaves the final fsync only the last window or two to write.
+///
+/// Once a window is on the disk its pages leave the page cache (drop-behind):
+/// the file is read only once more, to forward it, while a big upload would
+/// otherwise push out the page cache of everything else on the Pi
+/// (OctoPrint's own copy of the running print among it). It also keeps the
+/// agent writing into the same few recycled megabytes of memory: on a VM
+/// whose host takes freed memory back (free page reporting, as on the
+/// development machine), a gigabyte written into fresh pages cost the agent
+/// up to 2.7 CPU-seconds of the host's page faults (docs/performance.md).
 /// Errors are ignored: this is a hint, the fsync at the end is the guarantee.
 #[derive(Debug)]
 pub struct Writeback {
@@ -86,8 +95,9 @@ impl Writeback {
     }
 }
 
-/// Starts writing `[start, start + WINDOW)` back and waits until
-/// `[wait, wait + WINDOW)` is on the disk.
+/// Starts writing `[start, start + WINDOW)` back, waits until
+/// `[wait, wait + WINDOW)` is on the disk and drops that window from the
+/// page cache.
 #[cfg(target_os = "linux")]
 fn start_writeback(file: &std::fs::File, start: u64, wait: Option<u64>) {
     use std::os::fd::AsRawFd;
@@ -106,6 +116,8 @@ fn start_writeback(file: &std::fs::File, start: u64, wait: Option<u64>) {
                     | libc::SYNC_FILE_RANGE_WRITE
                     | libc::SYNC_FILE_RANGE_WAIT_AFTER,
             );
+            // Clean pages only: a page written again since stays.
+            libc::posix_fadvise(fd, wait as libc::off64_t, len, libc::POSIX_FADV_DONTNEED);
         }
     }
 }
@@ -164,6 +176,67 @@ mod tests {
         assert_eq!(writeback.next, 3 * WRITEBACK_WINDOW);
         file.sync_all().unwrap();
         assert_eq!(file.metadata().unwrap().len(), 3 * WRITEBACK_WINDOW);
+    }
+
+    /// How many of the pages of `file` in `[start, start + len)` are in
+    /// the page cache (mincore over a mapping of that range).
+    fn resident_pages(file: &std::fs::File, start: u64, len: usize) -> usize {
+        use std::os::fd::AsRawFd;
+        let page = rustix::param::page_size();
+        let mut vec = vec![0u8; len.div_ceil(page)];
+        // SAFETY: a read-only shared mapping of a range the file holds,
+        // only passed to mincore (never read through) and unmapped before
+        // returning; `vec` has one byte per page of the range.
+        unsafe {
+            let addr = libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                file.as_raw_fd(),
+                start as libc::off_t,
+            );
+            assert_ne!(addr, libc::MAP_FAILED, "{}", io::Error::last_os_error());
+            let rc = libc::mincore(addr, len, vec.as_mut_ptr().cast());
+            let error = io::Error::last_os_error();
+            libc::munmap(addr, len);
+            assert_eq!(rc, 0, "mincore: {error}");
+        }
+        vec.iter().filter(|&&b| b & 1 == 1).count()
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn windows_on_the_disk_leave_the_page_cache() {
+        // Under target/, not /tmp: a tmpfs keeps its pages whatever the hint.
+        let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
+        std::fs::create_dir_all(&target).unwrap();
+        let tmp = tempfile::tempdir_in(target).unwrap();
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(tmp.path().join("w"))
+            .unwrap();
+        let window = WRITEBACK_WINDOW as usize;
+        let mut writeback = Writeback::new(0);
+        for i in 0..3 {
+            file.write_all(&vec![i as u8 + 1; window]).unwrap();
+            writeback.advance(&file, (i as u64 + 1) * WRITEBACK_WINDOW);
+        }
+        // The first window waited for (the first) is dropped; the second
+        // is on its way to the disk and the third not yet: both still cached.
+        assert_eq!(resident_pages(&file, 0, window), 0);
+        let page = rustix::param::page_size();
+        assert_eq!(
+            resident_pages(&file, 2 * WRITEBACK_WINDOW, window),
+            window / page
+        );
+        // What was dropped reads back from the disk intact.
+        file.sync_all().unwrap();
+        let back = std::fs::read(tmp.path().join("w")).unwrap();
+        assert!(back[..window].iter().all(|&b| b == 1));
+        assert!(back[2 * window..].iter().all(|&b| b == 3));
     }
 
     #[test]
