@@ -145,7 +145,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 upload.discard().await;
                 Err(e)
             }
-            Some(e) => Err(e),
+            // The upload ends before the reply, so that nothing of it is
+            // seen in incoming/ by what the client does next.
+            Some(e) => {
+                upload.close().await;
+                Err(e)
+            }
             None => upload.finish(overwrite).await,
         };
         let reply = match result {

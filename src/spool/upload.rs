@@ -143,9 +143,10 @@ impl Upload {
         self.resumed_from
     }
 
-    /// Removes a partial file that cannot become the file (the upload ended
-    /// with a wrong size or digest); a temp file goes when dropped anyway.
-    pub async fn discard(&mut self) {
+    /// Ends an upload whose body cannot become the file (a wrong size or
+    /// digest, a full disk): once the writer is done, its file goes, a
+    /// partial one too, and so does its claim, before the caller replies.
+    pub async fn discard(mut self) {
         let _ = self.stop_writer().await;
         if let Some(path) = &self.partial {
             let _ = tokio::fs::remove_file(path).await;
@@ -213,9 +214,9 @@ impl Upload {
         self.received
     }
 
-    /// Ends an interrupted upload: what was received is written, then a
-    /// partial file is kept for resuming (and free for the next try) and a
-    /// temp file removed.
+    /// Ends an interrupted or failed upload: what was received is written,
+    /// then a partial file is kept for resuming (and free for the next try)
+    /// and a temp file removed, before the caller replies.
     pub async fn close(mut self) {
         let _ = self.flush_current().await;
         let _ = self.stop_writer().await;
@@ -333,9 +334,10 @@ impl Upload {
             return Err(SpoolError::MissingDigest);
         };
         if sink.len != self.declared_size {
+            let declared = self.declared_size;
             self.discard().await;
             return Err(SpoolError::SizeMismatch {
-                declared: self.declared_size,
+                declared,
                 got: sink.len,
                 over: false,
             });
