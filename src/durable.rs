@@ -116,9 +116,16 @@ fn start_writeback(file: &std::fs::File, start: u64, wait: Option<u64>) {
                     | libc::SYNC_FILE_RANGE_WRITE
                     | libc::SYNC_FILE_RANGE_WAIT_AFTER,
             );
-            // Clean pages only: a page written again since stays.
-            libc::posix_fadvise(fd, wait as libc::off64_t, len, libc::POSIX_FADV_DONTNEED);
         }
+    }
+    if let Some(wait) = wait {
+        // Clean pages only: a page written again since stays.
+        let _ = rustix::fs::fadvise(
+            file,
+            wait,
+            std::num::NonZeroU64::new(WRITEBACK_WINDOW),
+            rustix::fs::Advice::DontNeed,
+        );
     }
 }
 
