@@ -5,7 +5,7 @@
 #   1. throughput: `fileagent send` of a 1 GiB file vs raw TCP (socat), scp to
 #      an sshd started here, and curl uploading straight to OctoPrint; every
 #      candidate ends with its copy on disk and fsynced; best of 3 runs each,
-#      fileagent and socat taking turns;
+#      fileagent, socat and scp taking turns;
 #   2. memory: the agent's peak RSS during 1, 8 and 32 concurrent 256 MiB uploads;
 #   3. latency: `fileagent send` of a small G-code returning -> OctoPrint Printing;
 #   4. plain vs zstd over loopback shaped to 20 Mbit/s (benches/compressed-link.sh);
@@ -83,51 +83,6 @@ took() {
   echo "$(calc "$(now) - $1" 3) $cpu"
 }
 
-mkdir -p "$work/fa"
-start_agent "$bin" "$work/fa" 'max_file_size = "64 GiB"'
-fa_run() {
-  local s c0 a0 me=$BASHPID
-  s=$(now) c0=$(cpu_secs "$me") a0=$(cpu_secs "$agent_pid")
-  "$bin" send "$big" --compress never --agent "$addr" --identity "$work/fa/bench.pem" > /dev/null
-  took "$s" "$c0" "$agent_pid" "$a0"
-  cmp -s "$big" "$work/fa/spool/ready/big.bin" || { echo "fileagent's copy differs" >&2; exit 1; }
-  rm -f "$work/fa/spool/ready/big.bin"
-}
-raw_run() {
-  local port recv s c0 me=$BASHPID
-  port=$(free_port)
-  socat -u "TCP-LISTEN:$port,bind=127.0.0.1,reuseaddr" "OPEN:$work/raw.out,creat,trunc" &
-  recv=$!
-  until ss -ltn "sport = :$port" | grep -q LISTEN; do sleep 0.05; done
-  s=$(now) c0=$(cpu_secs "$me")
-  socat -u "OPEN:$big" "TCP:127.0.0.1:$port"
-  wait "$recv"
-  sync "$work/raw.out"
-  took "$s" "$c0"
-  cmp -s "$big" "$work/raw.out" || { echo "raw TCP copy differs" >&2; exit 1; }
-  rm -f "$work/raw.out"
-}
-# fileagent and raw TCP, the pair whose ratio has the tightest target, take
-# turns, so that a drift of this machine's speed during the benchmark
-# touches both alike.
-best_fa= best_raw=
-read -r steal0 ticks0 <<< "$(cpu_ticks)"
-for _ in $(seq "$runs"); do
-  line=$(once fa_run)
-  best_fa=$(faster "$best_fa" "$line")
-  line=$(once raw_run)
-  best_raw=$(faster "$best_raw" "$line")
-done
-read -r steal1 ticks1 <<< "$(cpu_ticks)"
-# On a VM whose host is busy the hypervisor takes part of the cores, and a
-# run that keeps both cores busy (fileagent) loses more than one that does
-# not (socat): this figure says how disturbed the pair's runs were.
-steal=$(calc "100 * ($steal1 - $steal0) / ($ticks1 - $ticks0)" 0)
-read -r t_fa cpu_fa <<< "$best_fa"
-read -r t_raw cpu_raw <<< "$best_raw"
-stop_agent
-rm -rf "$work/fa/spool"
-
 ssh-keygen -q -t ed25519 -N '' -f "$work/host_key"
 ssh-keygen -q -t ed25519 -N '' -f "$work/user_key"
 cp "$work/user_key.pub" "$work/authorized_keys"
@@ -159,8 +114,55 @@ scp_run() {
   cmp -s "$big" "$work/scp.out" || { echo "scp copy differs" >&2; exit 1; }
   rm -f "$work/scp.out"
 }
-best=$(best_of scp_run)
-read -r t_scp cpu_scp <<< "$best"
+
+mkdir -p "$work/fa"
+start_agent "$bin" "$work/fa" 'max_file_size = "64 GiB"'
+fa_run() {
+  local s c0 a0 me=$BASHPID
+  s=$(now) c0=$(cpu_secs "$me") a0=$(cpu_secs "$agent_pid")
+  "$bin" send "$big" --compress never --agent "$addr" --identity "$work/fa/bench.pem" > /dev/null
+  took "$s" "$c0" "$agent_pid" "$a0"
+  cmp -s "$big" "$work/fa/spool/ready/big.bin" || { echo "fileagent's copy differs" >&2; exit 1; }
+  rm -f "$work/fa/spool/ready/big.bin"
+}
+raw_run() {
+  local port recv s c0 me=$BASHPID
+  port=$(free_port)
+  socat -u "TCP-LISTEN:$port,bind=127.0.0.1,reuseaddr" "OPEN:$work/raw.out,creat,trunc" &
+  recv=$!
+  until ss -ltn "sport = :$port" | grep -q LISTEN; do sleep 0.05; done
+  s=$(now) c0=$(cpu_secs "$me")
+  socat -u "OPEN:$big" "TCP:127.0.0.1:$port"
+  wait "$recv"
+  sync "$work/raw.out"
+  took "$s" "$c0"
+  cmp -s "$big" "$work/raw.out" || { echo "raw TCP copy differs" >&2; exit 1; }
+  rm -f "$work/raw.out"
+}
+# fileagent, raw TCP and scp, the candidates with a target, take turns, so
+# that a drift of this machine's speed during the benchmark touches them
+# alike.
+best_fa= best_raw= best_scp=
+read -r steal0 ticks0 <<< "$(cpu_ticks)"
+for _ in $(seq "$runs"); do
+  line=$(once fa_run)
+  best_fa=$(faster "$best_fa" "$line")
+  line=$(once raw_run)
+  best_raw=$(faster "$best_raw" "$line")
+  line=$(once scp_run)
+  best_scp=$(faster "$best_scp" "$line")
+done
+read -r steal1 ticks1 <<< "$(cpu_ticks)"
+# On a VM whose host is busy the hypervisor takes part of the cores, and a
+# run that keeps both cores busy (fileagent) loses more than one that does
+# not (socat): this figure says how disturbed those runs were.
+steal=$(calc "100 * ($steal1 - $steal0) / ($ticks1 - $ticks0)" 0)
+read -r t_fa cpu_fa <<< "$best_fa"
+read -r t_raw cpu_raw <<< "$best_raw"
+read -r t_scp cpu_scp <<< "$best_scp"
+stop_agent
+rm -rf "$work/fa/spool"
+
 
 start_octoprint "$work"
 pids+=("$octo_pid")
@@ -183,10 +185,10 @@ row "fileagent send (TLS 1.3, SHA-256 both ends, fsync)" "$t_fa s" "$(rate "$t_f
   "CPU $cpu_fa s, both ends"
 row "raw TCP: socat into a file, then fsync" "$t_raw s" "$(rate "$t_raw") MB/s" \
   "fileagent/raw $(calc "$t_raw / $t_fa" 2)x (target >= 0.9); CPU $cpu_raw s"
-row "CPU time the hypervisor took during those two (steal)" "$steal %" "" \
-  "of both cores' time; 0 on a machine of its own"
 row "scp to a local sshd, then fsync" "$t_scp s" "$(rate "$t_scp") MB/s" \
   "fileagent/scp $(calc "$t_scp / $t_fa" 2)x (target >= 2); CPU $cpu_scp s"
+row "CPU time the hypervisor took during those three (steal)" "$steal %" "" \
+  "of both cores' time; 0 on a machine of its own"
 row "curl straight to OctoPrint, then fsync" "$t_curl s" "$(rate "$t_curl") MB/s" \
   "fileagent/curl $(calc "$t_curl / $t_fa" 2)x; CPU $cpu_curl s"
 rm -f "$big"
