@@ -107,26 +107,28 @@ fn start_writeback(file: &std::fs::File, start: u64, wait: Option<u64>) {
     // open for the whole call because `file` is borrowed.
     unsafe {
         libc::sync_file_range(fd, start as libc::off64_t, len, libc::SYNC_FILE_RANGE_WRITE);
-        if let Some(wait) = wait {
-            libc::sync_file_range(
-                fd,
-                wait as libc::off64_t,
-                len,
-                libc::SYNC_FILE_RANGE_WAIT_BEFORE
-                    | libc::SYNC_FILE_RANGE_WRITE
-                    | libc::SYNC_FILE_RANGE_WAIT_AFTER,
-            );
-        }
     }
-    if let Some(wait) = wait {
-        // Clean pages only: a page written again since stays.
-        let _ = rustix::fs::fadvise(
-            file,
-            wait,
-            std::num::NonZeroU64::new(WRITEBACK_WINDOW),
-            rustix::fs::Advice::DontNeed,
+    let Some(wait) = wait else {
+        return;
+    };
+    // SAFETY: as above.
+    unsafe {
+        libc::sync_file_range(
+            fd,
+            wait as libc::off64_t,
+            len,
+            libc::SYNC_FILE_RANGE_WAIT_BEFORE
+                | libc::SYNC_FILE_RANGE_WRITE
+                | libc::SYNC_FILE_RANGE_WAIT_AFTER,
         );
     }
+    // Clean pages only: a page written again since stays.
+    let _ = rustix::fs::fadvise(
+        file,
+        wait,
+        std::num::NonZeroU64::new(WRITEBACK_WINDOW),
+        rustix::fs::Advice::DontNeed,
+    );
 }
 
 #[cfg(not(target_os = "linux"))]
@@ -187,6 +189,7 @@ mod tests {
 
     /// How many of the pages of `file` in `[start, start + len)` are in
     /// the page cache (mincore over a mapping of that range).
+    #[cfg(target_os = "linux")]
     fn resident_pages(file: &std::fs::File, start: u64, len: usize) -> usize {
         use std::os::fd::AsRawFd;
         let page = rustix::param::page_size();

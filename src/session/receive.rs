@@ -139,14 +139,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 "the body ends inside a zstd frame".into(),
             ));
         }
+        // Every arm ends the upload before the reply, so that nothing of it
+        // is seen in incoming/ by what the client does next.
         let result = match failure {
             // What a full disk left of the body goes, to give the space back.
             Some(e @ SpoolError::DiskFull) => {
                 upload.discard().await;
                 Err(e)
             }
-            // The upload ends before the reply, so that nothing of it is
-            // seen in incoming/ by what the client does next.
             Some(e) => {
                 upload.close().await;
                 Err(e)
