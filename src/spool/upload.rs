@@ -1,7 +1,7 @@
 //! One upload in progress: its file in `incoming/` (a temp file, or a
 //! partial file kept for resuming), the pieces it hands its writer
-//! ([`super::writer`]) while the next piece arrives, its share of the space
-//! reservation, and the verified, durable commit into `ready/`.
+//! ([`super::writer`]) while the next piece arrives (the writer also holds
+//! the space promised to it), and the verified, durable commit into `ready/`.
 //! Dropping an [`Upload`] removes a temp file and keeps a partial one.
 
 use std::io;
@@ -89,7 +89,6 @@ pub struct Upload {
     /// Bytes of the body accepted so far (written or on their way).
     received: u64,
     resumed_from: u64,
-    reservation: Reservation,
 }
 
 impl Upload {
@@ -112,6 +111,8 @@ impl Upload {
             claim,
             len: offset,
             hasher: body.hasher,
+            size: declared_size,
+            reservation,
         };
         let (to_writer, pieces) = mpsc::channel(PIECES);
         let (give_back, free) = mpsc::channel(PIECES);
@@ -133,7 +134,6 @@ impl Upload {
             buffers: body.buffers,
             received: offset,
             resumed_from: offset,
-            reservation,
         }
     }
 
@@ -257,7 +257,6 @@ impl Upload {
         };
         *filled += n;
         self.received += len;
-        self.reservation.consume(len);
         if *filled == buffer.len() {
             self.flush_current().await?;
         }

@@ -1,12 +1,15 @@
-//! The writer of one upload's body: a blocking task that hashes and appends
-//! each piece the [`Upload`](super::Upload) hands it, pushes full windows to
-//! the disk, and gives the buffers back, so that the next piece is received
+//! The writer of one upload's body: a blocking task that reserves the
+//! body's disk blocks when its first piece comes, hashes and appends each
+//! piece the [`Upload`](super::Upload) hands it, pushes full windows to the
+//! disk, and gives the buffers back, so that the next piece is received
 //! while this one is written.
 
 use std::io::{self, Write};
 
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
+
+use super::budget::Reservation;
 
 /// What an upload hands its writer.
 #[derive(Debug)]
@@ -31,6 +34,12 @@ pub(super) struct Sink {
     pub(super) len: u64,
     /// SHA-256 state over those bytes.
     pub(super) hasher: Sha256,
+    /// Bytes the file holds once the body is whole (the declared size):
+    /// the disk blocks up to it are reserved before the first write.
+    pub(super) size: u64,
+    /// The disk space promised to the body and not on the disk yet: given
+    /// back as the blocks are reserved (or, where they cannot be, written).
+    pub(super) reservation: Reservation,
 }
 
 /// What the writer hands back when it stops, with the error that stopped
@@ -43,15 +52,17 @@ pub(super) struct Written {
     pub(super) error: Option<io::Error>,
 }
 
-/// The writer of one body, on a blocking thread: hashes and appends each
-/// piece, pushes full windows to the disk, and gives the buffers back,
-/// until the upload stops sending or a write fails.
+/// The writer of one body, on a blocking thread: reserves its blocks,
+/// hashes and appends each piece, pushes full windows to the disk, and
+/// gives the buffers back, until the upload stops sending or a write (or
+/// the reservation: a full disk) fails.
 pub(super) fn write_body(
     mut sink: Sink,
     mut pieces: mpsc::Receiver<Piece>,
     give_back: mpsc::Sender<Vec<u8>>,
 ) -> Written {
     let mut writeback = crate::durable::Writeback::new(sink.len);
+    let mut first = true;
     while let Some(piece) = pieces.blocking_recv() {
         let (buffer, n) = match piece {
             Piece::Data(buffer, n) => (buffer, n),
@@ -60,6 +71,20 @@ pub(super) fn write_body(
                 continue;
             }
         };
+        // With the first bytes, not before: a body that never comes
+        // reserves nothing.
+        if std::mem::take(&mut first) {
+            match crate::durable::preallocate(&sink.file, sink.len, sink.size) {
+                Ok(true) => sink.reservation.consume(sink.size - sink.len),
+                Ok(false) => {}
+                Err(error) => {
+                    return Written {
+                        sink,
+                        error: Some(error),
+                    };
+                }
+            }
+        }
         let data = &buffer[..n];
         if let Err(error) = sink.file.write_all(data) {
             return Written {
@@ -69,6 +94,7 @@ pub(super) fn write_body(
         }
         sink.hasher.update(data);
         sink.len += n as u64;
+        sink.reservation.consume(n as u64);
         writeback.advance(&sink.file, sink.len);
         // The upload may be gone already: then the buffer goes too.
         let _ = give_back.try_send(buffer);
@@ -80,12 +106,15 @@ pub(super) fn write_body(
 mod tests {
     use super::*;
 
+    /// A sink for a body that `len` bytes complete (nothing to reserve).
     fn sink(file: std::fs::File, len: u64, hasher: Sha256) -> Sink {
         Sink {
             file,
             claim: None,
             len,
             hasher,
+            size: len,
+            reservation: Reservation::new(Default::default(), 0),
         }
     }
 
@@ -124,6 +153,44 @@ mod tests {
             written.sink.hasher.finalize(),
             Sha256::digest(b"held one-two")
         );
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn the_first_piece_reserves_the_whole_body_and_gives_the_promise_back() {
+        use std::os::unix::fs::MetadataExt;
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicU64, Ordering};
+        // Under target/ (ext4 here, as on the Pi), not a tmpfs.
+        let target = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
+        std::fs::create_dir_all(&target).unwrap();
+        let dir = tempfile::tempdir_in(target).unwrap();
+        let path = dir.path().join("body");
+        let file = std::fs::File::create(&path).unwrap();
+        let size = 8 << 20;
+        let promised = Arc::new(AtomicU64::new(size));
+        let sink = Sink {
+            size,
+            reservation: Reservation::new(promised.clone(), size),
+            ..sink(file, 0, Sha256::new())
+        };
+        let (to_writer, pieces) = mpsc::channel(4);
+        let (give_back, mut free) = mpsc::channel(4);
+        let writer = tokio::task::spawn_blocking(move || write_body(sink, pieces, give_back));
+        to_writer
+            .send(Piece::Data(vec![7; 4096], 4096))
+            .await
+            .unwrap();
+        free.recv().await.unwrap();
+        // One page written, the whole body's blocks held, nothing promised.
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!(meta.len(), 4096);
+        assert!(meta.blocks() * 512 >= size, "{} blocks", meta.blocks());
+        assert_eq!(promised.load(Ordering::SeqCst), 0);
+        drop(to_writer);
+        let written = writer.await.unwrap();
+        assert!(written.error.is_none());
+        assert_eq!(written.sink.len, 4096);
     }
 
     #[tokio::test]

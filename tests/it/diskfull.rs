@@ -1,10 +1,13 @@
 //! A full disk: the agent's spool on an 8 MiB tmpfs of its own (a private
 //! mount namespace made with `unshare`, so the test needs no mount of its
 //! own). A file larger than the disk is refused before its body; a disk
-//! that fills up under a running upload (another process writes a filler)
-//! gives the client a clear `no_space`, leaves nothing behind, and the
-//! agent keeps serving; once space is freed, files are stored again.
+//! that fills up after an upload was accepted (another process writes a
+//! filler) gives the client a clear `no_space` when its body comes, leaves
+//! nothing behind, and the agent keeps serving; once space is freed, files
+//! are stored again; and an upload whose body has begun holds its blocks,
+//! so a disk filling under it fails the filler, not the upload.
 
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -14,11 +17,12 @@ use fileagent::identity::Identity;
 use fileagent::protocol::{ErrorCode, Reply, Request};
 
 use crate::cli::{Home, Served};
-use crate::support::{GUARD, content, fileagent_command, sha256};
+use crate::support::{GUARD, content, fileagent_command, poll, sha256};
 
 /// Runs the agent with its spool on a fresh 8 MiB tmpfs. On `fill` in
-/// `signals/` the wrapper writes a 7 MiB filler into the spool and answers
-/// `filled`; on `free` it removes the filler and answers `freed`.
+/// `signals/` the wrapper writes a 7 MiB filler into the spool (as much of
+/// it as fits) and answers `filled`; on `free` it removes the filler and
+/// answers `freed`; as often as asked.
 fn serve_on_tmpfs(home: &Home, signals: &Path) -> Served {
     let agent = fileagent_command();
     let spool = home.path().join("spool");
@@ -29,13 +33,15 @@ fn serve_on_tmpfs(home: &Home, signals: &Path) -> Served {
         "$@" &
         agent=$!
         trap 'kill $agent 2>/dev/null' EXIT
-        until [ -e "$SIGNALS/fill" ]; do kill -0 $agent || exit 1; sleep 0.02; done
-        head -c 7340032 /dev/zero > "$SPOOL/filler" 2>/dev/null || true
-        touch "$SIGNALS/filled"
-        until [ -e "$SIGNALS/free" ]; do kill -0 $agent || exit 1; sleep 0.02; done
-        rm -f "$SPOOL/filler"
-        touch "$SIGNALS/freed"
-        wait $agent
+        while :; do
+            until [ -e "$SIGNALS/fill" ]; do kill -0 $agent || exit 1; sleep 0.02; done
+            rm "$SIGNALS/fill"
+            head -c 7340032 /dev/zero > "$SPOOL/filler" 2>/dev/null || true
+            touch "$SIGNALS/filled"
+            until [ -e "$SIGNALS/free" ]; do kill -0 $agent || exit 1; sleep 0.02; done
+            rm "$SIGNALS/free" "$SPOOL/filler"
+            touch "$SIGNALS/freed"
+        done
     "#;
     let mut cmd = Command::new("unshare");
     // As root a mount namespace is enough; otherwise map this user to root
@@ -70,6 +76,7 @@ fn signal_and_wait(signals: &Path, send: &str, answer: &str) {
         assert!(std::time::Instant::now() < deadline, "no {answer}");
         std::thread::sleep(Duration::from_millis(10));
     }
+    std::fs::remove_file(signals.join(answer)).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -115,7 +122,7 @@ async fn a_full_disk_gives_a_clear_no_space_and_the_agent_keeps_serving() {
         other => panic!("{other:?}"),
     }
 
-    // The disk fills while a 6 MiB upload runs.
+    // The disk fills once a 6 MiB upload is accepted, before its body.
     conn.write_message(&request("mid.gcode", &body))
         .await
         .unwrap();
@@ -123,10 +130,8 @@ async fn a_full_disk_gives_a_clear_no_space_and_the_agent_keeps_serving() {
         conn.expect_message::<Reply>(GUARD).await.unwrap(),
         Reply::Continue { .. }
     ));
-    conn.write_chunk(&body[..1 << 20]).await.unwrap();
-    conn.flush().await.unwrap();
     signal_and_wait(signals.path(), "fill", "filled");
-    conn.write_chunk(&body[1 << 20..]).await.unwrap();
+    conn.write_chunk(&body).await.unwrap();
     conn.write_end().await.unwrap();
     let message = match conn.expect_message::<Reply>(GUARD).await.unwrap() {
         Reply::Error {
@@ -154,11 +159,9 @@ async fn a_full_disk_gives_a_clear_no_space_and_the_agent_keeps_serving() {
         .join("root")
         .join(home.path().strip_prefix("/").unwrap())
         .join("spool/incoming");
-    let left: Vec<_> = std::fs::read_dir(&inside)
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name())
-        .collect();
+    let incoming =
+        || -> Vec<std::fs::DirEntry> { std::fs::read_dir(&inside).unwrap().flatten().collect() };
+    let left: Vec<_> = incoming().iter().map(|e| e.file_name()).collect();
     assert!(left.is_empty(), "{left:?}");
     assert!(
         inside.parent().unwrap().join("filler").exists(),
@@ -201,6 +204,64 @@ async fn a_full_disk_gives_a_clear_no_space_and_the_agent_keeps_serving() {
         std::fs::read(&back).unwrap(),
         std::fs::read(&small).unwrap()
     );
+
+    // A 4 MiB upload whose first megabyte is in holds the blocks of all of
+    // it: the filler that comes next gets the rest of the disk.
+    let held = content(4, 4 << 20);
+    let mut cut = raw().await;
+    cut.write_message(&request("held.gcode", &held))
+        .await
+        .unwrap();
+    assert!(matches!(
+        cut.expect_message::<Reply>(GUARD).await.unwrap(),
+        Reply::Continue { .. }
+    ));
+    cut.write_chunk(&held[..1 << 20]).await.unwrap();
+    cut.flush().await.unwrap();
+    let reserved = poll(GUARD, Duration::from_millis(10), async || {
+        incoming()
+            .iter()
+            .any(|e| e.metadata().unwrap().blocks() * 512 >= held.len() as u64)
+            .then_some(())
+    })
+    .await;
+    assert!(reserved.is_some(), "no blocks reserved");
+    signal_and_wait(signals.path(), "fill", "filled");
+    let filler = std::fs::metadata(inside.parent().unwrap().join("filler"))
+        .unwrap()
+        .len();
+    assert!(filler < 3 << 20, "the filler got {filler} bytes");
+
+    // Cut off there, its partial file keeps the blocks: sent again on the
+    // full disk, it resumes (what the partial holds is not asked for
+    // twice) and is stored whole.
+    drop(cut);
+    let idle = poll(GUARD, Duration::from_millis(10), async || {
+        (client.status().await.unwrap().incoming == 0).then_some(())
+    })
+    .await;
+    assert!(idle.is_some(), "the cut upload still runs");
+    conn.write_message(&request("held.gcode", &held))
+        .await
+        .unwrap();
+    let offset = match conn.expect_message::<Reply>(GUARD).await.unwrap() {
+        Reply::Continue { offset, .. } => offset as usize,
+        other => panic!("expected continue, got {other:?}"),
+    };
+    assert!(offset > 0, "nothing kept");
+    conn.write_chunk(&held[offset..]).await.unwrap();
+    conn.write_end().await.unwrap();
+    match conn.expect_message::<Reply>(GUARD).await.unwrap() {
+        Reply::Stored {
+            size, sha256: got, ..
+        } => assert_eq!((size, got), (held.len() as u64, sha256(&held))),
+        other => panic!("expected stored, got {other:?}"),
+    }
+    client
+        .get("held.gcode", &back, true, &mut ())
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(&back).unwrap(), held);
     let log = served.log();
     assert!(!log.contains("panicked"), "{log}");
 }
