@@ -1,5 +1,17 @@
 # Helpers shared by the benchmark scripts (sourced, not run).
 
+# glibc before 2.39 copies anything over 2 KiB with `rep movsb` on AMD Zen 3
+# and 4, which is several times slower when source and destination alias at
+# 4 KiB (glibc bug 30994). Which copies alias depends on where the heap put
+# their buffers, so on such a machine (the development VM: Zen 4, glibc 2.36)
+# any tool's run here was slow or not by luck: fileagent's agent took 0.3 s
+# more CPU per GiB in a third of its uploads (docs/performance.md, run 18).
+# glibc 2.39 fixed it by using vector copies below the L2 size on those CPUs;
+# every tool the benchmarks run (fileagent, socat, sshd and scp, curl,
+# OctoPrint) gets the same setting here. BENCH_GLIBC_TUNABLES= (empty) keeps
+# the machine's default. Other CPUs and architectures ignore it.
+export GLIBC_TUNABLES=${BENCH_GLIBC_TUNABLES-glibc.cpu.x86_rep_movsb_threshold=1048576}
+
 # calc EXPR [DIGITS]: floating-point arithmetic with awk.
 calc() { awk "BEGIN { printf \"%.${2:-6}f\", $1 }"; }
 
