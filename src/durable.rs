@@ -194,6 +194,16 @@ pub fn adopt_owner(root: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// A temp dir on the disk the build is on (under `target/`), not in `/tmp`,
+/// which may be a tmpfs: there the page cache and block allocation behave
+/// as on the Pi's ext4.
+#[cfg(test)]
+pub(crate) fn disk_tempdir() -> tempfile::TempDir {
+    let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
+    std::fs::create_dir_all(&target).unwrap();
+    tempfile::tempdir_in(target).unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -246,10 +256,8 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[test]
     fn windows_on_the_disk_leave_the_page_cache() {
-        // Under target/, not /tmp: a tmpfs keeps its pages whatever the hint.
-        let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
-        std::fs::create_dir_all(&target).unwrap();
-        let tmp = tempfile::tempdir_in(target).unwrap();
+        // Not in /tmp: a tmpfs keeps its pages whatever the hint.
+        let tmp = disk_tempdir();
         let mut file = std::fs::OpenOptions::new()
             .read(true)
             .append(true)
@@ -281,10 +289,7 @@ mod tests {
     #[test]
     fn preallocated_blocks_are_held_beyond_the_length_until_written() {
         use std::os::unix::fs::MetadataExt;
-        // Under target/ (ext4 here, as on the Pi), not a tmpfs.
-        let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
-        std::fs::create_dir_all(&target).unwrap();
-        let tmp = tempfile::tempdir_in(target).unwrap();
+        let tmp = disk_tempdir();
         let mut file = std::fs::File::create(tmp.path().join("p")).unwrap();
         file.write_all(&[1; 4096]).unwrap();
         let size = 4 << 20;

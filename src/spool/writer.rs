@@ -161,10 +161,7 @@ mod tests {
         use std::os::unix::fs::MetadataExt;
         use std::sync::Arc;
         use std::sync::atomic::{AtomicU64, Ordering};
-        // Under target/ (ext4 here, as on the Pi), not a tmpfs.
-        let target = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
-        std::fs::create_dir_all(&target).unwrap();
-        let dir = tempfile::tempdir_in(target).unwrap();
+        let dir = crate::durable::disk_tempdir();
         let path = dir.path().join("body");
         let file = std::fs::File::create(&path).unwrap();
         let size = 8 << 20;

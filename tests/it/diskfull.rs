@@ -69,6 +69,18 @@ fn serve_on_tmpfs(home: &Home, signals: &Path) -> Served {
     Served::spawn(cmd)
 }
 
+/// The agent's answer to a `send` on `conn`, which must be `continue`: the
+/// offset it resumes from.
+async fn accepted<S>(conn: &mut fileagent::protocol::Connection<S>) -> usize
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    match conn.expect_message::<Reply>(GUARD).await.unwrap() {
+        Reply::Continue { offset, .. } => offset as usize,
+        other => panic!("expected continue, got {other:?}"),
+    }
+}
+
 fn signal_and_wait(signals: &Path, send: &str, answer: &str) {
     std::fs::write(signals.join(send), b"").unwrap();
     let deadline = std::time::Instant::now() + GUARD;
@@ -126,10 +138,7 @@ async fn a_full_disk_gives_a_clear_no_space_and_the_agent_keeps_serving() {
     conn.write_message(&request("mid.gcode", &body))
         .await
         .unwrap();
-    assert!(matches!(
-        conn.expect_message::<Reply>(GUARD).await.unwrap(),
-        Reply::Continue { .. }
-    ));
+    assert_eq!(accepted(&mut conn).await, 0);
     signal_and_wait(signals.path(), "fill", "filled");
     conn.write_chunk(&body).await.unwrap();
     conn.write_end().await.unwrap();
@@ -212,10 +221,7 @@ async fn a_full_disk_gives_a_clear_no_space_and_the_agent_keeps_serving() {
     cut.write_message(&request("held.gcode", &held))
         .await
         .unwrap();
-    assert!(matches!(
-        cut.expect_message::<Reply>(GUARD).await.unwrap(),
-        Reply::Continue { .. }
-    ));
+    assert_eq!(accepted(&mut cut).await, 0);
     cut.write_chunk(&held[..1 << 20]).await.unwrap();
     cut.flush().await.unwrap();
     let reserved = poll(GUARD, Duration::from_millis(10), async || {
@@ -244,10 +250,7 @@ async fn a_full_disk_gives_a_clear_no_space_and_the_agent_keeps_serving() {
     conn.write_message(&request("held.gcode", &held))
         .await
         .unwrap();
-    let offset = match conn.expect_message::<Reply>(GUARD).await.unwrap() {
-        Reply::Continue { offset, .. } => offset as usize,
-        other => panic!("expected continue, got {other:?}"),
-    };
+    let offset = accepted(&mut conn).await;
     assert!(offset > 0, "nothing kept");
     conn.write_chunk(&held[offset..]).await.unwrap();
     conn.write_end().await.unwrap();
