@@ -75,7 +75,7 @@ pub(super) fn write_body(
         // reserves nothing.
         if std::mem::take(&mut first) {
             match crate::durable::preallocate(&sink.file, sink.len, sink.size) {
-                Ok(true) => sink.reservation.consume(sink.size - sink.len),
+                Ok(true) => sink.reservation.consume(sink.size.saturating_sub(sink.len)),
                 Ok(false) => {}
                 Err(error) => {
                     return Written {
