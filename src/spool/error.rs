@@ -48,7 +48,8 @@ pub enum SpoolError {
         /// `min_free_space`.
         min_free: u64,
     },
-    /// The disk filled up while writing.
+    /// The disk filled up before the body's blocks could be reserved, or
+    /// while writing where they cannot be.
     #[error("the spool's disk is full")]
     DiskFull,
     /// A different file of that name exists.

@@ -236,17 +236,8 @@ impl Spool {
             // Expired partial files go first, so this one is fresh or new.
             let _ = self.sweep_expired().await;
             let path = self.incoming.join(&partial);
-            // Space first: a refused upload must not leave an empty partial
-            // file. What it holds on the disk counts: its bytes, and the
-            // blocks reserved for the rest when it was first written.
-            let held = tokio::fs::metadata(&path).await.map_or(0, |m| {
-                use std::os::unix::fs::MetadataExt;
-                if m.len() > size {
-                    0
-                } else {
-                    m.len().max(m.blocks() * 512).min(size)
-                }
-            });
+            // Space first: a refused upload must not leave an empty partial file.
+            let held = partial::space_held(&path, size).await;
             let reservation = self.reserve(size - held)?;
             let (file, offset, hasher) = partial::open_partial(path.clone(), size).await?;
             return Ok(Begin::Receive(Box::new(Upload::new(

@@ -103,6 +103,18 @@ pub(super) fn sweep(
     Ok(removed)
 }
 
+/// The disk space the partial file at `path` already takes for a body of
+/// `size`: its bytes, and the blocks reserved for the rest when it was
+/// first written (none if it is missing, or longer than `size` and so to
+/// be emptied).
+pub(super) async fn space_held(path: &Path, size: u64) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    match tokio::fs::metadata(path).await {
+        Ok(meta) if meta.len() <= size => meta.len().max(meta.blocks() * 512).min(size),
+        _ => 0,
+    }
+}
+
 /// Opens (or creates) the partial file at `path` for a body of `size`:
 /// returns it positioned at its end, how many bytes it holds, and the
 /// SHA-256 state over them. A partial file longer than `size` is emptied.
