@@ -161,6 +161,9 @@ pub(crate) fn unexpected(reply: &Reply) -> ClientError {
             Reply::Paired(_) => "paired",
             Reply::Renewed(_) => "renewed",
             Reply::Error { .. } => "error",
+            Reply::Progress { .. } => "progress",
+            Reply::Verified { .. } => "verified",
+            Reply::Printing { .. } => "printing",
         },
         expected: "the reply to this request",
     })

@@ -84,6 +84,9 @@ pub trait Observer {
     /// uploads: if the transfer is interrupted from now on, it keeps what it
     /// received, and sending the file again resumes where it stopped.
     fn resumable(&mut self) {}
+    /// The agent verified the whole body and is told to store it: from now
+    /// on an interruption may leave the file stored.
+    fn committing(&mut self) {}
 }
 
 /// An observer that ignores everything.
@@ -127,6 +130,9 @@ pub fn parse_agent(agent: &str) -> Result<(String, u16), ClientError> {
     }
     Ok((host.to_string(), port))
 }
+
+/// The connection to an agent.
+pub(crate) type Conn = Connection<TlsStream<TcpStream>>;
 
 /// Where and how to connect: kept so an idle connection can be reopened.
 struct Endpoint {
@@ -291,6 +297,19 @@ impl Client {
         }
     }
 
+    /// Starts a print of `name` (or of the oldest file waiting) on the
+    /// agent's printer: a person's act, which says the bed is clear.
+    /// Returns the name of the file that started.
+    pub async fn print(&mut self, name: Option<&str>) -> Result<String, ClientError> {
+        let request = Request::Print {
+            name: name.map(str::to_owned),
+        };
+        match self.request(&request).await? {
+            Reply::Printing { name } => Ok(name),
+            other => Err(unexpected(&other)),
+        }
+    }
+
     /// Asks the agent for a new certificate for a new key made here, and
     /// replaces the identity file at `path` with it (atomically, mode 0600).
     /// Returns the new expiry.
@@ -345,12 +364,18 @@ impl Client {
         self.reply().await
     }
 
+    /// The next reply, past any progress of a body that has ended.
     async fn reply(&mut self) -> Result<Reply, ClientError> {
-        let reply = self
-            .conn
-            .expect_message::<Reply>(REPLY_TIMEOUT)
-            .await
-            .map_err(|e| self.explain(e))?;
+        let reply = loop {
+            let reply = self
+                .conn
+                .expect_message::<Reply>(REPLY_TIMEOUT)
+                .await
+                .map_err(|e| self.explain(e))?;
+            if !matches!(reply, Reply::Progress { .. }) {
+                break reply;
+            }
+        };
         self.last_used = Instant::now();
         match reply {
             Reply::Error { code, message } => Err(ClientError::Refused { code, message }),

@@ -15,7 +15,7 @@ use crate::protocol::{CHUNK_LEN, DIGEST_LEN, Encoding, ErrorCode, Reply, Request
 use super::body::{Body, Piece};
 use super::digest::{PendingDigest, hash_changed, hash_file};
 use super::error::local_error;
-use super::{Client, ClientError, Compression, Observer, Phase, unexpected};
+use super::{Client, ClientError, Compression, Conn, Observer, Phase, unexpected};
 
 /// Result of [`Client::send_file`].
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -172,6 +172,8 @@ impl Client {
             overwrite,
             encoding: compress.then_some(Encoding::Zstd),
             resume: true,
+            confirm: true,
+            progress: true,
         };
         let sent_as = |sha256, unchanged, replaced, wire_bytes, encoding, resumed_from| Sent {
             name: name.into(),
@@ -216,6 +218,12 @@ impl Client {
         let mut wire = Vec::with_capacity(2 * CHUNK_LEN);
         let mut wire_bytes = 0u64;
         let mut sent = offset;
+        // The bar shows what the agent says it has, not what the kernel took.
+        let heard = |conn: &mut Conn, observer: &mut (dyn Observer + Send)| {
+            if let Some(received) = conn.take_progress() {
+                observer.progress(received.min(size));
+            }
+        };
         // The reader stops at the announced size; if the file changed
         // meanwhile the agent's digest check refuses it.
         while let Some(piece) = body.next().await {
@@ -239,32 +247,56 @@ impl Client {
                     c.compress(bytes, &mut wire)
                         .map_err(local("cannot compress"))?;
                     if wire.len() >= CHUNK_LEN {
-                        self.timed(|conn| conn.write_chunk(&wire)).await?;
+                        self.timed(|conn| conn.write_chunk_hearing(&wire, false))
+                            .await?;
                         wire_bytes += wire.len() as u64;
                         wire.clear();
                     }
                 }
                 None => {
-                    self.timed(|conn| conn.write_chunk(bytes)).await?;
+                    self.timed(|conn| conn.write_chunk_hearing(bytes, false))
+                        .await?;
                     wire_bytes += bytes.len() as u64;
                 }
             }
             sent += bytes.len() as u64;
             body.recycle(chunk);
-            observer.progress(sent);
+            heard(&mut self.conn, observer);
         }
         if let Some(c) = deflate.as_mut() {
             c.finish(&mut wire).map_err(local("cannot compress"))?;
-            self.timed(|conn| conn.write_chunk(&wire)).await?;
+            self.timed(|conn| conn.write_chunk_hearing(&wire, false))
+                .await?;
             wire_bytes += wire.len() as u64;
         }
         if digest_due {
             self.send_digest(digest, path).await?;
         }
+        // Flushed while hearing the agent: the last pieces may take long
+        // on a slow link, and the bar keeps moving meanwhile.
+        self.timed(|conn| conn.write_chunk_hearing(&[], true))
+            .await?;
+        heard(&mut self.conn, observer);
         self.timed(|conn| conn.write_end()).await?;
         let sha256 = digest.wait().await.map_err(local("cannot read"))?;
         let sha256 = sha256.as_str();
-        match self.reply().await {
+        let verdict = match self.reply().await {
+            // The agent has it all, verified: the final word stores it.
+            Ok(Reply::Verified { sha256: computed }) if computed == sha256 => {
+                observer.progress(size);
+                observer.committing();
+                self.timed(|conn| conn.write_message(&Request::Commit))
+                    .await?;
+                self.reply().await
+            }
+            Ok(Reply::Verified { sha256: other }) => {
+                return Err(ClientError::Integrity(format!(
+                    "the agent received SHA-256 {other} but this file is {sha256}; not stored"
+                )));
+            }
+            other => other,
+        };
+        match verdict {
             Ok(Reply::Stored {
                 sha256: confirmed,
                 unchanged,

@@ -3,6 +3,7 @@
 //! prints and follows running ones (both in [`super::printing`]) and lets
 //! files go (in [`super::retention`]).
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -12,7 +13,9 @@ use std::future::Future;
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
+use super::backlog::BACKLOG_REASON;
 use super::octoprint::{self, OctoError, OctoPrint, PrinterState};
+use super::policy::{self, Policy};
 use super::queue::{FileState, Queue};
 use super::watch::{self, Change, Settler};
 use super::{Message, Stored, View};
@@ -36,6 +39,11 @@ pub(super) struct Forwarder {
     pub(super) next_scan: Instant,
     /// The entry printing now and its completion at the last poll.
     pub(super) progress: Option<(u64, f64)>,
+    /// Whether the printer was busy at the last poll (`None`: not polled yet).
+    pub(super) was_busy: Option<bool>,
+    /// Files found in `ready/` when forwarding started that the queue did
+    /// not know: registered as backlog once they settle.
+    pub(super) backlog: HashSet<String>,
 }
 
 impl Forwarder {
@@ -55,7 +63,10 @@ impl Forwarder {
                 self.settler.scan(now);
                 self.next_scan = now + self.config.rescan_interval;
             }
-            for appeared in self.settler.settled(now) {
+            // Oldest first: files found at once (a backlog) keep their order.
+            let mut settled = self.settler.settled(now);
+            settled.sort_by_key(|a| (a.modified, a.name.clone()));
+            for appeared in settled {
                 self.appeared(appeared).await;
             }
             self.step().await;
@@ -74,6 +85,9 @@ impl Forwarder {
                     Message::Stored(stored) => self.arrived(stored),
                     Message::Forget { name, reply } => {
                         let _ = reply.send(self.forget(&name));
+                    }
+                    Message::Print { name, client, reply } => {
+                        let _ = reply.send(self.print_now(name.as_deref(), &client).await);
                     }
                 },
                 Some(change) = changes.recv() => {
@@ -95,12 +109,14 @@ impl Forwarder {
     /// A verified file from the receiver.
     fn arrived(&mut self, stored: Stored) {
         self.settler.known(&stored.name);
-        self.register(
-            &stored.name,
-            &stored.sha256,
-            stored.size,
-            Some(stored.client),
-        );
+        self.backlog.remove(&stored.name);
+        let arrival = Arrival {
+            client: Some(stored.client),
+            time: stored.arrived,
+            overwrite: stored.overwrite,
+            backlog: false,
+        };
+        self.register(&stored.name, &stored.sha256, stored.size, arrival);
     }
 
     /// A settled file from another tool: hash it, then register it.
@@ -110,8 +126,20 @@ impl Forwarder {
             std::fs::File::open(&path).and_then(|mut f| crate::spool::file_digest(&mut f))
         })
         .await;
+        // Found when forwarding started: it waited from before.
+        let backlog = self.backlog.remove(&appeared.name);
+        let arrival = Arrival {
+            client: None,
+            time: appeared
+                .modified
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or_else(|_| super::queue::now(), |d| d.as_secs()),
+            // Copied over an older file by hand: meant to replace it.
+            overwrite: true,
+            backlog,
+        };
         match digest {
-            Ok(Ok(sha256)) => self.register(&appeared.name, &sha256, appeared.size, None),
+            Ok(Ok(sha256)) => self.register(&appeared.name, &sha256, appeared.size, arrival),
             Ok(Err(e)) => {
                 warn!(file_name = %appeared.name, error = %e, "cannot read a new file in ready/")
             }
@@ -119,7 +147,7 @@ impl Forwarder {
         }
     }
 
-    fn register(&mut self, name: &str, sha256: &str, size: u64, client: Option<String>) {
+    fn register(&mut self, name: &str, sha256: &str, size: u64, arrival: Arrival) {
         if let Some(known) = self.queue.find(name, sha256) {
             if !matches!(known.state, FileState::Received | FileState::Skipped) {
                 info!(file_name = %name, sha256 = %sha256, state = known.state.as_str(), "already forwarded, not uploaded again");
@@ -127,6 +155,20 @@ impl Forwarder {
             }
             return;
         }
+        // A new version: what waited or was done under that name is
+        // superseded (a print of it that is running is still followed).
+        let superseded = self
+            .queue
+            .remove_where(|e| e.name == name && e.state != FileState::Printing);
+        if !superseded.is_empty() {
+            info!(file_name = %name, versions = superseded.len(), "a new version replaces the one known under this name");
+        }
+        let Arrival {
+            client,
+            time,
+            overwrite,
+            backlog,
+        } = arrival;
         let printable = Path::new(name)
             .extension()
             .and_then(|e| e.to_str())
@@ -138,14 +180,19 @@ impl Forwarder {
             });
         let client_label = client.clone().unwrap_or_else(|| "-".into());
         if printable {
-            self.queue
-                .add(name, sha256, size, client, FileState::Received);
-            info!(file_name = %name, sha256 = %sha256, bytes = size, client_cn = %client_label, "queued for OctoPrint");
+            let id =
+                (self.queue).add_arrived(name, sha256, size, client, FileState::Received, time);
+            if let Some(e) = self.queue.get_mut(id) {
+                e.overwrite = overwrite;
+                if backlog {
+                    e.held = true;
+                    e.reason = Some(BACKLOG_REASON.into());
+                }
+            }
+            info!(file_name = %name, sha256 = %sha256, bytes = size, client_cn = %client_label, backlog, "queued for OctoPrint");
             self.next_poll = Instant::now();
         } else {
-            let id = self
-                .queue
-                .add(name, sha256, size, client, FileState::Skipped);
+            let id = (self.queue).add_arrived(name, sha256, size, client, FileState::Skipped, time);
             let reason = format!(
                 "not a print file (extensions: {})",
                 self.config.print_extensions.join(", ")
@@ -171,22 +218,23 @@ impl Forwarder {
         self.healthy();
         self.follow(&state);
         // `uploading` after a crash is simply retried: the digest check in
-        // `upload` finds a copy OctoPrint already has.
+        // `upload` finds a copy OctoPrint already has. A held file waits for
+        // the running print to end (OctoPrint will not overwrite the file it
+        // prints, and uploading it on every poll would only load the Pi
+        // during the print); the files behind it go on, and wait in
+        // OctoPrint for their turn (the order rule).
         let next = self
             .queue
             .entries()
             .iter()
-            .find(|e| matches!(e.state, FileState::Received | FileState::Uploading))
-            .map(|e| (e.id, e.held));
-        // A held file waits for the running print to end (OctoPrint will not
-        // overwrite the file it prints, and uploading it again on every poll
-        // would only load the Pi during the print); the files behind it keep
-        // their order.
-        if let Some((id, held)) = next {
-            if !(held && state.busy) {
-                self.upload(id, &state).await;
-                self.next_poll = Instant::now(); // more may be waiting
-            }
+            .find(|e| {
+                matches!(e.state, FileState::Received | FileState::Uploading)
+                    && !(e.held && state.busy)
+            })
+            .map(|e| e.id);
+        if let Some(id) = next {
+            self.upload(id, &state, false).await;
+            self.next_poll = Instant::now(); // more may be waiting
             return;
         }
         if self.config.octoprint.queue {
@@ -195,8 +243,9 @@ impl Forwarder {
         self.clean_up();
     }
 
-    /// Uploads one entry, printing it if the policy and the printer allow.
-    async fn upload(&mut self, id: u64, state: &PrinterState) {
+    /// Uploads one entry, printing it if the policy, the bed and the order
+    /// allow, or if a person asked (`person`).
+    pub(super) async fn upload(&mut self, id: u64, state: &PrinterState, person: bool) {
         let Some(entry) = self.queue.entries().iter().find(|e| e.id == id).cloned() else {
             return;
         };
@@ -208,19 +257,14 @@ impl Forwarder {
             self.queue.remove_where(|e| e.id == id);
             return self.save();
         };
-        let waiting_before = self.queue.entries().iter().any(|e| {
-            e.id < id
-                && (e.queued && e.state == FileState::Uploaded || e.state == FileState::Printing)
-        });
         let policy = self.config.octoprint.auto_print;
-        let ready = state.operational && !state.busy && !waiting_before;
-        let print = !entry.held
-            && !waiting_before
-            && match policy {
-                AutoPrint::Never => false,
-                AutoPrint::Always => true,
-                AutoPrint::WhenIdle => ready,
-            };
+        let rules = Policy {
+            auto_print: policy,
+            queue: self.config.octoprint.queue,
+        };
+        let ready = state.operational && !state.busy;
+        let print = person
+            || policy::starts_by_itself(self.queue.entries(), id, rules, &self.queue.bed, state);
         let folder_setting = self.config.octoprint.upload_folder.clone();
         let folder = Some(folder_setting.as_str());
         let path = octoprint::join(folder, &entry.name);
@@ -234,6 +278,14 @@ impl Forwarder {
             Ok(Some(digest)) if digest == entry.sha256 => Ok(octoprint::Uploaded {
                 path,
                 printing: false,
+            }),
+            // The name is taken in OctoPrint by another file: only a send
+            // with --overwrite replaces it.
+            Ok(Some(_)) if !entry.overwrite => Err(OctoError::Rejected {
+                status: 409,
+                message: format!(
+                    "OctoPrint already has a different {path}: send the file again with --overwrite to replace it, or under another name (--as)"
+                ),
             }),
             Ok(_) => {
                 let userdata = serde_json::json!({
@@ -254,25 +306,21 @@ impl Forwarder {
                 let (state, reason) = if uploaded.printing {
                     (FileState::Printing, None)
                 } else if print {
-                    (
-                        FileState::Uploaded,
-                        Some("OctoPrint did not start it (printer busy)".to_string()),
-                    )
-                } else if queued {
-                    (
-                        FileState::Uploaded,
-                        Some("waiting: prints when the printer is free".to_string()),
-                    )
+                    let why = "OctoPrint did not start it (printer busy)";
+                    (FileState::Uploaded, Some(why.to_string()))
                 } else if policy == AutoPrint::Never {
-                    (
-                        FileState::Uploaded,
-                        Some("uploaded only (auto_print = never)".to_string()),
-                    )
+                    let why = "uploaded only (auto_print = never)";
+                    (FileState::Uploaded, Some(why.to_string()))
+                } else if queued {
+                    let why = "waiting: prints when the printer is free";
+                    (FileState::Uploaded, Some(why.to_string()))
+                } else if entry.held && entry.reason.as_deref() != Some(BACKLOG_REASON) {
+                    let why =
+                        "uploaded once the print before it had ended; it does not start by itself";
+                    (FileState::Uploaded, Some(why.to_string()))
                 } else {
-                    (
-                        FileState::Uploaded,
-                        Some("waiting for a person to start it".to_string()),
-                    )
+                    // Why it waits is said live by `list` (policy::why_waiting).
+                    (FileState::Uploaded, entry.reason.clone())
                 };
                 info!(
                     file_name = %entry.name, sha256 = %entry.sha256, bytes = entry.size, path = %uploaded.path,
@@ -368,8 +416,21 @@ impl Forwarder {
         }
         if let Ok(mut view) = self.view.lock() {
             view.entries = self.queue.entries().to_vec();
+            view.bed = self.queue.bed.clone();
         }
     }
+}
+
+/// Where a file came from, for [`Forwarder::register`].
+struct Arrival {
+    /// The sender's certificate name, for files sent through fileagent.
+    client: Option<String>,
+    /// When it arrived (Unix seconds).
+    time: u64,
+    /// It may replace a different file of its name in OctoPrint.
+    overwrite: bool,
+    /// It waited from before forwarding ran: never starts by itself.
+    backlog: bool,
 }
 
 /// Device and inode of the file at `path`.

@@ -11,8 +11,10 @@
 //! snapshot of its state ([`View`]) for `list` and `status`, and ask it to
 //! [`forget`](Handle::forget) a forwarded file on `delete`.
 
+mod backlog;
 mod forwarder;
 pub mod octoprint;
+pub mod policy;
 mod printing;
 pub mod queue;
 mod retention;
@@ -31,6 +33,7 @@ use crate::protocol::FileEntry;
 use crate::spool::{DONE_DIR, FAILED_DIR};
 use forwarder::Forwarder;
 use octoprint::{ApiKey, OctoPrint};
+use policy::{Bed, Policy};
 use queue::{Entry, FileState, QUEUE_FILE, Queue};
 use watch::Settler;
 
@@ -47,6 +50,12 @@ pub struct View {
     pub printer: String,
     /// Every known print file, in order of arrival.
     pub entries: Vec<Entry>,
+    /// What is on the bed.
+    pub bed: Bed,
+    /// The print settings in force (`None` while forwarding is off).
+    pub policy: Option<Policy>,
+    /// The printer is running a job.
+    pub printer_busy: bool,
 }
 
 /// A file stored by the receiver.
@@ -56,6 +65,9 @@ struct Stored {
     sha256: String,
     size: u64,
     client: String,
+    overwrite: bool,
+    /// When it was stored (Unix seconds).
+    arrived: u64,
 }
 
 /// What the receiver and the sessions tell the forwarder.
@@ -69,6 +81,38 @@ enum Message {
         name: String,
         reply: tokio::sync::oneshot::Sender<Forget>,
     },
+    /// `print`: a person starts a file (or the oldest waiting one).
+    Print {
+        name: Option<String>,
+        client: String,
+        reply: tokio::sync::oneshot::Sender<Result<String, PrintRefused>>,
+    },
+}
+
+/// Why [`Handle::print`] did not start a print.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PrintRefused {
+    /// No such file, or none waiting.
+    #[error("{0}")]
+    NotFound(String),
+    /// The printer is printing, or the file is being printed.
+    #[error("{0}")]
+    Busy(String),
+    /// The printer or OctoPrint cannot print now, or forwarding is off.
+    #[error("{0}")]
+    NotReady(String),
+    /// OctoPrint refused the file.
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// A forwarded file of a name, as [`Handle::holds`] finds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Held {
+    /// Its SHA-256.
+    pub sha256: String,
+    /// Its state (`uploaded`, `printing`, ...).
+    pub state: &'static str,
 }
 
 /// The answer to [`Handle::forget`].
@@ -94,7 +138,8 @@ pub struct Handle {
 impl View {
     /// The spool listing with forwarding states: files in `ready/` that the
     /// forwarder has not taken up (settling, or forwarding off) first, by
-    /// name, then every known print file in order of arrival.
+    /// name, then every known print file in order of arrival, one row per
+    /// name (its newest version), each waiting one saying why.
     pub fn listing(&self, ready: Vec<FileEntry>) -> Vec<FileEntry> {
         let mut files: Vec<FileEntry> = ready
             .into_iter()
@@ -105,14 +150,56 @@ impl View {
                     .any(|e| e.name == f.name && e.state.in_ready())
             })
             .collect();
-        files.extend(self.entries.iter().map(|e| FileEntry {
-            name: e.name.clone(),
-            size: e.size,
-            modified: e.updated,
-            state: Some(e.state.as_str().to_string()),
-            reason: e.reason.clone(),
+        let now = queue::now();
+        let newest = |i: usize| {
+            let name = &self.entries[i].name;
+            !self.entries[i + 1..].iter().any(|e| &e.name == name)
+        };
+        files.extend((0..self.entries.len()).filter(|&i| newest(i)).map(|i| {
+            let e = &self.entries[i];
+            let why = self.policy.and_then(|policy| {
+                policy::why_waiting(&self.entries, i, policy, &self.bed, self.printer_busy, now)
+            });
+            FileEntry {
+                name: e.name.clone(),
+                size: e.size,
+                modified: e.updated,
+                state: Some(e.state.as_str().to_string()),
+                reason: why.or_else(|| e.reason.clone()),
+            }
         }));
         files
+    }
+
+    /// The forwarded file of this name that the agent or OctoPrint holds
+    /// (its newest version), if any: such a name is taken.
+    pub fn holds(&self, name: &str) -> Option<Held> {
+        self.entries
+            .iter()
+            .rev()
+            .find(|e| e.name == name && !e.state.in_ready())
+            .map(|e| Held {
+                sha256: e.sha256.clone(),
+                state: e.state.as_str(),
+            })
+    }
+
+    /// What `status` says of the bed while files wait for a person, e.g.
+    /// "the last print (cube.gcode) ended 3 min ago: files wait for a
+    /// person (fileagent print)".
+    pub fn bed_text(&self) -> Option<String> {
+        let policy = self.policy?;
+        if policy.queue || self.printer_busy {
+            return None;
+        }
+        let occupied = self.bed.occupied.as_ref()?;
+        let job = (occupied.job.as_deref())
+            .map(|j| format!(" ({j})"))
+            .unwrap_or_default();
+        Some(format!(
+            "the last print{job} ended {}: nothing starts by itself until a person clears the bed and starts a file (fileagent print)",
+            policy::ago(queue::now().saturating_sub(occupied.since))
+        ))
     }
 
     /// Files waiting to be uploaded or printed by the agent.
@@ -132,20 +219,56 @@ impl Handle {
             view: Arc::new(Mutex::new(View {
                 enabled: false,
                 printer: reason.to_string(),
-                entries: Vec::new(),
+                ..View::default()
             })),
         }
     }
 
     /// Tells the forwarder that the receiver stored a verified file.
-    pub fn stored(&self, name: &str, sha256: &str, size: u64, client: &str) {
+    pub fn stored(&self, name: &str, sha256: &str, size: u64, client: &str, overwrite: bool) {
         if let Some(tx) = &self.tx {
             let _ = tx.send(Message::Stored(Stored {
                 name: name.into(),
                 sha256: sha256.into(),
                 size,
                 client: client.into(),
+                overwrite,
+                arrived: queue::now(),
             }));
+        }
+    }
+
+    /// The forwarded file of this name, if any (see [`View::holds`]).
+    pub fn holds(&self, name: &str) -> Option<Held> {
+        self.view.lock().ok()?.holds(name)
+    }
+
+    /// A person (`client`) starts the file `name`, or the oldest waiting
+    /// one: uploaded first if need be. Returns the file's name.
+    pub async fn print(&self, name: Option<&str>, client: &str) -> Result<String, PrintRefused> {
+        let off = || {
+            let why = self.view().printer;
+            PrintRefused::NotReady(format!("cannot print: {why}"))
+        };
+        let Some(tx) = &self.tx else {
+            return Err(off());
+        };
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let print = Message::Print {
+            name: name.map(str::to_owned),
+            client: client.into(),
+            reply,
+        };
+        if tx.send(print).is_err() {
+            return Err(off());
+        }
+        match tokio::time::timeout(FORGET_TIMEOUT, answer).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(_)) => Err(off()),
+            Err(_) => Err(PrintRefused::Busy(
+                "the agent is busy with OctoPrint and did not start the print: try again in a minute"
+                    .into(),
+            )),
         }
     }
 
@@ -254,11 +377,11 @@ async fn supervise(
                 drop(watcher);
                 changed
             }
-            // Off: files sent meanwhile are found by the next forwarder's scan.
+            // Off: files sent meanwhile are recorded for the next forwarder.
             None => loop {
                 tokio::select! {
                     changed = desired.changed() => break changed,
-                    Some(_) = arrivals.recv() => {}
+                    Some(message) = arrivals.recv() => off(message, &desired, &view),
                 }
             },
         };
@@ -280,12 +403,35 @@ async fn supervise(
     }
 }
 
+/// What the receiver and sessions ask while forwarding is off.
+fn off(
+    message: Message,
+    desired: &tokio::sync::watch::Receiver<Option<Config>>,
+    view: &Mutex<View>,
+) {
+    match message {
+        Message::Stored(stored) => {
+            if let Some(config) = desired.borrow().as_ref() {
+                backlog::record_while_off(&config.spool_dir, &stored);
+            }
+        }
+        // Nothing forwarded is known while off.
+        Message::Forget { reply, .. } => {
+            let _ = reply.send(Forget::Unknown);
+        }
+        Message::Print { reply, .. } => {
+            let why = view.lock().map(|v| v.printer.clone()).unwrap_or_default();
+            let _ = reply.send(Err(PrintRefused::NotReady(format!("cannot print: {why}"))));
+        }
+    }
+}
+
 fn set_disabled(view: &Mutex<View>, reason: &str) {
     if let Ok(mut view) = view.lock() {
         *view = View {
             enabled: false,
             printer: reason.to_string(),
-            entries: Vec::new(),
+            ..View::default()
         };
     }
 }
@@ -318,6 +464,8 @@ fn build(config: &Config, view: &Arc<Mutex<View>>) -> Result<Option<Built>> {
     }
     let ready = spool.join(crate::spool::READY_DIR);
     let queue = Queue::load(&spool.join(QUEUE_FILE))?;
+    let backlog = backlog::unknown_in_ready(&ready, &queue);
+    backlog::announce(&queue, backlog.len());
     let (watcher, changes) = watch::start(&ready)
         .with_context(|| format!("cannot watch {} for new files", ready.display()))?;
     if let Ok(mut view) = view.lock() {
@@ -325,6 +473,12 @@ fn build(config: &Config, view: &Arc<Mutex<View>>) -> Result<Option<Built>> {
             enabled: true,
             printer: "not contacted yet".into(),
             entries: queue.entries().to_vec(),
+            bed: queue.bed.clone(),
+            policy: Some(Policy {
+                auto_print: octo.auto_print,
+                queue: octo.queue,
+            }),
+            printer_busy: false,
         };
     }
     info!(url = %octo.url, auto_print = octo.auto_print.name(), queue = octo.queue, "forwarding to OctoPrint");
@@ -343,6 +497,8 @@ fn build(config: &Config, view: &Arc<Mutex<View>>) -> Result<Option<Built>> {
         next_poll: Instant::now(),
         next_scan: Instant::now(),
         progress: None,
+        was_busy: None,
+        backlog,
     };
     Ok(Some(Built {
         forwarder,

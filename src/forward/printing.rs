@@ -1,16 +1,15 @@
 //! Following the printer: which queue entry the printer's job is, when its
 //! print started and how it ended (as a pure [`transition`], tested below),
-//! and starting the oldest waiting file once the printer is free.
+//! what the bed holds ([`super::policy::Bed`]), starting the oldest waiting
+//! file once the printer is free (`queue = true`), and a person's `print`.
 
 use tracing::{info, warn};
 
+use super::PrintRefused;
 use super::forwarder::Forwarder;
 use super::octoprint::{OctoError, PrinterState};
-use super::queue::{Entry, FileState};
-
-/// Completion (percent) at which a job that ended counts as printed;
-/// OctoPrint reports 100.0, a little slack covers rounding.
-const PRINTED_AT_PERCENT: f64 = 99.9;
+use super::policy::{BedChange, PRINTED_AT_PERCENT};
+use super::queue::{self, Entry, FileState};
 
 /// What the printer's state says about one forwarded file.
 #[derive(Debug, Clone, PartialEq)]
@@ -21,8 +20,11 @@ pub(super) enum Transition {
     Finished,
     /// Its print ended before completion, at this percentage.
     Stopped(f64),
+    /// OctoPrint no longer has a job (it restarted, or the printer
+    /// disconnected) and never showed this one's end.
+    Vanished,
     /// Another job took the printer before the end was seen.
-    Lost,
+    Replaced,
 }
 
 /// Whether `entry` is the printer's selected job.
@@ -42,12 +44,14 @@ pub(super) fn transition(
     let ours = is_job(entry, state);
     match entry.state {
         FileState::Uploaded if ours && state.busy => Some(Transition::Started),
+        FileState::Printing if !state.operational => Some(Transition::Vanished),
         FileState::Printing if ours && state.busy => None,
         FileState::Printing if ours => match state.completion.unwrap_or(0.0) {
             done if done >= PRINTED_AT_PERCENT => Some(Transition::Finished),
             done => Some(Transition::Stopped(done.max(seen.unwrap_or(0.0)))),
         },
-        FileState::Printing => Some(Transition::Lost),
+        FileState::Printing if state.job_path.is_none() => Some(Transition::Vanished),
+        FileState::Printing => Some(Transition::Replaced),
         _ => None,
     }
 }
@@ -88,16 +92,158 @@ impl Forwarder {
                     let reason = format!("print stopped at {done:.0}%");
                     self.queue.set(*id, FileState::Failed, Some(reason));
                 }
-                Transition::Lost => {
+                Transition::Vanished => {
+                    warn!(file_name = %name, "OctoPrint lost the job before its end was seen (restarted or disconnected)");
+                    let reason = "OctoPrint lost the job before it ended (it restarted, or the \
+                                  printer disconnected): check the printer; the print is \
+                                  probably not whole";
+                    self.queue
+                        .set(*id, FileState::Interrupted, Some(reason.into()));
+                }
+                Transition::Replaced => {
                     info!(file_name = %name, "no longer the printer's job; outcome not observed");
-                    let reason = "another job was selected before the end was seen";
-                    self.queue.set(*id, FileState::Printed, Some(reason.into()));
+                    let reason = "another job was selected before this one's end was seen";
+                    self.queue.set(*id, FileState::Unknown, Some(reason.into()));
                 }
             }
         }
+        let bed = self.watch_bed(state);
         self.set_printer(printer_text(state));
-        if !moves.is_empty() {
+        if !moves.is_empty() || bed {
             self.save();
+        }
+    }
+
+    /// Follows what the bed holds; whether it changed.
+    fn watch_bed(&mut self, state: &PrinterState) -> bool {
+        let change = self.queue.bed.watch(self.was_busy, state, queue::now());
+        self.was_busy = Some(state.busy);
+        if let Ok(mut view) = self.view.lock() {
+            view.printer_busy = state.busy;
+        }
+        let job = state.job_path.as_deref().unwrap_or("-");
+        match &change {
+            None => return false,
+            Some(BedChange::PrintEnded) if self.config.octoprint.queue => {
+                info!(
+                    job,
+                    "print ended; the next queued file starts when the printer is free"
+                )
+            }
+            Some(BedChange::PrintEnded) => {
+                info!(
+                    job,
+                    "print ended: nothing starts by itself until a person starts a file (the bed may hold the print)"
+                )
+            }
+            Some(BedChange::FoundFinished) => {
+                info!(
+                    job,
+                    "OctoPrint shows a finished print: nothing starts by itself until a person starts a file"
+                )
+            }
+            Some(BedChange::Selected(path)) => {
+                info!(selected = %path, "a file was selected in OctoPrint: a person is at the printer, the bed counts as clear")
+            }
+        }
+        true
+    }
+
+    /// `print`: a person starts `name` (or the oldest waiting file), which
+    /// says the bed is clear. Uploads it first if it has not been yet.
+    pub(super) async fn print_now(
+        &mut self,
+        name: Option<&str>,
+        client: &str,
+    ) -> Result<String, PrintRefused> {
+        let entry = self.chosen(name)?;
+        let state = self.octo.state().await.map_err(|e| {
+            PrintRefused::NotReady(format!("cannot print: OctoPrint is not usable ({e})"))
+        })?;
+        if !state.operational {
+            return Err(PrintRefused::NotReady(format!(
+                "cannot print: the printer is not ready ({}); connect it in OctoPrint first",
+                state.text
+            )));
+        }
+        if state.busy {
+            return Err(PrintRefused::Busy(format!(
+                "the printer is busy ({}): start {} once that print has ended and the bed is clear",
+                printer_text(&state),
+                entry.name
+            )));
+        }
+        match (entry.state, entry.octoprint_path.clone()) {
+            (FileState::Received | FileState::Uploading, _) => {
+                self.upload(entry.id, &state, true).await;
+                let now = self.queue.entries().iter().find(|e| e.id == entry.id);
+                match now.map(|e| (e.state, e.reason.clone())) {
+                    Some((FileState::Printing, _)) => {}
+                    Some((_, reason)) => {
+                        return Err(PrintRefused::Refused(format!(
+                            "{} could not be started: {}",
+                            entry.name,
+                            reason.unwrap_or_else(|| "OctoPrint did not start it".into())
+                        )));
+                    }
+                    None => return Err(PrintRefused::NotFound(format!("{} is gone", entry.name))),
+                }
+            }
+            (_, Some(path)) => match self.octo.print(&path).await {
+                Ok(()) => self.mark_printing(entry.id),
+                Err(OctoError::Conflict(why)) => return Err(PrintRefused::Busy(why)),
+                Err(e) if e.is_transient() => {
+                    return Err(PrintRefused::NotReady(format!("cannot print: {e}")));
+                }
+                Err(e) => return Err(PrintRefused::Refused(e.to_string())),
+            },
+            (_, None) => {
+                return Err(PrintRefused::Refused(format!(
+                    "{} is not in OctoPrint: {}",
+                    entry.name,
+                    entry.reason.as_deref().unwrap_or("it was never uploaded")
+                )));
+            }
+        }
+        self.queue.bed.cleared_by_person();
+        self.was_busy = Some(true);
+        info!(file_name = %entry.name, client_cn = %client, "print started by a person (fileagent print)");
+        self.save();
+        Ok(entry.name)
+    }
+
+    /// The entry `print` means: the newest of that name, or the oldest
+    /// file waiting to be started.
+    fn chosen(&self, name: Option<&str>) -> Result<Entry, PrintRefused> {
+        let entries = self.queue.entries();
+        let found = match name {
+            Some(name) => entries.iter().rev().find(|e| e.name == name),
+            None => entries.iter().find(|e| {
+                matches!(
+                    e.state,
+                    FileState::Received | FileState::Uploading | FileState::Uploaded
+                )
+            }),
+        };
+        let entry = found.cloned().ok_or_else(|| {
+            PrintRefused::NotFound(match name {
+                Some(name) => {
+                    format!("no file named {name:?} was sent to this printer (see fileagent list)")
+                }
+                None => "no file is waiting to be printed".to_string(),
+            })
+        })?;
+        match entry.state {
+            FileState::Printing => Err(PrintRefused::Busy(format!(
+                "{} is being printed already",
+                entry.name
+            ))),
+            FileState::Skipped => Err(PrintRefused::Refused(format!(
+                "{} is not a print file (extensions: {})",
+                entry.name,
+                self.config.print_extensions.join(", ")
+            ))),
+            _ => Ok(entry),
         }
     }
 
@@ -141,7 +287,7 @@ impl Forwarder {
     }
 
     /// Entry `id` is the printer's running job: no longer waiting in line.
-    fn mark_printing(&mut self, id: u64) {
+    pub(super) fn mark_printing(&mut self, id: u64) {
         if let Some(e) = self.queue.get_mut(id) {
             e.queued = false;
         }
@@ -178,6 +324,7 @@ mod tests {
             reason: None,
             queued: true,
             held: false,
+            overwrite: false,
             octoprint_path: path.map(str::to_owned),
             arrived: 0,
             updated: 0,
@@ -244,7 +391,19 @@ mod tests {
         let printing = entry(FileState::Printing, Some("cube.gcode"));
         assert_eq!(
             transition(&printing, &other, Some(5.0)),
-            Some(Transition::Lost)
+            Some(Transition::Replaced)
+        );
+        // OctoPrint restarted: no job, or the printer not connected.
+        let restarted = printer(false, None, None);
+        assert_eq!(
+            transition(&printing, &restarted, Some(40.0)),
+            Some(Transition::Vanished)
+        );
+        let mut offline = printer(false, Some("cube.gcode"), None);
+        offline.operational = false;
+        assert_eq!(
+            transition(&printing, &offline, Some(40.0)),
+            Some(Transition::Vanished)
         );
         // Not uploaded yet: no path can match, not even no job at all.
         let waiting = entry(FileState::Uploaded, None);

@@ -9,6 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use super::policy::Bed;
 use crate::durable::{self, Existing};
 
 /// File name of the record inside the spool directory.
@@ -28,6 +29,11 @@ pub enum FileState {
     Printing,
     /// The print finished.
     Printed,
+    /// OctoPrint lost the job before it ended (it restarted, or the printer
+    /// disconnected): the print is probably not whole.
+    Interrupted,
+    /// Another job took the printer before this one's end was seen.
+    Unknown,
     /// Gave up: see the reason.
     Failed,
     /// Not a print file (extension): stays in the spool, never uploaded.
@@ -43,6 +49,8 @@ impl FileState {
             FileState::Uploaded => "uploaded",
             FileState::Printing => "printing",
             FileState::Printed => "printed",
+            FileState::Interrupted => "interrupted",
+            FileState::Unknown => "unknown",
             FileState::Failed => "failed",
             FileState::Skipped => "skipped",
         }
@@ -83,6 +91,10 @@ pub struct Entry {
     /// person starts it.
     #[serde(default)]
     pub held: bool,
+    /// Sent with `--overwrite`: it may replace a different file of its name
+    /// in OctoPrint.
+    #[serde(default)]
+    pub overwrite: bool,
     /// Path in OctoPrint's local storage, once uploaded.
     pub octoprint_path: Option<String>,
     /// When it arrived (Unix seconds).
@@ -97,12 +109,16 @@ pub struct Queue {
     path: PathBuf,
     next_id: u64,
     entries: Vec<Entry>,
+    /// What is on the printer's bed.
+    pub bed: Bed,
 }
 
 #[derive(Deserialize)]
 struct OnDisk {
     next_id: u64,
     entries: Vec<Entry>,
+    #[serde(default)]
+    bed: Bed,
 }
 
 /// [`OnDisk`] for writing, without copying the entries.
@@ -110,6 +126,7 @@ struct OnDisk {
 struct OnDiskRef<'a> {
     next_id: u64,
     entries: &'a [Entry],
+    bed: &'a Bed,
 }
 
 /// Seconds since the Unix epoch.
@@ -122,7 +139,7 @@ pub fn now() -> u64 {
 impl Queue {
     /// Loads the record at `path`; a missing file is an empty record.
     pub fn load(path: &Path) -> io::Result<Queue> {
-        let (next_id, entries) = match std::fs::read(path) {
+        let (next_id, entries, bed) = match std::fs::read(path) {
             Ok(bytes) => {
                 let disk: OnDisk = serde_json::from_slice(&bytes).map_err(|e| {
                     io::Error::new(
@@ -133,15 +150,16 @@ impl Queue {
                         ),
                     )
                 })?;
-                (disk.next_id, disk.entries)
+                (disk.next_id, disk.entries, disk.bed)
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => (1, Vec::new()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => (1, Vec::new(), Bed::default()),
             Err(e) => return Err(e),
         };
         Ok(Queue {
             path: path.to_path_buf(),
             next_id,
             entries,
+            bed,
         })
     }
 
@@ -150,6 +168,7 @@ impl Queue {
         let disk = OnDiskRef {
             next_id: self.next_id,
             entries: &self.entries,
+            bed: &self.bed,
         };
         let json = serde_json::to_vec_pretty(&disk)?;
         durable::write(&self.path, &json, 0o600, Existing::Replace)
@@ -172,7 +191,7 @@ impl Queue {
             .find(|e| e.name == name && e.sha256 == sha256)
     }
 
-    /// Adds a new entry in state `state`; returns its id.
+    /// Adds a new entry in state `state`, arrived now; returns its id.
     pub fn add(
         &mut self,
         name: &str,
@@ -181,9 +200,22 @@ impl Queue {
         client: Option<String>,
         state: FileState,
     ) -> u64 {
+        self.add_arrived(name, sha256, size, client, state, now())
+    }
+
+    /// Adds a new entry in state `state` that arrived at `time` (Unix
+    /// seconds); returns its id.
+    pub fn add_arrived(
+        &mut self,
+        name: &str,
+        sha256: &str,
+        size: u64,
+        client: Option<String>,
+        state: FileState,
+        time: u64,
+    ) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
-        let time = now();
         self.entries.push(Entry {
             id,
             name: name.to_string(),
@@ -194,6 +226,7 @@ impl Queue {
             reason: None,
             queued: false,
             held: false,
+            overwrite: false,
             octoprint_path: None,
             arrived: time,
             updated: time,

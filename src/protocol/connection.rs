@@ -28,7 +28,15 @@ pub struct Connection<S> {
     /// Bytes of the current data frame not yet handed out by
     /// [`read_body`](Connection::read_body).
     frame_left: usize,
+    /// The peer closed its side while [`write_chunk_hearing`]
+    /// (Connection::write_chunk_hearing) listened.
+    heard_end: bool,
 }
+
+/// Most bytes [`Connection::write_chunk_hearing`] keeps in the read buffer
+/// unread: a peer that sends more while the body goes out waits (its
+/// progress replies are a few dozen bytes each).
+const HEARD_MAX: usize = 64 * 1024;
 
 /// The minimum-rate check of [`Connection::guard_rate`].
 #[derive(Debug, Clone, Copy)]
@@ -50,6 +58,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             max_header,
             rate: None,
             frame_left: 0,
+            heard_end: false,
         }
     }
 
@@ -247,6 +256,88 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         self.stream.flush().await
     }
 
+    /// Like [`write_chunk`](Self::write_chunk) followed by a flush when
+    /// `flush` is set, but reading what the peer sends meanwhile (the
+    /// agent's [`Reply::Progress`]) into the read buffer, so that a
+    /// peer writing while this side writes never blocks both; take them
+    /// with [`take_progress`](Self::take_progress).
+    pub async fn write_chunk_hearing(&mut self, data: &[u8], flush: bool) -> io::Result<()> {
+        for piece in data.chunks(MAX_CHUNK_LEN) {
+            let len = u32::try_from(piece.len()).map_err(io::Error::other)?;
+            let mut prefix = [0u8; FRAME_PREFIX_LEN];
+            prefix[0] = TAG_DATA;
+            prefix[1..].copy_from_slice(&len.to_be_bytes());
+            self.write_all_hearing(&prefix).await?;
+            self.write_all_hearing(piece).await?;
+        }
+        if flush {
+            std::future::poll_fn(|cx| {
+                self.hear(cx)?;
+                std::pin::Pin::new(&mut self.stream).poll_flush(cx)
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn write_all_hearing(&mut self, mut bytes: &[u8]) -> io::Result<()> {
+        use std::task::Poll;
+        std::future::poll_fn(|cx| {
+            loop {
+                self.hear(cx)?;
+                if bytes.is_empty() {
+                    return Poll::Ready(Ok(()));
+                }
+                match std::pin::Pin::new(&mut self.stream).poll_write(cx, bytes) {
+                    Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                    Poll::Ready(Ok(n)) => bytes = &bytes[n..],
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+        })
+        .await
+    }
+
+    /// Reads whatever the peer has sent, without waiting (registering `cx`
+    /// for more), up to [`HEARD_MAX`] bytes buffered.
+    fn hear(&mut self, cx: &mut std::task::Context<'_>) -> io::Result<()> {
+        use std::task::Poll;
+        while !self.heard_end && self.buffer.len() < HEARD_MAX {
+            if self.buffer.capacity() - self.buffer.len() < READ_BUF_LEN / 4 {
+                self.buffer.reserve(READ_BUF_LEN);
+            }
+            let stream = std::pin::Pin::new(self.stream.get_mut());
+            match tokio_util::io::poll_read_buf(stream, cx, &mut self.buffer) {
+                Poll::Ready(Ok(0)) => self.heard_end = true,
+                Poll::Ready(Ok(_)) => {}
+                Poll::Ready(Err(e)) => return Err(e),
+                Poll::Pending => break,
+            }
+        }
+        Ok(())
+    }
+
+    /// The latest [`Reply::Progress`] among the whole frames already read,
+    /// taking every progress reply at the front of the read buffer and
+    /// leaving anything else (the verdict) for
+    /// [`read_message`](Self::read_message). Does not read.
+    pub fn take_progress(&mut self) -> Option<u64> {
+        let mut latest = None;
+        while let Ok(Some(total)) = check_frame(&self.buffer, self.max_header) {
+            if self.buffer[0] != TAG_HEADER {
+                break;
+            }
+            let json = &self.buffer[FRAME_PREFIX_LEN..total];
+            match serde_json::from_slice::<Reply>(json) {
+                Ok(Reply::Progress { received }) => latest = Some(received),
+                _ => break,
+            }
+            self.buffer.advance(total);
+        }
+        latest
+    }
+
     /// Writes one piece of a body (not flushed), split into frames of at
     /// most [`MAX_CHUNK_LEN`]; an empty slice writes nothing.
     pub async fn write_chunk(&mut self, data: &[u8]) -> io::Result<()> {
@@ -389,6 +480,8 @@ mod tests {
             overwrite: false,
             encoding: None,
             resume: false,
+            confirm: false,
+            progress: false,
         };
         let body: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
         let sent = request.clone();

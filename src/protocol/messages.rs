@@ -36,6 +36,27 @@ pub enum Request {
         /// the offset [`Reply::Continue`] gives.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         resume: bool,
+        /// The client gives its final word: after the body the agent
+        /// verifies it and answers [`Reply::Verified`], and stores the file
+        /// only on [`Request::Commit`]. A client interrupted before that
+        /// (Ctrl-C) never gets a file stored, whatever the network still
+        /// delivers of its body.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        confirm: bool,
+        /// The client reads [`Reply::Progress`] during the body: how much
+        /// of the file the agent has received.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        progress: bool,
+    },
+    /// The client's final word on a body the agent answered with
+    /// [`Reply::Verified`]: store it. Answered with [`Reply::Stored`].
+    Commit,
+    /// Start a print of a file the agent forwarded (a person's act: the bed
+    /// is clear); answered with [`Reply::Printing`].
+    Print {
+        /// File name; absent: the oldest file waiting to be started.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
     },
     /// List the spool's files with their forwarding state; answered with
     /// [`Reply::Files`].
@@ -121,6 +142,10 @@ pub struct AgentStatus {
     /// Files waiting to be uploaded or printed.
     #[serde(default)]
     pub queued: u64,
+    /// Why files wait for a person, when they do (the bed may hold the
+    /// last print).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bed: Option<String>,
 }
 
 /// A reply from the agent.
@@ -147,6 +172,26 @@ pub enum Reply {
         /// no partial uploads (`keep_partial_uploads = "0s"`).
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         keeps: bool,
+    },
+    /// During a body sent with `progress`: bytes of the file the agent
+    /// holds so far (the resume offset included), sent at most every
+    /// [`PROGRESS_INTERVAL`](super::PROGRESS_INTERVAL).
+    Progress {
+        /// Bytes of the file received and handed to the disk.
+        received: u64,
+    },
+    /// After a body sent with `confirm`: it arrived whole, its size and
+    /// digest match and it is on the disk, not yet stored. The agent waits
+    /// for [`Request::Commit`]; without it the file is not stored (it stays
+    /// as a resumable partial upload where the agent keeps those).
+    Verified {
+        /// SHA-256 the agent computed over the body.
+        sha256: String,
+    },
+    /// Answer to [`Request::Print`]: OctoPrint started the file.
+    Printing {
+        /// File name.
+        name: String,
     },
     /// The file is durably in the spool (fsynced and renamed into place).
     Stored {
@@ -289,6 +334,9 @@ pub enum ErrorCode {
     /// The file is in use (being printed) or the agent is busy with it;
     /// try again later.
     Busy,
+    /// The printer cannot start a print now (not connected, printing, or
+    /// forwarding is off).
+    NotReady,
 }
 
 impl ErrorCode {
@@ -311,6 +359,7 @@ impl ErrorCode {
             ErrorCode::WrongCode => "wrong_code",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Busy => "busy",
+            ErrorCode::NotReady => "not_ready",
         }
     }
 }

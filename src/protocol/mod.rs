@@ -45,6 +45,9 @@ pub const MAX_CHUNK_LEN: usize = 1024 * 1024;
 pub const MIN_BODY_RATE: u64 = 1024;
 /// Size of the data frames fileagent itself sends.
 pub const CHUNK_LEN: usize = 256 * 1024;
+/// Least time between two [`Reply::Progress`] of one body: often enough
+/// for a steady progress bar, rare enough to cost nothing.
+pub const PROGRESS_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
 /// Read buffer of a connection: enough for headers and frame prefixes
 /// (grown for a larger frame); body data goes straight to its destination
 /// ([`Connection::read_body`]).

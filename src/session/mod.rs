@@ -153,11 +153,26 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 overwrite,
                 encoding,
                 resume,
+                confirm,
+                progress,
             } => {
-                return self
-                    .receive(&name, size, sha256.as_deref(), overwrite, encoding, resume)
-                    .await;
+                let offer = receive::Offer {
+                    name,
+                    size,
+                    sha256,
+                    overwrite,
+                    encoding,
+                    resume,
+                    confirm,
+                    progress,
+                };
+                return self.receive(offer).await;
             }
+            Request::Commit => Reply::Error {
+                code: ErrorCode::BadRequest,
+                message: "commit only follows verified, right after a send's body".into(),
+            },
+            Request::Print { name } => self.print(name).await,
             Request::Get { name } => return self.send_file(&name).await,
             Request::List => match self.shared.spool.list().await {
                 Ok(files) => Reply::Files {
@@ -228,6 +243,38 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             client: self.client.clone(),
             printer: view.printer.clone(),
             queued: view.queued(),
+            bed: view.bed_text(),
+        }
+    }
+
+    /// `print`: a person starts a forwarded file (or the oldest waiting one).
+    async fn print(&mut self, name: Option<String>) -> Reply {
+        use crate::forward::PrintRefused;
+        if let Some(name) = &name
+            && let Err(e) = crate::spool::validate_name(name)
+        {
+            return self.error_reply(&e);
+        }
+        match self
+            .shared
+            .forward
+            .print(name.as_deref(), &self.client)
+            .await
+        {
+            Ok(name) => Reply::Printing { name },
+            Err(refused) => {
+                let code = match &refused {
+                    PrintRefused::NotFound(_) => ErrorCode::NotFound,
+                    PrintRefused::Busy(_) => ErrorCode::Busy,
+                    PrintRefused::NotReady(_) => ErrorCode::NotReady,
+                    PrintRefused::Refused(_) => ErrorCode::BadRequest,
+                };
+                info!(client_cn = %self.client, file_name = name.as_deref().unwrap_or("-"), reason = %refused, "print refused");
+                Reply::Error {
+                    code,
+                    message: refused.to_string(),
+                }
+            }
         }
     }
 
@@ -385,6 +432,8 @@ mod tests {
             overwrite: false,
             encoding: None,
             resume: true,
+            confirm: false,
+            progress: false,
         }
     }
 

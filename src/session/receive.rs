@@ -11,21 +11,79 @@ use tracing::{debug, info, warn};
 
 use super::{Session, SessionError, stored_reply};
 use crate::codec::Decompressor;
-use crate::protocol::{BodyRead, Encoding, MIN_BODY_RATE, ProtocolError, Reply};
-use crate::spool::{Begin, MIN_PIECE_LEN, SpoolError};
+use crate::protocol::{
+    BodyRead, Encoding, ErrorCode, MIN_BODY_RATE, PROGRESS_INTERVAL, ProtocolError, Reply, Request,
+};
+use crate::spool::{Begin, MIN_PIECE_LEN, SpoolError, Verified};
+
+/// A `send` request's fields.
+#[derive(Debug)]
+pub(super) struct Offer {
+    pub(super) name: String,
+    pub(super) size: u64,
+    pub(super) sha256: Option<String>,
+    pub(super) overwrite: bool,
+    pub(super) encoding: Option<Encoding>,
+    pub(super) resume: bool,
+    /// The client gives its final word (`commit`) before the file is stored.
+    pub(super) confirm: bool,
+    /// The client reads `progress` replies during the body.
+    pub(super) progress: bool,
+}
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
-    /// `send`: checks, `continue`, the body, then `stored` or an error.
-    pub(super) async fn receive(
-        &mut self,
-        name: &str,
-        size: u64,
-        sha256: Option<&str>,
-        overwrite: bool,
-        encoding: Option<Encoding>,
-        resume: bool,
-    ) -> Result<(), SessionError> {
+    /// `send`: checks, `continue`, the body, then `stored` or an error
+    /// (with `confirm`: `verified`, the client's `commit`, then `stored`).
+    pub(super) async fn receive(&mut self, offer: Offer) -> Result<(), SessionError> {
+        let Offer {
+            ref name,
+            size,
+            ref sha256,
+            overwrite,
+            encoding,
+            resume,
+            confirm,
+            progress,
+        } = offer;
+        let name = name.as_str();
+        let sha256 = sha256.as_deref();
         let started = Instant::now();
+        // A name stays taken while the agent or OctoPrint holds a file of
+        // that name that came through the agent, not only while it is in
+        // ready/ (the spool checks that).
+        if let Some(held) = self.shared.forward.holds(name) {
+            match sha256 {
+                Some(sha256) if sha256.eq_ignore_ascii_case(&held.sha256) => {
+                    info!(client_cn = %self.client, file_name = %name, bytes = size, state = held.state, "unchanged, already forwarded");
+                    let stored = crate::spool::Stored {
+                        name: name.into(),
+                        size,
+                        sha256: held.sha256,
+                        unchanged: true,
+                        replaced: false,
+                    };
+                    return self.send(&stored_reply(stored)).await;
+                }
+                _ if !overwrite => {
+                    info!(client_cn = %self.client, file_name = %name, bytes = size, state = held.state, "send refused: the name is taken by a forwarded file");
+                    let what = match sha256 {
+                        Some(_) => "with different content",
+                        None => {
+                            "(send again with the file's sha256 to find out whether it is the same file)"
+                        }
+                    };
+                    let taken = Reply::Error {
+                        code: ErrorCode::Exists,
+                        message: format!(
+                            "{name:?} was sent before {what} and is {} (the agent or OctoPrint holds it) (send with --overwrite to replace it, or --as another name)",
+                            held.state
+                        ),
+                    };
+                    return self.send(&taken).await;
+                }
+                _ => {}
+            }
+        }
         let mut upload = match self
             .shared
             .spool
@@ -73,7 +131,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         // this; plain ones straight into the upload's buffers.
         let mut scratch = Vec::new();
         self.conn.guard_rate(Some((MIN_BODY_RATE, idle)));
+        let mut told = Told::new(progress, offset);
         loop {
+            if let Some(received) = told.due(upload.written()) {
+                self.send(&Reply::Progress { received }).await?;
+            }
             let direct = failure.is_none() && inflate.is_none();
             let read = if direct {
                 match upload.spare().await {
@@ -151,8 +213,96 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 upload.close().await;
                 Err(e)
             }
+            None if confirm => match upload.verify().await {
+                Ok(verified) => {
+                    let receipt = Receipt {
+                        name: name.to_string(),
+                        size,
+                        overwrite,
+                        started,
+                        wire_bytes,
+                        encoding,
+                    };
+                    return self.await_commit(verified, &receipt).await;
+                }
+                Err(e) => Err(e),
+            },
             None => upload.finish(overwrite).await,
         };
+        let receipt = Receipt {
+            name: name.to_string(),
+            size,
+            overwrite,
+            started,
+            wire_bytes,
+            encoding,
+        };
+        self.answer(result, &receipt).await
+    }
+
+    /// After `verified`: the client's `commit` stores the file; anything
+    /// else (the client interrupted, gone, confused) leaves it unstored, kept
+    /// for resuming where partial uploads are kept.
+    async fn await_commit(
+        &mut self,
+        verified: Verified,
+        receipt: &Receipt,
+    ) -> Result<(), SessionError> {
+        let sha256 = verified.sha256().to_string();
+        self.send(&Reply::Verified {
+            sha256: sha256.clone(),
+        })
+        .await?;
+        let idle = self.shared.body_idle_timeout;
+        let word = tokio::time::timeout(idle, self.conn.read_message::<Request>(idle)).await;
+        match word {
+            Ok(Ok(Some(Request::Commit))) => {
+                let result = verified.commit(receipt.overwrite).await;
+                self.answer(result, receipt).await
+            }
+            other => {
+                let why = match other {
+                    Ok(Ok(Some(_))) => "another request came instead of commit".to_string(),
+                    Ok(Ok(None)) => "the client closed the connection".to_string(),
+                    Ok(Err(e)) => e.to_string(),
+                    Err(_) => format!("no word within {idle:?}"),
+                };
+                warn!(
+                    client_cn = %self.client, file_name = %receipt.name, sha256 = %sha256,
+                    kept_for_resume = verified.is_resumable(), reason = %why,
+                    "the client did not confirm the file (interrupted?): not stored"
+                );
+                let reply = Reply::Error {
+                    code: ErrorCode::BadRequest,
+                    message: format!(
+                        "the file was not stored: the agent waited for commit after verified ({why})"
+                    ),
+                };
+                drop(verified);
+                // Best effort: the client is probably gone.
+                let _ = self.send(&reply).await;
+                Err(SessionError::Protocol(ProtocolError::Unexpected {
+                    got: "no commit",
+                    expected: "commit",
+                }))
+            }
+        }
+    }
+
+    /// Tells the forwarder and answers `stored`, or answers the error.
+    async fn answer(
+        &mut self,
+        result: Result<crate::spool::Stored, SpoolError>,
+        receipt: &Receipt,
+    ) -> Result<(), SessionError> {
+        let Receipt {
+            name,
+            size,
+            overwrite,
+            started,
+            wire_bytes,
+            encoding,
+        } = receipt;
         let reply = match result {
             Ok(stored) => {
                 let secs = started.elapsed().as_secs_f64();
@@ -161,9 +311,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     replaced = stored.replaced, wire_bytes,
                     encoding = %encoding.map_or("none", Encoding::name), secs, "stored"
                 );
-                self.shared
-                    .forward
-                    .stored(&stored.name, &stored.sha256, stored.size, &self.client);
+                self.shared.forward.stored(
+                    &stored.name,
+                    &stored.sha256,
+                    stored.size,
+                    &self.client,
+                    *overwrite,
+                );
                 stored_reply(stored)
             }
             Err(e) => {
@@ -172,6 +326,44 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
         };
         self.send(&reply).await
+    }
+}
+
+/// What the `stored` log line and the forwarder learn of a body.
+struct Receipt {
+    name: String,
+    size: u64,
+    overwrite: bool,
+    started: Instant,
+    wire_bytes: u64,
+    encoding: Option<Encoding>,
+}
+
+/// When to tell the client how far the body has come: at most every
+/// [`PROGRESS_INTERVAL`], and only if it moved.
+struct Told {
+    wanted: bool,
+    at: Instant,
+    received: u64,
+}
+
+impl Told {
+    fn new(wanted: bool, offset: u64) -> Told {
+        Told {
+            wanted,
+            at: Instant::now(),
+            received: offset,
+        }
+    }
+
+    /// The figure to send now, if one is due.
+    fn due(&mut self, received: u64) -> Option<u64> {
+        if !self.wanted || received == self.received || self.at.elapsed() < PROGRESS_INTERVAL {
+            return None;
+        }
+        self.at = Instant::now();
+        self.received = received;
+        Some(received)
     }
 }
 

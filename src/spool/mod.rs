@@ -31,8 +31,8 @@ pub use digest::file_digest;
 pub use error::SpoolError;
 pub use name::{MAX_NAME_LEN, TEMP_SUFFIXES, validate_name};
 pub use partial::PARTIAL_SUFFIX;
-pub use upload::Upload;
 use upload::sync_dir;
+pub use upload::{Upload, Verified};
 
 /// Sub-directory for bodies being received.
 pub const INCOMING_DIR: &str = "incoming";

@@ -323,7 +323,13 @@ impl Upload {
 
     /// Verifies size and digest, fsyncs, renames into `ready/` (replacing a
     /// different file only with `overwrite`) and fsyncs the directory.
-    pub async fn finish(mut self, overwrite: bool) -> Result<Stored, SpoolError> {
+    pub async fn finish(self, overwrite: bool) -> Result<Stored, SpoolError> {
+        self.verify().await?.commit(overwrite).await
+    }
+
+    /// Verifies size and digest and fsyncs the body: it is whole and on the
+    /// disk, not yet in `ready/` ([`Verified::commit`] puts it there).
+    pub async fn verify(mut self) -> Result<Verified, SpoolError> {
         self.flush_current().await?;
         if let Some(e) = self.stop_writer().await?.error.take() {
             return Err(SpoolError::io("cannot write to incoming/")(e));
@@ -351,41 +357,82 @@ impl Upload {
                 computed,
             });
         }
-        let stored = |unchanged, replaced| Stored {
-            name: self.name.clone(),
-            size: self.declared_size,
-            sha256: computed.clone(),
-            unchanged,
-            replaced,
-        };
-        let destination = self.dest.clone();
         let target = match (self.temp.take(), self.partial.take(), sink.claim) {
             (Some(path), ..) => Target::Temp(path),
             (None, Some(path), Some(claim)) => Target::Partial { path, claim },
             _ => unreachable!("an upload goes to a temp file or a claimed partial file"),
         };
         let file = sink.file;
-        let outcome = tokio::task::spawn_blocking(move || {
-            file.sync_all()
-                .map_err(SpoolError::io("cannot fsync the upload"))?;
-            drop(file);
-            Ok::<_, SpoolError>(persist(target, &destination, overwrite))
+        tokio::task::spawn_blocking(move || file.sync_all())
+            .await
+            .map_err(|e| SpoolError::io("cannot fsync the upload")(io::Error::other(e)))?
+            .map_err(SpoolError::io("cannot fsync the upload"))?;
+        Ok(Verified {
+            name: self.name.clone(),
+            dest: self.dest.clone(),
+            size: self.declared_size,
+            sha256: computed,
+            target,
         })
-        .await
-        .map_err(|e| SpoolError::io("renaming into ready/")(io::Error::other(e)))??;
+    }
+}
+
+/// A body that arrived whole, matches its size and digest and is on the
+/// disk, waiting for the client's final word. Dropped without
+/// [`commit`](Verified::commit), a temp file is removed and a partial one
+/// stays for resuming (the next `send` of it resumes at its end).
+#[derive(Debug)]
+pub struct Verified {
+    name: String,
+    dest: PathBuf,
+    size: u64,
+    sha256: String,
+    target: Target,
+}
+
+impl Verified {
+    /// The SHA-256 the agent computed.
+    pub fn sha256(&self) -> &str {
+        &self.sha256
+    }
+
+    /// Whether dropping it keeps the body for resuming.
+    pub fn is_resumable(&self) -> bool {
+        matches!(self.target, Target::Partial { .. })
+    }
+
+    /// Renames the body into `ready/` (replacing a different file only with
+    /// `overwrite`) and fsyncs the directory.
+    pub async fn commit(self, overwrite: bool) -> Result<Stored, SpoolError> {
+        let Verified {
+            name,
+            dest,
+            size,
+            sha256,
+            target,
+        } = self;
+        let stored = |unchanged, replaced| Stored {
+            name: name.clone(),
+            size,
+            sha256: sha256.clone(),
+            unchanged,
+            replaced,
+        };
+        let destination = dest.clone();
+        let outcome = tokio::task::spawn_blocking(move || persist(target, &destination, overwrite))
+            .await
+            .map_err(|e| SpoolError::io("renaming into ready/")(io::Error::other(e)))?;
         match outcome {
             Ok(replaced) => {
-                sync_dir(self.dest.parent().unwrap_or(Path::new(".")).to_path_buf()).await?;
+                sync_dir(dest.parent().unwrap_or(Path::new(".")).to_path_buf()).await?;
                 Ok(stored(false, replaced))
             }
             // Another upload of the same name won the race: fine if it is
             // the same content (the temp file is gone with the error).
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                match existing_digest(&self.dest, Some(self.declared_size)).await? {
-                    Some(existing) if existing == computed => Ok(stored(true, false)),
-                    _ => Err(SpoolError::Exists {
-                        name: self.name.clone(),
-                    }),
+                match existing_digest(&dest, Some(size)).await? {
+                    Some(existing) if existing == sha256 => Ok(stored(true, false)),
+                    _ => Err(SpoolError::Exists { name: name.clone() }),
                 }
             }
             Err(e) => Err(SpoolError::io("cannot rename into ready/")(e)),

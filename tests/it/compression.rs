@@ -85,6 +85,8 @@ async fn send_compressed(agent: &Agent, name: &str, size: u64, digest: &str, bod
         overwrite: false,
         encoding: Some(Encoding::Zstd),
         resume: false,
+        confirm: false,
+        progress: false,
     };
     conn.write_message(&request).await.unwrap();
     assert_eq!(

@@ -122,6 +122,8 @@ async fn a_full_disk_gives_a_clear_no_space_and_the_agent_keeps_serving() {
         overwrite: false,
         encoding: None,
         resume: true,
+        confirm: false,
+        progress: false,
     };
     conn.write_message(&request("big.gcode", &big))
         .await

@@ -245,20 +245,20 @@ async fn a_file_replaced_during_its_upload_is_forwarded_too() {
     let release = seen.lock().unwrap().release.clone();
     release.notify_one();
 
-    // Both versions reach OctoPrint, and done/ holds the newest.
+    // Both versions reach OctoPrint, done/ holds the newest, and `list`
+    // shows one row for the name: the newest version.
     let done = agent.config.spool_dir.join("done").join("part.gcode");
     let mut listed = Vec::new();
     let both = poll(GUARD, EVERY, async || {
         listed = client.list().await.unwrap();
-        let uploaded = listed
-            .iter()
-            .filter(|f| f.state.as_deref() == Some("uploaded"))
-            .count();
-        (uploaded == 2).then_some(())
+        let uploaded = seen.lock().unwrap().accepted.len();
+        let states: Vec<_> = listed.iter().map(|f| f.state.as_deref()).collect();
+        (uploaded == 2 && states == [Some("uploaded")]).then_some(())
     })
     .await;
     assert!(both.is_some(), "not both uploaded: {listed:?}");
     assert_eq!(seen.lock().unwrap().accepted.len(), 2);
+    assert_eq!(listed[0].size, std::fs::metadata(&new).unwrap().len());
     assert_eq!(std::fs::read(&done).unwrap(), std::fs::read(&new).unwrap());
     assert!(agent.ready().is_empty());
     client.close().await;

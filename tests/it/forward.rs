@@ -269,19 +269,16 @@ async fn a_new_version_of_the_printing_file_waits_and_does_not_start_by_itself()
             .contains("waiting for a person"),
         "{listed:?}"
     );
-    let stopped = listing(&agent)
-        .await
-        .into_iter()
-        .find(|f| f.name == "cube.gcode" && f.state.as_deref() == Some("failed"))
-        .expect("the cancelled print is listed");
-    assert!(
-        stopped
-            .reason
-            .as_deref()
-            .unwrap()
-            .starts_with("print stopped at"),
-        "{stopped:?}"
+    // One row per name: the new version; the cancelled print of the old
+    // one is in the record, behind it.
+    let rows = listing(&agent).await;
+    assert_eq!(
+        rows.iter().filter(|f| f.name == "cube.gcode").count(),
+        1,
+        "{rows:?}"
     );
+    let queue = std::fs::read_to_string(agent.config.spool_dir.join("queue.json")).unwrap();
+    assert!(queue.contains("print stopped at"), "{queue}");
     let (state, _) = octo.job().await.unwrap();
     assert_ne!(state, "Printing");
     agent.stop().await;
@@ -315,9 +312,27 @@ async fn an_api_key_put_in_place_and_reloaded_turns_forwarding_on() {
     // What the postinst tells users to do: key into the file, then reload.
     std::fs::write(&key_file, format!("{}\n", octo.key)).unwrap();
     agent.reconfigure(|_| {});
-    // The file sent while forwarding was off is found and printed.
+    // The file sent while forwarding was off is uploaded with its sender,
+    // but never started by itself: nobody knows what is on the bed.
+    let listed = wait_state(&agent, &octo, "early.gcode", &["uploaded", "printing"]).await;
+    assert_eq!(listed.state.as_deref(), Some("uploaded"), "{listed:?}");
+    let reason = listed.reason.unwrap_or_default();
+    assert!(reason.contains("forwarding was off"), "{reason}");
+    assert!(reason.contains("fileagent print early.gcode"), "{reason}");
+    let stored = octo.get("/api/files/local/early.gcode").await.unwrap();
+    assert_eq!(stored["userdata"]["client"], "early");
+    let queue = std::fs::read_to_string(agent.config.spool_dir.join("queue.json")).unwrap();
+    assert!(queue.contains("\"client\": \"early\""), "{queue}");
+    assert_ne!(octo.job().await.unwrap().0, "Printing");
+
+    // A person starts it.
+    let mut client = agent.client("early").await;
+    assert_eq!(
+        client.print(Some("early.gcode")).await.unwrap(),
+        "early.gcode"
+    );
     wait_state(&agent, &octo, "early.gcode", &["printing", "printed"]).await;
-    assert!(octo.get("/api/files/local/early.gcode").await.is_some());
+    client.close().await;
     octo.command("/api/job", serde_json::json!({"command": "cancel"}))
         .await;
     agent.stop().await;
@@ -367,7 +382,13 @@ async fn an_octoprint_outage_delays_delivery_which_happens_exactly_once() {
         .await
         .unwrap();
     let waiting = wait_state(&agent, &octo, "tiny.gcode", &["received"]).await;
-    assert!(waiting.reason.is_none_or(|r| r.contains("unreachable")));
+    assert!(
+        waiting
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.contains("unreachable") || r == "waiting to be uploaded"),
+        "{waiting:?}"
+    );
     let status = octo
         .wait_for("the agent to report OctoPrint unreachable", |_| async {
             let status = agent.client("s").await.status().await.ok()?;

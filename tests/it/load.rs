@@ -93,6 +93,8 @@ async fn slowloris_and_idle_clients_are_cut_off_while_64_clients_transfer() {
                 overwrite: false,
                 encoding: None,
                 resume: false,
+                confirm: false,
+                progress: false,
             };
             slow.write_message(&request).await.unwrap();
             assert!(matches!(reply(&mut slow).await, Reply::Continue { .. }));

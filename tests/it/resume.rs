@@ -24,6 +24,8 @@ fn resumable_send(name: &str, content: &[u8]) -> Request {
         overwrite: false,
         encoding: None,
         resume: true,
+        confirm: false,
+        progress: false,
     }
 }
 
@@ -220,6 +222,8 @@ async fn a_send_hashed_while_sending_is_resumable_once_its_digest_arrived() {
         overwrite: false,
         encoding: None,
         resume: true,
+        confirm: false,
+        progress: false,
     };
     // Cut before the digest frame: nothing to resume from.
     let mut conn = agent.raw("flaky-wifi").await;

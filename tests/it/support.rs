@@ -239,6 +239,8 @@ pub async fn announce(conn: &mut Raw, name: &str, size: u64, sha256: &str) -> Re
         overwrite: false,
         encoding: None,
         resume: false,
+        confirm: false,
+        progress: false,
     };
     conn.write_message(&request).await.unwrap();
     reply(conn).await
