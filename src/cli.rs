@@ -30,12 +30,14 @@ Exit codes:
   2  usage or configuration error (flags, config file, identity file, local file)
   3  network, TLS or transfer failure (agent unreachable, certificate refused,
      connection lost, corrupt data)
-  130 interrupted by Ctrl-C (a partial download is removed; an upload the agent
-      can resume is kept there: the same send again continues it)
+  130 interrupted by Ctrl-C (nothing is stored or printed from an interrupted
+      send; a partial download is removed; an upload the agent can resume is
+      kept there: the same send again continues it)
 
 Quick start on the agent host:  sudo fileagent pair          (prints a one-time code)
 On the workstation:             fileagent pair pi.local CODE
-                                fileagent send part.gcode --agent pi";
+                                fileagent send part.gcode --agent pi
+Once the bed is clear:          fileagent print part.gcode";
 
 /// Send print files to a 3D printer's Raspberry Pi over mutually authenticated TLS
 ///
@@ -85,6 +87,13 @@ pub enum Command {
     List(ListArgs),
     /// Fetch a file back from the agent's spool (verified by SHA-256).
     Get(GetArgs),
+    /// Start printing a file that was sent to the agent (a person's act:
+    /// run it once the bed is clear).
+    ///
+    /// Without `queue = true`, nothing starts by itself after a print has
+    /// ended: the bed may still hold it. `fileagent list` shows the files
+    /// that wait and why. The printer must be connected and idle.
+    Print(PrintArgs),
     /// Delete a file from the agent's spool (of a file forwarded to OctoPrint, the agent's copy:
     /// OctoPrint keeps its own).
     Delete(DeleteArgs),
@@ -245,6 +254,19 @@ pub struct GetArgs {
     /// Replace a file that is there already.
     #[arg(long)]
     pub overwrite: bool,
+    #[command(flatten)]
+    pub target: TargetArgs,
+}
+
+/// `fileagent print`
+#[derive(Debug, Args)]
+pub struct PrintArgs {
+    /// Name of the file to print (as `fileagent list` shows it).
+    #[arg(required_unless_present = "next", conflicts_with = "next")]
+    pub name: Option<String>,
+    /// Print the oldest file that waits to be started.
+    #[arg(long)]
+    pub next: bool,
     #[command(flatten)]
     pub target: TargetArgs,
 }

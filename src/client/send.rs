@@ -278,6 +278,7 @@ impl Client {
             .await?;
         heard(&mut self.conn, observer);
         self.timed(|conn| conn.write_end()).await?;
+        tracing::debug!(file_name = %name, wire_bytes, "body handed to the network; waiting for the agent's verdict");
         let sha256 = digest.wait().await.map_err(local("cannot read"))?;
         let sha256 = sha256.as_str();
         let verdict = match self.reply().await {

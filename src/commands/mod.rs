@@ -36,11 +36,11 @@ pub fn run(command: Command, logging: &crate::logging::Logging) -> Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    // Set while a send could be resumed after an interruption.
-    let resumable = AtomicBool::new(false);
+    // Where a send is, for what an interruption leaves behind.
+    let sending = Sending::default();
     if serve {
         // The agent handles SIGINT itself, as a graceful shutdown.
-        return runtime.block_on(dispatch(command, logging, &resumable));
+        return runtime.block_on(dispatch(command, logging, &sending));
     }
     // Elsewhere Ctrl-C drops the running operation, which removes its
     // partial files, instead of killing the process in the middle.
@@ -50,9 +50,11 @@ pub fn run(command: Command, logging: &crate::logging::Logging) -> Result<()> {
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
                 .context("cannot watch for Ctrl-C")?;
         tokio::select! {
-            result = dispatch(command, logging, &resumable) => result,
+            result = dispatch(command, logging, &sending) => result,
             _ = interrupt.recv() => Err(Interrupted {
-                resumable: resumable.load(Ordering::SeqCst),
+                sending: sending.active.load(Ordering::SeqCst),
+                resumable: sending.resumable.load(Ordering::SeqCst),
+                committing: sending.committing.load(Ordering::SeqCst),
             }
             .into()),
         }
@@ -63,18 +65,48 @@ pub fn run(command: Command, logging: &crate::logging::Logging) -> Result<()> {
 const RESUME_HINT: &str =
     "the agent keeps what it received: send the same file again to resume where it stopped";
 
+/// Where a running send is, at every moment.
+#[derive(Debug, Default)]
+pub struct Sending {
+    /// A send runs.
+    pub active: AtomicBool,
+    /// The agent keeps what it received if the send stops now.
+    pub resumable: AtomicBool,
+    /// The agent verified the whole file and was told to store it.
+    pub committing: AtomicBool,
+}
+
 /// The user pressed Ctrl-C.
 #[derive(Debug, thiserror::Error)]
-#[error("interrupted; {}", if *.resumable { RESUME_HINT } else { "nothing partial was kept" })]
+#[error("interrupted; {}", self.what_is_left())]
 pub struct Interrupted {
+    /// `send` was running.
+    pub sending: bool,
     /// A send was under way that the agent can resume.
     pub resumable: bool,
+    /// The file was complete on the agent and confirmed: it may be stored.
+    pub committing: bool,
+}
+
+impl Interrupted {
+    fn what_is_left(&self) -> &'static str {
+        match (self.committing, self.resumable) {
+            _ if !self.sending => "nothing partial was kept",
+            (true, _) => {
+                "the agent had the whole file and was told to store it just before: `fileagent list` shows whether it did"
+            }
+            (false, true) => {
+                "nothing was stored; the agent keeps what it received: send the same file again to resume where it stopped"
+            }
+            (false, false) => "nothing was stored, and nothing partial was kept",
+        }
+    }
 }
 
 async fn dispatch(
     command: Command,
     logging: &crate::logging::Logging,
-    resumable: &AtomicBool,
+    sending: &Sending,
 ) -> Result<()> {
     match command {
         Command::Serve(args) => {
@@ -92,7 +124,15 @@ async fn dispatch(
             identities::revoke(&who, agent.config.as_deref())
         }
         Command::Pair(args) => identities::pair(args).await,
-        Command::Send(args) => send::send(args, resumable).await,
+        Command::Send(args) => send::send(args, sending).await,
+        Command::Print(args) => {
+            let mut client = connect(&args.target).await?;
+            let name = args.name.as_deref().filter(|_| !args.next);
+            let started = client.print(name).await?;
+            client.close().await;
+            println!("printing {started}");
+            Ok(())
+        }
         Command::List(args) => {
             let mut client = connect(&args.target).await?;
             let files = client.list().await?;
@@ -150,6 +190,9 @@ async fn dispatch(
             );
             println!("printer     {}", status.printer);
             println!("queued      {}", status.queued);
+            if let Some(bed) = &status.bed {
+                println!("bed         {bed}");
+            }
             println!("you are     {}", status.client);
             println!(
                 "tls         {suite} (this host {})",
@@ -272,26 +315,34 @@ fn print_table(files: &[crate::protocol::FileEntry]) -> std::io::Result<()> {
 
 /// A progress bar on stderr (bytes, rate, ETA), or nothing when stderr is
 /// not a terminal.
-struct Bar(Option<ProgressBar>);
+struct Bar {
+    bar: Option<ProgressBar>,
+    /// No progress was shown in this phase yet: the first figure (a resumed
+    /// upload's offset) is where the phase starts, not a rate.
+    fresh: bool,
+}
+
+/// How often a bar redraws (elapsed time, ETA) between figures.
+const BAR_TICK: Duration = Duration::from_millis(200);
 
 impl Bar {
     fn new(interactive: bool, name: &str) -> Bar {
-        if !interactive {
-            return Bar(None);
-        }
-        let bar = ProgressBar::new(0);
-        bar.set_message(name.to_string());
-        Bar(Some(bar))
+        let bar = interactive.then(|| {
+            let bar = ProgressBar::new(0);
+            bar.set_message(name.to_string());
+            bar
+        });
+        Bar { bar, fresh: true }
     }
 
     fn finish(&mut self) {
-        if let Some(bar) = &self.0 {
+        if let Some(bar) = &self.bar {
             bar.finish_and_clear();
         }
     }
 
     fn abandon(&mut self) {
-        if let Some(bar) = &self.0 {
+        if let Some(bar) = &self.bar {
             bar.abandon();
         }
     }
@@ -299,7 +350,8 @@ impl Bar {
 
 impl Observer for Bar {
     fn phase(&mut self, phase: Phase, total: u64) {
-        let Some(bar) = &self.0 else { return };
+        self.fresh = true;
+        let Some(bar) = &self.bar else { return };
         let verb = match phase {
             Phase::Hashing => "hashing",
             Phase::Sending => "sending",
@@ -314,11 +366,15 @@ impl Observer for Bar {
         bar.set_length(total);
         bar.set_position(0);
         bar.reset_eta();
+        bar.enable_steady_tick(BAR_TICK);
     }
 
     fn progress(&mut self, done: u64) {
-        if let Some(bar) = &self.0 {
+        if let Some(bar) = &self.bar {
             bar.set_position(done);
+            if std::mem::take(&mut self.fresh) {
+                bar.reset_eta();
+            }
         }
     }
 }

@@ -5,12 +5,12 @@
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 
 use anyhow::{Context, Result};
 use bytesize::ByteSize;
 
-use super::{Bar, RESUME_HINT, connect, print_json};
+use super::{Bar, RESUME_HINT, Sending, connect, print_json};
 use crate::cli::{SendArgs, UsageError};
 use crate::client::{ClientError, Observer, Phase, Sent};
 
@@ -67,9 +67,11 @@ fn file_name(path: &Path) -> Result<String> {
 /// `fileagent send`: every file in turn on one connection, each retried
 /// on a transient failure, with a progress bar or a summary line per file.
 ///
-/// `resumable` says at every moment whether a Ctrl-C would leave an upload
-/// the agent can resume.
-pub(super) async fn send(args: SendArgs, resumable: &AtomicBool) -> Result<()> {
+/// `sending` says at every moment what a Ctrl-C would leave: an upload the
+/// agent can resume, or a file it was just told to store.
+pub(super) async fn send(args: SendArgs, sending: &Sending) -> Result<()> {
+    let resumable = &sending.resumable;
+    sending.active.store(true, Ordering::SeqCst);
     let files = expand(&args)?;
     let retries = if args.no_retry { 0 } else { args.retries };
     let mut attempts = 0;
@@ -89,9 +91,10 @@ pub(super) async fn send(args: SendArgs, resumable: &AtomicBool) -> Result<()> {
     let mut first_error: Option<anyhow::Error> = None;
     for (path, name) in &files {
         resumable.store(false, Ordering::SeqCst);
+        sending.committing.store(false, Ordering::SeqCst);
         let mut progress = Progress {
             bar: Bar::new(interactive, name),
-            resumable,
+            sending,
         };
         let mut attempts = 0;
         let outcome = loop {
@@ -120,6 +123,7 @@ pub(super) async fn send(args: SendArgs, resumable: &AtomicBool) -> Result<()> {
         match outcome {
             Ok(sent) => {
                 resumable.store(false, Ordering::SeqCst);
+                sending.committing.store(false, Ordering::SeqCst);
                 bar.finish();
                 if !args.json {
                     println!("{}", summary(&sent));
@@ -182,10 +186,10 @@ async fn wait_to_retry(e: &anyhow::Error, attempt: u32, retries: u32) {
     tokio::time::sleep(wait).await;
 }
 
-/// One file's progress bar, and whether the agent could resume its upload.
+/// One file's progress bar, and what an interruption would leave.
 struct Progress<'a> {
     bar: Bar,
-    resumable: &'a AtomicBool,
+    sending: &'a Sending,
 }
 
 impl Observer for Progress<'_> {
@@ -198,7 +202,11 @@ impl Observer for Progress<'_> {
     }
 
     fn resumable(&mut self) {
-        self.resumable.store(true, Ordering::SeqCst);
+        self.sending.resumable.store(true, Ordering::SeqCst);
+    }
+
+    fn committing(&mut self) {
+        self.sending.committing.store(true, Ordering::SeqCst);
     }
 }
 

@@ -9,7 +9,8 @@
 //! - `fuzz_replay`: the fuzz seeds and kept crashes, replayed.
 //! - `hostile`: TLS refusals (no cert, foreign CA, expired, TLS 1.2, ALPN,
 //!   garbage), oversized headers and files, bad bodies, names, timeouts.
-//! - `resume`: interrupted sends resumed, damaged partial bodies dropped.
+//! - `resume`: interrupted sends resumed, damaged partial bodies dropped; Ctrl-C stores nothing.
+//! - `progress`: the progress a send reports is what the agent received.
 //! - `shutdown`: graceful shutdown with running and stalled uploads.
 //! - `cli`: the `fileagent` binary, its output, config and exit codes.
 //! - `service`: the binary as systemd sees it: notify messages and SIGHUP reloads.
@@ -32,6 +33,7 @@ mod hostile_table;
 mod load;
 mod octoprint;
 mod pairing;
+mod progress;
 mod resume;
 mod service;
 mod shutdown;

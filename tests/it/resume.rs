@@ -457,7 +457,7 @@ async fn ctrl_c_during_a_resumable_send_says_how_to_resume() {
         Stop::CtrlC,
         true,
         130,
-        "interrupted; the agent keeps what it received: send the same file again to resume",
+        "interrupted; nothing was stored; the agent keeps what it received: send the same file again to resume",
     )
     .await;
 }
@@ -482,7 +482,7 @@ async fn ctrl_c_when_the_agent_keeps_nothing_promises_no_resume() {
         Stop::CtrlC,
         false,
         130,
-        "interrupted; nothing partial was kept",
+        "interrupted; nothing was stored, and nothing partial was kept",
     )
     .await;
 }
@@ -497,4 +497,94 @@ async fn a_send_cut_off_when_the_agent_keeps_nothing_promises_no_resume() {
         "failed: transfer with the agent failed",
     )
     .await;
+}
+
+/// Defect 3 of issue 21: Ctrl-C after the whole (compressed) body has left
+/// the workstation, while the slow link still holds it. The link delivers
+/// every byte afterwards, yet nothing is stored: storing needs the client's
+/// final word (`commit` after `verified`). The agent keeps the complete
+/// body, and the same send then completes without sending it again.
+#[tokio::test]
+async fn ctrl_c_after_the_whole_body_left_stores_nothing() {
+    let agent = Agent::start().await;
+    let home = crate::cli::Home::new();
+    let identity = home.path().join("id.pem");
+    std::fs::write(&identity, agent.identity_pem("impatient")).unwrap();
+    let original = std::fs::read(data("cube-20mm.gcode")).unwrap();
+    let path = home.path().join("cube.gcode");
+    std::fs::write(&path, &original).unwrap();
+    let partial = partial_of(&agent, &original);
+    // The handshake, the request and the body's first bytes pass; the rest
+    // (the zstd body is about 150 KiB) waits in the link.
+    let link = SlowLink::holding(agent.addr, 1 << 20, 24 * 1024).await;
+    let send = |to: &str| {
+        let mut cmd = home.cmd(&[
+            "send",
+            path.to_str().unwrap(),
+            "--agent",
+            to,
+            "--identity",
+            identity.to_str().unwrap(),
+            "--no-retry",
+        ]);
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd
+    };
+    let mut child = send(&link.addr.to_string())
+        .env("RUST_LOG", "fileagent::client=debug")
+        .spawn()
+        .unwrap();
+    // The client says when its whole body is handed to the network.
+    let stderr = child.stderr.take().unwrap();
+    let (seen, said) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut lines = Vec::new();
+        for line in std::io::BufReader::new(stderr).lines() {
+            let line = line.unwrap();
+            if line.contains("body handed to the network") {
+                let _ = seen.send(());
+            }
+            lines.push(line);
+        }
+        lines
+    });
+    let handed = tokio::task::spawn_blocking(move || said.recv_timeout(GUARD))
+        .await
+        .unwrap();
+    assert!(handed.is_ok(), "the client never finished writing its body");
+    rustix::process::kill_process(
+        rustix::process::Pid::from_child(&child),
+        rustix::process::Signal::INT,
+    )
+    .unwrap();
+    let stopped = tokio::task::spawn_blocking(|| child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let lines = reader.join().unwrap();
+    let last = lines.last().cloned().unwrap_or_default();
+    assert!(
+        last.contains("interrupted; nothing was stored; the agent keeps what it received"),
+        "{lines:?}"
+    );
+    assert_eq!(stopped.status.code(), Some(130));
+    // Everything the link held reaches the agent now.
+    link.release();
+    let held = held_once_idle(&agent, &partial).await;
+    assert_eq!(held, original.len() as u64, "the whole body arrived");
+    assert!(agent.ready().is_empty(), "stored: {:?}", agent.ready());
+    let mut client = agent.client("observer").await;
+    assert!(client.list().await.unwrap().is_empty());
+
+    // Sent again: nothing more to send, then stored.
+    let mut again = send(&agent.agent_arg());
+    let again = tokio::task::spawn_blocking(move || again.output())
+        .await
+        .unwrap()
+        .unwrap();
+    crate::cli::assert_ok(&again);
+    let said = crate::cli::stdout(&again);
+    assert!(said.contains("resumed after 795.7 KiB"), "{said}");
+    assert_eq!(agent.read_ready("cube.gcode"), original);
 }

@@ -355,21 +355,38 @@ pub async fn poll<T>(
 pub struct SlowLink {
     pub addr: SocketAddr,
     cut: watch::Sender<bool>,
+    /// Once `Some(n)`: bytes past the first `n` from each client wait until
+    /// [`SlowLink::release`].
+    gate: watch::Sender<Option<u64>>,
     task: JoinHandle<()>,
 }
 
 impl SlowLink {
     /// Serves on a new loopback port, relaying to `agent` at `bytes_per_sec`.
     pub async fn start(agent: SocketAddr, bytes_per_sec: u64) -> SlowLink {
+        SlowLink::start_gated(agent, bytes_per_sec, None).await
+    }
+
+    /// Like [`start`](Self::start), but each client's bytes past the first
+    /// `pass` stay in the link (and the kernel's buffers behind it) until
+    /// [`release`](Self::release): what a slow link holds of a body that
+    /// the client has long finished writing.
+    pub async fn holding(agent: SocketAddr, bytes_per_sec: u64, pass: u64) -> SlowLink {
+        SlowLink::start_gated(agent, bytes_per_sec, Some(pass)).await
+    }
+
+    async fn start_gated(agent: SocketAddr, bytes_per_sec: u64, pass: Option<u64>) -> SlowLink {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (cut, is_cut) = watch::channel(false);
+        let (gate, is_gated) = watch::channel(pass);
         let task = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 let Ok(upstream) = TcpStream::connect(agent).await else {
                     continue;
                 };
                 let mut is_cut = is_cut.clone();
+                let mut is_gated = is_gated.clone();
                 tokio::spawn(async move {
                     let (mut from_client, mut to_client) = client.into_split();
                     let (mut from_agent, mut to_agent) = upstream.into_split();
@@ -379,7 +396,15 @@ impl SlowLink {
                         let start = tokio::time::Instant::now();
                         let mut passed = 0u64;
                         loop {
-                            let n = from_client.read(&mut piece).await?;
+                            // Past the pass of a holding link: wait for the release.
+                            let _ = is_gated
+                                .wait_for(|gate| gate.is_none_or(|pass| passed < pass))
+                                .await;
+                            let room = match *is_gated.borrow() {
+                                Some(pass) => (pass - passed).min(piece.len() as u64) as usize,
+                                None => piece.len(),
+                            };
+                            let n = from_client.read(&mut piece[..room]).await?;
                             if n == 0 {
                                 return to_agent.shutdown().await;
                             }
@@ -398,7 +423,17 @@ impl SlowLink {
                 });
             }
         });
-        SlowLink { addr, cut, task }
+        SlowLink {
+            addr,
+            cut,
+            gate,
+            task,
+        }
+    }
+
+    /// Lets what a [`holding`](Self::holding) link held go on to the agent.
+    pub fn release(&self) {
+        self.gate.send_replace(None);
     }
 
     /// Drops every connection through the link, as a Wi-Fi outage would.
