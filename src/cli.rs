@@ -308,6 +308,7 @@ pub fn exit_code(error: &anyhow::Error) -> u8 {
                 ClientError::Refused { .. } => exit::REFUSED,
                 ClientError::BadAddress(_) | ClientError::Local { .. } => exit::USAGE,
                 ClientError::Connect { .. }
+                | ClientError::NotListening { .. }
                 | ClientError::Tls { .. }
                 | ClientError::Protocol(_)
                 | ClientError::Integrity(_) => exit::NETWORK,

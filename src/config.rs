@@ -20,7 +20,7 @@ pub const DEFAULT_CONFIG_PATH: &str = "/etc/fileagent/config.toml";
 /// Data directory used when there is no config file at all (try-it-now mode).
 pub const LOCAL_DATA_DIR: &str = "fileagent-data";
 /// Default TLS handshake timeout.
-pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default time allowed for each request header (including the wait for it).
 pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(60);
 /// Shortest `header_timeout` allowed: clients reuse connections idle up to

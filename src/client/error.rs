@@ -22,6 +22,14 @@ pub enum ClientError {
         /// What happened and what to check.
         reason: String,
     },
+    /// Nothing listens at that address and port (connection refused).
+    #[error("nothing listens at {addr}: {reason}")]
+    NotListening {
+        /// Address tried.
+        addr: String,
+        /// What to check.
+        reason: String,
+    },
     /// TLS handshake or certificate failure.
     #[error("secure connection to {addr} failed: {reason}")]
     Tls {
@@ -62,6 +70,12 @@ impl ClientError {
     /// verdict, the certificates or a local file.
     pub fn is_transient(&self) -> bool {
         matches!(self, ClientError::Connect { .. } | ClientError::Protocol(_))
+    }
+
+    /// Whether trying to reconnect may help once a connection had worked:
+    /// an agent that refuses connections may be restarting.
+    pub fn is_transient_reconnect(&self) -> bool {
+        self.is_transient() || matches!(self, ClientError::NotListening { .. })
     }
 }
 
@@ -108,9 +122,7 @@ pub(super) fn explain_io(e: io::Error, addr: &str) -> ClientError {
 pub(crate) fn connect_advice(e: &io::Error) -> String {
     match e.kind() {
         io::ErrorKind::ConnectionRefused => {
-            format!(
-                "{e}: is `fileagent serve` running there, and listening on that address and port?"
-            )
+            "connection refused: is `fileagent serve` running there, and listening on that address and port (default 7341)?".to_string()
         }
         _ => format!("{e}: check the host name and the network"),
     }

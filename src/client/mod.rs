@@ -153,17 +153,37 @@ impl Endpoint {
         let connect = async {
             let tcp = TcpStream::connect((self.host.as_str(), self.port))
                 .await
-                .map_err(|e| ClientError::Connect {
-                    addr: self.addr.clone(),
-                    reason: connect_advice(&e),
+                .map_err(|e| match e.kind() {
+                    io::ErrorKind::ConnectionRefused => ClientError::NotListening {
+                        addr: self.addr.clone(),
+                        reason: connect_advice(&e),
+                    },
+                    _ => ClientError::Connect {
+                        addr: self.addr.clone(),
+                        reason: connect_advice(&e),
+                    },
                 })?;
             tcp.set_nodelay(true).ok();
             TlsConnector::from(Arc::clone(&self.tls))
                 .connect(self.server_name.clone(), tcp)
                 .await
-                .map_err(|e| ClientError::Tls {
-                    addr: self.addr.clone(),
-                    reason: tls_advice(&e, &self.host),
+                .map_err(|e| match e.kind() {
+                    // Closed before it said anything: an agent at its limit
+                    // of unauthenticated connections (worth a retry).
+                    io::ErrorKind::UnexpectedEof
+                    | io::ErrorKind::ConnectionReset
+                    | io::ErrorKind::ConnectionAborted
+                    | io::ErrorKind::BrokenPipe => ClientError::Connect {
+                        addr: self.addr.clone(),
+                        reason:
+                            "the agent closed the connection during the TLS handshake (it may be \
+                                 busy, or it is not a fileagent agent)"
+                                .into(),
+                    },
+                    _ => ClientError::Tls {
+                        addr: self.addr.clone(),
+                        reason: tls_advice(&e, &self.host),
+                    },
                 })
         };
         let stream = tokio::time::timeout(CONNECT_TIMEOUT, connect)

@@ -108,7 +108,7 @@ pub(super) async fn send(args: SendArgs, sending: &Sending) -> Result<()> {
                     wait_to_retry(&e.into(), attempts, retries).await;
                     // The new connection may fail too: that is a retry as well.
                     while let Err(e) = client.reconnect().await {
-                        if attempts >= retries || !e.is_transient() {
+                        if attempts >= retries || !e.is_transient_reconnect() {
                             break;
                         }
                         attempts += 1;

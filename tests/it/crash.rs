@@ -227,23 +227,39 @@ fn sigkill_at_random_moments_never_leaves_a_wrong_file() {
 fn send_retries_network_failures_and_can_be_told_not_to() {
     let home = Home::new();
     let identity = home.issue("retrier");
-    // A port nothing listens on: bound, then closed.
-    let port = crate::support::free_port();
-    let agent = format!("127.0.0.1:{port}");
     let file = crate::support::data("tiny.gcode");
     let id = identity.to_str().unwrap();
-    let args = [
-        "send",
-        file.to_str().unwrap(),
-        "--agent",
-        &agent,
-        "--identity",
-        id,
-    ];
-    let out = home.run(&[&args[..], &["--retries", "1"]].concat());
+    let send = |agent: &str, more: &[&str]| {
+        let args = [
+            "send",
+            file.to_str().unwrap(),
+            "--agent",
+            agent,
+            "--identity",
+            id,
+        ];
+        home.run(&[&args[..], more].concat())
+    };
+    // Something that accepts and hangs up at once, as an agent at its
+    // limit of unauthenticated connections does: worth retrying.
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let agent = busy.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for conn in busy.incoming() {
+            drop(conn);
+        }
+    });
+    let out = send(&agent, &["--retries", "1"]);
     assert_exit(&out, 3, "retrying in 1s (retry 1 of 1");
-    let out = home.run(&[&args[..], &["--no-retry"]].concat());
+    let out = send(&agent, &["--no-retry"]);
     assert_exit(&out, 3, "cannot reach the agent");
+    assert!(!stderr(&out).contains("retrying"), "{}", stderr(&out));
+
+    // A port nothing listens on (bound, then closed): a wrong address or
+    // port, said at once, not retried for 15 s.
+    let port = crate::support::free_port();
+    let out = send(&format!("127.0.0.1:{port}"), &[]);
+    assert_exit(&out, 3, "nothing listens at 127.0.0.1:");
     assert!(!stderr(&out).contains("retrying"), "{}", stderr(&out));
 }
 

@@ -172,3 +172,82 @@ async fn slowloris_and_idle_clients_are_cut_off_while_64_clients_transfer() {
         4 * each_kind
     );
 }
+
+/// Defect 4 of issue 21: 200 idle TCP connections from one address (no TLS
+/// byte; each re-opened as soon as the agent drops it) fill the budget of
+/// unauthenticated connections, yet a paired workstation on another
+/// address sends at once, and the agent's log sums the flood up instead of
+/// writing a line per socket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_from_one_address_do_not_lock_out_a_workstation() {
+    use crate::cli::{Home, Served, assert_ok, stdout};
+    let home = Home::new();
+    let identity = home.issue("farm-pc");
+    let served = Served::start(&home);
+    let agent: std::net::SocketAddr = served.addr.parse().unwrap();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let opened = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let mut flood = JoinSet::new();
+    for _ in 0..200 {
+        let mut stopped = stopped.clone();
+        let opened = opened.clone();
+        flood.spawn(async move {
+            while !*stopped.borrow() {
+                let socket = tokio::net::TcpSocket::new_v4().unwrap();
+                socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+                let Ok(mut tcp) = socket.connect(agent).await else {
+                    continue;
+                };
+                opened.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let mut buf = [0u8; 16];
+                tokio::select! {
+                    _ = tcp.read(&mut buf) => {}
+                    _ = stopped.changed() => {}
+                }
+            }
+        });
+    }
+    // All 200 are open (or were, and are being re-opened).
+    let full = crate::support::poll(GUARD, Duration::from_millis(20), async || {
+        (opened.load(std::sync::atomic::Ordering::SeqCst) >= 200).then_some(())
+    })
+    .await;
+    assert!(full.is_some(), "{}", served.log());
+
+    let started = Instant::now();
+    let tiny = crate::support::data("tiny.gcode");
+    let mut send = home.cmd(&[
+        "send",
+        tiny.to_str().unwrap(),
+        "--agent",
+        &served.addr,
+        "--identity",
+        identity.to_str().unwrap(),
+    ]);
+    let sent = tokio::task::spawn_blocking(move || send.output().unwrap())
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    assert_ok(&sent);
+    assert!(
+        stdout(&sent).starts_with("sent tiny.gcode"),
+        "{}",
+        stdout(&sent)
+    );
+    assert!(took < Duration::from_secs(5), "the send took {took:?}");
+
+    stop.send_replace(true);
+    while let Some(done) = flood.join_next().await {
+        done.unwrap();
+    }
+    let (_, log) = served.terminate();
+    assert!(
+        log.contains("unauthenticated connections at their limit"),
+        "{log}"
+    );
+    let about_flood = log.lines().filter(|l| l.contains("127.0.0.2")).count();
+    assert!(
+        about_flood <= 6,
+        "{about_flood} log lines about the flood:\n{log}"
+    );
+}

@@ -1,13 +1,17 @@
-//! The accept loop: connection limit, TLS handshake under a timeout, one task
-//! per connection, and graceful shutdown.
+//! The accept loop: admission of unauthenticated connections, TLS handshake
+//! under a timeout, the session limit, one task per connection, and
+//! graceful shutdown.
 //!
 //! The caller binds the listener and passes a shutdown future, so tests can
 //! bind `127.0.0.1:0` and stop the server when they like. What new
 //! connections are served with ([`Live`]: TLS config, spool settings,
 //! timeouts) comes through a watch channel, so a reload applies to the
-//! next connection while running ones finish on what they started with. A permit of the
-//! connection limit is taken *before* `accept`, so excess clients wait in the
-//! kernel's backlog rather than costing a task each. On shutdown the
+//! next connection while running ones finish on what they started with.
+//! Every connection is accepted at once and admitted to the budget of
+//! unauthenticated ones ([`admission`]: per address and overall, with
+//! stale handshakes making room), so idle connections from anyone cannot
+//! keep paired workstations out; once authenticated, a session waits for
+//! one of `max_connections` permits. On shutdown the
 //! listener is closed, idle sessions end at once, running uploads get
 //! `shutdown_grace` to finish, and what is still running after that is
 //! aborted (its temp file removed by the spool's drop guard). Beside the
@@ -34,13 +38,17 @@ use crate::pairing::agent::Desk;
 use crate::protocol::{ALPN, Connection, MAX_REQUEST_HEADER_LEN, PAIR_ALPN};
 use crate::session::{Session, Shared};
 
+pub mod admission;
+
+use admission::{Admission, Event, SUMMARY_EVERY};
+
 /// Longest pause between retries when `accept` keeps failing (e.g. EMFILE).
 pub const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(2);
 
 /// Connection-level settings of the server.
 #[derive(Debug, Clone, Copy)]
 pub struct ServerOptions {
-    /// Simultaneous connections.
+    /// Simultaneous authenticated sessions.
     pub max_connections: usize,
     /// Time for the TLS handshake.
     pub handshake_timeout: Duration,
@@ -81,35 +89,34 @@ pub async fn run(
 ) -> std::io::Result<()> {
     let options = live.borrow().options;
     let permits = Arc::new(Semaphore::new(options.max_connections));
+    let admission = Arc::new(Admission::default());
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
     // Stops with the server, also when `run` is dropped instead of shut down.
     let sweeper = AbortOnDropHandle::new(tokio::spawn(sweep_partials(live.clone())));
+    let mut summary = tokio::time::interval(SUMMARY_EVERY);
+    summary.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
     loop {
-        let permit = tokio::select! {
-            permit = permits.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => break, // never closed; stop rather than spin
-            },
-            () = &mut shutdown => break,
-        };
         let (tcp, peer) = tokio::select! {
             accepted = accept(&listener) => accepted,
+            _ = summary.tick() => {
+                admission.summarize();
+                continue;
+            }
             () = &mut shutdown => break,
         };
         while tasks.try_join_next().is_some() {}
         let current = live.borrow().clone();
         let stop = stop_rx.clone();
         let span = info_span!("conn", %peer);
-        tasks.spawn(
-            async move {
-                handle(tcp, peer, current, stop).await;
-                drop(permit);
-            }
-            .instrument(span),
-        );
+        let gates = Gates {
+            admission: admission.clone(),
+            permits: permits.clone(),
+        };
+        tasks.spawn(handle(tcp, peer, current, stop, gates).instrument(span));
     }
+    admission.summarize();
     drop(listener);
     drop(sweeper);
     let options = live.borrow().options;
@@ -176,7 +183,32 @@ async fn accept(listener: &TcpListener) -> (TcpStream, SocketAddr) {
 /// each connection little memory (see docs/performance.md).
 const SOCKET_READ_LEN: usize = 16 * 1024;
 
-async fn handle(tcp: TcpStream, peer: SocketAddr, live: Live, stop: watch::Receiver<bool>) {
+/// What a connection passes on its way in: its place among unauthenticated
+/// connections, then a session permit.
+struct Gates {
+    admission: Arc<Admission>,
+    permits: Arc<Semaphore>,
+}
+
+async fn handle(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    live: Live,
+    mut stop: watch::Receiver<bool>,
+    gates: Gates,
+) {
+    let Gates { admission, permits } = gates;
+    let Some(mut ticket) = admission.enter(peer.ip()).await else {
+        if admission.note(peer.ip(), Event::Refused) {
+            let (own, all) = admission.counts(peer.ip());
+            warn!(
+                from_this_address = own,
+                in_all = all,
+                "unauthenticated connections at their limit: refused (further ones from this address are summed up)"
+            );
+        }
+        return;
+    };
     tcp.set_nodelay(true).ok();
     let handshake_timeout = live.options.handshake_timeout;
     // The ClientHello's ALPN decides: pairing (no client certificate, may
@@ -204,21 +236,58 @@ async fn handle(tcp: TcpStream, peer: SocketAddr, live: Live, stop: watch::Recei
             .await
             .map(|tls| Some((tls, pairing)))
     };
-    let (tls, pairing) = match tokio::time::timeout(handshake_timeout, handshake).await {
+    let first = |event| admission.note(peer.ip(), event);
+    let summed = "further ones from this address are summed up";
+    let handshake = tokio::select! {
+        done = tokio::time::timeout(handshake_timeout, handshake) => done,
+        _ = &mut ticket.cut => {
+            if first(Event::CutOff) {
+                info!(summed, "unauthenticated connection cut off to make room for a newer one");
+            }
+            return;
+        }
+    };
+    let (tls, pairing) = match handshake {
         Ok(Ok(Some(accepted))) => accepted,
         Ok(Ok(None)) => {
             debug!("closed before sending anything (a port check)");
             return;
         }
         Ok(Err(e)) => {
-            warn!(error = %e, "TLS handshake refused");
+            if first(Event::Failed) {
+                warn!(error = %e, summed, "TLS handshake refused");
+            }
             return;
         }
         Err(_) => {
-            warn!(timeout = ?handshake_timeout, "TLS handshake timed out");
+            if first(Event::TimedOut) {
+                warn!(timeout = ?handshake_timeout, summed, "TLS handshake timed out");
+            }
             return;
         }
     };
+    // Authenticated (or pairing): out of the unauthenticated budget, into
+    // the session limit.
+    drop(ticket);
+    let permit = tokio::select! {
+        permit = permits.acquire_owned() => match permit {
+            Ok(permit) => permit,
+            Err(_) => return,
+        },
+        _ = stop.wait_for(|&stop| stop) => return,
+    };
+    serve(tls, pairing, peer, live, stop).await;
+    drop(permit);
+}
+
+/// Serves an authenticated connection (or a pairing one) to its end.
+async fn serve(
+    tls: tokio_rustls::server::TlsStream<tokio::io::BufReader<TcpStream>>,
+    pairing: bool,
+    peer: SocketAddr,
+    live: Live,
+    stop: watch::Receiver<bool>,
+) {
     if pairing {
         info!("pairing connection");
         let conn = Connection::new(tls, MAX_REQUEST_HEADER_LEN);
