@@ -101,9 +101,9 @@ fn waits(entry: &Entry) -> bool {
     )
 }
 
-/// The oldest entry before `id` that still waits, if any.
+/// The oldest entry before `id` (in order of arrival) that still waits.
 fn older_waiting(entries: &[Entry], id: u64) -> Option<&Entry> {
-    entries.iter().find(|e| e.id < id && waits(e))
+    entries.iter().take_while(|e| e.id != id).find(|e| waits(e))
 }
 
 /// The print settings the rules read.
@@ -172,6 +172,12 @@ pub(super) fn why_waiting(
         }
         FileState::Uploaded if !entry.queued && policy.auto_print != AutoPrint::Never => {
             let start = format!("start it with `fileagent print {}`", entry.name);
+            // Held: it never starts by itself, whatever the rest.
+            if let (true, Some(reason)) = (entry.held, &entry.reason) {
+                return Some(format!(
+                    "waiting for a person: {reason}, so it does not start by itself; {start} once the bed is clear"
+                ));
+            }
             let why = if let Some(o) = older {
                 format!("{} came before it and waits too", o.name)
             } else if printer_busy {

@@ -174,7 +174,8 @@ impl Queue {
         durable::write(&self.path, &json, 0o600, Existing::Replace)
     }
 
-    /// All entries in arrival order.
+    /// All entries in order of arrival (ids increase in order of
+    /// registration: a file found late may have an earlier arrival).
     pub fn entries(&self) -> &[Entry] {
         &self.entries
     }
@@ -216,21 +217,27 @@ impl Queue {
     ) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
-        self.entries.push(Entry {
-            id,
-            name: name.to_string(),
-            sha256: sha256.to_string(),
-            size,
-            client,
-            state,
-            reason: None,
-            queued: false,
-            held: false,
-            overwrite: false,
-            octoprint_path: None,
-            arrived: time,
-            updated: time,
-        });
+        // In order of arrival: a file found late that arrived long ago
+        // (a backlog) goes before those that came after it.
+        let at = self.entries.partition_point(|e| e.arrived <= time);
+        self.entries.insert(
+            at,
+            Entry {
+                id,
+                name: name.to_string(),
+                sha256: sha256.to_string(),
+                size,
+                client,
+                state,
+                reason: None,
+                queued: false,
+                held: false,
+                overwrite: false,
+                octoprint_path: None,
+                arrived: time,
+                updated: time,
+            },
+        );
         id
     }
 

@@ -29,7 +29,7 @@ pub fn forwarding(url: String, key: String, queue: bool) -> impl FnOnce(&mut Con
 }
 
 /// The agent's listing.
-async fn listing(agent: &Agent) -> Vec<FileEntry> {
+pub async fn listing(agent: &Agent) -> Vec<FileEntry> {
     let mut client = agent.client("lister").await;
     let files = client.list().await.unwrap();
     client.close().await;
@@ -37,7 +37,7 @@ async fn listing(agent: &Agent) -> Vec<FileEntry> {
 }
 
 /// Waits until the agent lists `name` in one of `states`.
-async fn wait_state(agent: &Agent, octo: &OctoPrint, name: &str, states: &[&str]) -> FileEntry {
+pub async fn wait_state(agent: &Agent, octo: &OctoPrint, name: &str, states: &[&str]) -> FileEntry {
     let what = format!("{name} to be {states:?} in the agent's list");
     octo.wait_for(&what, |_| async {
         listing(agent)
@@ -49,7 +49,7 @@ async fn wait_state(agent: &Agent, octo: &OctoPrint, name: &str, states: &[&str]
 }
 
 /// A print file that keeps the Virtual Printer busy for a few seconds.
-fn dwell_file(dir: &std::path::Path, name: &str, seconds: u32) -> PathBuf {
+pub fn dwell_file(dir: &std::path::Path, name: &str, seconds: u32) -> PathBuf {
     let mut text = std::fs::read_to_string(data("tiny.gcode")).unwrap();
     text.push_str(&format!(
         "G4 S{seconds} ; dwell, so the job lasts a while\n"
@@ -63,7 +63,12 @@ fn send_cli(agent: &Agent, identity: &std::path::Path, file: &std::path::Path) {
     send_cli_with(agent, identity, file, &[]);
 }
 
-fn send_cli_with(agent: &Agent, identity: &std::path::Path, file: &std::path::Path, args: &[&str]) {
+pub fn send_cli_with(
+    agent: &Agent,
+    identity: &std::path::Path,
+    file: &std::path::Path,
+    args: &[&str],
+) {
     let output = crate::support::fileagent_command()
         .args([
             "send",
@@ -309,9 +314,35 @@ async fn an_api_key_put_in_place_and_reloaded_turns_forwarding_on() {
     );
     client.close().await;
 
+    // Meanwhile other tools put files into ready/, longer ago than it.
+    let ready = agent.config.spool_dir.join("ready");
+    let hours_ago = |h: u64| std::time::SystemTime::now() - Duration::from_secs(h * 3600);
+    for (name, age) in [("a-newer.gcode", 1), ("b-older.gcode", 2)] {
+        let path = ready.join(name);
+        std::fs::copy(data("tiny.gcode"), &path).unwrap();
+        let file = std::fs::File::options().write(true).open(&path).unwrap();
+        file.set_modified(hours_ago(age)).unwrap();
+    }
+
     // What the postinst tells users to do: key into the file, then reload.
     std::fs::write(&key_file, format!("{}\n", octo.key)).unwrap();
     agent.reconfigure(|_| {});
+    // Oldest first, each uploaded and none started.
+    for name in ["a-newer.gcode", "b-older.gcode"] {
+        let row = wait_state(&agent, &octo, name, &["uploaded", "printing"]).await;
+        assert_eq!(row.state.as_deref(), Some("uploaded"), "{row:?}");
+    }
+    let order: Vec<String> = listing(&agent).await.into_iter().map(|f| f.name).collect();
+    assert_eq!(order, ["b-older.gcode", "a-newer.gcode", "early.gcode"]);
+    let uploaded = |name: &str| {
+        let octo = &octo;
+        let name = name.to_string();
+        async move {
+            let info = octo.get(&format!("/api/files/local/{name}")).await.unwrap();
+            info["date"].as_i64().unwrap()
+        }
+    };
+    assert!(uploaded("b-older.gcode").await <= uploaded("a-newer.gcode").await);
     // The file sent while forwarding was off is uploaded with its sender,
     // but never started by itself: nobody knows what is on the bed.
     let listed = wait_state(&agent, &octo, "early.gcode", &["uploaded", "printing"]).await;

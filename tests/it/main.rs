@@ -18,9 +18,11 @@
 //! - `load`: slowloris, idle and silent clients cut off while 64 clients transfer.
 //! - `octoprint`: a real OctoPrint with its Virtual Printer (scripts/octoprint-dev.sh).
 //! - `forward`: forwarding end to end against that OctoPrint.
+//! - `bed`: the print policy against it: the bed rule, arrival order, taken names, held files.
 //! - `pairing`: pairing codes, fake agents, revocation, listing, renewal.
 //! - `fake_octoprint`: faults a real OctoPrint cannot produce on demand (5xx, resets).
 
+mod bed;
 mod cli;
 mod compression;
 mod crash;

@@ -134,6 +134,21 @@ impl OctoPrint {
         response.bytes().await.ok().map(|b| b.to_vec())
     }
 
+    /// Uploads `bytes` as `name` straight into OctoPrint, as a person
+    /// would in its web interface; the HTTP status.
+    pub async fn upload(&self, name: &str, bytes: Vec<u8>) -> u16 {
+        let part = reqwest::multipart::Part::bytes(bytes).file_name(name.to_string());
+        let form = reqwest::multipart::Form::new().part("file", part);
+        self.http
+            .post(format!("{}/api/files/local", self.url()))
+            .header("X-Api-Key", &self.key)
+            .multipart(form)
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0)
+    }
+
     /// POST a JSON command to an API path.
     pub async fn command(&self, path: &str, body: Value) -> u16 {
         self.http
