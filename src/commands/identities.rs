@@ -34,7 +34,8 @@ pub(super) async fn pair(args: PairArgs) -> Result<()> {
 }
 
 async fn pair_agent(args: PairArgs) -> Result<()> {
-    let (config, _) = Config::load(args.config.as_deref())?;
+    let (config, source) = Config::load(args.config.as_deref())?;
+    pki::require_existing(&config, &source)?;
     if let Some(name) = &args.name {
         pki::validate_client_name(name).map_err(|e| UsageError(e.to_string()))?;
     }
@@ -242,7 +243,8 @@ fn default_alias(host: &str) -> String {
 
 /// `fileagent client list`
 pub(super) fn list(json: bool, config_path: Option<&Path>) -> Result<()> {
-    let (config, _) = Config::load(config_path)?;
+    let (config, source) = Config::load(config_path)?;
+    pki::require_existing(&config, &source)?;
     let records = clients::list(&config.state_dir)?;
     if json {
         return print_json(&records);
@@ -295,7 +297,8 @@ fn state(record: &ClientRecord) -> &'static str {
 
 /// `fileagent client revoke`
 pub(super) fn revoke(who: &str, config_path: Option<&Path>) -> Result<()> {
-    let (config, _) = Config::load(config_path)?;
+    let (config, source) = Config::load(config_path)?;
+    pki::require_existing(&config, &source)?;
     let revoked = clients::revoke(&config, who).map_err(|e| UsageError(format!("{e:#}")))?;
     give_back(&config)?;
     if revoked.is_empty() {
@@ -313,7 +316,8 @@ pub(super) fn revoke(who: &str, config_path: Option<&Path>) -> Result<()> {
 /// `fileagent client issue`: an identity file made on the agent (key
 /// included), for machines that cannot run `fileagent pair`.
 pub(super) fn issue(name: &str, out: &Path, config_path: Option<&Path>) -> Result<()> {
-    let (config, _) = Config::load(config_path)?;
+    let (config, source) = Config::load(config_path)?;
+    pki::require_existing(&config, &source)?;
     pki::validate_client_name(name).map_err(|e| UsageError(e.to_string()))?;
     pki::init(&config)?;
     if out.exists() {

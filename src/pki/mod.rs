@@ -120,6 +120,36 @@ pub fn server_names(config: &Config) -> Vec<String> {
     names
 }
 
+/// Fails unless `state_dir` holds the agent's CA: every command but `serve`
+/// and `init` works on an existing agent's keys, and making new ones in a
+/// stray `./fileagent-data` would print codes and certificates no running
+/// agent knows. `source` says where the config came from.
+pub fn require_existing(config: &Config, source: &crate::config::Source) -> Result<()> {
+    let dir = &config.state_dir;
+    if dir.join(CA_KEY).exists() {
+        return Ok(());
+    }
+    let shown = std::path::absolute(dir).unwrap_or_else(|_| dir.clone());
+    let hint = match source {
+        crate::config::Source::BuiltIn => format!(
+            "without a config file the state directory is ./{} in the current directory; run this \
+             command where `fileagent serve` runs, or pass the agent's config with --config \
+             (a package install has /etc/fileagent/config.toml, which is found by itself)",
+            crate::config::LOCAL_DATA_DIR
+        ),
+        crate::config::Source::File(path) => format!(
+            "that is the state_dir of {}; is it the agent's config? `fileagent serve` or \
+             `fileagent init` creates the keys",
+            path.display()
+        ),
+    };
+    Err(crate::cli::UsageError(format!(
+        "no agent keys in {} (config: {source}): {hint}",
+        shown.display()
+    ))
+    .into())
+}
+
 /// Creates `state_dir` and, where absent, the CA and the server key; (re)signs
 /// the server certificate when missing, near expiry or for other names.
 pub fn init(config: &Config) -> Result<InitReport> {

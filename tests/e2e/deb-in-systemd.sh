@@ -20,11 +20,15 @@ cd "$(dirname "$0")/../.."
 CACHE=${FILEAGENT_E2E_CACHE:-/var/cache/fileagent-e2e}
 MIRROR=${FILEAGENT_E2E_MIRROR:-http://deb.debian.org/debian}
 SUITE=bookworm
-# man-db: `systemd-analyze verify` checks the unit's Documentation= pages.
-# OctoPrint runs from the host's venv, bound in: python3 serves a venv made
-# from Debian's python3 (same release as the container), the libraries a
-# Python built elsewhere (pyenv, bound in as well).
-INCLUDE=systemd,systemd-sysv,dbus,adduser,procps,man-db,python3,libssl3,libffi8,libsqlite3-0,libbz2-1.0
+# The root holds only what the package declares (adduser; libc and the rest
+# of a minbase system are Essential) and what the harness itself needs:
+# systemd, systemd-sysv and dbus to boot it and run the service; man-db,
+# because `systemd-analyze verify` checks the unit's Documentation= pages;
+# and for the OctoPrint the test forwards to, which runs from the host's
+# venv, bound in: python3 serves a venv made from Debian's python3 (same
+# release as the container), the libraries a Python built elsewhere (pyenv,
+# bound in as well). No procps: the unit must not need /bin/kill or ps.
+INCLUDE=systemd,systemd-sysv,dbus,adduser,man-db,python3,libssl3,libffi8,libsqlite3-0,libbz2-1.0
 ROOT=$CACHE/$SUITE-$(printf '%s' "$INCLUDE" | sha256sum | cut -c1-12)
 WORK=target/e2e
 

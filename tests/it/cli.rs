@@ -60,9 +60,12 @@ impl Home {
         self.cmd(args).output().unwrap()
     }
 
+    /// An identity for `name` from the agent's keys (made by `init` first,
+    /// as `serve` would: only those two make keys).
     pub(crate) fn issue(&self, name: &str) -> PathBuf {
         let out = self.path().join(format!("{name}.pem"));
         let config = self.config();
+        assert_ok(&self.run(&["init", "--config", config.to_str().unwrap()]));
         let output = self.run(&[
             "client",
             "issue",
@@ -239,6 +242,51 @@ fn init_without_a_config_uses_a_local_data_dir() {
         stdout(&output)
     );
     assert!(home.path().join("fileagent-data/state/ca.key").exists());
+}
+
+/// Defect 7 of issue 21: the agent-side commands other than `serve` and
+/// `init` never make keys; run away from the agent's state they say where
+/// they looked and how to point them at it.
+#[test]
+fn agent_commands_away_from_the_agent_make_no_keys_and_say_where_they_looked() {
+    let home = Home::new();
+    let elsewhere = home.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    let config = home.config();
+    let run = |args: &[&str]| {
+        let mut cmd = home.cmd(args);
+        cmd.current_dir(&elsewhere);
+        cmd.output().unwrap()
+    };
+    for args in [
+        &["client", "list"][..],
+        &["client", "revoke", "alice"],
+        &["client", "issue", "alice", "--out", "alice.pem"],
+        &["pair", "--ttl", "1m"],
+    ] {
+        let out = run(args);
+        assert_exit(&out, 2, "no agent keys in ");
+        let said = stderr(&out);
+        assert!(
+            said.contains("elsewhere/fileagent-data/state")
+                && said.contains("built-in defaults")
+                && said.contains("--config"),
+            "{args:?}: {said}"
+        );
+    }
+    assert!(!elsewhere.join("fileagent-data").exists());
+    // Pointed at a config whose state_dir has no keys: said so too.
+    let out = run(&["client", "list", "--config", config.to_str().unwrap()]);
+    assert_exit(&out, 2, "is it the agent's config?");
+    assert!(!home.path().join("state").exists());
+    // Once the agent made its keys, the same command works.
+    assert_ok(&home.run(&["init", "--config", config.to_str().unwrap()]));
+    assert_ok(&run(&[
+        "client",
+        "list",
+        "--config",
+        config.to_str().unwrap(),
+    ]));
 }
 
 #[test]

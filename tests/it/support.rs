@@ -393,13 +393,19 @@ impl SlowLink {
                     let up = async {
                         // Small pieces, each sent when the rate allows.
                         let mut piece = vec![0u8; 16 * 1024];
-                        let start = tokio::time::Instant::now();
+                        let mut start = tokio::time::Instant::now();
                         let mut passed = 0u64;
+                        // Bytes that passed before the rate's clock (re)started.
+                        let mut before = 0u64;
                         loop {
-                            // Past the pass of a holding link: wait for the release.
-                            let _ = is_gated
-                                .wait_for(|gate| gate.is_none_or(|pass| passed < pass))
-                                .await;
+                            // Past the pass of a holding link: wait for the
+                            // release, then keep the rate from there on.
+                            let open = |gate: &Option<u64>| gate.is_none_or(|pass| passed < pass);
+                            if !open(&is_gated.borrow()) {
+                                let _ = is_gated.wait_for(open).await;
+                                start = tokio::time::Instant::now();
+                                before = passed;
+                            }
                             let room = match *is_gated.borrow() {
                                 Some(pass) => (pass - passed).min(piece.len() as u64) as usize,
                                 None => piece.len(),
@@ -410,7 +416,9 @@ impl SlowLink {
                             }
                             to_agent.write_all(&piece[..n]).await?;
                             passed += n as u64;
-                            let due = Duration::from_secs_f64(passed as f64 / bytes_per_sec as f64);
+                            let due = Duration::from_secs_f64(
+                                (passed - before) as f64 / bytes_per_sec as f64,
+                            );
                             tokio::time::sleep_until(start + due).await;
                         }
                     };
