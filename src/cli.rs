@@ -345,6 +345,28 @@ mod tests {
         Cli::command().debug_assert();
     }
 
+    /// Every command's help, in full: doc comments are help text there, and
+    /// rustdoc's syntax (links, paths) must not leak into it.
+    #[test]
+    fn no_help_text_shows_rustdoc_syntax() {
+        fn walk(command: &mut clap::Command, path: &str, seen: &mut usize) {
+            let help = command.render_long_help().to_string();
+            *seen += 1;
+            for leak in ["[`", "`]", "](", "crate::", "Self::", "::new"] {
+                assert!(!help.contains(leak), "{leak:?} in `{path} --help`:\n{help}");
+            }
+            for sub in command.get_subcommands_mut() {
+                let path = format!("{path} {}", sub.get_name());
+                walk(sub, &path, seen);
+            }
+        }
+        let mut command = Cli::command();
+        command.build();
+        let mut seen = 0;
+        walk(&mut command, "fileagent", &mut seen);
+        assert!(seen > 15, "only {seen} help texts");
+    }
+
     #[test]
     fn help_documents_exit_codes() {
         let help = Cli::command().render_long_help().to_string();

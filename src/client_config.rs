@@ -57,6 +57,8 @@ pub struct Target {
     pub address: String,
     /// Identity file.
     pub identity: PathBuf,
+    /// The agent is one saved in client.toml (by name or address).
+    pub saved: bool,
 }
 
 /// The user's fileagent config folder.
@@ -96,13 +98,20 @@ impl ClientConfig {
         };
         let named = self.agents.get(agent);
         let address = named.map_or(agent, |e| e.address.as_str()).to_string();
+        if let Err(e) = crate::client::parse_agent(&address) {
+            bail!("{e}");
+        }
         let entry = named.or_else(|| self.agent_at(agent));
         let identity = match (identity, entry.and_then(|e| e.identity.as_deref())) {
             (Some(flag), _) => flag.to_path_buf(),
             (None, Some(configured)) => dir.join(expand_home(configured)),
             (None, None) => dir.join(DEFAULT_IDENTITY_FILE),
         };
-        Ok(Target { address, identity })
+        Ok(Target {
+            address,
+            identity,
+            saved: entry.is_some(),
+        })
     }
 
     /// The saved agent at `address` (`HOST[:PORT]`): the one at that host

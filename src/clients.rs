@@ -127,6 +127,31 @@ pub fn revoke(config: &crate::config::Config, who: &str) -> Result<Vec<ClientRec
     Ok(fresh)
 }
 
+/// Revokes every certificate of client `name` but the one with serial
+/// `keep` (a workstation paired again: its earlier certificate must not go
+/// on working); returns those revoked.
+pub fn revoke_earlier(
+    config: &crate::config::Config,
+    name: &str,
+    keep: &str,
+) -> Result<Vec<ClientRecord>> {
+    let state_dir = &config.state_dir;
+    let earlier: Vec<ClientRecord> = list(state_dir)?
+        .into_iter()
+        .filter(|r| r.name == name && r.serial != keep && r.revoked.is_none())
+        .collect();
+    if earlier.is_empty() {
+        return Ok(earlier);
+    }
+    let mut revoked = revoked(state_dir)?;
+    let now = OffsetDateTime::now_utc();
+    for record in &earlier {
+        revoked.insert(record.serial.clone(), now);
+    }
+    write_revocation_list(config, &revoked)?;
+    Ok(earlier)
+}
+
 /// Serial (hex) → revocation time, from the revocation list if there is one.
 pub fn revoked(state_dir: &Path) -> Result<HashMap<String, OffsetDateTime>> {
     let path = state_dir.join(REVOCATION_LIST);
@@ -210,6 +235,16 @@ impl Authority {
     /// The agent's state directory.
     pub fn state_dir(&self) -> &Path {
         &self.config.state_dir
+    }
+
+    /// Revokes the earlier certificates of `name` once it was paired again
+    /// with serial `keep`, off the async threads; returns their serials.
+    pub async fn revoke_earlier(&self, name: &str, keep: &str) -> Result<Vec<String>> {
+        let (config, name, keep) = (self.config.clone(), name.to_string(), keep.to_string());
+        let revoked = tokio::task::spawn_blocking(move || revoke_earlier(&config, &name, &keep))
+            .await
+            .context("the revoking task failed")??;
+        Ok(revoked.into_iter().map(|r| r.serial).collect())
     }
 
     /// Signs a certificate for `name` over the workstation's request (PEM),

@@ -19,12 +19,15 @@ pub struct Fetched {
     pub size: u64,
     /// Verified SHA-256.
     pub sha256: String,
+    /// The same file was at the destination already: it stays as it was.
+    pub unchanged: bool,
 }
 
 impl Client {
     /// Fetches `name` into `dest`: written to a temp file beside it and
     /// renamed into place only once size and SHA-256 are verified. A file
-    /// at `dest` is replaced only if `overwrite`.
+    /// at `dest` is replaced only if `overwrite`; the same file there
+    /// already is left as it is (`unchanged`).
     pub async fn get(
         &mut self,
         name: &str,
@@ -32,22 +35,43 @@ impl Client {
         overwrite: bool,
         observer: &mut (dyn Observer + Send),
     ) -> Result<Fetched, ClientError> {
-        let size = match self.request(&Request::Get { name: name.into() }).await? {
-            Reply::Body { size, .. } => size,
-            other => return Err(unexpected(&other)),
-        };
         let dir = dest
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
         let local = local_error(dest);
+        // Where it goes is checked before anything is fetched.
+        if !dir.is_dir() {
+            return Err(local_error(dir)("cannot write into")(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "no such folder",
+            )));
+        }
+        let existing = match overwrite {
+            true => None,
+            false => std::fs::metadata(dest).ok().map(|m| m.len()),
+        };
         let temp = tempfile::Builder::new()
             .prefix(".fileagent-")
             .suffix(".part")
             // Like any new file (tempfile's default is 0600): what the umask allows.
             .permissions(std::fs::Permissions::from_mode(0o666))
             .tempfile_in(dir)
-            .map_err(local("cannot create a file beside"))?;
+            .map_err(local_error(dir)("cannot write into"))?;
+        let size = match self.request(&Request::Get { name: name.into() }).await? {
+            Reply::Body { size, .. } => size,
+            other => return Err(unexpected(&other)),
+        };
+        let there = || {
+            local("cannot write")(std::io::Error::other(
+                "it is there already with different content; pass --overwrite to replace it, or -o to write elsewhere",
+            ))
+        };
+        if existing.is_some_and(|len| len != size) {
+            // Not read: the connection is out of step now.
+            self.drop_connection();
+            return Err(there());
+        }
         let (file, temp_path) = temp.into_parts();
         let mut file = tokio::fs::File::from_std(file);
         observer.phase(Phase::Receiving, size);
@@ -81,6 +105,19 @@ impl Client {
                 "SHA-256 is {computed} but the agent sent {announced}"
             )));
         }
+        if existing.is_some() {
+            let same = super::digest::hash_file(dest, size, &mut ())
+                .await
+                .map_err(local("cannot read"))?;
+            if same != computed {
+                return Err(there());
+            }
+            return Ok(Fetched {
+                size,
+                sha256: computed,
+                unchanged: true,
+            });
+        }
         file.sync_all().await.map_err(local("cannot write"))?;
         drop(file);
         let placed = if overwrite {
@@ -99,6 +136,7 @@ impl Client {
         Ok(Fetched {
             size,
             sha256: computed,
+            unchanged: false,
         })
     }
 }

@@ -96,10 +96,8 @@ impl Observer for () {}
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum Compression {
     /// Compress text files of 1 KiB or more, but not binary ones or formats
-    /// that are compressed already (`.bgcode`, `.gz`, `.3mf`, ...): see
-    /// [`auto_compresses`].
-    ///
-    /// [`auto_compresses`]: crate::codec::auto_compresses
+    /// that are compressed already (.bgcode, .gz, .3mf, ...)
+    // (This doc comment is `--help` text: the rule is codec::auto_compresses.)
     #[default]
     Auto,
     /// Compress every file.
@@ -214,6 +212,8 @@ pub struct Client {
     digest_cache: Option<(FileStamp, String)>,
     /// Files this large or larger are hashed while they are sent.
     hash_while_sending_min: u64,
+    /// The connection is out of step; reopened before the next request.
+    out_of_step: bool,
 }
 
 impl Client {
@@ -247,6 +247,7 @@ impl Client {
             compression: Compression::Auto,
             digest_cache: None,
             hash_while_sending_min: HASH_WHILE_SENDING_MIN,
+            out_of_step: false,
         })
     }
 
@@ -375,8 +376,15 @@ impl Client {
         let _ = self.conn.shutdown().await;
     }
 
+    /// The connection is out of step (a body left unread): the next
+    /// request opens a new one.
+    fn drop_connection(&mut self) {
+        self.out_of_step = true;
+    }
+
     async fn request(&mut self, request: &Request) -> Result<Reply, ClientError> {
-        if self.last_used.elapsed() > self.reconnect_after {
+        if self.out_of_step || self.last_used.elapsed() > self.reconnect_after {
+            self.out_of_step = false;
             let _ = self.conn.shutdown().await;
             self.conn = self.endpoint.open().await?;
         }

@@ -56,13 +56,15 @@ async fn pair_agent(args: PairArgs) -> Result<()> {
     // Removes the code if this command ends before it was used (Ctrl-C).
     let _cleanup = RemoveTicket(config.state_dir.clone(), ticket.ticket.clone());
     give_back(&config)?;
-    let host = pki::server_names(&config)
-        .into_iter()
-        .next()
-        .unwrap_or_else(|| "HOST".into());
+    // An agent on loopback only is reachable from this machine alone.
+    let loopback = config.listen.ip().is_loopback();
+    let host = match loopback {
+        true => "localhost".to_string(),
+        false => (pki::server_names(&config).into_iter().next()).unwrap_or_else(|| "HOST".into()),
+    };
     let port = config.listen.port();
     let until = time::OffsetDateTime::from_unix_timestamp(ticket.expires)
-        .map(|t| t.time().to_string())
+        .map(|t| format!("{:02}:{:02}:{:02}", t.hour(), t.minute(), t.second()))
         .unwrap_or_default();
     println!("pairing code   {}", ticket.code());
     println!(
@@ -73,10 +75,18 @@ async fn pair_agent(args: PairArgs) -> Result<()> {
         println!("client name    {name}");
     }
     println!("agent CA       sha256 {}", report.ca_fingerprint);
-    println!(
-        "on the workstation:\n  fileagent pair {host}:{port} {}",
-        ticket.code()
-    );
+    if loopback {
+        println!(
+            "on this machine (the agent listens on {} only; set listen = \"0.0.0.0:{port}\" in its config for other machines):\n  fileagent pair {host}:{port} {}",
+            config.listen,
+            ticket.code()
+        );
+    } else {
+        println!(
+            "on the workstation:\n  fileagent pair {host}:{port} {}",
+            ticket.code()
+        );
+    }
     if !agent_listening(&config).await {
         eprintln!(
             "fileagent: note: nothing answers on {}: start the agent (`systemctl start fileagent` or \
@@ -99,8 +109,15 @@ async fn pair_agent(args: PairArgs) -> Result<()> {
                 client,
                 serial,
                 address,
+                replaced,
             }) => {
                 println!("paired \"{client}\" (serial {serial}) from {address}");
+                if !replaced.is_empty() {
+                    println!(
+                        "revoked the earlier certificate of \"{client}\" (serial {}): it no longer works",
+                        replaced.join(", ")
+                    );
+                }
                 return Ok(());
             }
             Some(Outcome::Void) => {
@@ -346,6 +363,24 @@ pub(super) fn issue(name: &str, out: &Path, config_path: Option<&Path>) -> Resul
     Ok(())
 }
 
+/// Warns, as ssh does, when an identity file (a private key) can be read by
+/// other users: they could send to the printers as this workstation.
+fn warn_if_exposed(identity: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(meta) = std::fs::metadata(identity) else {
+        return;
+    };
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        eprintln!(
+            "fileagent: warning: the identity file {} is readable by others (mode {mode:04o}): its private key \
+             lets them send to your printers as you; run `chmod 600 {}`",
+            identity.display(),
+            identity.display()
+        );
+    }
+}
+
 /// Resolves agent and identity (flags, environment, client.toml) and
 /// connects; renews the identity first when it is within 30 days of expiry.
 pub(super) async fn connect(target: &TargetArgs) -> Result<Client> {
@@ -361,11 +396,23 @@ pub(super) async fn connect(target: &TargetArgs) -> Result<Client> {
                 none if none.is_empty() => String::new(),
                 saved => format!("; paired agents, for --agent: {saved}"),
             };
+            // An agent nobody paired with: that is the news, not the file.
+            if !resolved.saved && target.identity.is_none() && !resolved.identity.exists() {
+                return UsageError(format!(
+                    "no paired agent {:?} (in {}) and no identity for it: pair with it first \
+                     (`fileagent pair {} CODE`, after `fileagent pair` on the agent printed the code), \
+                     or pass --identity FILE{saved}",
+                    resolved.address,
+                    dir.join(crate::client_config::CLIENT_CONFIG_FILE).display(),
+                    resolved.address
+                ));
+            }
             UsageError(format!(
                 "{e:#}\n(pair this workstation with `fileagent pair HOST CODE`, after `fileagent pair` on the agent \
                  printed the code; or pass --identity FILE{saved})"
             ))
         })?;
+    warn_if_exposed(&resolved.identity);
     let renew = identity.due_for_renewal();
     let mut client = Client::connect(&resolved.address, identity).await?;
     if renew {

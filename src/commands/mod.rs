@@ -175,8 +175,8 @@ async fn dispatch(
                 humantime::format_duration(Duration::from_secs(status.uptime_secs))
             );
             println!(
-                "ready       {} files, {}",
-                status.ready,
+                "ready       {}, {}",
+                plural(status.ready, "file"),
                 ByteSize(status.ready_bytes).display().iec()
             );
             println!("receiving   {}", status.incoming);
@@ -247,15 +247,27 @@ pub(crate) fn give_back(config: &Config) -> Result<()> {
 async fn get(args: GetArgs) -> Result<()> {
     let dest = match &args.output {
         Some(path) if path.is_dir() => path.join(&args.name),
+        // "-o plates/" means a folder, which must exist.
+        Some(path) if path.as_os_str().to_string_lossy().ends_with('/') => {
+            return Err(UsageError(format!("no folder {}", path.display())).into());
+        }
         Some(path) => path.clone(),
         None => PathBuf::from(&args.name),
     };
-    if !args.overwrite && dest.symlink_metadata().is_ok() {
+    let folder = dest
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if !folder.is_dir() {
         return Err(UsageError(format!(
-            "{} is there already: pass --overwrite to replace it, or -o to write elsewhere",
+            "no folder {} to write {} into: create it first, or pass -o with an existing folder",
+            folder.display(),
             dest.display()
         ))
         .into());
+    }
+    if dest.is_dir() || (dest.symlink_metadata().is_ok() && !dest.is_file()) {
+        return Err(UsageError(format!("{} is not a regular file", dest.display())).into());
     }
     let mut client = connect(&args.target).await?;
     let mut bar = Bar::new(std::io::stderr().is_terminal(), &args.name);
@@ -265,8 +277,13 @@ async fn get(args: GetArgs) -> Result<()> {
     bar.finish();
     let fetched = fetched?;
     client.close().await;
+    let what = if fetched.unchanged {
+        "unchanged"
+    } else {
+        "got"
+    };
     println!(
-        "got {} -> {}  {}  sha256 {}",
+        "{what} {} -> {}  {}  sha256 {}",
         args.name,
         dest.display(),
         ByteSize(fetched.size).display().iec(),
@@ -287,30 +304,53 @@ fn print_table(files: &[crate::protocol::FileEntry]) -> std::io::Result<()> {
     if files.is_empty() {
         return writeln!(out, "the spool is empty");
     }
+    write!(out, "{}", table(files))
+}
+
+/// "1 file", "2 files".
+pub(crate) fn plural(n: u64, what: &str) -> String {
+    match n {
+        1 => format!("1 {what}"),
+        n => format!("{n} {what}s"),
+    }
+}
+
+/// `text` padded to `width` terminal columns (wide characters count two,
+/// combining ones none).
+fn pad(text: &str, width: usize) -> String {
+    let shown = unicode_width::UnicodeWidthStr::width(text);
+    format!("{text}{}", " ".repeat(width.saturating_sub(shown)))
+}
+
+/// The `list` table, columns aligned on the terminal.
+fn table(files: &[crate::protocol::FileEntry]) -> String {
     let width = files
         .iter()
-        .map(|f| f.name.chars().count())
+        .map(|f| unicode_width::UnicodeWidthStr::width(f.name.as_str()))
         .max()
         .unwrap_or(4)
         .max(4);
-    writeln!(
-        out,
-        "{:<width$}  {:>10}  {:<20}  {:<9}  NOTE",
-        "NAME", "SIZE", "CHANGED (UTC)", "STATE"
-    )?;
+    let mut text = format!(
+        "{}  {:>10}  {:<20}  {:<11}  NOTE\n",
+        pad("NAME", width),
+        "SIZE",
+        "CHANGED (UTC)",
+        "STATE"
+    );
     for file in files {
         let modified = std::time::UNIX_EPOCH + Duration::from_secs(file.modified);
-        writeln!(
-            out,
-            "{:<width$}  {:>10}  {:<20}  {:<9}  {}",
-            file.name,
+        let line = format!(
+            "{}  {:>10}  {:<20}  {:<11}  {}",
+            pad(&file.name, width),
             ByteSize(file.size).display().iec().to_string(),
             humantime::format_rfc3339_seconds(modified).to_string(),
             file.state.as_deref().unwrap_or("-"),
             file.reason.as_deref().unwrap_or(""),
-        )?;
+        );
+        text.push_str(line.trim_end());
+        text.push('\n');
     }
-    Ok(())
+    text
 }
 
 /// A progress bar on stderr (bytes, rate, ETA), or nothing when stderr is
@@ -376,5 +416,51 @@ impl Observer for Bar {
                 bar.reset_eta();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::FileEntry;
+
+    fn row(name: &str, state: Option<&str>, reason: Option<&str>) -> FileEntry {
+        FileEntry {
+            name: name.into(),
+            size: 733,
+            modified: 0,
+            state: state.map(str::to_owned),
+            reason: reason.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn the_list_table_lines_up_wide_names_on_the_terminal() {
+        let files = [
+            row("猫のベンチ.gcode", Some("printed"), None),
+            row("cube.gcode", Some("interrupted"), Some("check the printer")),
+            row("café.gcode", None, None),
+        ];
+        let text = table(&files);
+        let columns: Vec<usize> = text
+            .lines()
+            .map(|line| {
+                // Where the right-aligned SIZE column ends.
+                let end = (line.find("733 B").map(|at| at + 5))
+                    .or_else(|| line.find("SIZE").map(|at| at + 4))
+                    .unwrap();
+                unicode_width::UnicodeWidthStr::width(&line[..end])
+            })
+            .collect();
+        assert!(columns.windows(2).all(|w| w[0] == w[1]), "{text}");
+        assert!(text.contains("interrupted  check the printer"), "{text}");
+        assert!(!text.lines().any(|l| l.ends_with(' ')), "{text:?}");
+    }
+
+    #[test]
+    fn counts_read_as_english() {
+        assert_eq!(plural(1, "file"), "1 file");
+        assert_eq!(plural(0, "file"), "0 files");
+        assert_eq!(plural(2, "subfolder"), "2 subfolders");
     }
 }

@@ -14,23 +14,24 @@ use super::{Bar, RESUME_HINT, Sending, connect, print_json};
 use crate::cli::{SendArgs, UsageError};
 use crate::client::{ClientError, Observer, Phase, Sent};
 
-/// Expands folders into their files; returns (path, name) pairs.
+/// Expands folders into their files; returns (path, name) pairs. What a
+/// folder holds that is not sent (subfolders, hidden files) is said on
+/// stderr.
 fn expand(args: &SendArgs) -> Result<Vec<(PathBuf, String)>> {
     let mut out = Vec::new();
     for path in &args.files {
         let meta = std::fs::metadata(path)
             .map_err(|e| UsageError(format!("cannot read {}: {e}", path.display())))?;
         if meta.is_dir() {
-            let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
-                .with_context(|| format!("cannot read folder {}", path.display()))?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.is_file())
-                .filter(|p| {
-                    !p.file_name()
-                        .is_some_and(|n| n.to_string_lossy().starts_with('.'))
-                })
-                .collect();
+            let (mut entries, skipped) = folder_files(path)?;
             entries.sort();
+            if !skipped.is_empty() {
+                eprintln!(
+                    "fileagent: {}: not sending {} (only the visible files directly in a folder are sent; name others one by one)",
+                    path.display(),
+                    skipped.join(", ")
+                );
+            }
             for entry in entries {
                 out.push((entry.clone(), file_name(&entry)?));
             }
@@ -48,6 +49,50 @@ fn expand(args: &SendArgs) -> Result<Vec<(PathBuf, String)>> {
         return Err(UsageError("nothing to send: the folders are empty".into()).into());
     }
     Ok(out)
+}
+
+/// The visible files directly in `dir`, and what it holds besides
+/// ("2 subfolders (old, test)", "1 hidden file (.DS_Store)").
+fn folder_files(dir: &Path) -> Result<(Vec<PathBuf>, Vec<String>)> {
+    let (mut files, mut folders, mut hidden) = (Vec::new(), Vec::new(), Vec::new());
+    let listing =
+        std::fs::read_dir(dir).with_context(|| format!("cannot read folder {}", dir.display()))?;
+    for entry in listing.flatten() {
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') {
+            hidden.push(name);
+        } else if path.is_dir() {
+            folders.push(name);
+        } else if path.is_file() {
+            files.push(path);
+        }
+    }
+    let mut skipped = Vec::new();
+    for (mut names, what) in [(folders, "subfolder"), (hidden, "hidden file")] {
+        if names.is_empty() {
+            continue;
+        }
+        names.sort();
+        let count = super::plural(names.len() as u64, what);
+        skipped.push(format!("{count} ({})", names.join(", ")));
+    }
+    Ok((files, skipped))
+}
+
+/// What `send --json` reports of each file: what was sent, or why not.
+#[derive(Debug, serde::Serialize)]
+#[serde(untagged)]
+enum Outcome {
+    Sent(Sent),
+    Failed {
+        name: String,
+        path: PathBuf,
+        /// The agent's error code, when the agent refused.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        code: Option<String>,
+        error: String,
+    },
 }
 
 /// The spool name of `path`: its file name, if it is UTF-8.
@@ -87,9 +132,16 @@ pub(super) async fn send(args: SendArgs, sending: &Sending) -> Result<()> {
     };
     client.set_compression(args.compress);
     let interactive = std::io::stderr().is_terminal() && !args.json;
-    let mut results: Vec<Sent> = Vec::new();
+    let mut results: Vec<Outcome> = Vec::new();
+    let mut sent_count = 0;
     let mut first_error: Option<anyhow::Error> = None;
     for (path, name) in &files {
+        if std::fs::metadata(path).is_ok_and(|m| m.len() == 0) {
+            eprintln!(
+                "fileagent: note: {} is empty (0 bytes): the agent keeps it but forwards nothing to print",
+                path.display()
+            );
+        }
         resumable.store(false, Ordering::SeqCst);
         sending.committing.store(false, Ordering::SeqCst);
         let mut progress = Progress {
@@ -128,7 +180,8 @@ pub(super) async fn send(args: SendArgs, sending: &Sending) -> Result<()> {
                 if !args.json {
                     println!("{}", summary(&sent));
                 }
-                results.push(sent);
+                sent_count += 1;
+                results.push(Outcome::Sent(sent));
             }
             Err(e) => {
                 bar.abandon();
@@ -140,9 +193,22 @@ pub(super) async fn send(args: SendArgs, sending: &Sending) -> Result<()> {
                 } else {
                     String::new()
                 };
+                let code = match &e {
+                    ClientError::Refused { code, .. } => Some(code.to_string()),
+                    _ => None,
+                };
                 let e = anyhow::Error::new(e)
                     .context(format!("sending {} failed{hint}", path.display()));
+                results.push(Outcome::Failed {
+                    name: name.clone(),
+                    path: path.clone(),
+                    code,
+                    error: format!("{e:#}"),
+                });
                 if fatal {
+                    if args.json {
+                        print_json(&results)?;
+                    }
                     return Err(e);
                 }
                 if files.len() > 1 {
@@ -159,11 +225,14 @@ pub(super) async fn send(args: SendArgs, sending: &Sending) -> Result<()> {
     }
     match first_error {
         Some(e) if files.len() == 1 => Err(e),
-        Some(e) => Err(e.context(format!(
-            "{} of {} files were not sent",
-            files.len() - results.len(),
-            files.len()
-        ))),
+        Some(e) => {
+            let failed = files.len() - sent_count;
+            let verb = if failed == 1 { "was" } else { "were" };
+            Err(e.context(format!(
+                "{failed} of {} {verb} not sent",
+                super::plural(files.len() as u64, "file")
+            )))
+        }
         None => Ok(()),
     }
 }
@@ -283,6 +352,11 @@ mod tests {
         }
         let single = dir.path().join("cube.gcode");
         std::fs::write(&single, b"G28\n").unwrap();
+        let (_, skipped) = folder_files(&plate).unwrap();
+        assert_eq!(
+            skipped,
+            ["1 subfolder (sub)", "1 hidden file (.hidden.gcode)"]
+        );
         let files = expand(&args(&[plate.to_str().unwrap(), single.to_str().unwrap()])).unwrap();
         let names: Vec<_> = files.iter().map(|(_, name)| name.as_str()).collect();
         assert_eq!(names, ["a.gcode", "b.gcode", "cube.gcode"]);

@@ -179,7 +179,12 @@ impl Forwarder {
                     .any(|p| p.eq_ignore_ascii_case(ext))
             });
         let client_label = client.clone().unwrap_or_else(|| "-".into());
-        if printable {
+        if printable && size == 0 {
+            let id = (self.queue).add_arrived(name, sha256, size, client, FileState::Skipped, time);
+            let reason = "empty (0 bytes): nothing to print, not forwarded";
+            self.queue.set(id, FileState::Skipped, Some(reason.into()));
+            warn!(file_name = %name, client_cn = %client_label, "an empty print file, kept in the spool and not forwarded");
+        } else if printable {
             let id =
                 (self.queue).add_arrived(name, sha256, size, client, FileState::Received, time);
             if let Some(e) = self.queue.get_mut(id) {

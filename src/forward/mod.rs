@@ -445,9 +445,10 @@ fn build(config: &Config, view: &Arc<Mutex<View>>) -> Result<Option<Built>> {
         return Ok(None);
     }
     let key = match (&octo.api_key, std::fs::read_to_string(&octo.api_key_file)) {
-        (Some(key), _) => key.clone(),
+        // An empty key (`api_key = ""`) is no key.
+        (Some(key), _) if !key.is_empty() => key.clone(),
         (None, Ok(key)) if !key.trim().is_empty() => ApiKey::new(&key),
-        (None, _) => {
+        _ => {
             let reason = format!(
                 "forwarding is off: no OctoPrint API key (put it in {} or set [octoprint] api_key, then reload)",
                 octo.api_key_file.display()
@@ -505,4 +506,36 @@ fn build(config: &Config, view: &Arc<Mutex<View>>) -> Result<Option<Built>> {
         watcher,
         changes,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_api_key_leaves_forwarding_off() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut config = Config {
+            spool_dir: tmp.path().join("spool"),
+            state_dir: tmp.path().join("state"),
+            ..Config::default()
+        };
+        config.octoprint.enabled = true;
+        config.octoprint.api_key = Some(ApiKey::new(""));
+        config.octoprint.api_key_file = tmp.path().join("absent.key");
+        let view = Arc::new(Mutex::new(View::default()));
+        assert!(build(&config, &view).unwrap().is_none());
+        let view = view.lock().unwrap().clone();
+        assert!(!view.enabled);
+        assert!(
+            view.printer.contains("no OctoPrint API key"),
+            "{}",
+            view.printer
+        );
+        // Blank in the key file: off too.
+        std::fs::write(&config.octoprint.api_key_file, " \n").unwrap();
+        config.octoprint.api_key = None;
+        let view = Arc::new(Mutex::new(View::default()));
+        assert!(build(&config, &view).unwrap().is_none());
+    }
 }

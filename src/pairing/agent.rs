@@ -233,6 +233,15 @@ where
         .sign(name.clone(), csr)
         .await
         .map_err(|e| Refusal(ErrorCode::BadRequest, format!("{e:#}")))?;
+    // Paired again under a name it had: the earlier certificate stops working.
+    let replaced = desk
+        .authority
+        .revoke_earlier(&issued.name, &issued.serial)
+        .await
+        .map_err(internal)?;
+    if !replaced.is_empty() {
+        info!(client_cn = %issued.name, revoked = %replaced.join(","), "revoked the earlier certificates of a client paired again");
+    }
     let mut done = ticket::load(&state_dir, &ticket.ticket)
         .map_err(internal)?
         .unwrap_or_else(|| ticket.clone());
@@ -240,6 +249,7 @@ where
         client: issued.name.clone(),
         serial: issued.serial.clone(),
         address: peer.to_string(),
+        replaced,
     });
     ticket::store(&state_dir, &done).map_err(internal)?;
     info!(outcome = %"paired", ticket = %done.ticket, client_cn = %issued.name, serial = %issued.serial, "paired a new client");

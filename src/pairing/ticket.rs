@@ -48,6 +48,9 @@ pub enum Outcome {
         serial: String,
         /// Where it connected from.
         address: String,
+        /// Serials of its earlier certificates, revoked by this pairing.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        replaced: Vec<String>,
     },
     /// Too many failed attempts: the code is void.
     Void,

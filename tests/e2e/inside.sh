@@ -147,10 +147,15 @@ if [ -n "${OCTO_VENV:-}" ]; then
 	systemctl reload fileagent
 	check "the agent sees OctoPrint's printer" wait_for 120 sh -c \
 		"fileagent status ${agent[*]} | grep -Eq '^printer +(Operational|Printing)'"
-	check "the file sent while forwarding was off prints" wait_for 60 sh -c \
-		"fileagent list ${agent[*]} | grep -Eq '^tiny.gcode .*(printing|printed)'"
+	check "the file sent while forwarding was off is uploaded, not started" wait_for 60 sh -c \
+		"fileagent list ${agent[*]} | grep -Eq '^tiny.gcode .*uploaded .*forwarding was off'"
 	check "journal: uploaded to OctoPrint" sh -c \
 		"journalctl -u fileagent FILE_NAME=tiny.gcode -o cat | grep -q 'uploaded to OctoPrint'"
+	check "journal: the backlog counted" sh -c \
+		"journalctl -u fileagent -o cat | grep -q 'files from before forwarding ran'"
+	check "a person starts it: fileagent print" fileagent print tiny.gcode "${agent[@]}"
+	check "it prints" wait_for 60 sh -c \
+		"fileagent list ${agent[*]} | grep -Eq '^tiny.gcode .*(printing|printed)'"
 	check "spool copy moved to done/" test -f /var/spool/fileagent/done/tiny.gcode
 	fileagent status "${agent[@]}"
 else

@@ -223,6 +223,19 @@ async fn a_forwarded_name_stays_taken() {
     );
     let theirs = octo.download("mine.gcode").await.unwrap();
     assert_eq!(theirs, b"G28 ; mine\n");
+
+    // An empty print file is kept, not forwarded (defect 10).
+    let tmp = tempfile::tempdir().unwrap();
+    let empty = tmp.path().join("empty.gcode");
+    std::fs::write(&empty, b"").unwrap();
+    client
+        .send_file(&empty, "empty.gcode", false, &mut ())
+        .await
+        .unwrap();
+    let skipped = wait_state(&agent, &octo, "empty.gcode", &["skipped", "uploaded"]).await;
+    assert_eq!(skipped.state.as_deref(), Some("skipped"), "{skipped:?}");
+    assert!(skipped.reason.unwrap().starts_with("empty (0 bytes)"));
+    assert!(octo.get("/api/files/local/empty.gcode").await.is_none());
     client.close().await;
     agent.stop().await;
 }

@@ -421,7 +421,20 @@ fn a_workstation_session_end_to_end() {
         words.extend_from_slice(&["--agent", agent, "--identity", id]);
         home.run(&words)
     };
-    assert_exit(&get_again(&[]), 2, "is there already: pass --overwrite");
+    // The same file there already: nothing to do.
+    let same = get_again(&[]);
+    assert_ok(&same);
+    assert!(
+        stdout(&same).starts_with("unchanged cube.gcode"),
+        "{}",
+        stdout(&same)
+    );
+    std::fs::write(&back, b"mine").unwrap();
+    assert_exit(
+        &get_again(&[]),
+        2,
+        "it is there already with different content; pass --overwrite",
+    );
     assert_ok(&get_again(&["--overwrite"]));
 
     let status = home.run(&["status", "--json", "--agent", agent, "--identity", id]);
@@ -622,5 +635,140 @@ fn ctrl_c_interrupts_a_client_cleanly() {
     assert!(
         err.contains("interrupted; nothing partial was kept"),
         "{err}"
+    );
+}
+
+/// Issue 21, rough edges of `send` and `get`: an unknown agent or a bad
+/// address is named as such (not blamed on identity.pem); an identity file
+/// others can read is warned about; a folder says what it does not send;
+/// `--json` reports the files that failed too; `get` checks where it
+/// writes before fetching, and the same file there already is `unchanged`.
+#[test]
+fn send_and_get_say_what_happened_in_the_first_hour() {
+    let home = Home::new();
+    let identity = home.issue("first-hour");
+    let served = Served::start(&home);
+    let id = identity.to_str().unwrap();
+    let agent = served.addr.as_str();
+
+    let unknown = home.run(&["ping", "--agent", "pi"]);
+    assert_exit(&unknown, 2, "no paired agent \"pi\"");
+    assert!(
+        !stderr(&unknown).contains("identity.pem"),
+        "{}",
+        stderr(&unknown)
+    );
+    let bad = home.run(&["ping", "--agent", "pi:abc"]);
+    assert_exit(&bad, 2, "invalid agent address \"pi:abc\"");
+
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&identity, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let exposed = home.run(&["ping", "--agent", agent, "--identity", id]);
+    assert_ok(&exposed);
+    assert!(
+        stderr(&exposed).contains("is readable by others (mode 0644)")
+            && stderr(&exposed).contains("chmod 600"),
+        "{}",
+        stderr(&exposed)
+    );
+    std::fs::set_permissions(&identity, std::fs::Permissions::from_mode(0o600)).unwrap();
+
+    // A folder with a subfolder, a hidden file, and a name taken already.
+    let plates = home.path().join("plates");
+    std::fs::create_dir_all(plates.join("old")).unwrap();
+    std::fs::write(plates.join(".DS_Store"), b"x").unwrap();
+    std::fs::copy(data("tiny.gcode"), plates.join("a.gcode")).unwrap();
+    std::fs::write(plates.join("b.gcode"), b"G28 ; b\n").unwrap();
+    let taken = home.path().join("b.gcode");
+    std::fs::write(&taken, b"G28 ; another b\n").unwrap();
+    let first = home.run(&[
+        "send",
+        taken.to_str().unwrap(),
+        "--agent",
+        agent,
+        "--identity",
+        id,
+    ]);
+    assert_ok(&first);
+    let sent = home.run(&[
+        "send",
+        plates.to_str().unwrap(),
+        "--agent",
+        agent,
+        "--identity",
+        id,
+        "--json",
+    ]);
+    assert_exit(&sent, 1, "1 of 2 files was not sent");
+    assert!(
+        stderr(&sent).contains("not sending 1 subfolder (old), 1 hidden file (.DS_Store)"),
+        "{}",
+        stderr(&sent)
+    );
+    let json: serde_json::Value = serde_json::from_str(&stdout(&sent)).unwrap();
+    let rows = json.as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{json}");
+    assert_eq!(rows[0]["name"], "a.gcode");
+    assert!(rows[0]["sha256"].is_string());
+    assert_eq!(rows[1]["name"], "b.gcode");
+    assert_eq!(rows[1]["code"], "exists");
+    assert!(rows[1]["error"].as_str().unwrap().contains("--overwrite"));
+
+    // get: a folder that is not there is said before anything is fetched.
+    let missing = home.path().join("nowhere/a.gcode");
+    let out = home.run(&[
+        "get",
+        "a.gcode",
+        "-o",
+        missing.to_str().unwrap(),
+        "--agent",
+        agent,
+        "--identity",
+        id,
+    ]);
+    assert_exit(&out, 2, "no folder ");
+    assert!(!stderr(&out).contains(".fileagent-"), "{}", stderr(&out));
+    let out = home.run(&[
+        "get",
+        "a.gcode",
+        "-o",
+        "nowhere/",
+        "--agent",
+        agent,
+        "--identity",
+        id,
+    ]);
+    assert_exit(&out, 2, "no folder nowhere/");
+    // The same file there already: unchanged. Another one: kept, refused.
+    let here = home.path().join("a.gcode");
+    std::fs::copy(data("tiny.gcode"), &here).unwrap();
+    let out = home.run(&["get", "a.gcode", "--agent", agent, "--identity", id]);
+    assert_ok(&out);
+    assert!(
+        stdout(&out).starts_with("unchanged a.gcode -> a.gcode"),
+        "{}",
+        stdout(&out)
+    );
+    std::fs::write(&here, b"mine").unwrap();
+    let out = home.run(&["get", "a.gcode", "--agent", agent, "--identity", id]);
+    assert_exit(&out, 2, "it is there already with different content");
+    assert_eq!(std::fs::read(&here).unwrap(), b"mine");
+    std::fs::write(&here, vec![b'x'; 733]).unwrap();
+    let out = home.run(&["get", "a.gcode", "--agent", agent, "--identity", id]);
+    assert_exit(&out, 2, "it is there already with different content");
+    assert_eq!(std::fs::read(&here).unwrap(), vec![b'x'; 733]);
+    let out = home.run(&[
+        "get",
+        "a.gcode",
+        "--agent",
+        agent,
+        "--identity",
+        id,
+        "--overwrite",
+    ]);
+    assert_ok(&out);
+    assert_eq!(
+        std::fs::read(&here).unwrap(),
+        std::fs::read(data("tiny.gcode")).unwrap()
     );
 }

@@ -584,3 +584,48 @@ fn a_certificate_near_expiry_is_renewed_by_the_workstation() {
     assert!(list.as_array().unwrap().len() >= 2, "{list}");
     assert!(served.log().contains("renewed the client certificate"));
 }
+
+/// Issue 21: pairing a workstation again under its name revokes its
+/// earlier certificate (it no longer works, the agent says so); the code's
+/// expiry reads as a clock time, and an agent on loopback only is paired
+/// from this machine, as the hint says.
+#[test]
+fn pairing_again_revokes_the_earlier_certificate() {
+    let home = Home::new();
+    let served = Served::start(&home);
+    let pair =
+        |code: &str| home.run(&["pair", &served.addr, code, "--name", "pi", "--as", "lab-pc"]);
+    let first = PairAgent::start(&home, &[]);
+    assert_ok(&pair(&first.code));
+    let (code, said) = first.finish();
+    assert_eq!(code, Some(0), "{said}");
+    let until = said
+        .split("(until ")
+        .nth(1)
+        .and_then(|rest| rest.split(" UTC)").next())
+        .unwrap_or_default();
+    assert!(
+        until.len() == 8 && until.as_bytes()[2] == b':' && until.as_bytes()[5] == b':',
+        "{said}"
+    );
+    assert!(
+        said.contains("on this machine (the agent listens on 127.0.0.1:")
+            && said.contains("fileagent pair localhost:"),
+        "{said}"
+    );
+    let identity = home.path().join("xdg/fileagent/pi.pem");
+    let old = home.path().join("old.pem");
+    std::fs::copy(&identity, &old).unwrap();
+
+    let second = PairAgent::start(&home, &[]);
+    assert_ok(&pair(&second.code));
+    let (code, said) = second.finish();
+    assert_eq!(code, Some(0), "{said}");
+    assert!(
+        said.contains("revoked the earlier certificate of \"lab-pc\""),
+        "{said}"
+    );
+    let refused = home.run(&["ping", "--identity", old.to_str().unwrap()]);
+    assert_exit(&refused, 3, "revoked");
+    assert_ok(&home.run(&["ping"]));
+}

@@ -53,8 +53,14 @@ async fn every_operation_works_on_one_connection() {
         .get("cube.gcode", &dest, false, &mut ())
         .await
         .unwrap_err();
-    assert!(err.to_string().contains("File exists"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("there already with different content"),
+        "{err}"
+    );
     assert_eq!(std::fs::read(&dest).unwrap(), b"mine");
+    // The connection was left mid-body: the next request opens a new one.
+    client.ping().await.unwrap();
     assert_eq!(
         std::fs::read_dir(out.path()).unwrap().count(),
         2,
