@@ -394,14 +394,25 @@ impl Client {
 
     /// The next reply, past any progress of a body that has ended.
     async fn reply(&mut self) -> Result<Reply, ClientError> {
+        self.reply_observed(&mut ()).await
+    }
+
+    /// The next reply; the progress of a body that arrives meanwhile (a
+    /// slow link may still carry most of a body the client has written)
+    /// goes to `observer`.
+    async fn reply_observed(
+        &mut self,
+        observer: &mut (dyn Observer + Send),
+    ) -> Result<Reply, ClientError> {
         let reply = loop {
             let reply = self
                 .conn
                 .expect_message::<Reply>(REPLY_TIMEOUT)
                 .await
                 .map_err(|e| self.explain(e))?;
-            if !matches!(reply, Reply::Progress { .. }) {
-                break reply;
+            match reply {
+                Reply::Progress { received } => observer.progress(received),
+                reply => break reply,
             }
         };
         self.last_used = Instant::now();

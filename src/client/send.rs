@@ -281,7 +281,7 @@ impl Client {
         tracing::debug!(file_name = %name, wire_bytes, "body handed to the network; waiting for the agent's verdict");
         let sha256 = digest.wait().await.map_err(local("cannot read"))?;
         let sha256 = sha256.as_str();
-        let verdict = match self.reply().await {
+        let verdict = match self.reply_observed(observer).await {
             // The agent has it all, verified: the final word stores it.
             Ok(Reply::Verified { sha256: computed }) if computed == sha256 => {
                 observer.progress(size);

@@ -184,7 +184,12 @@ pub(super) async fn send(args: SendArgs, sending: &Sending) -> Result<()> {
                 results.push(Outcome::Sent(sent));
             }
             Err(e) => {
-                bar.abandon();
+                // The bar shows how far an interrupted body came; a refusal
+                // says all there is to say.
+                match e {
+                    ClientError::Refused { .. } | ClientError::Local { .. } => bar.finish(),
+                    _ => bar.abandon(),
+                }
                 let fatal = !matches!(e, ClientError::Refused { .. } | ClientError::Local { .. });
                 // The network gave out (retries included) after the agent had
                 // the digest: it keeps the partial upload.
@@ -307,7 +312,7 @@ fn summary(sent: &Sent) -> String {
         String::new()
     };
     let wire = match sent.encoding {
-        Some(_) if sent.wire_bytes > 0 => format!(
+        Some(_) if sent.wire_bytes > 0 && body > 0 => format!(
             "  zstd {:.1}x ({} on the wire)",
             body as f64 / sent.wire_bytes as f64,
             ByteSize(sent.wire_bytes).display().iec()
@@ -421,6 +426,18 @@ mod tests {
             ),
             "{}",
             summary(&whole)
+        );
+        // Resumed at its very end: nothing was left to send or compress.
+        let at_end = Sent {
+            resumed_from: sent.size,
+            wire_bytes: 9,
+            ..sent.clone()
+        };
+        assert!(
+            !summary(&at_end).contains("zstd")
+                && summary(&at_end).contains("resumed after 4.0 MiB"),
+            "{}",
+            summary(&at_end)
         );
         let unchanged = Sent {
             unchanged: true,

@@ -41,6 +41,8 @@ pub(super) struct Forwarder {
     pub(super) progress: Option<(u64, f64)>,
     /// Whether the printer was busy at the last poll (`None`: not polled yet).
     pub(super) was_busy: Option<bool>,
+    /// The job the printer ran when last seen busy.
+    pub(super) last_job: Option<String>,
     /// Files found in `ready/` when forwarding started that the queue did
     /// not know: registered as backlog once they settle.
     pub(super) backlog: HashSet<String>,

@@ -202,11 +202,19 @@ impl View {
         ))
     }
 
-    /// Files waiting to be uploaded or printed by the agent.
+    /// Files waiting to be uploaded or printed: by the agent, or by a
+    /// person (uploaded files that print only once started).
     pub fn queued(&self) -> u64 {
+        let prints = self
+            .policy
+            .is_none_or(|p| p.auto_print != crate::config::AutoPrint::Never);
         self.entries
             .iter()
-            .filter(|e| matches!(e.state, FileState::Received | FileState::Uploading) || e.queued)
+            .filter(|e| match e.state {
+                FileState::Received | FileState::Uploading => true,
+                FileState::Uploaded => e.queued || prints,
+                _ => false,
+            })
             .count() as u64
     }
 }
@@ -499,6 +507,7 @@ fn build(config: &Config, view: &Arc<Mutex<View>>) -> Result<Option<Built>> {
         next_scan: Instant::now(),
         progress: None,
         was_busy: None,
+        last_job: None,
         backlog,
     };
     Ok(Some(Built {

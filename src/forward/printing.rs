@@ -118,6 +118,16 @@ impl Forwarder {
     fn watch_bed(&mut self, state: &PrinterState) -> bool {
         let change = self.queue.bed.watch(self.was_busy, state, queue::now());
         self.was_busy = Some(state.busy);
+        if state.busy {
+            self.last_job = state.job_path.clone();
+        }
+        // A job lost with OctoPrint (restarted) is named by what was seen of it.
+        if change == Some(BedChange::PrintEnded)
+            && let Some(occupied) = &mut self.queue.bed.occupied
+            && occupied.job.is_none()
+        {
+            occupied.job = self.last_job.clone();
+        }
         if let Ok(mut view) = self.view.lock() {
             view.printer_busy = state.busy;
         }

@@ -143,7 +143,11 @@ async fn a_print_lost_in_an_octoprint_restart_is_interrupted_not_printed() {
         .unwrap();
     let next = wait_state(&agent, &octo, "next.gcode", &["uploaded", "printing"]).await;
     assert_eq!(next.state.as_deref(), Some("uploaded"), "{next:?}");
-    assert!(next.reason.unwrap().contains("waiting for a person"));
+    let why = next.reason.unwrap();
+    assert!(
+        why.contains("waiting for a person: the last print (cube.gcode) ended"),
+        "{why}"
+    );
     client.close().await;
     agent.stop().await;
 }

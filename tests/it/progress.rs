@@ -85,3 +85,33 @@ async fn progress_tracks_what_the_agent_received() {
     assert!(steps >= 3, "too few steps to draw a steady bar: {seen:?}");
     client.close().await;
 }
+
+/// Over a deep link the client has written its whole body at once and
+/// waits for the verdict: the bar still moves as the agent receives.
+#[tokio::test]
+async fn progress_goes_on_while_a_deep_link_delivers_the_body() {
+    const LEN: usize = 6 << 20;
+    let agent = Agent::start().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("plate.gcode");
+    std::fs::write(&path, content(22, LEN)).unwrap();
+    let link = SlowLink::deep(agent.addr, 4 << 20).await;
+    let mut client =
+        fileagent::client::Client::connect(&link.addr.to_string(), agent.identity("watcher"))
+            .await
+            .unwrap();
+    client.set_compression(Compression::Never);
+    let recorder = Recorder::default();
+    let mut observer = recorder.clone();
+    let sent = client
+        .send_file(&path, "plate.gcode", false, &mut observer)
+        .await
+        .unwrap();
+    assert_eq!(sent.size, LEN as u64);
+    let seen = recorder.seen();
+    let steps = seen.iter().filter(|&&d| d > 0 && d < LEN as u64).count();
+    assert!(steps >= 3, "the bar stood still: {seen:?}");
+    assert!(seen.windows(2).all(|w| w[0] <= w[1]), "{seen:?}");
+    assert_eq!(seen.last(), Some(&(LEN as u64)));
+    client.close().await;
+}

@@ -375,6 +375,64 @@ impl SlowLink {
         SlowLink::start_gated(agent, bytes_per_sec, Some(pass)).await
     }
 
+    /// Like [`start`](Self::start), but the link takes everything a client
+    /// writes at once and holds it (a deep buffer, as on congested Wi-Fi),
+    /// passing it on at `bytes_per_sec`: the client is done writing long
+    /// before the agent has its body.
+    pub async fn deep(agent: SocketAddr, bytes_per_sec: u64) -> SlowLink {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (cut, is_cut) = watch::channel(false);
+        let (gate, _) = watch::channel(None);
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(upstream) = TcpStream::connect(agent).await else {
+                    continue;
+                };
+                let mut is_cut = is_cut.clone();
+                tokio::spawn(async move {
+                    let (mut from_client, mut to_client) = client.into_split();
+                    let (mut from_agent, mut to_agent) = upstream.into_split();
+                    let (held, mut holding) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
+                    let take = async move {
+                        let mut piece = vec![0u8; 16 * 1024];
+                        loop {
+                            let n = from_client.read(&mut piece).await?;
+                            if held.send(piece[..n].to_vec()).is_err() || n == 0 {
+                                return Ok::<(), std::io::Error>(());
+                            }
+                        }
+                    };
+                    let give = async move {
+                        let start = tokio::time::Instant::now();
+                        let mut passed = 0u64;
+                        while let Some(data) = holding.recv().await {
+                            if data.is_empty() {
+                                return to_agent.shutdown().await;
+                            }
+                            to_agent.write_all(&data).await?;
+                            passed += data.len() as u64;
+                            let due = Duration::from_secs_f64(passed as f64 / bytes_per_sec as f64);
+                            tokio::time::sleep_until(start + due).await;
+                        }
+                        Ok(())
+                    };
+                    let down = tokio::io::copy(&mut from_agent, &mut to_client);
+                    tokio::select! {
+                        _ = async { tokio::join!(take, give, down) } => {}
+                        _ = is_cut.wait_for(|cut| *cut) => {}
+                    }
+                });
+            }
+        });
+        SlowLink {
+            addr,
+            cut,
+            gate,
+            task,
+        }
+    }
+
     async fn start_gated(agent: SocketAddr, bytes_per_sec: u64, pass: Option<u64>) -> SlowLink {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
