@@ -115,16 +115,24 @@ pub fn revoke(config: &crate::config::Config, who: &str) -> Result<Vec<ClientRec
         .filter(|r| r.revoked.is_none())
         .map(|r| (*r).clone())
         .collect();
-    if fresh.is_empty() {
-        return Ok(fresh);
+    add_to_revocation_list(config, fresh)
+}
+
+/// Revokes `records` (not revoked yet) from now on; returns them.
+fn add_to_revocation_list(
+    config: &crate::config::Config,
+    records: Vec<ClientRecord>,
+) -> Result<Vec<ClientRecord>> {
+    if records.is_empty() {
+        return Ok(records);
     }
-    let mut revoked = revoked(state_dir)?;
+    let mut revoked = revoked(&config.state_dir)?;
     let now = OffsetDateTime::now_utc();
-    for record in &fresh {
+    for record in &records {
         revoked.insert(record.serial.clone(), now);
     }
     write_revocation_list(config, &revoked)?;
-    Ok(fresh)
+    Ok(records)
 }
 
 /// Revokes every certificate of client `name` but the one with serial
@@ -135,21 +143,11 @@ pub fn revoke_earlier(
     name: &str,
     keep: &str,
 ) -> Result<Vec<ClientRecord>> {
-    let state_dir = &config.state_dir;
-    let earlier: Vec<ClientRecord> = list(state_dir)?
+    let earlier: Vec<ClientRecord> = list(&config.state_dir)?
         .into_iter()
         .filter(|r| r.name == name && r.serial != keep && r.revoked.is_none())
         .collect();
-    if earlier.is_empty() {
-        return Ok(earlier);
-    }
-    let mut revoked = revoked(state_dir)?;
-    let now = OffsetDateTime::now_utc();
-    for record in &earlier {
-        revoked.insert(record.serial.clone(), now);
-    }
-    write_revocation_list(config, &revoked)?;
-    Ok(earlier)
+    add_to_revocation_list(config, earlier)
 }
 
 /// Serial (hex) → revocation time, from the revocation list if there is one.

@@ -203,6 +203,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
         // Every arm ends the upload before the reply, so that nothing of it
         // is seen in incoming/ by what the client does next.
+        let receipt = Receipt {
+            name: name.to_string(),
+            size,
+            overwrite,
+            started,
+            wire_bytes,
+            encoding,
+        };
         let result = match failure {
             // What a full disk left of the body goes, to give the space back.
             Some(e @ SpoolError::DiskFull) => {
@@ -214,28 +222,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 Err(e)
             }
             None if confirm => match upload.verify().await {
-                Ok(verified) => {
-                    let receipt = Receipt {
-                        name: name.to_string(),
-                        size,
-                        overwrite,
-                        started,
-                        wire_bytes,
-                        encoding,
-                    };
-                    return self.await_commit(verified, &receipt).await;
-                }
+                Ok(verified) => return self.await_commit(verified, &receipt).await,
                 Err(e) => Err(e),
             },
             None => upload.finish(overwrite).await,
-        };
-        let receipt = Receipt {
-            name: name.to_string(),
-            size,
-            overwrite,
-            started,
-            wire_bytes,
-            encoding,
         };
         self.answer(result, &receipt).await
     }

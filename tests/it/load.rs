@@ -181,6 +181,7 @@ async fn slowloris_and_idle_clients_are_cut_off_while_64_clients_transfer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_connections_from_one_address_do_not_lock_out_a_workstation() {
     use crate::cli::{Home, Served, assert_ok, stdout};
+    let _turn = crate::support::heavy();
     let home = Home::new();
     let identity = home.issue("farm-pc");
     let served = Served::start(&home);
@@ -234,7 +235,10 @@ async fn idle_connections_from_one_address_do_not_lock_out_a_workstation() {
         "{}",
         stdout(&sent)
     );
-    assert!(took < Duration::from_secs(5), "the send took {took:?}");
+    // Within a few seconds (more under an emulator), not after the 90 s of
+    // retries it took before.
+    let bound = if crate::support::emulated() { 20 } else { 5 };
+    assert!(took < Duration::from_secs(bound), "the send took {took:?}");
 
     stop.send_replace(true);
     while let Some(done) = flood.join_next().await {

@@ -15,6 +15,7 @@ use fileagent::protocol::{Connection, MAX_REPLY_HEADER_LEN, Reply, Request};
 use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
@@ -380,106 +381,109 @@ impl SlowLink {
     /// passing it on at `bytes_per_sec`: the client is done writing long
     /// before the agent has its body.
     pub async fn deep(agent: SocketAddr, bytes_per_sec: u64) -> SlowLink {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (cut, is_cut) = watch::channel(false);
-        let (gate, _) = watch::channel(None);
-        let task = tokio::spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
-                let Ok(upstream) = TcpStream::connect(agent).await else {
-                    continue;
-                };
-                let mut is_cut = is_cut.clone();
-                tokio::spawn(async move {
-                    let (mut from_client, mut to_client) = client.into_split();
-                    let (mut from_agent, mut to_agent) = upstream.into_split();
-                    let (held, mut holding) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
-                    let take = async move {
-                        let mut piece = vec![0u8; 16 * 1024];
-                        loop {
-                            let n = from_client.read(&mut piece).await?;
-                            if held.send(piece[..n].to_vec()).is_err() || n == 0 {
-                                return Ok::<(), std::io::Error>(());
-                            }
+        SlowLink::serve(
+            agent,
+            None,
+            move |mut from_client, mut to_agent, _| async move {
+                let (held, mut holding) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
+                let take = async move {
+                    let mut piece = vec![0u8; 16 * 1024];
+                    loop {
+                        let n = from_client.read(&mut piece).await?;
+                        if held.send(piece[..n].to_vec()).is_err() || n == 0 {
+                            return Ok::<(), std::io::Error>(());
                         }
-                    };
-                    let give = async move {
-                        let start = tokio::time::Instant::now();
-                        let mut passed = 0u64;
-                        while let Some(data) = holding.recv().await {
-                            if data.is_empty() {
-                                return to_agent.shutdown().await;
-                            }
-                            to_agent.write_all(&data).await?;
-                            passed += data.len() as u64;
-                            let due = Duration::from_secs_f64(passed as f64 / bytes_per_sec as f64);
-                            tokio::time::sleep_until(start + due).await;
-                        }
-                        Ok(())
-                    };
-                    let down = tokio::io::copy(&mut from_agent, &mut to_client);
-                    tokio::select! {
-                        _ = async { tokio::join!(take, give, down) } => {}
-                        _ = is_cut.wait_for(|cut| *cut) => {}
                     }
-                });
-            }
-        });
-        SlowLink {
-            addr,
-            cut,
-            gate,
-            task,
-        }
+                };
+                let give = async move {
+                    let start = tokio::time::Instant::now();
+                    let mut passed = 0u64;
+                    while let Some(data) = holding.recv().await {
+                        if data.is_empty() {
+                            return to_agent.shutdown().await;
+                        }
+                        to_agent.write_all(&data).await?;
+                        passed += data.len() as u64;
+                        let due = Duration::from_secs_f64(passed as f64 / bytes_per_sec as f64);
+                        tokio::time::sleep_until(start + due).await;
+                    }
+                    Ok(())
+                };
+                let _ = tokio::join!(take, give);
+            },
+        )
+        .await
     }
 
     async fn start_gated(agent: SocketAddr, bytes_per_sec: u64, pass: Option<u64>) -> SlowLink {
+        SlowLink::serve(
+            agent,
+            pass,
+            move |mut from_client, mut to_agent, mut is_gated| async move {
+                // Small pieces, each sent when the rate allows.
+                let mut piece = vec![0u8; 16 * 1024];
+                let mut start = tokio::time::Instant::now();
+                let mut passed = 0u64;
+                // Bytes that passed before the rate's clock (re)started.
+                let mut before = 0u64;
+                loop {
+                    // Past the pass of a holding link: wait for the release,
+                    // then keep the rate from there on.
+                    let open = |gate: &Option<u64>| gate.is_none_or(|pass| passed < pass);
+                    if !open(&is_gated.borrow()) {
+                        let _ = is_gated.wait_for(open).await;
+                        start = tokio::time::Instant::now();
+                        before = passed;
+                    }
+                    let room = match *is_gated.borrow() {
+                        Some(pass) => (pass - passed).min(piece.len() as u64) as usize,
+                        None => piece.len(),
+                    };
+                    let Ok(n) = from_client.read(&mut piece[..room]).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        let _ = to_agent.shutdown().await;
+                        return;
+                    }
+                    if to_agent.write_all(&piece[..n]).await.is_err() {
+                        return;
+                    }
+                    passed += n as u64;
+                    let due =
+                        Duration::from_secs_f64((passed - before) as f64 / bytes_per_sec as f64);
+                    tokio::time::sleep_until(start + due).await;
+                }
+            },
+        )
+        .await
+    }
+
+    /// Serves on a new loopback port: each client is connected to `agent`,
+    /// `up` carries its bytes there, the agent's come back at full speed.
+    async fn serve<F, Fut>(agent: SocketAddr, pass: Option<u64>, up: F) -> SlowLink
+    where
+        F: Fn(OwnedReadHalf, OwnedWriteHalf, watch::Receiver<Option<u64>>) -> Fut
+            + Send
+            + Sync
+            + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (cut, is_cut) = watch::channel(false);
         let (gate, is_gated) = watch::channel(pass);
+        let up = std::sync::Arc::new(up);
         let task = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 let Ok(upstream) = TcpStream::connect(agent).await else {
                     continue;
                 };
-                let mut is_cut = is_cut.clone();
-                let mut is_gated = is_gated.clone();
+                let (mut is_cut, is_gated, up) = (is_cut.clone(), is_gated.clone(), up.clone());
                 tokio::spawn(async move {
-                    let (mut from_client, mut to_client) = client.into_split();
-                    let (mut from_agent, mut to_agent) = upstream.into_split();
-                    let up = async {
-                        // Small pieces, each sent when the rate allows.
-                        let mut piece = vec![0u8; 16 * 1024];
-                        let mut start = tokio::time::Instant::now();
-                        let mut passed = 0u64;
-                        // Bytes that passed before the rate's clock (re)started.
-                        let mut before = 0u64;
-                        loop {
-                            // Past the pass of a holding link: wait for the
-                            // release, then keep the rate from there on.
-                            let open = |gate: &Option<u64>| gate.is_none_or(|pass| passed < pass);
-                            if !open(&is_gated.borrow()) {
-                                let _ = is_gated.wait_for(open).await;
-                                start = tokio::time::Instant::now();
-                                before = passed;
-                            }
-                            let room = match *is_gated.borrow() {
-                                Some(pass) => (pass - passed).min(piece.len() as u64) as usize,
-                                None => piece.len(),
-                            };
-                            let n = from_client.read(&mut piece[..room]).await?;
-                            if n == 0 {
-                                return to_agent.shutdown().await;
-                            }
-                            to_agent.write_all(&piece[..n]).await?;
-                            passed += n as u64;
-                            let due = Duration::from_secs_f64(
-                                (passed - before) as f64 / bytes_per_sec as f64,
-                            );
-                            tokio::time::sleep_until(start + due).await;
-                        }
-                    };
+                    let (from_client, mut to_client) = client.into_split();
+                    let (mut from_agent, to_agent) = upstream.into_split();
+                    let up = up(from_client, to_agent, is_gated);
                     let down = tokio::io::copy(&mut from_agent, &mut to_client);
                     tokio::select! {
                         _ = async { tokio::join!(up, down) } => {}
