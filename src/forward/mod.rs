@@ -14,10 +14,12 @@
 mod backlog;
 mod forwarder;
 pub mod octoprint;
+mod person;
 pub mod policy;
 mod printing;
 pub mod queue;
 mod retention;
+mod view;
 pub mod watch;
 
 use std::sync::{Arc, Mutex};
@@ -29,34 +31,17 @@ use tokio::task::JoinHandle;
 use tracing::{Instrument, error, info, info_span, warn};
 
 use crate::config::Config;
-use crate::protocol::FileEntry;
 use crate::spool::{DONE_DIR, FAILED_DIR};
 use forwarder::Forwarder;
 use octoprint::{ApiKey, OctoPrint};
-use policy::{Bed, Policy};
-use queue::{Entry, FileState, QUEUE_FILE, Queue};
+use policy::Policy;
+use queue::{QUEUE_FILE, Queue};
+pub use view::{Held, View};
 use watch::Settler;
 
 /// How long `delete` waits for the forwarder, which may be in the middle
 /// of an upload to OctoPrint.
 pub const FORGET_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
-
-/// What sessions can see of the forwarder.
-#[derive(Debug, Clone, Default)]
-pub struct View {
-    /// Forwarding runs.
-    pub enabled: bool,
-    /// Printer state text, or why forwarding is off or failing.
-    pub printer: String,
-    /// Every known print file, in order of arrival.
-    pub entries: Vec<Entry>,
-    /// What is on the bed.
-    pub bed: Bed,
-    /// The print settings in force (`None` while forwarding is off).
-    pub policy: Option<Policy>,
-    /// The printer is running a job.
-    pub printer_busy: bool,
-}
 
 /// A file stored by the receiver.
 #[derive(Debug)]
@@ -106,15 +91,6 @@ pub enum PrintRefused {
     Refused(String),
 }
 
-/// A forwarded file of a name, as [`Handle::holds`] finds it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Held {
-    /// Its SHA-256.
-    pub sha256: String,
-    /// Its state (`uploaded`, `printing`, ...).
-    pub state: &'static str,
-}
-
 /// The answer to [`Handle::forget`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Forget {
@@ -133,90 +109,6 @@ pub enum Forget {
 pub struct Handle {
     tx: Option<mpsc::UnboundedSender<Message>>,
     view: Arc<Mutex<View>>,
-}
-
-impl View {
-    /// The spool listing with forwarding states: files in `ready/` that the
-    /// forwarder has not taken up (settling, or forwarding off) first, by
-    /// name, then every known print file in order of arrival, one row per
-    /// name (its newest version), each waiting one saying why.
-    pub fn listing(&self, ready: Vec<FileEntry>) -> Vec<FileEntry> {
-        let mut files: Vec<FileEntry> = ready
-            .into_iter()
-            .filter(|f| {
-                !self
-                    .entries
-                    .iter()
-                    .any(|e| e.name == f.name && e.state.in_ready())
-            })
-            .collect();
-        let now = queue::now();
-        let newest = |i: usize| {
-            let name = &self.entries[i].name;
-            !self.entries[i + 1..].iter().any(|e| &e.name == name)
-        };
-        files.extend((0..self.entries.len()).filter(|&i| newest(i)).map(|i| {
-            let e = &self.entries[i];
-            let why = self.policy.and_then(|policy| {
-                policy::why_waiting(&self.entries, i, policy, &self.bed, self.printer_busy, now)
-            });
-            FileEntry {
-                name: e.name.clone(),
-                size: e.size,
-                modified: e.updated,
-                state: Some(e.state.as_str().to_string()),
-                reason: why.or_else(|| e.reason.clone()),
-            }
-        }));
-        files
-    }
-
-    /// The forwarded file of this name that the agent or OctoPrint holds
-    /// (its newest version), if any: such a name is taken.
-    pub fn holds(&self, name: &str) -> Option<Held> {
-        self.entries
-            .iter()
-            .rev()
-            .find(|e| e.name == name && !e.state.in_ready())
-            .map(|e| Held {
-                sha256: e.sha256.clone(),
-                state: e.state.as_str(),
-            })
-    }
-
-    /// What `status` says of the bed while files wait for a person, e.g.
-    /// "the last print (cube.gcode) ended 3 min ago: files wait for a
-    /// person (fileagent print)".
-    pub fn bed_text(&self) -> Option<String> {
-        let policy = self.policy?;
-        if policy.queue || self.printer_busy {
-            return None;
-        }
-        let occupied = self.bed.occupied.as_ref()?;
-        let job = (occupied.job.as_deref())
-            .map(|j| format!(" ({j})"))
-            .unwrap_or_default();
-        Some(format!(
-            "the last print{job} ended {}: nothing starts by itself until a person clears the bed and starts a file (fileagent print)",
-            policy::ago(queue::now().saturating_sub(occupied.since))
-        ))
-    }
-
-    /// Files waiting to be uploaded or printed: by the agent, or by a
-    /// person (uploaded files that print only once started).
-    pub fn queued(&self) -> u64 {
-        let prints = self
-            .policy
-            .is_none_or(|p| p.auto_print != crate::config::AutoPrint::Never);
-        self.entries
-            .iter()
-            .filter(|e| match e.state {
-                FileState::Received | FileState::Uploading => true,
-                FileState::Uploaded => e.queued || prints,
-                _ => false,
-            })
-            .count() as u64
-    }
 }
 
 impl Handle {

@@ -1,11 +1,10 @@
 //! Following the printer: which queue entry the printer's job is, when its
 //! print started and how it ended (as a pure [`transition`], tested below),
-//! what the bed holds ([`super::policy::Bed`]), starting the oldest waiting
-//! file once the printer is free (`queue = true`), and a person's `print`.
+//! what the bed holds ([`super::policy::Bed`]), and starting the oldest
+//! waiting file once the printer is free (`queue = true`).
 
 use tracing::{info, warn};
 
-use super::PrintRefused;
 use super::forwarder::Forwarder;
 use super::octoprint::{OctoError, PrinterState};
 use super::policy::{BedChange, PRINTED_AT_PERCENT};
@@ -159,104 +158,6 @@ impl Forwarder {
         true
     }
 
-    /// `print`: a person starts `name` (or the oldest waiting file), which
-    /// says the bed is clear. Uploads it first if it has not been yet.
-    pub(super) async fn print_now(
-        &mut self,
-        name: Option<&str>,
-        client: &str,
-    ) -> Result<String, PrintRefused> {
-        let entry = self.chosen(name)?;
-        let state = self.octo.state().await.map_err(|e| {
-            PrintRefused::NotReady(format!("cannot print: OctoPrint is not usable ({e})"))
-        })?;
-        if !state.operational {
-            return Err(PrintRefused::NotReady(format!(
-                "cannot print: the printer is not ready ({}); connect it in OctoPrint first",
-                state.text
-            )));
-        }
-        if state.busy {
-            return Err(PrintRefused::Busy(format!(
-                "the printer is busy ({}): start {} once that print has ended and the bed is clear",
-                printer_text(&state),
-                entry.name
-            )));
-        }
-        match (entry.state, entry.octoprint_path.clone()) {
-            (FileState::Received | FileState::Uploading, _) => {
-                self.upload(entry.id, &state, true).await;
-                let now = self.queue.entries().iter().find(|e| e.id == entry.id);
-                match now.map(|e| (e.state, e.reason.clone())) {
-                    Some((FileState::Printing, _)) => {}
-                    Some((_, reason)) => {
-                        return Err(PrintRefused::Refused(format!(
-                            "{} could not be started: {}",
-                            entry.name,
-                            reason.unwrap_or_else(|| "OctoPrint did not start it".into())
-                        )));
-                    }
-                    None => return Err(PrintRefused::NotFound(format!("{} is gone", entry.name))),
-                }
-            }
-            (_, Some(path)) => match self.octo.print(&path).await {
-                Ok(()) => self.mark_printing(entry.id),
-                Err(OctoError::Conflict(why)) => return Err(PrintRefused::Busy(why)),
-                Err(e) if e.is_transient() => {
-                    return Err(PrintRefused::NotReady(format!("cannot print: {e}")));
-                }
-                Err(e) => return Err(PrintRefused::Refused(e.to_string())),
-            },
-            (_, None) => {
-                return Err(PrintRefused::Refused(format!(
-                    "{} is not in OctoPrint: {}",
-                    entry.name,
-                    entry.reason.as_deref().unwrap_or("it was never uploaded")
-                )));
-            }
-        }
-        self.queue.bed.cleared_by_person();
-        self.was_busy = Some(true);
-        info!(file_name = %entry.name, client_cn = %client, "print started by a person (fileagent print)");
-        self.save();
-        Ok(entry.name)
-    }
-
-    /// The entry `print` means: the newest of that name, or the oldest
-    /// file waiting to be started.
-    fn chosen(&self, name: Option<&str>) -> Result<Entry, PrintRefused> {
-        let entries = self.queue.entries();
-        let found = match name {
-            Some(name) => entries.iter().rev().find(|e| e.name == name),
-            None => entries.iter().find(|e| {
-                matches!(
-                    e.state,
-                    FileState::Received | FileState::Uploading | FileState::Uploaded
-                )
-            }),
-        };
-        let entry = found.cloned().ok_or_else(|| {
-            PrintRefused::NotFound(match name {
-                Some(name) => {
-                    format!("no file named {name:?} was sent to this printer (see fileagent list)")
-                }
-                None => "no file is waiting to be printed".to_string(),
-            })
-        })?;
-        match entry.state {
-            FileState::Printing => Err(PrintRefused::Busy(format!(
-                "{} is being printed already",
-                entry.name
-            ))),
-            FileState::Skipped => Err(PrintRefused::Refused(format!(
-                "{} is not a print file (extensions: {})",
-                entry.name,
-                self.config.print_extensions.join(", ")
-            ))),
-            _ => Ok(entry),
-        }
-    }
-
     /// With `queue = true`: starts the oldest waiting file when the printer
     /// is operational and idle.
     pub(super) async fn start_next(&mut self, state: &PrinterState) {
@@ -308,7 +209,7 @@ impl Forwarder {
 /// The printer's state as `status` and systemd show it: OctoPrint's text,
 /// with the job and how far it has come while there is one
 /// ("Printing cube.gcode (12%)", "Paused cube.gcode (40%)").
-fn printer_text(state: &PrinterState) -> String {
+pub(super) fn printer_text(state: &PrinterState) -> String {
     match (&state.job_path, state.busy) {
         (Some(job), true) => format!(
             "{} {job} ({:.0}%)",
