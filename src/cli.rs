@@ -82,6 +82,13 @@ pub enum Command {
     #[command(subcommand)]
     Client(ClientCommand),
     /// Send print files (or every file in a folder) to the agent.
+    ///
+    /// The agent stores a file only once it has all of it, verified, and the
+    /// client says so: Ctrl-C (or a failure) never leaves a file stored or
+    /// printed, and the same send again resumes what the agent kept. The
+    /// progress bar shows what the agent has received. Whether a file then
+    /// prints by itself is the agent's print policy (`fileagent list` says
+    /// why one waits; `fileagent print` starts it).
     Send(SendArgs),
     /// List the files in the agent's spool with their state on the way to the printer.
     List(ListArgs),
@@ -205,13 +212,16 @@ pub struct TargetArgs {
 /// `fileagent send`
 #[derive(Debug, Args)]
 pub struct SendArgs {
-    /// Files or folders to send (a folder sends each file directly in it).
+    /// Files or folders to send (a folder sends each visible file directly in
+    /// it, and says what it leaves out).
     #[arg(required = true, value_name = "FILE")]
     pub files: Vec<PathBuf>,
     /// Name to store a single file under [default: its file name]
     #[arg(long = "as", value_name = "NAME")]
     pub as_name: Option<String>,
-    /// Replace a file of the same name with different content.
+    /// Replace a file of the same name with different content: one in the
+    /// spool, or one the agent forwarded to OctoPrint (a name stays taken
+    /// while the agent or OctoPrint holds its file).
     #[arg(long)]
     pub overwrite: bool,
     /// Retries after a network failure, with waits of 1 s, 2 s, 4 s, ... (an

@@ -186,6 +186,8 @@ impl Client {
             encoding,
             resumed_from,
         };
+        // Hashing is over: from here on the bar is the agent's.
+        observer.phase(Phase::Sending, size);
         let (encoding, offset, keeps) = match self.request(&request).await? {
             Reply::Continue {
                 encoding,
@@ -210,7 +212,6 @@ impl Client {
             Some(Encoding::Zstd) => Some(Compressor::new().map_err(local("cannot compress"))?),
             None => None,
         };
-        observer.phase(Phase::Sending, size);
         observer.progress(offset);
         if keeps && !digest_due {
             observer.resumable();
