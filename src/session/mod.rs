@@ -465,6 +465,76 @@ mod tests {
         assert!(!dir.path().join("spool/ready/part.gcode").exists());
     }
 
+    /// With `confirm`, a verified body is stored only on `commit`; any other
+    /// word leaves it unstored (kept for resuming) and ends the session.
+    #[tokio::test]
+    async fn a_confirmed_send_is_stored_only_on_the_clients_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let body = b"G28\nG1 X5\n";
+        let sha256 = hex::encode(Sha256::digest(body));
+        let confirmed = |name: &str| match send(name, body, Some(sha256.clone())) {
+            Request::Send {
+                name, size, sha256, ..
+            } => Request::Send {
+                name,
+                size,
+                sha256,
+                overwrite: false,
+                encoding: None,
+                resume: true,
+                confirm: true,
+                progress: true,
+            },
+            other => other,
+        };
+        let ready = dir.path().join("spool/ready");
+
+        let (mut client, running, _stop) = start(dir.path());
+        let reply = ask(&mut client, &confirmed("kept.gcode")).await;
+        assert!(matches!(reply, Reply::Continue { .. }), "{reply:?}");
+        write_body(&mut client, &[body], None).await;
+        let verified = next_reply(&mut client).await;
+        assert_eq!(
+            verified,
+            Reply::Verified {
+                sha256: sha256.clone()
+            }
+        );
+        assert!(!ready.join("kept.gcode").exists(), "stored before commit");
+        match ask(&mut client, &Request::Commit).await {
+            Reply::Stored { name, .. } => assert_eq!(name, "kept.gcode"),
+            other => panic!("expected stored, got {other:?}"),
+        }
+        assert_eq!(std::fs::read(ready.join("kept.gcode")).unwrap(), body);
+
+        // Another word instead of commit: not stored, the session ends.
+        ask(&mut client, &confirmed("other.gcode")).await;
+        write_body(&mut client, &[body], None).await;
+        assert!(matches!(
+            next_reply(&mut client).await,
+            Reply::Verified { .. }
+        ));
+        let (code, message) = error_code(ask(&mut client, &Request::Ping).await);
+        assert_eq!(code, ErrorCode::BadRequest);
+        assert!(message.contains("not stored"), "{message}");
+        assert!(running.await.unwrap().is_err());
+        assert!(!ready.join("other.gcode").exists());
+
+        // A client gone after the body: nothing stored, the session ends
+        // quietly. (The same content again would resume at its end: the
+        // unconfirmed body above is kept.)
+        let (mut client, running, _stop) = start(dir.path());
+        let reply = ask(&mut client, &confirmed("gone.gcode")).await;
+        assert!(
+            matches!(reply, Reply::Continue { offset, .. } if offset == body.len() as u64),
+            "{reply:?}"
+        );
+        write_body(&mut client, &[], None).await;
+        drop(client);
+        running.await.unwrap().unwrap();
+        assert!(!ready.join("gone.gcode").exists());
+    }
+
     #[tokio::test]
     async fn a_shutdown_ends_an_idle_session_at_once() {
         let dir = tempfile::tempdir().unwrap();

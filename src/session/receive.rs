@@ -239,44 +239,61 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         receipt: &Receipt,
     ) -> Result<(), SessionError> {
         let sha256 = verified.sha256().to_string();
-        self.send(&Reply::Verified {
-            sha256: sha256.clone(),
-        })
-        .await?;
         let idle = self.shared.body_idle_timeout;
-        let word = tokio::time::timeout(idle, self.conn.read_message::<Request>(idle)).await;
-        match word {
-            Ok(Ok(Some(Request::Commit))) => {
+        let verdict = Reply::Verified {
+            sha256: sha256.clone(),
+        };
+        // The client's word; `Err` says why none came, and whether that
+        // ends the session with an error (a confused client) or quietly
+        // (gone, as after Ctrl-C).
+        let word = match self.send(&verdict).await {
+            Err(e) => Err((format!("the client is gone ({e})"), None)),
+            Ok(()) => match tokio::time::timeout(idle, self.conn.read_message(idle)).await {
+                Ok(Ok(Some(Request::Commit))) => Ok(()),
+                Ok(Ok(None)) => Err(("the client closed the connection".into(), None)),
+                Ok(Ok(Some(_))) => Err((
+                    "another request came instead of commit".into(),
+                    Some(ProtocolError::Unexpected {
+                        got: "another request",
+                        expected: "commit",
+                    }),
+                )),
+                // The connection broke: gone, like a close.
+                Ok(Err(e @ (ProtocolError::Io(_) | ProtocolError::UnexpectedEof))) => {
+                    Err((format!("the connection broke ({e})"), None))
+                }
+                Ok(Err(e)) => Err((e.to_string(), Some(e))),
+                Err(_) => Err((
+                    format!("no word within {idle:?}"),
+                    Some(ProtocolError::Timeout(idle)),
+                )),
+            },
+        };
+        let (why, error) = match word {
+            Ok(()) => {
                 let result = verified.commit(receipt.overwrite).await;
-                self.answer(result, receipt).await
+                return self.answer(result, receipt).await;
             }
-            other => {
-                let why = match other {
-                    Ok(Ok(Some(_))) => "another request came instead of commit".to_string(),
-                    Ok(Ok(None)) => "the client closed the connection".to_string(),
-                    Ok(Err(e)) => e.to_string(),
-                    Err(_) => format!("no word within {idle:?}"),
-                };
-                warn!(
-                    client_cn = %self.client, file_name = %receipt.name, sha256 = %sha256,
-                    kept_for_resume = verified.is_resumable(), reason = %why,
-                    "the client did not confirm the file (interrupted?): not stored"
-                );
-                let reply = Reply::Error {
-                    code: ErrorCode::BadRequest,
-                    message: format!(
-                        "the file was not stored: the agent waited for commit after verified ({why})"
-                    ),
-                };
-                drop(verified);
-                // Best effort: the client is probably gone.
-                let _ = self.send(&reply).await;
-                Err(SessionError::Protocol(ProtocolError::Unexpected {
-                    got: "no commit",
-                    expected: "commit",
-                }))
-            }
-        }
+            Err(none) => none,
+        };
+        warn!(
+            client_cn = %self.client, file_name = %receipt.name, sha256 = %sha256,
+            kept_for_resume = verified.is_resumable(), reason = %why,
+            "the client did not confirm the file (interrupted?): not stored"
+        );
+        drop(verified);
+        let Some(error) = error else {
+            return Ok(());
+        };
+        let reply = Reply::Error {
+            code: ErrorCode::BadRequest,
+            message: format!(
+                "the file was not stored: the agent waited for commit after verified ({why})"
+            ),
+        };
+        // Best effort: a client this confused may not read it.
+        let _ = self.send(&reply).await;
+        Err(error.into())
     }
 
     /// Tells the forwarder and answers `stored`, or answers the error.
