@@ -150,7 +150,9 @@ impl Forwarder {
     }
 
     fn register(&mut self, name: &str, sha256: &str, size: u64, arrival: Arrival) {
-        if let Some(known) = self.queue.find(name, sha256) {
+        if let Some(known) = self.queue.find(name, sha256)
+            && !known.upload_refused()
+        {
             if !matches!(known.state, FileState::Received | FileState::Skipped) {
                 info!(file_name = %name, sha256 = %sha256, state = known.state.as_str(), "already forwarded, not uploaded again");
                 self.move_out(name, &self.done.clone(), None);

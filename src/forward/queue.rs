@@ -103,6 +103,14 @@ pub struct Entry {
     pub updated: u64,
 }
 
+impl Entry {
+    /// OctoPrint refused to take the file (it never had it): sending it
+    /// again is a new try, not a duplicate.
+    pub fn upload_refused(&self) -> bool {
+        self.state == FileState::Failed && self.octoprint_path.is_none()
+    }
+}
+
 /// The record of all entries, saved at `path`.
 #[derive(Debug)]
 pub struct Queue {

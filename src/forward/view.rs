@@ -74,7 +74,7 @@ impl View {
         self.entries
             .iter()
             .rev()
-            .find(|e| e.name == name && !e.state.in_ready())
+            .find(|e| e.name == name && !e.state.in_ready() && !e.upload_refused())
             .map(|e| Held {
                 sha256: e.sha256.clone(),
                 state: e.state.as_str(),

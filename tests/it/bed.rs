@@ -227,6 +227,16 @@ async fn a_forwarded_name_stays_taken() {
     );
     let theirs = octo.download("mine.gcode").await.unwrap();
     assert_eq!(theirs, b"G28 ; mine\n");
+    // Once the person has removed theirs, the same file sent again is a
+    // new try, not "unchanged".
+    assert_eq!(octo.remove("mine.gcode").await, 204);
+    let again = client
+        .send_file(&tiny, "mine.gcode", false, &mut ())
+        .await
+        .unwrap();
+    assert!(!again.unchanged, "{again:?}");
+    wait_state(&agent, &octo, "mine.gcode", &["uploaded"]).await;
+    assert_eq!(octo.download("mine.gcode").await.unwrap().len(), 733);
 
     // An empty print file is kept, not forwarded (defect 10).
     let tmp = tempfile::tempdir().unwrap();

@@ -149,6 +149,18 @@ impl OctoPrint {
             .unwrap_or(0)
     }
 
+    /// Deletes a file from OctoPrint's storage, as a person would; the HTTP
+    /// status.
+    pub async fn remove(&self, name: &str) -> u16 {
+        self.http
+            .delete(format!("{}/api/files/local/{name}", self.url()))
+            .header("X-Api-Key", &self.key)
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0)
+    }
+
     /// POST a JSON command to an API path.
     pub async fn command(&self, path: &str, body: Value) -> u16 {
         self.http
