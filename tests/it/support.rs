@@ -365,7 +365,33 @@ pub struct SlowLink {
 impl SlowLink {
     /// Serves on a new loopback port, relaying to `agent` at `bytes_per_sec`.
     pub async fn start(agent: SocketAddr, bytes_per_sec: u64) -> SlowLink {
-        SlowLink::start_gated(agent, bytes_per_sec, None).await
+        SlowLink::serve(
+            agent,
+            None,
+            move |mut from_client, mut to_agent, _| async move {
+                // Small pieces, each read when the rate allows: the client
+                // waits on the kernel's buffers, as over a slow link.
+                let mut piece = vec![0u8; 16 * 1024];
+                let start = tokio::time::Instant::now();
+                let mut passed = 0u64;
+                loop {
+                    let Ok(n) = from_client.read(&mut piece).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        let _ = to_agent.shutdown().await;
+                        return;
+                    }
+                    if to_agent.write_all(&piece[..n]).await.is_err() {
+                        return;
+                    }
+                    passed += n as u64;
+                    let due = Duration::from_secs_f64(passed as f64 / bytes_per_sec as f64);
+                    tokio::time::sleep_until(start + due).await;
+                }
+            },
+        )
+        .await
     }
 
     /// Like [`start`](Self::start), but each client's bytes past the first
@@ -373,7 +399,56 @@ impl SlowLink {
     /// [`release`](Self::release): what a slow link holds of a body that
     /// the client has long finished writing.
     pub async fn holding(agent: SocketAddr, bytes_per_sec: u64, pass: u64) -> SlowLink {
-        SlowLink::start_gated(agent, bytes_per_sec, Some(pass)).await
+        SlowLink::serve(
+            agent,
+            Some(pass),
+            move |mut from_client, mut to_agent, mut is_gated| async move {
+                // Everything the client writes is taken at once, so its
+                // leaving (Ctrl-C: a reset, maybe) loses nothing of it.
+                let (held, mut holding) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
+                let take = async move {
+                    let mut piece = vec![0u8; 16 * 1024];
+                    loop {
+                        let n = from_client.read(&mut piece).await.unwrap_or(0);
+                        if held.send(piece[..n].to_vec()).is_err() || n == 0 {
+                            return;
+                        }
+                    }
+                };
+                let give = async move {
+                    let mut start = tokio::time::Instant::now();
+                    let (mut passed, mut before) = (0u64, 0u64);
+                    let mut data: Vec<u8> = Vec::new();
+                    loop {
+                        if data.is_empty() {
+                            match holding.recv().await {
+                                Some(next) if !next.is_empty() => data = next,
+                                _ => return to_agent.shutdown().await,
+                            }
+                        }
+                        // Past the pass: held until the release, then the
+                        // rate holds from there on.
+                        let open = |gate: &Option<u64>| gate.is_none_or(|pass| passed < pass);
+                        if !open(&is_gated.borrow()) {
+                            let _ = is_gated.wait_for(open).await;
+                            start = tokio::time::Instant::now();
+                            before = passed;
+                        }
+                        let room = match *is_gated.borrow() {
+                            Some(pass) => (pass - passed).min(data.len() as u64) as usize,
+                            None => data.len(),
+                        };
+                        to_agent.write_all(&data[..room]).await?;
+                        data.drain(..room);
+                        passed += room as u64;
+                        let due = (passed - before) as f64 / bytes_per_sec as f64;
+                        tokio::time::sleep_until(start + Duration::from_secs_f64(due)).await;
+                    }
+                };
+                let _ = tokio::join!(take, give);
+            },
+        )
+        .await
     }
 
     /// Like [`start`](Self::start), but the link takes everything a client
@@ -410,50 +485,6 @@ impl SlowLink {
                     Ok(())
                 };
                 let _ = tokio::join!(take, give);
-            },
-        )
-        .await
-    }
-
-    async fn start_gated(agent: SocketAddr, bytes_per_sec: u64, pass: Option<u64>) -> SlowLink {
-        SlowLink::serve(
-            agent,
-            pass,
-            move |mut from_client, mut to_agent, mut is_gated| async move {
-                // Small pieces, each sent when the rate allows.
-                let mut piece = vec![0u8; 16 * 1024];
-                let mut start = tokio::time::Instant::now();
-                let mut passed = 0u64;
-                // Bytes that passed before the rate's clock (re)started.
-                let mut before = 0u64;
-                loop {
-                    // Past the pass of a holding link: wait for the release,
-                    // then keep the rate from there on.
-                    let open = |gate: &Option<u64>| gate.is_none_or(|pass| passed < pass);
-                    if !open(&is_gated.borrow()) {
-                        let _ = is_gated.wait_for(open).await;
-                        start = tokio::time::Instant::now();
-                        before = passed;
-                    }
-                    let room = match *is_gated.borrow() {
-                        Some(pass) => (pass - passed).min(piece.len() as u64) as usize,
-                        None => piece.len(),
-                    };
-                    let Ok(n) = from_client.read(&mut piece[..room]).await else {
-                        return;
-                    };
-                    if n == 0 {
-                        let _ = to_agent.shutdown().await;
-                        return;
-                    }
-                    if to_agent.write_all(&piece[..n]).await.is_err() {
-                        return;
-                    }
-                    passed += n as u64;
-                    let due =
-                        Duration::from_secs_f64((passed - before) as f64 / bytes_per_sec as f64);
-                    tokio::time::sleep_until(start + due).await;
-                }
             },
         )
         .await
