@@ -208,21 +208,7 @@ mod tests {
     use super::*;
 
     fn entry(id: u64, name: &str, state: FileState) -> Entry {
-        Entry {
-            id,
-            name: name.into(),
-            sha256: "00".repeat(32),
-            size: 1,
-            client: None,
-            state,
-            reason: None,
-            queued: false,
-            held: false,
-            overwrite: false,
-            octoprint_path: None,
-            arrived: 0,
-            updated: 0,
-        }
+        Entry::for_test(id, name, state)
     }
 
     fn printer(busy: bool, job: Option<&str>, completion: Option<f64>) -> PrinterState {

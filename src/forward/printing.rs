@@ -226,19 +226,9 @@ mod tests {
 
     fn entry(state: FileState, path: Option<&str>) -> Entry {
         Entry {
-            id: 1,
-            name: "cube.gcode".into(),
-            sha256: "00".repeat(32),
-            size: 1,
-            client: None,
-            state,
-            reason: None,
             queued: true,
-            held: false,
-            overwrite: false,
             octoprint_path: path.map(str::to_owned),
-            arrived: 0,
-            updated: 0,
+            ..Entry::for_test(1, "cube.gcode", state)
         }
     }
 

@@ -104,6 +104,26 @@ pub struct Entry {
 }
 
 impl Entry {
+    /// An entry for tests: arrived at 0, nothing but its id, name and state.
+    #[cfg(test)]
+    pub(super) fn for_test(id: u64, name: &str, state: FileState) -> Entry {
+        Entry {
+            id,
+            name: name.into(),
+            sha256: "00".repeat(32),
+            size: 1,
+            client: None,
+            state,
+            reason: None,
+            queued: false,
+            held: false,
+            overwrite: false,
+            octoprint_path: None,
+            arrived: 0,
+            updated: 0,
+        }
+    }
+
     /// OctoPrint refused to take the file (it never had it): sending it
     /// again is a new try, not a duplicate.
     pub fn upload_refused(&self) -> bool {

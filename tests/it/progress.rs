@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use fileagent::client::{Compression, Observer, Phase};
+use fileagent::client::{Client, Compression, Observer, Phase};
 
 use crate::support::{Agent, GUARD, SlowLink, content, poll};
 
@@ -33,6 +33,16 @@ impl Recorder {
     }
 }
 
+/// A client sending plainly to `agent` through `link`, and what will
+/// record its progress.
+async fn watched_client(agent: &Agent, link: &SlowLink) -> (Client, Recorder) {
+    let mut client = Client::connect(&link.addr.to_string(), agent.identity("watcher"))
+        .await
+        .unwrap();
+    client.set_compression(Compression::Never);
+    (client, Recorder::default())
+}
+
 /// Defect 5 of issue 21: over a link that holds what the agent has not yet
 /// received, the reported progress stays at what reached the agent (not at
 /// the 84-98 % the kernel's buffers took), moves in steps as the agent
@@ -47,12 +57,7 @@ async fn progress_tracks_what_the_agent_received() {
     std::fs::write(&path, content(21, LEN)).unwrap();
     // 2 MiB/s up to the first 2 MiB, then nothing until released.
     let link = SlowLink::holding(agent.addr, 2 << 20, PASS).await;
-    let mut client =
-        fileagent::client::Client::connect(&link.addr.to_string(), agent.identity("watcher"))
-            .await
-            .unwrap();
-    client.set_compression(Compression::Never);
-    let recorder = Recorder::default();
+    let (mut client, recorder) = watched_client(&agent, &link).await;
     let mut observer = recorder.clone();
     let sending = tokio::spawn(async move {
         let sent = client
@@ -96,12 +101,7 @@ async fn progress_goes_on_while_a_deep_link_delivers_the_body() {
     let path = tmp.path().join("plate.gcode");
     std::fs::write(&path, content(22, LEN)).unwrap();
     let link = SlowLink::deep(agent.addr, 4 << 20).await;
-    let mut client =
-        fileagent::client::Client::connect(&link.addr.to_string(), agent.identity("watcher"))
-            .await
-            .unwrap();
-    client.set_compression(Compression::Never);
-    let recorder = Recorder::default();
+    let (mut client, recorder) = watched_client(&agent, &link).await;
     let mut observer = recorder.clone();
     let sent = client
         .send_file(&path, "plate.gcode", false, &mut observer)

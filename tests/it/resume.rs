@@ -354,6 +354,30 @@ async fn over_a_slow_link_a_large_send_is_resumable_long_before_its_end() {
     sending_again_resumes(&agent, &path, &original, held).await;
 }
 
+/// `fileagent send PATH --agent TO --identity IDENTITY --no-retry MORE...`,
+/// its output piped.
+fn send_cmd(
+    home: &crate::cli::Home,
+    path: &Path,
+    identity: &Path,
+    to: &str,
+    more: &[&str],
+) -> std::process::Command {
+    let mut args = vec![
+        "send",
+        path.to_str().unwrap(),
+        "--agent",
+        to,
+        "--identity",
+        identity.to_str().unwrap(),
+        "--no-retry",
+    ];
+    args.extend_from_slice(more);
+    let mut cmd = home.cmd(&args);
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd
+}
+
 /// How a test stops `fileagent send` in the middle of its body.
 enum Stop {
     CtrlC,
@@ -381,21 +405,7 @@ async fn cli_send_stopped(stop: Stop, keep: bool, code: i32, message: &str) {
     let partial = partial_of(&agent, &original);
     // 1 MiB/s: the body would take 8 s.
     let link = SlowLink::start(agent.addr, 1 << 20).await;
-    let send = |to: &str| {
-        let mut cmd = home.cmd(&[
-            "send",
-            path.to_str().unwrap(),
-            "--agent",
-            to,
-            "--identity",
-            identity.to_str().unwrap(),
-            "--compress",
-            "never",
-            "--no-retry",
-        ]);
-        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-        cmd
-    };
+    let send = |to: &str| send_cmd(&home, &path, &identity, to, &["--compress", "never"]);
     let child = send(&link.addr.to_string()).spawn().unwrap();
     // The body has begun once the agent writes to the file's partial body
     // (or, not keeping one, to its temp file).
@@ -517,19 +527,7 @@ async fn ctrl_c_after_the_whole_body_left_stores_nothing() {
     // The handshake, the request and the body's first bytes pass; the rest
     // (the zstd body is about 150 KiB) waits in the link.
     let link = SlowLink::holding(agent.addr, 1 << 20, 24 * 1024).await;
-    let send = |to: &str| {
-        let mut cmd = home.cmd(&[
-            "send",
-            path.to_str().unwrap(),
-            "--agent",
-            to,
-            "--identity",
-            identity.to_str().unwrap(),
-            "--no-retry",
-        ]);
-        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-        cmd
-    };
+    let send = |to: &str| send_cmd(&home, &path, &identity, to, &[]);
     let mut child = send(&link.addr.to_string())
         .env("RUST_LOG", "fileagent::client=debug")
         .spawn()
