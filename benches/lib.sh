@@ -28,6 +28,8 @@ state_dir = "$work/state"
 spool_dir = "$work/spool"
 $extra
 TOML
+  # Only serve and init make keys: init first, as the package's postinst does.
+  "$bin" init --config "$work/agent.toml" > /dev/null
   "$bin" client issue bench --out "$work/bench.pem" --config "$work/agent.toml" > /dev/null
   "$bin" serve --config "$work/agent.toml" 2> "$work/agent.log" &
   agent_pid=$!
