@@ -330,14 +330,38 @@ pub fn exit_code(error: &anyhow::Error) -> u8 {
         if cause.downcast_ref::<UsageError>().is_some() {
             return exit::USAGE;
         }
-        if cause
-            .downcast_ref::<crate::commands::Interrupted>()
-            .is_some()
-        {
+        if cause.downcast_ref::<Interrupted>().is_some() {
             return exit::INTERRUPTED;
         }
     }
     exit::REFUSED
+}
+
+/// The user pressed Ctrl-C.
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted; {}", self.what_is_left())]
+pub struct Interrupted {
+    /// `send` was running.
+    pub sending: bool,
+    /// A send was under way that the agent can resume.
+    pub resumable: bool,
+    /// The file was complete on the agent and confirmed: it may be stored.
+    pub committing: bool,
+}
+
+impl Interrupted {
+    fn what_is_left(&self) -> &'static str {
+        match (self.committing, self.resumable) {
+            _ if !self.sending => "nothing partial was kept",
+            (true, _) => {
+                "the agent had the whole file and was told to store it just before: `fileagent list` shows whether it did"
+            }
+            (false, true) => {
+                "nothing was stored; the agent keeps what it received: send the same file again to resume where it stopped"
+            }
+            (false, false) => "nothing was stored, and nothing partial was kept",
+        }
+    }
 }
 
 /// A mistake in how the command was called, found after parsing.

@@ -282,7 +282,7 @@ impl LastSeen {
     /// Notes that the client with certificate `cert` connected now; writes
     /// at most once per [`SEEN_EVERY`] per certificate. Failures are logged.
     pub fn record(&self, cert: &[u8]) {
-        let Some(serial) = serial_of(cert) else {
+        let Some(serial) = crate::identity::serial_of(cert) else {
             return;
         };
         {
@@ -309,12 +309,6 @@ impl LastSeen {
             .open(self.dir.join(serial))?;
         file.set_modified(SystemTime::now())
     }
-}
-
-/// The serial number (hex) of a DER certificate.
-pub fn serial_of(der: &[u8]) -> Option<String> {
-    let (_, cert) = X509Certificate::from_der(der).ok()?;
-    Some(hex::encode(cert.raw_serial()))
 }
 
 fn rfc3339(at: OffsetDateTime) -> String {

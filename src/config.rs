@@ -15,6 +15,34 @@ use serde::Deserialize;
 
 use crate::protocol::DEFAULT_PORT;
 
+/// The API key: kept out of `Debug` output and logs.
+#[derive(Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(transparent)]
+pub struct ApiKey(String);
+
+impl ApiKey {
+    /// Wraps a key (surrounding white space removed).
+    pub fn new(key: &str) -> ApiKey {
+        ApiKey(key.trim().to_string())
+    }
+
+    /// True when there is no key at all.
+    pub fn is_empty(&self) -> bool {
+        self.0.trim().is_empty()
+    }
+
+    /// The key itself, for the one header that carries it; never log it.
+    pub fn secret(&self) -> &str {
+        self.0.trim()
+    }
+}
+
+impl std::fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ApiKey(***)")
+    }
+}
+
 /// Where the agent looks for its config when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/fileagent/config.toml";
 /// Data directory used when there is no config file at all (try-it-now mode).
@@ -24,8 +52,8 @@ pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default time allowed for each request header (including the wait for it).
 pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(60);
 /// Shortest `header_timeout` allowed: clients reuse connections idle up to
-/// [`crate::client::RECONNECT_AFTER_IDLE`].
-pub const MIN_HEADER_TIMEOUT: Duration = crate::client::RECONNECT_AFTER_IDLE;
+/// [`crate::protocol::RECONNECT_AFTER_IDLE`].
+pub const MIN_HEADER_TIMEOUT: Duration = crate::protocol::RECONNECT_AFTER_IDLE;
 /// Default time a body may go without a single byte arriving.
 pub const DEFAULT_BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default time running uploads get to finish after SIGINT/SIGTERM.
@@ -149,7 +177,7 @@ pub struct OctoPrintConfig {
     /// Base URL of the local OctoPrint.
     pub url: String,
     /// API key (prefer `api_key_file`); never logged or shown by `Debug`.
-    pub api_key: Option<crate::forward::octoprint::ApiKey>,
+    pub api_key: Option<ApiKey>,
     /// File holding the API key, used when `api_key` is not set.
     pub api_key_file: PathBuf,
     /// Folder in OctoPrint's storage to upload into ("" = top level).

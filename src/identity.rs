@@ -104,6 +104,12 @@ pub fn fingerprint(der: &[u8]) -> String {
     hex::encode(sha2::Sha256::digest(der))
 }
 
+/// The serial number (hex) of a DER certificate.
+pub fn serial_of(der: &[u8]) -> Option<String> {
+    let (_, cert) = x509_parser::certificate::X509Certificate::from_der(der).ok()?;
+    Some(hex::encode(cert.raw_serial()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

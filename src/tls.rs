@@ -277,7 +277,7 @@ impl ClientCertVerifier for RevocationAware {
         if let Err(rustls::Error::InvalidCertificate(rustls::CertificateError::Revoked)) = &result {
             tracing::warn!(
                 client_cn = %crate::identity::common_name(end_entity).unwrap_or_default(),
-                serial = %crate::clients::serial_of(end_entity).unwrap_or_default(),
+                serial = %crate::identity::serial_of(end_entity).unwrap_or_default(),
                 "refused a revoked client certificate"
             );
         }

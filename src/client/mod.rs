@@ -42,9 +42,7 @@ pub use send::Sent;
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// Time the agent may take to answer (it fsyncs big files before replying).
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(300);
-/// An idle connection older than this is reopened before the next request;
-/// keep the agent's `header_timeout` above it (its default is 60 s).
-pub const RECONNECT_AFTER_IDLE: Duration = Duration::from_secs(30);
+pub use crate::protocol::RECONNECT_AFTER_IDLE;
 /// Retries of `fileagent send` after a network failure, unless told otherwise.
 pub const DEFAULT_RETRIES: u32 = 4;
 /// Wait before the first retry; it doubles for each further one.

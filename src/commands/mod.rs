@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use bytesize::ByteSize;
 
-use crate::cli::{ClientCommand, Command, GetArgs, UsageError};
+use crate::cli::{ClientCommand, Command, GetArgs, Interrupted, UsageError};
 use crate::config::Config;
 
 mod identities;
@@ -74,33 +74,6 @@ pub struct Sending {
     pub resumable: AtomicBool,
     /// The agent verified the whole file and was told to store it.
     pub committing: AtomicBool,
-}
-
-/// The user pressed Ctrl-C.
-#[derive(Debug, thiserror::Error)]
-#[error("interrupted; {}", self.what_is_left())]
-pub struct Interrupted {
-    /// `send` was running.
-    pub sending: bool,
-    /// A send was under way that the agent can resume.
-    pub resumable: bool,
-    /// The file was complete on the agent and confirmed: it may be stored.
-    pub committing: bool,
-}
-
-impl Interrupted {
-    fn what_is_left(&self) -> &'static str {
-        match (self.committing, self.resumable) {
-            _ if !self.sending => "nothing partial was kept",
-            (true, _) => {
-                "the agent had the whole file and was told to store it just before: `fileagent list` shows whether it did"
-            }
-            (false, true) => {
-                "nothing was stored; the agent keeps what it received: send the same file again to resume where it stopped"
-            }
-            (false, false) => "nothing was stored, and nothing partial was kept",
-        }
-    }
 }
 
 async fn dispatch(

@@ -30,10 +30,11 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{Instrument, error, info, info_span, warn};
 
+use crate::config::ApiKey;
 use crate::config::Config;
 use crate::spool::{DONE_DIR, FAILED_DIR};
 use forwarder::Forwarder;
-use octoprint::{ApiKey, OctoPrint};
+use octoprint::OctoPrint;
 use policy::Policy;
 use queue::{QUEUE_FILE, Queue};
 pub use view::{Held, View};
@@ -277,11 +278,14 @@ async fn supervise(
                 drop(watcher);
                 changed
             }
-            // Off: files sent meanwhile are recorded for the next forwarder.
+            // Off: files sent meanwhile are recorded for the next forwarder,
+            // every one stored before it was asked for first (biased), so
+            // none of them passes for an arrival of the forwarder that runs.
             None => loop {
                 tokio::select! {
-                    changed = desired.changed() => break changed,
+                    biased;
                     Some(message) = arrivals.recv() => off(message, &desired, &view),
+                    changed = desired.changed() => break changed,
                 }
             },
         };

@@ -24,30 +24,9 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest piece of a non-JSON error body quoted in an error.
 const MAX_ERROR_TEXT: usize = 200;
 /// Read size when streaming a file to OctoPrint.
+use crate::config::ApiKey;
+
 const UPLOAD_CHUNK: usize = 256 * 1024;
-
-/// The API key: kept out of `Debug` output and logs.
-#[derive(Clone, PartialEq, Eq, serde::Deserialize)]
-#[serde(transparent)]
-pub struct ApiKey(String);
-
-impl ApiKey {
-    /// Wraps a key (surrounding white space removed).
-    pub fn new(key: &str) -> ApiKey {
-        ApiKey(key.trim().to_string())
-    }
-
-    /// True when there is no key at all.
-    pub fn is_empty(&self) -> bool {
-        self.0.trim().is_empty()
-    }
-}
-
-impl std::fmt::Debug for ApiKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ApiKey(***)")
-    }
-}
 
 /// Why an OctoPrint request failed.
 #[derive(Debug, thiserror::Error)]
@@ -185,7 +164,7 @@ impl OctoPrint {
     fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         self.http
             .request(method, format!("{}{path}", self.base))
-            .header("X-Api-Key", self.key.0.trim())
+            .header("X-Api-Key", self.key.secret())
     }
 
     async fn send(&self, request: reqwest::RequestBuilder) -> Result<Response, OctoError> {

@@ -43,6 +43,10 @@ pub const MAX_CHUNK_LEN: usize = 1024 * 1024;
 /// A body must arrive at this rate at least, measured over windows of
 /// `body_idle_timeout`; slower senders (slowloris) are cut off.
 pub const MIN_BODY_RATE: u64 = 1024;
+/// A client reopens a connection left idle longer than this before its next
+/// request; the agent's `header_timeout` may not be shorter (a contract of
+/// both ends).
+pub const RECONNECT_AFTER_IDLE: std::time::Duration = std::time::Duration::from_secs(30);
 /// Size of the data frames fileagent itself sends.
 pub const CHUNK_LEN: usize = 256 * 1024;
 /// Least time between two [`Reply::Progress`] of one body: often enough

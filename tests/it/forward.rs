@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use fileagent::client::ClientError;
+use fileagent::config::ApiKey;
 use fileagent::config::Config;
-use fileagent::forward::octoprint::ApiKey;
 use fileagent::protocol::{ErrorCode, FileEntry};
 
 use crate::octoprint::OctoPrint;
