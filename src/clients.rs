@@ -25,8 +25,7 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 use crate::identity::{common_name, fingerprint};
 use crate::pki::{self, CLIENTS_DIR};
 
-/// The revocation list in `state_dir` (PEM, signed by the agent's CA).
-pub const REVOCATION_LIST: &str = "revoked.crl";
+use crate::pki::REVOCATION_LIST;
 /// Folder in `state_dir` whose files' times say when a client was last seen.
 pub const SEEN_DIR: &str = "seen";
 /// A client's "last seen" is written at most this often.

@@ -110,6 +110,28 @@ pub fn serial_of(der: &[u8]) -> Option<String> {
     Some(hex::encode(cert.raw_serial()))
 }
 
+/// The text of an identity file: a comment, the client's key, its
+/// certificate and the agent's CA (all PEM), as the agent issues it and as a
+/// workstation saves what it was issued.
+pub fn identity_file(
+    name: &str,
+    serial: &str,
+    not_after: OffsetDateTime,
+    key_pem: &str,
+    cert_pem: &str,
+    ca_pem: &str,
+) -> String {
+    let ca = CertificateDer::from_pem_slice(ca_pem.as_bytes())
+        .ok()
+        .and_then(|der| common_name(&der))
+        .unwrap_or_default();
+    format!(
+        "# fileagent identity for client \"{name}\", serial {serial}\n\
+         # issued by {ca}, valid until {not_after}\n\
+         # keep this file private: it holds the client's key\n{key_pem}{cert_pem}{ca_pem}"
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

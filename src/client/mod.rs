@@ -25,6 +25,7 @@ use crate::protocol::{
 
 mod body;
 mod digest;
+pub(crate) mod enrol;
 mod error;
 mod get;
 mod send;
@@ -340,14 +341,13 @@ impl Client {
         };
         let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
             .map_err(|e| local(io::Error::other(e)))?;
-        let csr = crate::pairing::workstation::certificate_request(&self.endpoint.name, &key)
+        let csr = enrol::certificate_request(&self.endpoint.name, &key)
             .map_err(|e| local(io::Error::other(e)))?;
         let issued = match self.request(&Request::Renew { csr }).await? {
             Reply::Renewed(issued) => issued,
             other => return Err(unexpected(&other)),
         };
-        let pem =
-            crate::pairing::workstation::accept(&issued, &key, &self.endpoint.ca_fingerprint)?;
+        let pem = enrol::accept(&issued, &key, &self.endpoint.ca_fingerprint)?;
         crate::durable::write(
             path,
             pem.as_bytes(),

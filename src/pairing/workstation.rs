@@ -8,19 +8,18 @@
 
 use std::sync::{Arc, Mutex};
 
-use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair, PKCS_ECDSA_P256_SHA256};
+use rcgen::{KeyPair, PKCS_ECDSA_P256_SHA256};
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
-use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use tokio::net::TcpStream;
-use x509_parser::prelude::{FromDer, X509Certificate};
 
 use super::{Exchange, PairingCode, Role, ca_check};
+use crate::client::enrol::{accept, certificate_request};
 use crate::client::{CONNECT_TIMEOUT, ClientError, REPLY_TIMEOUT, parse_agent};
-use crate::identity::{Identity, fingerprint};
+use crate::identity::fingerprint;
 use crate::protocol::{
     Connection, ErrorCode, Issued, MAX_REPLY_HEADER_LEN, PAIR_ALPN, Reply, Request,
 };
@@ -168,44 +167,6 @@ pub async fn pair(agent: &str, code: &PairingCode, name: &str) -> Result<Paired,
         ca_fingerprint,
         address,
     })
-}
-
-/// A PKCS#10 request (PEM) for `name` over `key`.
-pub fn certificate_request(name: &str, key: &KeyPair) -> Result<String, rcgen::Error> {
-    let mut params = CertificateParams::default();
-    let mut dn = DistinguishedName::new();
-    dn.push(DnType::CommonName, name);
-    params.distinguished_name = dn;
-    params.serialize_request(key)?.pem()
-}
-
-/// Checks an issued certificate against the key it is for and the CA the
-/// connection verified; returns the identity file's text.
-pub fn accept(issued: &Issued, key: &KeyPair, ca_fingerprint: &str) -> Result<String, ClientError> {
-    let bad = |what: &str| ClientError::Integrity(format!("the issued certificate {what}"));
-    let ca = CertificateDer::from_pem_slice(issued.ca.as_bytes())
-        .map_err(|_| bad("comes with no CA"))?;
-    if fingerprint(&ca) != ca_fingerprint {
-        return Err(bad("comes with another CA than the agent presented"));
-    }
-    let cert = CertificateDer::from_pem_slice(issued.certificate.as_bytes())
-        .map_err(|_| bad("is not a certificate"))?;
-    let (_, parsed) = X509Certificate::from_der(&cert).map_err(|_| bad("is malformed"))?;
-    if parsed.public_key().raw != rcgen::PublicKeyData::subject_public_key_info(key) {
-        return Err(bad("is not for this workstation's key"));
-    }
-    let signed = crate::pki::SignedClient {
-        name: issued.name.clone(),
-        serial: issued.serial.clone(),
-        not_after: time::OffsetDateTime::from_unix_timestamp(issued.not_after)
-            .map_err(|_| bad("has an impossible expiry"))?,
-        cert_pem: issued.certificate.clone(),
-        ca_pem: issued.ca.clone(),
-    };
-    let pem = crate::pki::identity_pem(&key.serialize_pem(), &signed);
-    Identity::parse(pem.as_bytes())
-        .map_err(|e| bad(&format!("does not make an identity: {e:#}")))?;
-    Ok(pem)
 }
 
 async fn reply<S>(conn: &mut Connection<S>) -> Result<Reply, ClientError>

@@ -5,13 +5,10 @@
 
 use anyhow::{Context, Result, bail};
 use rcgen::{ExtendedKeyUsagePurpose, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256};
-use rustls_pki_types::CertificateDer;
-use rustls_pki_types::pem::PemObject;
 use time::OffsetDateTime;
 
 use super::{CLIENTS_DIR, base_params, load_ca, write_new};
 use crate::config::Config;
-use crate::identity::common_name;
 
 /// Longest client name (it becomes the certificate's CN and a file name).
 pub const MAX_CLIENT_NAME_LEN: usize = 64;
@@ -41,21 +38,15 @@ pub fn issue_client(config: &Config, name: &str) -> Result<IssuedClient> {
     })
 }
 
-/// The text of an identity file: a comment, the key, the certificate and the CA.
+/// The text of an identity file for `signed` and its key.
 pub fn identity_pem(key_pem: &str, signed: &SignedClient) -> String {
-    format!(
-        "# fileagent identity for client \"{name}\", serial {serial}\n\
-         # issued by {ca}, valid until {not_after}\n\
-         # keep this file private: it holds the client's key\n{key_pem}{cert}{ca_pem}",
-        name = signed.name,
-        serial = signed.serial,
-        not_after = signed.not_after,
-        ca = CertificateDer::from_pem_slice(signed.ca_pem.as_bytes())
-            .ok()
-            .and_then(|der| common_name(&der))
-            .unwrap_or_default(),
-        cert = signed.cert_pem,
-        ca_pem = signed.ca_pem,
+    crate::identity::identity_file(
+        &signed.name,
+        &signed.serial,
+        signed.not_after,
+        key_pem,
+        &signed.cert_pem,
+        &signed.ca_pem,
     )
 }
 

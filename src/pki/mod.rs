@@ -51,6 +51,8 @@ const SERVER_KEY: &str = "server.key";
 const SERVER_CERT: &str = "server.crt";
 /// Folder in `state_dir` with a copy of every issued client certificate.
 pub const CLIENTS_DIR: &str = "clients";
+/// The revocation list in `state_dir` (PEM, signed by the agent's CA).
+pub const REVOCATION_LIST: &str = "revoked.crl";
 
 /// What [`init`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -228,7 +230,7 @@ pub fn load_agent(state_dir: &Path) -> Result<AgentCredentials> {
         cert: read_cert(SERVER_CERT)?,
         key: PrivateKeyDer::from_pem_file(&key_path)
             .with_context(|| format!("cannot read key {}", key_path.display()))?,
-        revocations: state_dir.join(crate::clients::REVOCATION_LIST),
+        revocations: state_dir.join(REVOCATION_LIST),
     })
 }
 
