@@ -5,6 +5,7 @@
 //! Modules, from the wire up:
 //! - [`protocol`]: frames, typed messages, error codes and limits (see `docs/protocol.md`).
 //! - [`codec`]: zstd compression of file bodies on the wire.
+//! - [`digest`]: SHA-256 of whole files, as both ends compute it.
 //! - [`tls`]: rustls configurations for both ends (TLS 1.3, mutual auth, ALPN).
 //! - [`pki`]: the agent's CA, server certificate and issued client identities (rcgen).
 //! - [`identity`]: a workstation's identity file; certificate names and fingerprints.
@@ -30,6 +31,7 @@ pub mod codec;
 pub mod commands;
 pub mod config;
 pub mod daemon;
+pub mod digest;
 pub mod durable;
 pub mod forward;
 pub mod generate;

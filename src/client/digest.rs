@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use super::Observer;
 use super::body::Hashing;
-use crate::spool::file_digest;
+use crate::digest::file_digest;
 
 /// Files at least this large are hashed while they are sent rather than
 /// before: hashing reads about 1 GB/s on a desktop core, so below this the

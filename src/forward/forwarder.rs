@@ -125,7 +125,7 @@ impl Forwarder {
     async fn appeared(&mut self, appeared: watch::Appeared) {
         let path = self.ready.join(&appeared.name);
         let digest = tokio::task::spawn_blocking(move || {
-            std::fs::File::open(&path).and_then(|mut f| crate::spool::file_digest(&mut f))
+            std::fs::File::open(&path).and_then(|mut f| crate::digest::file_digest(&mut f))
         })
         .await;
         // Found when forwarding started: it waited from before.

@@ -27,7 +27,6 @@ mod writer;
 use budget::Reservation;
 pub use budget::{BODY_BUFFER_BUDGET, MAX_PIECE_LEN, MIN_PIECE_LEN};
 use digest::existing_digest;
-pub use digest::file_digest;
 pub use error::SpoolError;
 pub use name::{MAX_NAME_LEN, TEMP_SUFFIXES, validate_name};
 pub use partial::PARTIAL_SUFFIX;

@@ -18,7 +18,7 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 
 use super::SpoolError;
-use super::digest::hash_into;
+use crate::digest::hash_into;
 
 /// File name suffix of partial uploads in `incoming/`.
 pub const PARTIAL_SUFFIX: &str = ".partial";
