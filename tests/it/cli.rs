@@ -194,7 +194,18 @@ impl Served {
 }
 
 impl Drop for Served {
+    /// SIGTERM first, so a wrapper (the disk-full test's shell) can stop the
+    /// agent it started instead of leaving it behind; SIGKILL after 5 s.
     fn drop(&mut self) {
+        let pid = rustix::process::Pid::from_child(&self.child);
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

@@ -32,7 +32,9 @@ fn serve_on_tmpfs(home: &Home, signals: &Path) -> Served {
         mount -t tmpfs -o size=8m fileagent-test "$SPOOL"
         "$@" &
         agent=$!
+        # Stopped (SIGTERM) or done: the agent goes too, not left behind.
         trap 'kill $agent 2>/dev/null' EXIT
+        trap 'exit 143' TERM INT
         while :; do
             until [ -e "$SIGNALS/fill" ]; do kill -0 $agent || exit 1; sleep 0.02; done
             rm "$SIGNALS/fill"
