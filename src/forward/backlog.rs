@@ -11,11 +11,7 @@ use std::path::Path;
 use tracing::{error, info};
 
 use super::Stored;
-use super::queue::{FileState, QUEUE_FILE, Queue};
-
-/// What `list` says of a backlog file until a person starts it.
-pub(super) const BACKLOG_REASON: &str =
-    "arrived while forwarding was off: uploaded when it is on, never started by itself";
+use super::queue::{QUEUE_FILE, Queue};
 
 /// Records a file stored while forwarding is off in the spool's queue, so
 /// the forwarder that starts later knows its sender and time, and holds it.
@@ -24,18 +20,16 @@ pub(super) fn record_while_off(spool: &Path, stored: &Stored) {
     let recorded = Queue::load(&path).and_then(|mut queue| {
         // A new version replaces what was waiting under that name.
         queue.remove_where(|e| e.name == stored.name && e.state.in_ready());
-        let id = queue.add_arrived(
+        let client = Some(stored.client.clone());
+        let id = queue.add_backlog(
             &stored.name,
             &stored.sha256,
             stored.size,
-            Some(stored.client.clone()),
-            FileState::Received,
+            client,
             stored.arrived,
         );
         if let Some(entry) = queue.get_mut(id) {
-            entry.held = true;
             entry.overwrite = stored.overwrite;
-            entry.reason = Some(BACKLOG_REASON.into());
         }
         queue.save()
     });
@@ -65,7 +59,7 @@ pub(super) fn unknown_in_ready(ready: &Path, queue: &Queue) -> HashSet<String> {
 /// Logs how many files wait from before, once forwarding starts.
 pub(super) fn announce(queue: &Queue, found: usize) {
     let recorded = (queue.entries().iter())
-        .filter(|e| e.state == FileState::Received && e.reason.as_deref() == Some(BACKLOG_REASON))
+        .filter(|e| e.backlog && e.state.in_ready())
         .count();
     if recorded + found > 0 {
         info!(
@@ -79,6 +73,7 @@ pub(super) fn announce(queue: &Queue, found: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::forward::queue::{BACKLOG_REASON, FileState};
 
     #[test]
     fn a_file_stored_while_off_keeps_its_sender_and_time_and_is_held() {
@@ -97,7 +92,14 @@ mod tests {
         record_while_off(tmp.path(), &stored("a.gcode", "cc", 300));
         let queue = Queue::load(&tmp.path().join(QUEUE_FILE)).unwrap();
         let got: Vec<_> = (queue.entries().iter())
-            .map(|e| (e.name.as_str(), e.sha256.as_str(), e.arrived, e.held))
+            .map(|e| {
+                (
+                    e.name.as_str(),
+                    e.sha256.as_str(),
+                    e.arrived,
+                    e.held && e.backlog,
+                )
+            })
             .collect();
         assert_eq!(
             got,

@@ -13,7 +13,6 @@ use std::future::Future;
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
-use super::backlog::BACKLOG_REASON;
 use super::octoprint::{self, OctoError, OctoPrint, PrinterState};
 use super::policy::{self, Policy};
 use super::queue::{FileState, Queue};
@@ -183,31 +182,30 @@ impl Forwarder {
                     .any(|p| p.eq_ignore_ascii_case(ext))
             });
         let client_label = client.clone().unwrap_or_else(|| "-".into());
-        if printable && size == 0 {
+        let skipped = match (printable, size) {
+            (false, _) => Some(format!(
+                "not a print file (extensions: {})",
+                self.config.print_extensions.join(", ")
+            )),
+            (true, 0) => Some("empty (0 bytes): nothing to print, not forwarded".to_string()),
+            (true, _) => None,
+        };
+        if let Some(reason) = skipped {
             let id = (self.queue).add_arrived(name, sha256, size, client, FileState::Skipped, time);
-            let reason = "empty (0 bytes): nothing to print, not forwarded";
-            self.queue.set(id, FileState::Skipped, Some(reason.into()));
-            warn!(file_name = %name, client_cn = %client_label, "an empty print file, kept in the spool and not forwarded");
-        } else if printable {
-            let id =
-                (self.queue).add_arrived(name, sha256, size, client, FileState::Received, time);
+            info!(file_name = %name, client_cn = %client_label, reason = %reason, "kept in the spool, not forwarded");
+            self.queue.set(id, FileState::Skipped, Some(reason));
+        } else {
+            let id = match backlog {
+                true => (self.queue).add_backlog(name, sha256, size, client, time),
+                false => {
+                    (self.queue).add_arrived(name, sha256, size, client, FileState::Received, time)
+                }
+            };
             if let Some(e) = self.queue.get_mut(id) {
                 e.overwrite = overwrite;
-                if backlog {
-                    e.held = true;
-                    e.reason = Some(BACKLOG_REASON.into());
-                }
             }
             info!(file_name = %name, sha256 = %sha256, bytes = size, client_cn = %client_label, backlog, "queued for OctoPrint");
             self.next_poll = Instant::now();
-        } else {
-            let id = (self.queue).add_arrived(name, sha256, size, client, FileState::Skipped, time);
-            let reason = format!(
-                "not a print file (extensions: {})",
-                self.config.print_extensions.join(", ")
-            );
-            self.queue.set(id, FileState::Skipped, Some(reason));
-            info!(file_name = %name, client_cn = %client_label, "not a print file, kept in the spool");
         }
         self.save();
     }
@@ -323,13 +321,9 @@ impl Forwarder {
                 } else if queued {
                     let why = "waiting: prints when the printer is free";
                     (FileState::Uploaded, Some(why.to_string()))
-                } else if entry.held && entry.reason.as_deref() != Some(BACKLOG_REASON) {
-                    let why =
-                        "uploaded once the print before it had ended; it does not start by itself";
-                    (FileState::Uploaded, Some(why.to_string()))
                 } else {
                     // Why it waits is said live by `list` (policy::why_waiting).
-                    (FileState::Uploaded, entry.reason.clone())
+                    (FileState::Uploaded, None)
                 };
                 info!(
                     file_name = %entry.name, sha256 = %entry.sha256, bytes = entry.size, path = %uploaded.path,

@@ -69,6 +69,8 @@ impl Forwarder {
             }
         }
         self.queue.bed.cleared_by_person();
+        // Running now: its end is a print ending even if the next poll
+        // comes after it.
         self.was_busy = Some(true);
         info!(file_name = %entry.name, client_cn = %client, "print started by a person (fileagent print)");
         self.save();

@@ -41,6 +41,17 @@ pub struct Occupied {
     pub job: Option<String>,
 }
 
+impl Occupied {
+    /// "the last print (cube.gcode) ended 3 min ago", as at `now`.
+    pub fn describe(&self, now: u64) -> String {
+        let job = (self.job.as_deref())
+            .map(|j| format!(" ({j})"))
+            .unwrap_or_default();
+        let ago = ago(now.saturating_sub(self.since));
+        format!("the last print{job} ended {ago}")
+    }
+}
+
 /// How the bed changed at one look at the printer.
 #[derive(Debug, Clone, PartialEq)]
 pub(super) enum BedChange {
@@ -173,25 +184,19 @@ pub(super) fn why_waiting(
         FileState::Uploaded if !entry.queued && policy.auto_print != AutoPrint::Never => {
             let start = format!("start it with `fileagent print {}`", entry.name);
             // Held: it never starts by itself, whatever the rest.
-            if let (true, Some(reason)) = (entry.held, &entry.reason) {
-                return Some(format!(
-                    "waiting for a person: {reason}, so it does not start by itself; {start} once the bed is clear"
-                ));
-            }
-            let why = if let Some(o) = older {
+            let why = if entry.held {
+                let cause = match entry.backlog {
+                    true => "it arrived while forwarding was off",
+                    false => "it came while the print before it ran",
+                };
+                format!("{cause}, so it does not start by itself")
+            } else if let Some(o) = older {
                 format!("{} came before it and waits too", o.name)
             } else if printer_busy {
                 "the printer is busy".to_string()
             } else if let Some(occupied) = &bed.occupied {
-                let job = occupied
-                    .job
-                    .as_deref()
-                    .map(|j| format!(" ({j})"))
-                    .unwrap_or_default();
-                format!(
-                    "the last print{job} ended {}, and its part may still be on the bed",
-                    ago(now.saturating_sub(occupied.since))
-                )
+                let ended = occupied.describe(now);
+                format!("{ended}, and its part may still be on the bed")
             } else {
                 return entry.reason.as_ref().map(|r| format!("{r}; {start}"));
             };
@@ -377,6 +382,21 @@ mod tests {
         assert_eq!(
             why(3, &occupied, false).unwrap(),
             "waiting to be uploaded after d.gcode"
+        );
+        // A held file says why once, whatever the bed and the order.
+        let mut held = entries.clone();
+        held[1].held = true;
+        let why = why_waiting(&held, 1, WHEN_IDLE, &occupied, false, 1180).unwrap();
+        assert_eq!(
+            why,
+            "waiting for a person: it came while the print before it ran, so it does not start \
+             by itself; start it with `fileagent print c.gcode` once the bed is clear"
+        );
+        held[1].backlog = true;
+        let why = why_waiting(&held, 1, WHEN_IDLE, &occupied, false, 1180).unwrap();
+        assert!(
+            why.contains(": it arrived while forwarding was off, so"),
+            "{why}"
         );
         assert_eq!(ago(59), "59 s ago");
         assert_eq!(ago(3 * 3600), "3 h ago");

@@ -10,6 +10,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use super::policy::Bed;
+
+/// What `list` says of a file from before forwarding ran, until it is
+/// uploaded.
+pub const BACKLOG_REASON: &str =
+    "arrived while forwarding was off: uploaded when it is on, never started by itself";
 use crate::durable::{self, Existing};
 
 /// File name of the record inside the spool directory.
@@ -91,6 +96,9 @@ pub struct Entry {
     /// person starts it.
     #[serde(default)]
     pub held: bool,
+    /// It was in the spool before forwarding ran (held as well).
+    #[serde(default)]
+    pub backlog: bool,
     /// Sent with `--overwrite`: it may replace a different file of its name
     /// in OctoPrint.
     #[serde(default)]
@@ -117,6 +125,7 @@ impl Entry {
             reason: None,
             queued: false,
             held: false,
+            backlog: false,
             overwrite: false,
             octoprint_path: None,
             arrived: 0,
@@ -260,12 +269,32 @@ impl Queue {
                 reason: None,
                 queued: false,
                 held: false,
+                backlog: false,
                 overwrite: false,
                 octoprint_path: None,
                 arrived: time,
                 updated: time,
             },
         );
+        id
+    }
+
+    /// Adds a file that was in the spool before forwarding ran: held, it
+    /// never starts by itself; returns its id.
+    pub fn add_backlog(
+        &mut self,
+        name: &str,
+        sha256: &str,
+        size: u64,
+        client: Option<String>,
+        time: u64,
+    ) -> u64 {
+        let id = self.add_arrived(name, sha256, size, client, FileState::Received, time);
+        if let Some(entry) = self.get_mut(id) {
+            entry.held = true;
+            entry.backlog = true;
+            entry.reason = Some(BACKLOG_REASON.into());
+        }
         id
     }
 

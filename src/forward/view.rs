@@ -82,20 +82,18 @@ impl View {
     }
 
     /// What `status` says of the bed while files wait for a person, e.g.
-    /// "the last print (cube.gcode) ended 3 min ago: files wait for a
-    /// person (fileagent print)".
+    /// "the last print (cube.gcode) ended 3 min ago: nothing starts by
+    /// itself until a person clears the bed and starts a file (fileagent
+    /// print)".
     pub fn bed_text(&self) -> Option<String> {
         let policy = self.policy?;
         if policy.queue || self.printer_busy {
             return None;
         }
         let occupied = self.bed.occupied.as_ref()?;
-        let job = (occupied.job.as_deref())
-            .map(|j| format!(" ({j})"))
-            .unwrap_or_default();
         Some(format!(
-            "the last print{job} ended {}: nothing starts by itself until a person clears the bed and starts a file (fileagent print)",
-            policy::ago(queue::now().saturating_sub(occupied.since))
+            "{}: nothing starts by itself until a person clears the bed and starts a file (fileagent print)",
+            occupied.describe(queue::now())
         ))
     }
 
