@@ -119,7 +119,34 @@ pub(super) fn explain_io(e: io::Error, addr: &str) -> ClientError {
     }
 }
 
-pub(crate) fn connect_advice(e: &io::Error) -> String {
+/// What a failed TCP connect to `addr` means: nothing listens there (a
+/// wrong port, no agent: not worth retrying), or the network failed.
+pub(crate) fn connect_error(e: &io::Error, addr: &str) -> ClientError {
+    let (addr, reason) = (addr.to_string(), connect_advice(e));
+    match e.kind() {
+        io::ErrorKind::ConnectionRefused => ClientError::NotListening { addr, reason },
+        _ => ClientError::Connect { addr, reason },
+    }
+}
+
+/// A TLS handshake the agent hung up on before answering: an agent at its
+/// limit of unauthenticated connections, worth a retry. `None` for any
+/// other failure (those need [`tls_advice`]).
+pub(crate) fn hung_up(e: &io::Error, addr: &str) -> Option<ClientError> {
+    use io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
+    matches!(
+        e.kind(),
+        UnexpectedEof | ConnectionReset | ConnectionAborted | BrokenPipe
+    )
+    .then(|| ClientError::Connect {
+        addr: addr.to_string(),
+        reason: "the agent closed the connection during the TLS handshake (it may be busy, \
+                     or it is not a fileagent agent)"
+            .into(),
+    })
+}
+
+fn connect_advice(e: &io::Error) -> String {
     match e.kind() {
         io::ErrorKind::ConnectionRefused => {
             "connection refused: is `fileagent serve` running there, and listening on that address and port (default 7341)?".to_string()

@@ -23,6 +23,21 @@ pub struct Fetched {
     pub unchanged: bool,
 }
 
+/// The folder `dest` goes into, if it is one: checked before anything is
+/// fetched, so a mistyped `-o` costs no download.
+pub fn check_destination(dest: &Path) -> Result<&Path, ClientError> {
+    let dir = dest
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    match dir.is_dir() {
+        true => Ok(dir),
+        false => Err(local_error(dir)("no folder")(std::io::Error::other(
+            "create it first, or pass -o with an existing folder",
+        ))),
+    }
+}
+
 impl Client {
     /// Fetches `name` into `dest`: written to a temp file beside it and
     /// renamed into place only once size and SHA-256 are verified. A file
@@ -35,18 +50,8 @@ impl Client {
         overwrite: bool,
         observer: &mut (dyn Observer + Send),
     ) -> Result<Fetched, ClientError> {
-        let dir = dest
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
+        let dir = check_destination(dest)?;
         let local = local_error(dest);
-        // Where it goes is checked before anything is fetched.
-        if !dir.is_dir() {
-            return Err(local_error(dir)("cannot write into")(std::io::Error::new(
-                std::io::ErrorKind::NotFound,
-                "no such folder",
-            )));
-        }
         let existing = match overwrite {
             true => None,
             false => std::fs::metadata(dest).ok().map(|m| m.len()),

@@ -34,8 +34,8 @@ pub use digest::HASH_WHILE_SENDING_MIN;
 
 pub use error::ClientError;
 use error::explain_io;
-pub(crate) use error::{connect_advice, tls_advice, unexpected};
-pub use get::Fetched;
+pub(crate) use error::{connect_error, hung_up, tls_advice, unexpected};
+pub use get::{Fetched, check_destination};
 use send::FileStamp;
 pub use send::Sent;
 
@@ -150,37 +150,16 @@ impl Endpoint {
         let connect = async {
             let tcp = TcpStream::connect((self.host.as_str(), self.port))
                 .await
-                .map_err(|e| match e.kind() {
-                    io::ErrorKind::ConnectionRefused => ClientError::NotListening {
-                        addr: self.addr.clone(),
-                        reason: connect_advice(&e),
-                    },
-                    _ => ClientError::Connect {
-                        addr: self.addr.clone(),
-                        reason: connect_advice(&e),
-                    },
-                })?;
+                .map_err(|e| connect_error(&e, &self.addr))?;
             tcp.set_nodelay(true).ok();
             TlsConnector::from(Arc::clone(&self.tls))
                 .connect(self.server_name.clone(), tcp)
                 .await
-                .map_err(|e| match e.kind() {
-                    // Closed before it said anything: an agent at its limit
-                    // of unauthenticated connections (worth a retry).
-                    io::ErrorKind::UnexpectedEof
-                    | io::ErrorKind::ConnectionReset
-                    | io::ErrorKind::ConnectionAborted
-                    | io::ErrorKind::BrokenPipe => ClientError::Connect {
-                        addr: self.addr.clone(),
-                        reason:
-                            "the agent closed the connection during the TLS handshake (it may be \
-                                 busy, or it is not a fileagent agent)"
-                                .into(),
-                    },
-                    _ => ClientError::Tls {
+                .map_err(|e| {
+                    hung_up(&e, &self.addr).unwrap_or_else(|| ClientError::Tls {
                         addr: self.addr.clone(),
                         reason: tls_advice(&e, &self.host),
-                    },
+                    })
                 })
         };
         let stream = tokio::time::timeout(CONNECT_TIMEOUT, connect)

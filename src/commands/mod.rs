@@ -227,18 +227,7 @@ async fn get(args: GetArgs) -> Result<()> {
         Some(path) => path.clone(),
         None => PathBuf::from(&args.name),
     };
-    let folder = dest
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    if !folder.is_dir() {
-        return Err(UsageError(format!(
-            "no folder {} to write {} into: create it first, or pass -o with an existing folder",
-            folder.display(),
-            dest.display()
-        ))
-        .into());
-    }
+    crate::client::check_destination(&dest)?;
     if dest.is_dir() || (dest.symlink_metadata().is_ok() && !dest.is_file()) {
         return Err(UsageError(format!("{} is not a regular file", dest.display())).into());
     }

@@ -66,10 +66,7 @@ pub async fn pair(agent: &str, code: &PairingCode, name: &str) -> Result<Paired,
     let connect = async {
         let tcp = TcpStream::connect((host.as_str(), port))
             .await
-            .map_err(|e| ClientError::Connect {
-                addr: address.clone(),
-                reason: crate::client::connect_advice(&e),
-            })?;
+            .map_err(|e| crate::client::connect_error(&e, &address))?;
         tcp.set_nodelay(true).ok();
         tokio_rustls::TlsConnector::from(Arc::new(config))
             .connect(server_name, tcp)
@@ -80,7 +77,8 @@ pub async fn pair(agent: &str, code: &PairingCode, name: &str) -> Result<Paired,
                      is {}. Check the address and the code's last group",
                     code.ca_check
                 )),
-                None => tls_error(crate::client::tls_advice(&e, &host)),
+                None => crate::client::hung_up(&e, &address)
+                    .unwrap_or_else(|| tls_error(crate::client::tls_advice(&e, &host))),
             })
     };
     let tls = tokio::time::timeout(CONNECT_TIMEOUT, connect)

@@ -264,10 +264,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     pub async fn write_chunk_hearing(&mut self, data: &[u8], flush: bool) -> io::Result<()> {
         for piece in data.chunks(MAX_CHUNK_LEN) {
             let len = u32::try_from(piece.len()).map_err(io::Error::other)?;
-            let mut prefix = [0u8; FRAME_PREFIX_LEN];
-            prefix[0] = TAG_DATA;
-            prefix[1..].copy_from_slice(&len.to_be_bytes());
-            self.write_all_hearing(&prefix).await?;
+            self.write_all_hearing(&super::frame_prefix(TAG_DATA, len))
+                .await?;
             self.write_all_hearing(piece).await?;
         }
         if flush {

@@ -110,10 +110,7 @@ pub async fn run(
         let current = live.borrow().clone();
         let stop = stop_rx.clone();
         let span = info_span!("conn", %peer);
-        let gates = Gates {
-            admission: admission.clone(),
-            permits: permits.clone(),
-        };
+        let gates = (admission.clone(), permits.clone());
         tasks.spawn(handle(tcp, peer, current, stop, gates).instrument(span));
     }
     admission.summarize();
@@ -183,21 +180,15 @@ async fn accept(listener: &TcpListener) -> (TcpStream, SocketAddr) {
 /// each connection little memory (see docs/performance.md).
 const SOCKET_READ_LEN: usize = 16 * 1024;
 
-/// What a connection passes on its way in: its place among unauthenticated
-/// connections, then a session permit.
-struct Gates {
-    admission: Arc<Admission>,
-    permits: Arc<Semaphore>,
-}
-
 async fn handle(
     tcp: TcpStream,
     peer: SocketAddr,
     live: Live,
     mut stop: watch::Receiver<bool>,
-    gates: Gates,
+    // What a connection passes on its way in: its place among
+    // unauthenticated connections, then a session permit.
+    (admission, permits): (Arc<Admission>, Arc<Semaphore>),
 ) {
-    let Gates { admission, permits } = gates;
     let Some(mut ticket) = admission.enter(peer.ip()).await else {
         if admission.note(peer.ip(), Event::Refused) {
             let (own, all) = admission.counts(peer.ip());

@@ -48,41 +48,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let name = name.as_str();
         let sha256 = sha256.as_deref();
         let started = Instant::now();
-        // A name stays taken while the agent or OctoPrint holds a file of
-        // that name that came through the agent, not only while it is in
-        // ready/ (the spool checks that).
-        if let Some(held) = self.shared.forward.holds(name) {
-            match sha256 {
-                Some(sha256) if sha256.eq_ignore_ascii_case(&held.sha256) => {
-                    info!(client_cn = %self.client, file_name = %name, bytes = size, state = held.state, "unchanged, already forwarded");
-                    let stored = crate::spool::Stored {
-                        name: name.into(),
-                        size,
-                        sha256: held.sha256,
-                        unchanged: true,
-                        replaced: false,
-                    };
-                    return self.send(&stored_reply(stored)).await;
-                }
-                _ if !overwrite => {
-                    info!(client_cn = %self.client, file_name = %name, bytes = size, state = held.state, "send refused: the name is taken by a forwarded file");
-                    let what = match sha256 {
-                        Some(_) => "with different content",
-                        None => {
-                            "(send again with the file's sha256 to find out whether it is the same file)"
-                        }
-                    };
-                    let taken = Reply::Error {
-                        code: ErrorCode::Exists,
-                        message: format!(
-                            "{name:?} was sent before {what} and is {} (the agent or OctoPrint holds it) (send with --overwrite to replace it, or --as another name)",
-                            held.state
-                        ),
-                    };
-                    return self.send(&taken).await;
-                }
-                _ => {}
-            }
+        if let Some(answer) = self.taken_by_forwarded(name, size, sha256, overwrite) {
+            return self.send(&answer).await;
         }
         let mut upload = match self
             .shared
@@ -228,6 +195,49 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             None => upload.finish(overwrite).await,
         };
         self.answer(result, &receipt).await
+    }
+
+    /// A name stays taken while the agent or OctoPrint holds a file of that
+    /// name that came through the agent, not only while it is in `ready/`
+    /// (the spool checks that): the answer to a `send` of such a name
+    /// (`stored` unchanged, or `exists`), or `None` to go on.
+    fn taken_by_forwarded(
+        &self,
+        name: &str,
+        size: u64,
+        sha256: Option<&str>,
+        overwrite: bool,
+    ) -> Option<Reply> {
+        let held = self.shared.forward.holds(name)?;
+        let (client, state) = (&self.client, held.state);
+        match sha256 {
+            Some(sha256) if sha256.eq_ignore_ascii_case(&held.sha256) => {
+                info!(client_cn = %client, file_name = %name, bytes = size, state, "unchanged, already forwarded");
+                Some(stored_reply(crate::spool::Stored {
+                    name: name.into(),
+                    size,
+                    sha256: held.sha256,
+                    unchanged: true,
+                    replaced: false,
+                }))
+            }
+            _ if overwrite => None,
+            _ => {
+                info!(client_cn = %client, file_name = %name, bytes = size, state, "send refused: the name is taken by a forwarded file");
+                let what = match sha256 {
+                    Some(_) => "with different content",
+                    None => {
+                        "(send again with the file's sha256 to find out whether it is the same file)"
+                    }
+                };
+                Some(Reply::Error {
+                    code: ErrorCode::Exists,
+                    message: format!(
+                        "{name:?} was sent before {what} and is {state} (the agent or OctoPrint holds it) (send with --overwrite to replace it, or --as another name)"
+                    ),
+                })
+            }
+        }
     }
 
     /// After `verified`: the client's `commit` stores the file; anything
