@@ -21,7 +21,9 @@ impl Forwarder {
     ) -> Result<String, PrintRefused> {
         let entry = self.chosen(name)?;
         let state = self.octo.state().await.map_err(|e| {
-            PrintRefused::NotReady(format!("cannot print: OctoPrint is not usable ({e})"))
+            PrintRefused::NotReady(format!(
+                "cannot print: OctoPrint is not usable ({e}); start it, or check [octoprint] in the agent's config, then try again"
+            ))
         })?;
         if !state.operational {
             return Err(PrintRefused::NotReady(format!(
