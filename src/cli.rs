@@ -327,7 +327,9 @@ pub fn exit_code(error: &anyhow::Error) -> u8 {
         if cause.downcast_ref::<ConfigError>().is_some() {
             return exit::USAGE;
         }
-        if cause.downcast_ref::<UsageError>().is_some() {
+        if cause.downcast_ref::<UsageError>().is_some()
+            || cause.downcast_ref::<crate::pki::NoAgentKeys>().is_some()
+        {
             return exit::USAGE;
         }
         if cause.downcast_ref::<Interrupted>().is_some() {

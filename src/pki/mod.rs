@@ -145,12 +145,18 @@ pub fn require_existing(config: &Config, source: &crate::config::Source) -> Resu
             path.display()
         ),
     };
-    Err(crate::cli::UsageError(format!(
+    Err(NoAgentKeys(format!(
         "no agent keys in {} (config: {source}): {hint}",
         shown.display()
     ))
     .into())
 }
+
+/// [`require_existing`] found no CA: the command was run in the wrong place
+/// or with the wrong config (a usage error, not a fault of the agent).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct NoAgentKeys(String);
 
 /// Creates `state_dir` and, where absent, the CA and the server key; (re)signs
 /// the server certificate when missing, near expiry or for other names.
