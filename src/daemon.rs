@@ -101,9 +101,12 @@ fn load_tls(
         )
     })?;
     let preference = crate::tls::Preference::detect();
-    let tls = crate::tls::server_config_for(pki::load_agent(&config.state_dir)?, preference)?;
-    let pair_tls =
-        crate::tls::pairing_server_config_for(pki::load_agent(&config.state_dir)?, preference)?;
+    let tls =
+        crate::server_tls::server_config_for(pki::load_agent(&config.state_dir)?, preference)?;
+    let pair_tls = crate::server_tls::pairing_server_config_for(
+        pki::load_agent(&config.state_dir)?,
+        preference,
+    )?;
     Ok((tls, pair_tls, report))
 }
 

@@ -41,6 +41,7 @@ pub mod pairing;
 pub mod pki;
 pub mod protocol;
 pub mod server;
+pub mod server_tls;
 pub mod session;
 pub mod spool;
 pub mod systemd;
