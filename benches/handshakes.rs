@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use fileagent::client::Client;
-use fileagent::config::Config;
+use fileagent::agent::config::Config;
+use fileagent::workstation::Client;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -54,20 +54,22 @@ async fn main() {
         ..Config::default()
     };
     config.octoprint.enabled = false;
-    let prepared = fileagent::daemon::prepare(&config, false).unwrap();
+    let prepared = fileagent::agent::daemon::prepare(&config, false).unwrap();
     let listener = TcpListener::bind(config.listen).await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
-    tokio::spawn(fileagent::server::run(
+    tokio::spawn(fileagent::agent::server::run(
         listener,
         prepared.live.fixed(),
         std::future::pending(),
     ));
-    let pem = fileagent::pki::issue_client(&config, "bench").unwrap().pem;
+    let pem = fileagent::agent::pki::issue_client(&config, "bench")
+        .unwrap()
+        .pem;
 
     let tls = for_a_while(seconds, tasks, move || {
         let (addr, pem) = (addr.clone(), pem.clone());
         async move {
-            let identity = fileagent::identity::Identity::parse(pem.as_bytes()).unwrap();
+            let identity = fileagent::wire::identity::Identity::parse(pem.as_bytes()).unwrap();
             let mut client = Client::connect(&addr, identity).await.unwrap();
             client.ping().await.unwrap();
             client.close().await;

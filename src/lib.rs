@@ -2,47 +2,46 @@
 //! workstations over mutually authenticated TLS 1.3 and lands them atomically
 //! in a spool; the same crate is the workstation's CLI client.
 //!
-//! Modules, from the wire up:
-//! - [`protocol`]: frames, typed messages, error codes and limits (see `docs/protocol.md`).
-//! - [`codec`]: zstd compression of file bodies on the wire.
-//! - [`digest`]: SHA-256 of whole files, as both ends compute it.
-//! - [`tls`]: rustls configurations for both ends (TLS 1.3, mutual auth, ALPN).
-//! - [`pki`]: the agent's CA, server certificate and issued client identities (rcgen).
-//! - [`identity`]: a workstation's identity file; certificate names and fingerprints.
-//! - [`spool`]: `incoming/` and `ready/`, name checks, atomic verified commits.
-//! - [`session`]: the agent's side of one connection (request loop).
-//! - [`forward`]: the watched spool, the durable queue and uploads to OctoPrint.
-//! - [`server`]: accept loop, connection limit, timeouts, graceful shutdown.
-//! - [`daemon`]: process wiring for `serve` and `init` (PKI, spool, signals, reload).
-//! - [`systemd`]: readiness, status and watchdog notifications to systemd.
-//! - [`logging`]: journald or human-readable logs, and the log level.
-//! - [`config`]: the agent's TOML config, human units, validation.
-//! - [`durable`]: crash-safe file writes (temp file, fsync, rename, directory fsync).
-//! - [`client`]: the workstation's library client.
-//! - [`client_config`]: which agent and identity a workstation uses.
-//! - [`cli`] and [`commands`]: the command line and what each command prints.
-//! - [`generate`]: man pages and shell completions from the command line definition.
+//! The map (imports point one way: `wire <- agent`, `wire <- workstation`,
+//! `cli -> both`; `agent` and `workstation` never import each other):
+//! - [`wire`]: what both ends agree on (see `docs/protocol.md`).
+//!   - [`wire::protocol`]: frames, typed messages, error codes, limits, the connection.
+//!   - [`wire::codec`]: zstd compression of file bodies.
+//!   - [`wire::digest`]: SHA-256 of whole files, as both ends compute it.
+//!   - [`wire::identity`]: a workstation's identity file; certificate names and fingerprints.
+//!   - [`wire::pairing`]: the one-time pairing code and its SPAKE2 exchange.
+//!   - [`wire::tls`]: TLS 1.3, the provider and suite order, the workstation's client config.
+//! - [`agent`]: the Pi's side, net -> session -> spool -> forward -> printer.
+//!   - [`agent::daemon`]: process wiring for `serve` and `init` (PKI, spool, signals, reload).
+//!   - [`agent::config`]: the agent's TOML config, human units, validation.
+//!   - [`agent::server`]: accept loop, admission budget, timeouts, graceful shutdown.
+//!   - [`agent::tls`]: server configs and the revocation-aware client verifier.
+//!   - [`agent::session`]: the agent's side of one connection (request loop).
+//!   - [`agent::spool`]: `incoming/` and `ready/`, name checks, atomic verified commits.
+//!   - [`agent::forward`]: the watched spool, the durable queue, uploads to OctoPrint, prints.
+//!   - [`agent::pki`]: the CA, the server certificate, issued client certificates and their register.
+//!   - [`agent::pairing`]: pending pairing codes and the agent's side of a pairing connection.
+//!   - [`agent::systemd`]: readiness, status and watchdog notifications.
+//! - [`workstation`]: the library client ([`workstation::Client`]), the workstation's side.
+//!   - `workstation::send`, `workstation::body`, `workstation::digest`: a send, its body read,
+//!     hashed and compressed on a thread, the digest known early or late.
+//!   - `workstation::get`: a fetch, renamed into place once verified.
+//!   - `workstation::enrol`: the key and request of a new certificate, the checks of what comes back.
+//!   - `workstation::error`: [`workstation::ClientError`], failures with their cause and remedy.
+//!   - [`workstation::pair`]: `fileagent pair HOST CODE`, the workstation's side of pairing.
+//!   - [`workstation::config`]: which agent and identity a workstation uses.
+//! - [`cli`]: the commands; [`cli::run`] dispatches them.
+//!   - [`cli::args`]: the clap definitions (their doc comments are the help), exit codes.
+//!   - `cli::send`, `cli::identities`: the send and identity commands; `cli::output`: tables,
+//!     JSON and the progress bar.
+//!   - [`cli::generate`]: man pages and shell completions.
+//! - Leaves any side may use, importing nothing of the crate:
+//!   - [`durable`]: crash-safe file writes (temp file, fsync, rename, directory fsync).
+//!   - [`logging`]: journald or human-readable logs, and the log level.
 
+pub mod agent;
 pub mod cli;
-pub mod client;
-pub mod client_config;
-pub mod clients;
-pub mod codec;
-pub mod commands;
-pub mod config;
-pub mod daemon;
-pub mod digest;
 pub mod durable;
-pub mod forward;
-pub mod generate;
-pub mod identity;
 pub mod logging;
-pub mod pairing;
-pub mod pki;
-pub mod protocol;
-pub mod server;
-pub mod server_tls;
-pub mod session;
-pub mod spool;
-pub mod systemd;
-pub mod tls;
+pub mod wire;
+pub mod workstation;

@@ -1,10 +1,10 @@
 //! The `fileagent` binary: parses the command line, sets up logging and
-//! hands over to [`fileagent::commands::run`].
+//! hands over to [`fileagent::cli::run`].
 
 use std::process::ExitCode;
 
 use clap::Parser;
-use fileagent::cli::{Cli, exit, exit_code};
+use fileagent::cli::args::{Cli, exit, exit_code};
 use fileagent::logging::Logging;
 
 fn main() -> ExitCode {
@@ -16,7 +16,7 @@ fn main() -> ExitCode {
     };
     let logging = Logging::init(default_level);
 
-    match fileagent::commands::run(cli.command, &logging) {
+    match fileagent::cli::run(cli.command, &logging) {
         Ok(()) => ExitCode::from(exit::OK),
         Err(e) if is_broken_pipe(&e) => ExitCode::from(exit::OK),
         Err(e) => {

@@ -7,7 +7,7 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {
     if let Ok(text) = std::str::from_utf8(data) {
         if let Ok(config) =
-            fileagent::config::Config::parse(text, std::path::Path::new("fuzz.toml"))
+            fileagent::agent::config::Config::parse(text, std::path::Path::new("fuzz.toml"))
         {
             // What parses must also pass validation (parse validates).
             assert!(config.validate().is_ok());

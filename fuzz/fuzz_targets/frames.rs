@@ -8,7 +8,7 @@
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use fileagent::protocol::{Connection, MAX_REPLY_HEADER_LEN, MAX_REQUEST_HEADER_LEN};
+use fileagent::wire::protocol::{Connection, MAX_REPLY_HEADER_LEN, MAX_REQUEST_HEADER_LEN};
 use libfuzzer_sys::fuzz_target;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
@@ -55,7 +55,7 @@ fn decode(data: &[u8], max_header: usize) {
     let step = 1 + data.first().copied().unwrap_or(0) as usize % 97;
     runtime.block_on(async {
         let mut conn = Connection::new(Input { data, step }, max_header);
-        fileagent::protocol::drain_for_fuzzing(&mut conn).await;
+        fileagent::wire::protocol::drain_for_fuzzing(&mut conn).await;
     });
 }
 

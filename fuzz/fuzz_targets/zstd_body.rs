@@ -2,7 +2,7 @@
 //! errors are fine, panics are not, and output comes in bounded pieces.
 #![no_main]
 
-use fileagent::codec::{Decompressor, PIECE_LEN};
+use fileagent::wire::codec::{Decompressor, PIECE_LEN};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

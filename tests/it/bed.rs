@@ -4,8 +4,8 @@
 //! hold up the files behind it, and a print OctoPrint lost is not
 //! "printed".
 
-use fileagent::client::ClientError;
-use fileagent::protocol::ErrorCode;
+use fileagent::wire::protocol::ErrorCode;
+use fileagent::workstation::ClientError;
 
 use crate::forward::{dwell_file, forwarding, listing, send_cli_with, wait_state};
 use crate::octoprint::OctoPrint;
@@ -161,7 +161,7 @@ async fn a_forwarded_name_stays_taken() {
     let octo = OctoPrint::start().await;
     let mut agent = Agent::start_with(|c| {
         forwarding(octo.url(), octo.key.clone(), false)(c);
-        c.octoprint.auto_print = fileagent::config::AutoPrint::Never;
+        c.octoprint.auto_print = fileagent::agent::config::AutoPrint::Never;
     })
     .await;
     let mut client = agent.client("maker").await;

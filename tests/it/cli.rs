@@ -456,9 +456,9 @@ fn a_workstation_session_end_to_end() {
         (Some(2), Some("bench-pc"))
     );
     // The suite this CPU prefers (both ends run here), as negotiated.
-    let expected = match fileagent::tls::Preference::detect() {
-        fileagent::tls::Preference::AesGcm => "TLS13_AES_128_GCM_SHA256",
-        fileagent::tls::Preference::ChaCha20 => "TLS13_CHACHA20_POLY1305_SHA256",
+    let expected = match fileagent::wire::tls::Preference::detect() {
+        fileagent::wire::tls::Preference::AesGcm => "TLS13_AES_128_GCM_SHA256",
+        fileagent::wire::tls::Preference::ChaCha20 => "TLS13_CHACHA20_POLY1305_SHA256",
     };
     assert_eq!(status["tls_cipher_suite"], expected);
     let text = home.run(&["status", "--agent", agent, "--identity", id]);

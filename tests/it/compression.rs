@@ -2,9 +2,9 @@
 //! uncompressed size and digest, and hostile compressed bodies (garbage,
 //! cut off, a bomb) refused with nothing stored.
 
-use fileagent::client::Compression;
-use fileagent::codec::Compressor;
-use fileagent::protocol::{Encoding, ErrorCode, Reply, Request};
+use fileagent::wire::codec::Compressor;
+use fileagent::wire::protocol::{Encoding, ErrorCode, Reply, Request};
+use fileagent::workstation::Compression;
 
 use crate::support::{Agent, content, data, reply, sha256};
 

@@ -12,9 +12,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use fileagent::client::{Client, ClientError, Compression};
-use fileagent::identity::Identity;
-use fileagent::protocol::{ErrorCode, Reply, Request};
+use fileagent::wire::identity::Identity;
+use fileagent::wire::protocol::{ErrorCode, Reply, Request};
+use fileagent::workstation::{Client, ClientError, Compression};
 
 use crate::cli::{Home, Served};
 use crate::support::{GUARD, content, fileagent_command, poll, sha256};
@@ -73,7 +73,7 @@ fn serve_on_tmpfs(home: &Home, signals: &Path) -> Served {
 
 /// The agent's answer to a `send` on `conn`, which must be `continue`: the
 /// offset it resumes from.
-async fn accepted<S>(conn: &mut fileagent::protocol::Connection<S>) -> usize
+async fn accepted<S>(conn: &mut fileagent::wire::protocol::Connection<S>) -> usize
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
@@ -107,12 +107,15 @@ async fn a_full_disk_gives_a_clear_no_space_and_the_agent_keeps_serving() {
     let body = content(2, 6 << 20);
     let signals = tempfile::tempdir().unwrap();
     let served = serve_on_tmpfs(&home, signals.path());
-    let tls = fileagent::tls::client_config(identity).unwrap();
+    let tls = fileagent::wire::tls::client_config(identity).unwrap();
     let raw = || async {
         let stream = crate::support::tls_connect(served.addr.parse().unwrap(), tls.clone())
             .await
             .unwrap();
-        fileagent::protocol::Connection::new(stream, fileagent::protocol::MAX_REPLY_HEADER_LEN)
+        fileagent::wire::protocol::Connection::new(
+            stream,
+            fileagent::wire::protocol::MAX_REPLY_HEADER_LEN,
+        )
     };
 
     // Larger than the whole disk: refused before the body.

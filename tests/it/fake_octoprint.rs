@@ -219,7 +219,7 @@ async fn a_file_replaced_during_its_upload_is_forwarded_too() {
     tokio::spawn(serve(listener, vec![Fault::Hold], seen.clone()));
     let mut agent = Agent::start_with(|c| {
         forwarding(url, "key".into(), false)(c);
-        c.octoprint.auto_print = fileagent::config::AutoPrint::Never;
+        c.octoprint.auto_print = fileagent::agent::config::AutoPrint::Never;
     })
     .await;
     let tmp = tempfile::tempdir().unwrap();

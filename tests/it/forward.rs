@@ -6,10 +6,10 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use fileagent::client::ClientError;
-use fileagent::config::ApiKey;
-use fileagent::config::Config;
-use fileagent::protocol::{ErrorCode, FileEntry};
+use fileagent::agent::config::ApiKey;
+use fileagent::agent::config::Config;
+use fileagent::wire::protocol::{ErrorCode, FileEntry};
+use fileagent::workstation::ClientError;
 
 use crate::octoprint::OctoPrint;
 use crate::support::{Agent, data, sha256};
@@ -493,7 +493,7 @@ async fn files_from_other_tools_are_forwarded_and_other_files_are_not() {
     let octo = OctoPrint::start().await;
     let mut agent = Agent::start_with(|c| {
         forwarding(octo.url(), octo.key.clone(), false)(c);
-        c.octoprint.auto_print = fileagent::config::AutoPrint::Never;
+        c.octoprint.auto_print = fileagent::agent::config::AutoPrint::Never;
     })
     .await;
     let ready = agent.config.spool_dir.join("ready");

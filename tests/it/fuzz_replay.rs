@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use fileagent::codec::{Decompressor, PIECE_LEN};
-use fileagent::protocol::{
+use fileagent::wire::codec::{Decompressor, PIECE_LEN};
+use fileagent::wire::protocol::{
     Connection, MAX_REPLY_HEADER_LEN, MAX_REQUEST_HEADER_LEN, drain_for_fuzzing,
 };
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -79,7 +79,7 @@ fn config_seeds_and_regressions_parse_or_fail_cleanly() {
         let Ok(text) = std::fs::read_to_string(&file) else {
             continue;
         };
-        if let Ok(config) = fileagent::config::Config::parse(&text, &file) {
+        if let Ok(config) = fileagent::agent::config::Config::parse(&text, &file) {
             assert!(config.validate().is_ok(), "{}", file.display());
             valid += 1;
         }

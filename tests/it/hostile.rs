@@ -4,8 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use fileagent::client::{Client, ClientError};
-use fileagent::protocol::{ErrorCode, MAX_REQUEST_HEADER_LEN, Reply, Request, frame_prefix};
+use fileagent::wire::protocol::{ErrorCode, MAX_REQUEST_HEADER_LEN, Reply, Request, frame_prefix};
+use fileagent::workstation::{Client, ClientError};
 use rustls::ClientConfig;
 use time::OffsetDateTime;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -35,11 +35,14 @@ fn expect_error(reply: Reply, want: ErrorCode) -> String {
 }
 
 /// A client config that trusts the agent but presents `identity` (or none).
-fn tls_config(agent: &Agent, identity: Option<fileagent::identity::Identity>) -> ClientConfig {
+fn tls_config(
+    agent: &Agent,
+    identity: Option<fileagent::wire::identity::Identity>,
+) -> ClientConfig {
     let ca = agent.identity("ca-probe").ca;
     let mut roots = rustls::RootCertStore::empty();
     roots.add(ca).unwrap();
-    let builder = ClientConfig::builder_with_provider(fileagent::tls::provider())
+    let builder = ClientConfig::builder_with_provider(fileagent::wire::tls::provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .unwrap()
         .with_root_certificates(roots);
@@ -49,7 +52,7 @@ fn tls_config(agent: &Agent, identity: Option<fileagent::identity::Identity>) ->
             .unwrap(),
         None => builder.with_no_client_auth(),
     };
-    config.alpn_protocols = vec![fileagent::protocol::ALPN.to_vec()];
+    config.alpn_protocols = vec![fileagent::wire::protocol::ALPN.to_vec()];
     config
 }
 
@@ -392,7 +395,7 @@ async fn unknown_operations_and_stray_frames_are_refused() {
     assert_nothing_on_disk(&mut agent).await;
 }
 
-fn quick_timeouts(c: &mut fileagent::config::Config) {
+fn quick_timeouts(c: &mut fileagent::agent::config::Config) {
     c.handshake_timeout = Duration::from_millis(300);
     c.header_timeout = Duration::from_millis(300);
     c.body_idle_timeout = Duration::from_millis(300);

@@ -8,8 +8,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use fileagent::codec::Compressor;
-use fileagent::protocol::{
+use fileagent::wire::codec::Compressor;
+use fileagent::wire::protocol::{
     Connection, ErrorCode, MAX_REPLY_HEADER_LEN, MAX_REQUEST_HEADER_LEN, Reply, Request,
     frame_prefix,
 };
@@ -491,7 +491,7 @@ fn protocol_cases() -> Vec<Case> {
 /// checks that nothing was written.
 async fn assert_nothing_written(
     agent: &Agent,
-    client: &mut fileagent::client::Client,
+    client: &mut fileagent::workstation::Client,
     label: &str,
 ) {
     let settled = poll(GUARD, Duration::from_millis(10), async || {
@@ -523,7 +523,7 @@ async fn small_agent() -> Agent {
 async fn every_hostile_request_gets_its_exact_error_and_writes_nothing() {
     let agent = small_agent().await;
     let identity = agent.identity("hostile");
-    let tls = fileagent::tls::client_config(identity).unwrap();
+    let tls = fileagent::wire::tls::client_config(identity).unwrap();
     let mut observer = agent.client("observer").await;
     let cases = protocol_cases();
     for case in &cases {
@@ -623,12 +623,13 @@ async fn attempt(agent: &Agent, config: ClientConfig) -> String {
 
 #[tokio::test]
 async fn every_hostile_tls_client_is_refused_and_writes_nothing() {
-    use fileagent::protocol::{ALPN, PAIR_ALPN};
+    use fileagent::wire::protocol::{ALPN, PAIR_ALPN};
     let agent = small_agent().await;
     let other = Agent::start().await;
     let ca = agent.identity("ca-probe").ca;
     let now = OffsetDateTime::now_utc();
-    let id = |identity: fileagent::identity::Identity| Some((vec![identity.cert], identity.key));
+    let id =
+        |identity: fileagent::wire::identity::Identity| Some((vec![identity.cert], identity.key));
     let expired = agent.identity_valid(
         "old",
         now - time::Duration::days(30),
@@ -640,7 +641,7 @@ async fn every_hostile_tls_client_is_refused_and_writes_nothing() {
         now + time::Duration::days(30),
     );
     let revoked = agent.identity("revoked-laptop");
-    fileagent::clients::revoke(&agent.config, "revoked-laptop").unwrap();
+    fileagent::agent::pki::registry::revoke(&agent.config, "revoked-laptop").unwrap();
     let foreign = other.identity("mallory");
     let self_signed = {
         let key = rcgen::KeyPair::generate().unwrap();
@@ -654,7 +655,7 @@ async fn every_hostile_tls_client_is_refused_and_writes_nothing() {
         ))
     };
     let server_as_client = {
-        let creds = fileagent::pki::load_agent(&agent.config.state_dir).unwrap();
+        let creds = fileagent::agent::pki::load_agent(&agent.config.state_dir).unwrap();
         Some((vec![creds.cert], creds.key))
     };
     let chain_with_foreign_ca = {

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use fileagent::protocol::{ErrorCode, Reply, Request, frame_prefix};
+use fileagent::wire::protocol::{ErrorCode, Reply, Request, frame_prefix};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
@@ -128,7 +128,7 @@ async fn slowloris_and_idle_clients_are_cut_off_while_64_clients_transfer() {
     for (i, (path, identity)) in prepared.into_iter().enumerate() {
         let addr = agent.agent_arg();
         good.spawn(async move {
-            let mut client = fileagent::client::Client::connect(&addr, identity).await?;
+            let mut client = fileagent::workstation::Client::connect(&addr, identity).await?;
             let sent = client
                 .send_file(&path, &format!("part-{i}.gcode"), false, &mut ())
                 .await;

@@ -20,6 +20,7 @@
 //! - `forward`: forwarding end to end against that OctoPrint.
 //! - `bed`: the print policy against it: the bed rule, arrival order, taken names, held files.
 //! - `pairing`: pairing codes, fake agents, revocation, listing, renewal.
+//! - `layout`: the architecture: imports point one way, lib.rs maps every module.
 //! - `fake_octoprint`: faults a real OctoPrint cannot produce on demand (5xx, resets).
 
 mod bed;
@@ -32,6 +33,7 @@ mod forward;
 mod fuzz_replay;
 mod hostile;
 mod hostile_table;
+mod layout;
 mod load;
 mod octoprint;
 mod pairing;

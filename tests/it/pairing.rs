@@ -8,12 +8,12 @@ use std::process::{Child, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use fileagent::client::{Client, ClientError};
-use fileagent::pairing::ticket::{self, Outcome};
-use fileagent::pairing::{
-    DEFAULT_TTL, MAX_ATTEMPTS, MAX_REQUESTS_PER_ADDRESS, PairingCode, workstation,
+use fileagent::agent::pairing::ticket::{self, Outcome};
+use fileagent::wire::pairing::{DEFAULT_TTL, MAX_ATTEMPTS, MAX_REQUESTS_PER_ADDRESS, PairingCode};
+use fileagent::wire::protocol::{
+    Connection, ErrorCode, MAX_REPLY_HEADER_LEN, PAIR_ALPN, Reply, Request,
 };
-use fileagent::protocol::{Connection, ErrorCode, MAX_REPLY_HEADER_LEN, PAIR_ALPN, Reply, Request};
+use fileagent::workstation::{Client, ClientError, pair};
 
 use crate::cli::{Home, Served, assert_exit, assert_ok, stderr, stdout};
 use crate::support::{Agent, GUARD, data, tls_connect};
@@ -234,7 +234,7 @@ fn wrong_codes_are_counted_and_void_the_code() {
 
 /// A code for `agent`, made as `fileagent pair` does.
 fn code_for(agent: &Agent, name: Option<&str>) -> PairingCode {
-    let report = fileagent::pki::init(&agent.config).unwrap();
+    let report = fileagent::agent::pki::init(&agent.config).unwrap();
     ticket::create(
         &agent.config.state_dir,
         &report.ca_fingerprint,
@@ -245,7 +245,7 @@ fn code_for(agent: &Agent, name: Option<&str>) -> PairingCode {
     .code()
 }
 
-fn refused(result: Result<workstation::Paired, ClientError>, want: ErrorCode) -> String {
+fn refused(result: Result<pair::Paired, ClientError>, want: ErrorCode) -> String {
     match result {
         Err(ClientError::Refused { code, message }) if code == want => message,
         other => panic!("expected {want}, got {other:?}"),
@@ -262,7 +262,7 @@ async fn expired_and_unknown_codes_are_refused() {
     t.expires = ticket::now() - 1;
     ticket::store(&agent.config.state_dir, &t).unwrap();
     let message = refused(
-        workstation::pair(&agent.agent_arg(), &code, "late").await,
+        pair::pair(&agent.agent_arg(), &code, "late").await,
         ErrorCode::PairingRefused,
     );
     assert!(message.contains("expired"), "{message}");
@@ -282,7 +282,7 @@ async fn expired_and_unknown_codes_are_refused() {
         "ZZZZ".into()
     };
     let message = refused(
-        workstation::pair(&agent.agent_arg(), &unknown, "x").await,
+        pair::pair(&agent.agent_arg(), &unknown, "x").await,
         ErrorCode::PairingRefused,
     );
     assert!(message.contains("no pending pairing code"), "{message}");
@@ -292,11 +292,12 @@ async fn expired_and_unknown_codes_are_refused() {
 async fn the_agent_can_force_the_client_name_and_the_identity_works() {
     let agent = Agent::start().await;
     let code = code_for(&agent, Some("shop-floor"));
-    let paired = workstation::pair(&agent.agent_arg(), &code, "asked-for")
+    let paired = pair::pair(&agent.agent_arg(), &code, "asked-for")
         .await
         .unwrap();
     assert_eq!(paired.issued.name, "shop-floor");
-    let identity = fileagent::identity::Identity::parse(paired.identity_pem.as_bytes()).unwrap();
+    let identity =
+        fileagent::wire::identity::Identity::parse(paired.identity_pem.as_bytes()).unwrap();
     assert_eq!(identity.name(), "shop-floor");
     let mut client = Client::connect(&agent.agent_arg(), identity).await.unwrap();
     assert_eq!(client.status().await.unwrap().client, "shop-floor");
@@ -308,7 +309,7 @@ async fn the_agent_can_force_the_client_name_and_the_identity_works() {
     );
     // Used: refused, and an attempt on a used code is not counted.
     let message = refused(
-        workstation::pair(&agent.agent_arg(), &code, "again").await,
+        pair::pair(&agent.agent_arg(), &code, "again").await,
         ErrorCode::PairingRefused,
     );
     assert!(message.contains("used already"), "{message}");
@@ -322,7 +323,7 @@ async fn a_fake_agent_is_detected_by_the_workstation() {
 
     // Another agent (another CA) at the address: refused during the
     // handshake, before anything about the code is sent.
-    let err = workstation::pair(&fake.agent_arg(), &code, "victim")
+    let err = pair::pair(&fake.agent_arg(), &code, "victim")
         .await
         .unwrap_err();
     let text = err.to_string();
@@ -333,7 +334,7 @@ async fn a_fake_agent_is_detected_by_the_workstation() {
 
     // Even a fake that knows the ticket and whose CA matches the check
     // group cannot prove the secret: the exchange fails on both ends.
-    let fake_fp = fileagent::identity::fingerprint(&fake.identity("probe").ca);
+    let fake_fp = fileagent::wire::identity::fingerprint(&fake.identity("probe").ca);
     let fake_ticket = ticket::create(&fake.config.state_dir, &fake_fp, None, DEFAULT_TTL).unwrap();
     let mut forged = fake_ticket.clone();
     forged.ticket = code.ticket.clone();
@@ -344,17 +345,17 @@ async fn a_fake_agent_is_detected_by_the_workstation() {
     };
     ticket::store(&fake.config.state_dir, &forged).unwrap();
     let lured = PairingCode {
-        ca_check: fileagent::pairing::ca_check(&fake_fp),
+        ca_check: fileagent::wire::pairing::ca_check(&fake_fp),
         ..code.clone()
     };
     let message = refused(
-        workstation::pair(&fake.agent_arg(), &lured, "victim").await,
+        pair::pair(&fake.agent_arg(), &lured, "victim").await,
         ErrorCode::WrongCode,
     );
     assert!(message.contains("does not match"), "{message}");
 
     // The real agent still pairs with the real code.
-    workstation::pair(&real.agent_arg(), &code, "victim")
+    pair::pair(&real.agent_arg(), &code, "victim")
         .await
         .unwrap();
 }
@@ -363,7 +364,7 @@ async fn a_fake_agent_is_detected_by_the_workstation() {
 fn pairing_tls(agent: &Agent, alpn: &[u8]) -> Arc<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(agent.identity("probe").ca).unwrap();
-    let mut config = rustls::ClientConfig::builder_with_provider(fileagent::tls::provider())
+    let mut config = rustls::ClientConfig::builder_with_provider(fileagent::wire::tls::provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .unwrap()
         .with_root_certificates(roots)
@@ -435,12 +436,12 @@ async fn a_pairing_connection_can_only_pair_and_is_rate_limited() {
     code.ticket = "0000".into();
     for _ in 0..MAX_REQUESTS_PER_ADDRESS {
         refused(
-            workstation::pair(&agent.agent_arg(), &code, "guess").await,
+            pair::pair(&agent.agent_arg(), &code, "guess").await,
             ErrorCode::PairingRefused,
         );
     }
     let message = refused(
-        workstation::pair(&agent.agent_arg(), &code, "guess").await,
+        pair::pair(&agent.agent_arg(), &code, "guess").await,
         ErrorCode::RateLimited,
     );
     assert!(message.contains("too many pairing attempts"), "{message}");
@@ -556,8 +557,8 @@ fn a_certificate_near_expiry_is_renewed_by_the_workstation() {
     );
     let after = std::fs::read_to_string(&identity).unwrap();
     assert_ne!(before, after);
-    let old = fileagent::identity::Identity::parse(before.as_bytes()).unwrap();
-    let new = fileagent::identity::Identity::parse(after.as_bytes()).unwrap();
+    let old = fileagent::wire::identity::Identity::parse(before.as_bytes()).unwrap();
+    let new = fileagent::wire::identity::Identity::parse(after.as_bytes()).unwrap();
     assert_ne!(old.cert, new.cert);
     assert_ne!(
         old.key.secret_der(),

@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use fileagent::client::{Client, Compression, Observer, Phase};
+use fileagent::workstation::{Client, Compression, Observer, Phase};
 
 use crate::support::{Agent, GUARD, SlowLink, content, poll};
 

@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use fileagent::client::{Client, ClientError, Compression};
-use fileagent::protocol::{DIGEST_LEN, ErrorCode, Reply, Request};
+use fileagent::wire::protocol::{DIGEST_LEN, ErrorCode, Reply, Request};
+use fileagent::workstation::{Client, ClientError, Compression};
 
 use crate::support::{Agent, GUARD, SlowLink, content, data, poll, reply, sha256};
 
@@ -529,7 +529,7 @@ async fn ctrl_c_after_the_whole_body_left_stores_nothing() {
     let link = SlowLink::holding(agent.addr, 1 << 20, 24 * 1024).await;
     let send = |to: &str| send_cmd(&home, &path, &identity, to, &[]);
     let mut child = send(&link.addr.to_string())
-        .env("RUST_LOG", "fileagent::client=debug")
+        .env("RUST_LOG", "fileagent::workstation=debug")
         .spawn()
         .unwrap();
     // The client says when its whole body is handed to the network.

@@ -6,8 +6,8 @@
 
 use std::path::Path;
 
-use fileagent::identity::Identity;
-use fileagent::protocol::{Connection, ErrorCode, MAX_REPLY_HEADER_LEN, Reply};
+use fileagent::wire::identity::Identity;
+use fileagent::wire::protocol::{Connection, ErrorCode, MAX_REPLY_HEADER_LEN, Reply};
 use tokio::net::UnixDatagram;
 
 use crate::cli::{Home, Served};
@@ -50,7 +50,7 @@ fn signal(served: &Served, signal: rustix::process::Signal) {
 
 async fn connect(served: &Served, identity: &Path) -> Raw {
     let identity = Identity::load(identity).unwrap();
-    let tls = fileagent::tls::client_config(identity).unwrap();
+    let tls = fileagent::wire::tls::client_config(identity).unwrap();
     let stream = tls_connect(served.addr.parse().unwrap(), tls)
         .await
         .unwrap();

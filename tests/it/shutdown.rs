@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use fileagent::protocol::{Reply, Request};
+use fileagent::wire::protocol::{Reply, Request};
 use tokio::net::TcpStream;
 
 use crate::support::{Agent, GUARD, Raw, content, reply, sha256, start_body};

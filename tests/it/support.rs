@@ -7,11 +7,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use fileagent::client::Client;
-use fileagent::config::Config;
-use fileagent::identity::Identity;
-use fileagent::pki;
-use fileagent::protocol::{Connection, MAX_REPLY_HEADER_LEN, Reply, Request};
+use fileagent::agent::config::Config;
+use fileagent::agent::pki;
+use fileagent::wire::identity::Identity;
+use fileagent::wire::protocol::{Connection, MAX_REPLY_HEADER_LEN, Reply, Request};
+use fileagent::workstation::Client;
 use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -34,7 +34,7 @@ pub struct Agent {
     _dir: tempfile::TempDir,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<std::io::Result<()>>>,
-    forwarder: Option<fileagent::forward::Running>,
+    forwarder: Option<fileagent::agent::forward::Running>,
 }
 
 impl Agent {
@@ -71,11 +71,11 @@ impl Agent {
 
     /// Prepares and serves with the current config (again after `stop`).
     async fn launch(&mut self) {
-        let prepared = fileagent::daemon::prepare(&self.config, true).unwrap();
+        let prepared = fileagent::agent::daemon::prepare(&self.config, true).unwrap();
         let listener = TcpListener::bind(self.config.listen).await.unwrap();
         self.addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
-        self.task = Some(tokio::spawn(fileagent::server::run(
+        self.task = Some(tokio::spawn(fileagent::agent::server::run(
             listener,
             prepared.live.fixed(),
             async {
@@ -126,7 +126,7 @@ impl Agent {
 
     /// A framed connection speaking raw protocol, for hostile requests.
     pub async fn raw(&self, name: &str) -> Connection<TlsStream<TcpStream>> {
-        let tls = fileagent::tls::client_config(self.identity(name)).unwrap();
+        let tls = fileagent::wire::tls::client_config(self.identity(name)).unwrap();
         let stream = tls_connect(self.addr, tls).await.unwrap();
         Connection::new(stream, MAX_REPLY_HEADER_LEN)
     }

@@ -3,8 +3,8 @@
 
 use std::os::unix::fs::PermissionsExt;
 
-use fileagent::client::{Client, ClientError};
-use fileagent::protocol::ErrorCode;
+use fileagent::wire::protocol::ErrorCode;
+use fileagent::workstation::{Client, ClientError};
 
 use crate::support::{Agent, content, data, sha256};
 

@@ -1,0 +1,445 @@
+//! The forwarding task: one loop that owns the durable queue, hears of new
+//! files, polls the printer, uploads one file at a time, starts queued
+//! prints and follows running ones (both in [`super::printing`]) and lets
+//! files go (in [`super::retention`]).
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use std::future::Future;
+
+use tokio::sync::mpsc;
+use tracing::{error, info, warn};
+
+use super::octoprint::{self, OctoError, OctoPrint, PrinterState};
+use super::policy::{self, Policy};
+use super::queue::{FileState, Queue};
+use super::watch::{self, Change, Settler};
+use super::{Message, Stored, View};
+use crate::agent::config::{AutoPrint, Config};
+
+/// The forwarding task's state.
+pub(super) struct Forwarder {
+    pub(super) octo: OctoPrint,
+    pub(super) config: Config,
+    pub(super) settler: Settler,
+    pub(super) ready: PathBuf,
+    pub(super) done: PathBuf,
+    pub(super) failed: PathBuf,
+    pub(super) queue: Queue,
+    pub(super) view: Arc<Mutex<View>>,
+    /// The OctoPrint failure being retried, if any (logged once).
+    pub(super) problem: Option<String>,
+    pub(super) backoff: Duration,
+    pub(super) retry_at: Instant,
+    pub(super) next_poll: Instant,
+    pub(super) next_scan: Instant,
+    /// The entry printing now and its completion at the last poll.
+    pub(super) progress: Option<(u64, f64)>,
+    /// Whether the printer was busy at the last poll (`None`: not polled yet).
+    pub(super) was_busy: Option<bool>,
+    /// The job the printer ran when last seen busy.
+    pub(super) last_job: Option<String>,
+    /// Files found in `ready/` when forwarding started that the queue did
+    /// not know: registered as backlog once they settle.
+    pub(super) backlog: HashSet<String>,
+}
+
+impl Forwarder {
+    /// Runs until `stop` completes, after the step it is in. `messages`
+    /// outlives one forwarder: a reconfigured successor takes it over.
+    pub(super) async fn run(
+        mut self,
+        messages: &mut mpsc::UnboundedReceiver<Message>,
+        mut changes: mpsc::UnboundedReceiver<Change>,
+        stop: impl Future<Output = ()>,
+    ) {
+        tokio::pin!(stop);
+        self.removed_while_stopped();
+        loop {
+            let now = Instant::now();
+            if now >= self.next_scan {
+                self.settler.scan(now);
+                self.next_scan = now + self.config.rescan_interval;
+            }
+            // Oldest first: files found at once (a backlog) keep their order.
+            let mut settled = self.settler.settled(now);
+            settled.sort_by_key(|a| (a.modified, a.name.clone()));
+            for appeared in settled {
+                self.appeared(appeared).await;
+            }
+            self.step().await;
+            let wake = [
+                Some(self.next_poll.max(self.retry_at)),
+                Some(self.next_scan),
+            ]
+            .into_iter()
+            .flatten()
+            .chain(self.settler.next_check(now).map(|d| now + d))
+            .min()
+            .unwrap_or(now + self.config.octoprint.poll_interval);
+            tokio::select! {
+                () = &mut stop => break,
+                Some(message) = messages.recv() => match message {
+                    Message::Stored(stored) => self.arrived(stored),
+                    Message::Forget { name, reply } => {
+                        let _ = reply.send(self.forget(&name));
+                    }
+                    Message::Print { name, client, reply } => {
+                        let _ = reply.send(self.print_now(name.as_deref(), &client).await);
+                    }
+                },
+                Some(change) = changes.recv() => {
+                    let now = Instant::now();
+                    match change {
+                        Change::Written(name) => self.settler.written(&name, now),
+                        Change::Completed(name) => self.settler.completed(&name, now),
+                        Change::Removed(name) => {
+                            self.settler.removed(&name);
+                            self.removed(&name);
+                        }
+                    }
+                }
+                () = tokio::time::sleep_until(wake.into()) => {}
+            }
+        }
+    }
+
+    /// A verified file from the receiver.
+    fn arrived(&mut self, stored: Stored) {
+        self.settler.known(&stored.name);
+        self.backlog.remove(&stored.name);
+        let arrival = Arrival {
+            client: Some(stored.client),
+            time: stored.arrived,
+            overwrite: stored.overwrite,
+            backlog: false,
+        };
+        self.register(&stored.name, &stored.sha256, stored.size, arrival);
+    }
+
+    /// A settled file from another tool: hash it, then register it.
+    async fn appeared(&mut self, appeared: watch::Appeared) {
+        let path = self.ready.join(&appeared.name);
+        let digest = tokio::task::spawn_blocking(move || {
+            std::fs::File::open(&path).and_then(|mut f| crate::wire::digest::file_digest(&mut f))
+        })
+        .await;
+        // Found when forwarding started: it waited from before.
+        let backlog = self.backlog.remove(&appeared.name);
+        let arrival = Arrival {
+            client: None,
+            time: appeared
+                .modified
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or_else(|_| super::queue::now(), |d| d.as_secs()),
+            // Copied over an older file by hand: meant to replace it.
+            overwrite: true,
+            backlog,
+        };
+        match digest {
+            Ok(Ok(sha256)) => self.register(&appeared.name, &sha256, appeared.size, arrival),
+            Ok(Err(e)) => {
+                warn!(file_name = %appeared.name, error = %e, "cannot read a new file in ready/")
+            }
+            Err(e) => error!(error = %e, "hashing task failed"),
+        }
+    }
+
+    fn register(&mut self, name: &str, sha256: &str, size: u64, arrival: Arrival) {
+        if let Some(known) = self.queue.find(name, sha256)
+            && !known.upload_refused()
+        {
+            if !matches!(known.state, FileState::Received | FileState::Skipped) {
+                info!(file_name = %name, sha256 = %sha256, state = known.state.as_str(), "already forwarded, not uploaded again");
+                self.move_out(name, &self.done.clone(), None);
+            }
+            return;
+        }
+        // A new version: what waited or was done under that name is
+        // superseded (a print of it that is running is still followed).
+        let superseded = self
+            .queue
+            .remove_where(|e| e.name == name && e.state != FileState::Printing);
+        if !superseded.is_empty() {
+            info!(file_name = %name, versions = superseded.len(), "a new version replaces the one known under this name");
+        }
+        let Arrival {
+            client,
+            time,
+            overwrite,
+            backlog,
+        } = arrival;
+        let printable = Path::new(name)
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|ext| {
+                self.config
+                    .print_extensions
+                    .iter()
+                    .any(|p| p.eq_ignore_ascii_case(ext))
+            });
+        let client_label = client.clone().unwrap_or_else(|| "-".into());
+        let skipped = match (printable, size) {
+            (false, _) => Some(format!(
+                "not a print file (extensions: {})",
+                self.config.print_extensions.join(", ")
+            )),
+            (true, 0) => Some("empty (0 bytes): nothing to print, not forwarded".to_string()),
+            (true, _) => None,
+        };
+        if let Some(reason) = skipped {
+            let id = (self.queue).add_arrived(name, sha256, size, client, FileState::Skipped, time);
+            info!(file_name = %name, client_cn = %client_label, reason = %reason, "kept in the spool, not forwarded");
+            self.queue.set(id, FileState::Skipped, Some(reason));
+        } else {
+            let id = match backlog {
+                true => (self.queue).add_backlog(name, sha256, size, client, time),
+                false => {
+                    (self.queue).add_arrived(name, sha256, size, client, FileState::Received, time)
+                }
+            };
+            if let Some(e) = self.queue.get_mut(id) {
+                e.overwrite = overwrite;
+            }
+            info!(file_name = %name, sha256 = %sha256, bytes = size, client_cn = %client_label, backlog, "queued for OctoPrint");
+            self.next_poll = Instant::now();
+        }
+        self.save();
+    }
+
+    /// One round: read the printer, follow prints, upload the next file,
+    /// start the next queued print, clean up.
+    async fn step(&mut self) {
+        let now = Instant::now();
+        if now < self.retry_at || now < self.next_poll {
+            return;
+        }
+        self.next_poll = now + self.config.octoprint.poll_interval;
+        let state = match self.octo.state().await {
+            Ok(state) => state,
+            Err(e) => return self.trouble(e),
+        };
+        self.healthy();
+        self.follow(&state);
+        // `uploading` after a crash is simply retried: the digest check in
+        // `upload` finds a copy OctoPrint already has. A held file waits for
+        // the running print to end (OctoPrint will not overwrite the file it
+        // prints, and uploading it on every poll would only load the Pi
+        // during the print); the files behind it go on, and wait in
+        // OctoPrint for their turn (the order rule).
+        let next = self
+            .queue
+            .entries()
+            .iter()
+            .find(|e| {
+                matches!(e.state, FileState::Received | FileState::Uploading)
+                    && !(e.held && state.busy)
+            })
+            .map(|e| e.id);
+        if let Some(id) = next {
+            self.upload(id, &state, false).await;
+            self.next_poll = Instant::now(); // more may be waiting
+            return;
+        }
+        if self.config.octoprint.queue {
+            self.start_next(&state).await;
+        }
+        self.clean_up();
+    }
+
+    /// Uploads one entry, printing it if the policy, the bed and the order
+    /// allow, or if a person asked (`person`).
+    pub(super) async fn upload(&mut self, id: u64, state: &PrinterState, person: bool) {
+        let Some(entry) = self.queue.entries().iter().find(|e| e.id == id).cloned() else {
+            return;
+        };
+        let source = self.ready.join(&entry.name);
+        // The file this entry is about: a newer file renamed over it while
+        // it uploads (send --overwrite) must stay in ready/ for its own turn.
+        let Some(inode) = inode_of(&source) else {
+            info!(file_name = %entry.name, "removed from ready/ before it was uploaded");
+            self.queue.remove_where(|e| e.id == id);
+            return self.save();
+        };
+        let policy = self.config.octoprint.auto_print;
+        let rules = Policy {
+            auto_print: policy,
+            queue: self.config.octoprint.queue,
+        };
+        let ready = state.operational && !state.busy;
+        let print = person
+            || policy::starts_by_itself(self.queue.entries(), id, rules, &self.queue.bed, state);
+        let folder_setting = self.config.octoprint.upload_folder.clone();
+        let folder = Some(folder_setting.as_str());
+        let path = octoprint::join(folder, &entry.name);
+        self.queue.set(id, FileState::Uploading, None);
+        self.save();
+
+        let started = Instant::now();
+        // At most once per content: after a crash mid-upload, OctoPrint may
+        // already hold the file (its userdata carries our digest).
+        let result = match self.octo.stored_digest(&path).await {
+            Ok(Some(digest)) if digest == entry.sha256 => Ok(octoprint::Uploaded {
+                path,
+                printing: false,
+            }),
+            // The name is taken in OctoPrint by another file: only a send
+            // with --overwrite replaces it.
+            Ok(Some(_)) if !entry.overwrite => Err(OctoError::Rejected {
+                status: 409,
+                message: format!(
+                    "OctoPrint already has a different {path}: send the file again with --overwrite to replace it, or under another name (--as)"
+                ),
+            }),
+            Ok(_) => {
+                let userdata = serde_json::json!({
+                    "sha256": entry.sha256,
+                    "client": entry.client,
+                    "agent": concat!("fileagent ", env!("CARGO_PKG_VERSION")),
+                });
+                self.octo
+                    .upload(&source, &entry.name, folder, print, &userdata)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(uploaded) => {
+                self.healthy();
+                let queued = policy != AutoPrint::Never && self.config.octoprint.queue;
+                let (state, reason) = if uploaded.printing {
+                    (FileState::Printing, None)
+                } else if print {
+                    let why = "OctoPrint did not start it (printer busy)";
+                    (FileState::Uploaded, Some(why.to_string()))
+                } else if policy == AutoPrint::Never {
+                    let why = "uploaded only (auto_print = never)";
+                    (FileState::Uploaded, Some(why.to_string()))
+                } else if queued {
+                    let why = "waiting: prints when the printer is free";
+                    (FileState::Uploaded, Some(why.to_string()))
+                } else {
+                    // Why it waits is said live by `list` (policy::why_waiting).
+                    (FileState::Uploaded, None)
+                };
+                info!(
+                    file_name = %entry.name, sha256 = %entry.sha256, bytes = entry.size, path = %uploaded.path,
+                    printing = uploaded.printing, secs = started.elapsed().as_secs_f64(), "uploaded to OctoPrint"
+                );
+                if let Some(e) = self.queue.get_mut(id) {
+                    e.octoprint_path = Some(uploaded.path);
+                    e.queued = queued && !uploaded.printing;
+                }
+                self.queue.set(id, state, reason);
+                self.move_out(&entry.name, &self.done.clone(), Some(inode));
+            }
+            // OctoPrint is fine; it will not overwrite the file it prints.
+            Err(OctoError::Conflict(why)) => {
+                info!(file_name = %entry.name, reason = %why, "waits for the running print to end");
+                self.hold(id);
+                let reason = "waits for the running print to end: OctoPrint does not overwrite \
+                              a file being printed; then it does not start by itself";
+                self.queue.set(id, FileState::Received, Some(reason.into()));
+            }
+            Err(e) if e.is_transient() => {
+                if !ready {
+                    self.hold(id);
+                }
+                self.queue.set(id, FileState::Received, Some(e.to_string()));
+                self.trouble(e);
+            }
+            Err(e) => {
+                warn!(file_name = %entry.name, error = %e, "OctoPrint refused the file for good, moved to failed/");
+                self.queue.set(id, FileState::Failed, Some(e.to_string()));
+                self.move_out(&entry.name, &self.failed.clone(), Some(inode));
+                let reason = self.failed.join(format!("{}.reason", entry.name));
+                if let Err(write) = std::fs::write(&reason, format!("{e}\n")) {
+                    warn!(path = %reason.display(), error = %write, "cannot write the failure reason");
+                }
+            }
+        }
+        self.save();
+    }
+
+    /// Entry `id` no longer starts by itself (see [`queue::Entry::held`]).
+    fn hold(&mut self, id: u64) {
+        if let Some(e) = self.queue.get_mut(id) {
+            e.held = true;
+        }
+    }
+
+    /// OctoPrint failed: back off, and log only when the problem changes.
+    pub(super) fn trouble(&mut self, e: OctoError) {
+        let text = e.to_string();
+        if self.problem.as_deref() != Some(text.as_str()) {
+            warn!(error = %text, retry_in = ?self.backoff, "OctoPrint not usable, will retry");
+            self.problem = Some(text.clone());
+        }
+        self.set_printer(format!("error: {text}"));
+        self.retry_at = Instant::now() + self.backoff;
+        self.backoff = (self.backoff * 2).min(self.config.octoprint.retry_max);
+    }
+
+    fn healthy(&mut self) {
+        if self.problem.take().is_some() {
+            info!("OctoPrint is usable again");
+        }
+        self.backoff = self.config.octoprint.retry_initial;
+    }
+
+    /// Moves `ready/NAME` to `to`, unless it is no longer the file with
+    /// `inode` (a newer file of the same name took its place).
+    fn move_out(&self, name: &str, to: &Path, inode: Option<(u64, u64)>) {
+        let from = self.ready.join(name);
+        if inode.is_some() && inode_of(&from) != inode {
+            info!(file_name = %name, "a newer file of this name arrived meanwhile; it stays in ready/");
+            return;
+        }
+        if let Err(e) = std::fs::rename(&from, to.join(name))
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            warn!(file_name = %name, to = %to.display(), error = %e, "cannot move the spool file");
+        }
+    }
+
+    /// Publishes the printer's state text to sessions.
+    pub(super) fn set_printer(&mut self, text: String) {
+        if let Ok(mut view) = self.view.lock() {
+            view.printer = text;
+        }
+    }
+
+    /// Persists the queue and publishes it to sessions.
+    pub(super) fn save(&mut self) {
+        if let Err(e) = self.queue.save() {
+            error!(error = %e, "cannot save the forwarding queue; state since the last save is lost on restart");
+        }
+        if let Ok(mut view) = self.view.lock() {
+            view.entries = self.queue.entries().to_vec();
+            view.bed = self.queue.bed.clone();
+        }
+    }
+}
+
+/// Where a file came from, for [`Forwarder::register`].
+struct Arrival {
+    /// The sender's certificate name, for files sent through fileagent.
+    client: Option<String>,
+    /// When it arrived (Unix seconds).
+    time: u64,
+    /// It may replace a different file of its name in OctoPrint.
+    overwrite: bool,
+    /// It waited from before forwarding ran: never starts by itself.
+    backlog: bool,
+}
+
+/// Device and inode of the file at `path`.
+fn inode_of(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(path)
+        .ok()
+        .map(|m| (m.dev(), m.ino()))
+}

@@ -1,0 +1,432 @@
+//! The OctoPrint REST API as fileagent uses it: printer and job state,
+//! file lookup, streamed uploads and starting a print.
+//!
+//! Every non-success answer is mapped to an [`OctoError`] variant the
+//! forwarder branches on: retry later (unreachable, 5xx, 409, bad API key)
+//! or give the file up (400, 415). The API key is sent as `X-Api-Key` and is
+//! never logged or shown in errors.
+
+use std::path::Path;
+use std::time::Duration;
+
+use reqwest::{Response, StatusCode};
+use serde::Deserialize;
+use serde_json::Value;
+use tokio_util::io::ReaderStream;
+
+/// Time for OctoPrint to answer a state request.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time OctoPrint may stay silent while answering; bounds an upload whose
+/// answer never comes (OctoPrint hung) without limiting big, slow uploads.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(120);
+/// Time to connect to OctoPrint.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest piece of a non-JSON error body quoted in an error.
+const MAX_ERROR_TEXT: usize = 200;
+/// Read size when streaming a file to OctoPrint.
+use crate::agent::config::ApiKey;
+
+const UPLOAD_CHUNK: usize = 256 * 1024;
+
+/// Why an OctoPrint request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OctoError {
+    /// No connection (OctoPrint down, starting, or wrong URL).
+    #[error("OctoPrint at {url} is unreachable: {reason}")]
+    Unreachable {
+        /// Base URL.
+        url: String,
+        /// What happened.
+        reason: String,
+    },
+    /// OctoPrint refused the API key (403).
+    #[error("OctoPrint refused the API key (403): check [octoprint] api_key or api_key_file")]
+    Forbidden,
+    /// A 5xx answer.
+    #[error("OctoPrint failed with {status}: {message}")]
+    Server {
+        /// HTTP status.
+        status: u16,
+        /// OctoPrint's error text.
+        message: String,
+    },
+    /// 409: not possible right now (printer busy, file in use).
+    #[error("OctoPrint says conflict (409): {0}")]
+    Conflict(String),
+    /// 415: not a file type OctoPrint accepts.
+    #[error("OctoPrint does not accept this file type (415): {0}")]
+    Unsupported(String),
+    /// 400 or another 4xx: the request or the file is bad.
+    #[error("OctoPrint rejected the request ({status}): {message}")]
+    Rejected {
+        /// HTTP status.
+        status: u16,
+        /// OctoPrint's error text.
+        message: String,
+    },
+    /// The local file could not be read.
+    #[error("cannot read {path}: {error}")]
+    Local {
+        /// The file.
+        path: String,
+        /// The error (in the message, so not its `source()`).
+        error: std::io::Error,
+    },
+}
+
+impl OctoError {
+    /// True when trying again later can succeed; false when the file itself
+    /// is the problem.
+    pub fn is_transient(&self) -> bool {
+        !matches!(
+            self,
+            OctoError::Unsupported(_) | OctoError::Rejected { .. } | OctoError::Local { .. }
+        )
+    }
+}
+
+/// What the forwarder needs to know about the printer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PrinterState {
+    /// OctoPrint's state text ("Operational", "Printing", "Offline", ...).
+    pub text: String,
+    /// Connected and able to take a job.
+    pub operational: bool,
+    /// A job is running, paused or being cancelled.
+    pub busy: bool,
+    /// Path (in OctoPrint's local storage) of the selected job file.
+    pub job_path: Option<String>,
+    /// Job progress in percent, if a job is selected.
+    pub completion: Option<f64>,
+}
+
+/// Result of an upload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Uploaded {
+    /// Path of the file in OctoPrint's local storage.
+    pub path: String,
+    /// OctoPrint started printing it.
+    pub printing: bool,
+}
+
+/// An OctoPrint API client.
+#[derive(Debug, Clone)]
+pub struct OctoPrint {
+    http: reqwest::Client,
+    base: String,
+    key: ApiKey,
+}
+
+#[derive(Deserialize)]
+struct JobAnswer {
+    state: String,
+    job: Option<JobInfo>,
+    progress: Option<Progress>,
+}
+
+#[derive(Deserialize)]
+struct JobInfo {
+    file: Option<JobFile>,
+}
+
+#[derive(Deserialize)]
+struct JobFile {
+    path: Option<String>,
+    origin: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Progress {
+    completion: Option<f64>,
+}
+
+impl OctoPrint {
+    /// A client for the OctoPrint at `base` (e.g. `http://127.0.0.1:5000`).
+    pub fn new(base: &str, key: ApiKey) -> OctoPrint {
+        let http = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .read_timeout(READ_TIMEOUT)
+            .user_agent(concat!("fileagent/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .unwrap_or_default();
+        OctoPrint {
+            http,
+            base: base.trim_end_matches('/').to_string(),
+            key,
+        }
+    }
+
+    /// Base URL.
+    pub fn url(&self) -> &str {
+        &self.base
+    }
+
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, format!("{}{path}", self.base))
+            .header("X-Api-Key", self.key.secret())
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> Result<Response, OctoError> {
+        let response = request.send().await.map_err(|e| OctoError::Unreachable {
+            url: self.base.clone(),
+            reason: error_chain(&e),
+        })?;
+        Ok(response)
+    }
+
+    /// Printer and job state. A printer that is not connected is reported
+    /// as not operational (OctoPrint answers 409 on `/api/printer` then).
+    pub async fn state(&self) -> Result<PrinterState, OctoError> {
+        let job = self
+            .send(
+                self.request(reqwest::Method::GET, "/api/job")
+                    .timeout(REQUEST_TIMEOUT),
+            )
+            .await?;
+        let job: JobAnswer = check(job)
+            .await?
+            .json()
+            .await
+            .map_err(|e| OctoError::Server {
+                status: 200,
+                message: format!("unreadable /api/job answer: {e}"),
+            })?;
+        let printer = self
+            .send(
+                self.request(reqwest::Method::GET, "/api/printer")
+                    .timeout(REQUEST_TIMEOUT),
+            )
+            .await?;
+        let (operational, busy_flags) = match printer.status() {
+            StatusCode::CONFLICT => (false, false),
+            _ => {
+                let value: Value = check(printer).await?.json().await.unwrap_or(Value::Null);
+                let flag = |name: &str| value["state"]["flags"][name].as_bool().unwrap_or(false);
+                (
+                    flag("operational"),
+                    flag("printing")
+                        || flag("paused")
+                        || flag("pausing")
+                        || flag("cancelling")
+                        || flag("finishing"),
+                )
+            }
+        };
+        let file = job.job.and_then(|j| j.file);
+        let job_path = file
+            .filter(|f| f.origin.as_deref() == Some("local"))
+            .and_then(|f| f.path);
+        let busy =
+            busy_flags || !matches!(job.state.as_str(), "Operational" | "Offline" | "Closed");
+        Ok(PrinterState {
+            text: job.state,
+            operational,
+            busy: busy && operational,
+            job_path,
+            completion: job.progress.and_then(|p| p.completion),
+        })
+    }
+
+    /// The `userdata.sha256` stored with a file OctoPrint already has, or
+    /// `None` when it has no file at `path`.
+    pub async fn stored_digest(&self, path: &str) -> Result<Option<String>, OctoError> {
+        let response = self
+            .send(
+                self.request(
+                    reqwest::Method::GET,
+                    &format!("/api/files/local/{}", encode_path(path)),
+                )
+                .timeout(REQUEST_TIMEOUT),
+            )
+            .await?;
+        if response.status() == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        let value: Value = check(response).await?.json().await.unwrap_or(Value::Null);
+        Ok(Some(
+            value["userdata"]["sha256"]
+                .as_str()
+                .unwrap_or("")
+                .to_string(),
+        ))
+    }
+
+    /// Uploads `file` as `name` into `folder`, streamed from disk, with
+    /// `userdata` (JSON) stored beside it; `print` asks OctoPrint to start it.
+    pub async fn upload(
+        &self,
+        file: &Path,
+        name: &str,
+        folder: Option<&str>,
+        print: bool,
+        userdata: &Value,
+    ) -> Result<Uploaded, OctoError> {
+        let local = |error| OctoError::Local {
+            path: file.display().to_string(),
+            error,
+        };
+        let handle = tokio::fs::File::open(file).await.map_err(local)?;
+        let size = handle.metadata().await.map_err(local)?.len();
+        let stream = ReaderStream::with_capacity(handle, UPLOAD_CHUNK);
+        let part =
+            reqwest::multipart::Part::stream_with_length(reqwest::Body::wrap_stream(stream), size)
+                .file_name(name.to_string())
+                .mime_str("application/octet-stream")
+                .map_err(|e| OctoError::Rejected {
+                    status: 0,
+                    message: e.to_string(),
+                })?;
+        let mut form = reqwest::multipart::Form::new()
+            .part("file", part)
+            .text("select", if print { "true" } else { "false" })
+            .text("print", if print { "true" } else { "false" })
+            .text("userdata", userdata.to_string());
+        if let Some(folder) = folder.filter(|f| !f.is_empty()) {
+            form = form.text("path", folder.to_string());
+        }
+        let response = self
+            .send(
+                self.request(reqwest::Method::POST, "/api/files/local")
+                    .multipart(form),
+            )
+            .await?;
+        let value: Value = check(response).await?.json().await.unwrap_or(Value::Null);
+        let path = value["files"]["local"]["path"]
+            .as_str()
+            .map(str::to_owned)
+            .unwrap_or_else(|| join(folder, name));
+        Ok(Uploaded {
+            path,
+            printing: value["effectivePrint"].as_bool().unwrap_or(false),
+        })
+    }
+
+    /// Selects the file at `path` and starts printing it.
+    pub async fn print(&self, path: &str) -> Result<(), OctoError> {
+        let body = serde_json::json!({ "command": "select", "print": true });
+        let response = self
+            .send(
+                self.request(
+                    reqwest::Method::POST,
+                    &format!("/api/files/local/{}", encode_path(path)),
+                )
+                .timeout(REQUEST_TIMEOUT)
+                .json(&body),
+            )
+            .await?;
+        check(response).await.map(drop)
+    }
+}
+
+/// `folder/name`, or `name` without a folder.
+pub fn join(folder: Option<&str>, name: &str) -> String {
+    match folder
+        .map(|f| f.trim_matches('/'))
+        .filter(|f| !f.is_empty())
+    {
+        Some(folder) => format!("{folder}/{name}"),
+        None => name.to_string(),
+    }
+}
+
+/// Percent-encodes each segment of a storage path for use in a URL.
+fn encode_path(path: &str) -> String {
+    path.split('/')
+        .map(|segment| {
+            segment
+                .bytes()
+                .map(|b| match b {
+                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                        (b as char).to_string()
+                    }
+                    _ => format!("%{b:02X}"),
+                })
+                .collect::<String>()
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// Maps an HTTP status to success or the matching [`OctoError`].
+async fn check(response: Response) -> Result<Response, OctoError> {
+    let status = response.status();
+    if status.is_success() {
+        return Ok(response);
+    }
+    let text = response.text().await.unwrap_or_default();
+    let message = serde_json::from_str::<Value>(&text)
+        .ok()
+        .and_then(|v| v["error"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| text.chars().take(MAX_ERROR_TEXT).collect());
+    Err(match status.as_u16() {
+        403 | 401 => OctoError::Forbidden,
+        409 => OctoError::Conflict(message),
+        415 => OctoError::Unsupported(message),
+        code @ 500..=599 => OctoError::Server {
+            status: code,
+            message,
+        },
+        code => OctoError::Rejected {
+            status: code,
+            message,
+        },
+    })
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_encoded_per_segment() {
+        assert_eq!(
+            encode_path("queue/Benchy v2 (0.2mm).gcode"),
+            "queue/Benchy%20v2%20%280.2mm%29.gcode"
+        );
+        assert_eq!(join(Some("/fileagent/"), "a.gcode"), "fileagent/a.gcode");
+        assert_eq!(join(Some(""), "a.gcode"), "a.gcode");
+        assert_eq!(join(None, "a.gcode"), "a.gcode");
+    }
+
+    #[test]
+    fn the_key_never_shows() {
+        let key = ApiKey::new(" secret-key\n");
+        assert_eq!(format!("{key:?}"), "ApiKey(***)");
+        let client = OctoPrint::new("http://127.0.0.1:5000/", key);
+        assert!(!format!("{client:?}").contains("secret"));
+        assert_eq!(client.url(), "http://127.0.0.1:5000");
+    }
+
+    #[test]
+    fn only_file_problems_are_permanent() {
+        assert!(!OctoError::Unsupported("x".into()).is_transient());
+        assert!(
+            !OctoError::Rejected {
+                status: 400,
+                message: "x".into()
+            }
+            .is_transient()
+        );
+        assert!(OctoError::Forbidden.is_transient());
+        assert!(OctoError::Conflict("busy".into()).is_transient());
+        assert!(
+            OctoError::Server {
+                status: 503,
+                message: "x".into()
+            }
+            .is_transient()
+        );
+    }
+}

@@ -1,0 +1,401 @@
+//! The `send` request on the agent's side: checks and `continue`, the body
+//! (plain straight into the upload's buffers, zstd through a decoder, the
+//! digest where the `send` came without one), then `stored` or the error.
+//! A body is read to its end even after a write error, so the client that
+//! is still sending reads the reply and the stream stays in sync.
+
+use std::time::Instant;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tracing::{debug, info, warn};
+
+use super::{Session, SessionError, stored_reply};
+use crate::agent::spool::{Begin, MIN_PIECE_LEN, SpoolError, Verified};
+use crate::wire::codec::Decompressor;
+use crate::wire::protocol::{
+    BodyRead, Encoding, ErrorCode, MIN_BODY_RATE, PROGRESS_INTERVAL, ProtocolError, Reply, Request,
+};
+
+/// A `send` request's fields.
+#[derive(Debug)]
+pub(super) struct Offer {
+    pub(super) name: String,
+    pub(super) size: u64,
+    pub(super) sha256: Option<String>,
+    pub(super) overwrite: bool,
+    pub(super) encoding: Option<Encoding>,
+    pub(super) resume: bool,
+    /// The client gives its final word (`commit`) before the file is stored.
+    pub(super) confirm: bool,
+    /// The client reads `progress` replies during the body.
+    pub(super) progress: bool,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
+    /// `send`: checks, `continue`, the body, then `stored` or an error
+    /// (with `confirm`: `verified`, the client's `commit`, then `stored`).
+    pub(super) async fn receive(&mut self, offer: Offer) -> Result<(), SessionError> {
+        let Offer {
+            ref name,
+            size,
+            ref sha256,
+            overwrite,
+            encoding,
+            resume,
+            confirm,
+            progress,
+        } = offer;
+        let name = name.as_str();
+        let sha256 = sha256.as_deref();
+        let started = Instant::now();
+        if let Some(answer) = self.taken_by_forwarded(name, size, sha256, overwrite) {
+            return self.send(&answer).await;
+        }
+        let mut upload = match self
+            .shared
+            .spool
+            .begin(name, size, sha256, overwrite, resume)
+            .await
+        {
+            Ok(Begin::Receive(upload)) => upload,
+            Ok(Begin::Unchanged(stored)) => {
+                info!(client_cn = %self.client, file_name = %name, bytes = size, sha256 = %stored.sha256, "unchanged, already stored");
+                return self.send(&stored_reply(stored)).await;
+            }
+            Err(e) => {
+                info!(client_cn = %self.client, file_name = %name, bytes = size, error = %e, "send refused");
+                return self.send(&self.error_reply(&e)).await;
+            }
+        };
+        // Every encoding there is, this agent decodes: accept what is offered.
+        let offset = upload.resumed_from();
+        if offset > 0 {
+            info!(client_cn = %self.client, file_name = %name, bytes = size, offset, "resuming an interrupted upload");
+        }
+        let keeps = upload.keeps_partial();
+        self.send(&Reply::Continue {
+            encoding,
+            offset,
+            keeps,
+        })
+        .await?;
+        let idle = self.shared.body_idle_timeout;
+        // Read the whole body even after a write error, so the reply is
+        // read by a client that is still sending and the stream stays in sync.
+        let mut failure: Option<SpoolError> = None;
+        let mut inflate = match encoding {
+            Some(Encoding::Zstd) => match Decompressor::new() {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    failure = Some(SpoolError::io("cannot start a zstd decoder")(e));
+                    None
+                }
+            },
+            None => None,
+        };
+        let mut wire_bytes = 0u64;
+        // Compressed bodies (and the rest of a failed one) are read into
+        // this; plain ones straight into the upload's buffers.
+        let mut scratch = Vec::new();
+        self.conn.guard_rate(Some((MIN_BODY_RATE, idle)));
+        let mut told = Told::new(progress, offset);
+        loop {
+            if let Some(received) = told.due(upload.written()) {
+                self.send(&Reply::Progress { received }).await?;
+            }
+            let direct = failure.is_none() && inflate.is_none();
+            let read = if direct {
+                match upload.spare().await {
+                    Ok(room) => self.conn.read_body(room, idle).await,
+                    Err(e) => {
+                        failure = Some(e);
+                        continue;
+                    }
+                }
+            } else {
+                scratch.resize(MIN_PIECE_LEN, 0);
+                self.conn.read_body(&mut scratch, idle).await
+            };
+            match read {
+                Ok(BodyRead::Data(n)) => {
+                    wire_bytes += n as u64;
+                    let accepted = match inflate.as_mut() {
+                        _ if failure.is_some() => Ok(()),
+                        Some(d) => inflate_into(d, &scratch[..n], &mut upload).await,
+                        None => upload.commit(n).await,
+                    };
+                    if let Err(e) = accepted {
+                        failure = Some(e);
+                    }
+                }
+                Ok(BodyRead::End) => break,
+                // Allowed once, in a body whose `send` came without it.
+                Ok(BodyRead::Digest(_)) if upload.has_digest() => {
+                    // A client this confused keeps nothing for resuming.
+                    upload.discard().await;
+                    self.conn.guard_rate(None);
+                    return self
+                        .fail_stream(ProtocolError::Unexpected {
+                            got: "digest",
+                            expected: "data or end (the file's digest is known already)",
+                        })
+                        .await;
+                }
+                Ok(BodyRead::Digest(digest)) => {
+                    match upload.declare_digest(&hex::encode(digest)).await {
+                        Ok(resumable) => {
+                            debug!(client_cn = %self.client, file_name = %name, received = upload.written(), resumable, "digest received");
+                        }
+                        Err(e) => failure = failure.or(Some(e)),
+                    }
+                }
+                Err(e) => {
+                    let kept = upload.is_resumable();
+                    warn!(
+                        client_cn = %self.client, file_name = %name, bytes = size, received = upload.written(),
+                        kept_for_resume = kept, error = %e, "upload interrupted"
+                    );
+                    // A resumable body stays for the next try; a temp file goes.
+                    upload.close().await;
+                    self.conn.guard_rate(None);
+                    return self.fail_stream(e).await;
+                }
+            }
+        }
+        self.conn.guard_rate(None);
+        if failure.is_none() && inflate.as_ref().is_some_and(|d| !d.is_complete()) {
+            failure = Some(SpoolError::BadEncoding(
+                "the body ends inside a zstd frame".into(),
+            ));
+        }
+        // Every arm ends the upload before the reply, so that nothing of it
+        // is seen in incoming/ by what the client does next.
+        let receipt = Receipt {
+            name: name.to_string(),
+            size,
+            overwrite,
+            started,
+            wire_bytes,
+            encoding,
+        };
+        let result = match failure {
+            // What a full disk left of the body goes, to give the space back.
+            Some(e @ SpoolError::DiskFull) => {
+                upload.discard().await;
+                Err(e)
+            }
+            Some(e) => {
+                upload.close().await;
+                Err(e)
+            }
+            None if confirm => match upload.verify().await {
+                Ok(verified) => return self.await_commit(verified, &receipt).await,
+                Err(e) => Err(e),
+            },
+            None => upload.finish(overwrite).await,
+        };
+        self.answer(result, &receipt).await
+    }
+
+    /// A name stays taken while the agent or OctoPrint holds a file of that
+    /// name that came through the agent, not only while it is in `ready/`
+    /// (the spool checks that): the answer to a `send` of such a name
+    /// (`stored` unchanged, or `exists`), or `None` to go on.
+    fn taken_by_forwarded(
+        &self,
+        name: &str,
+        size: u64,
+        sha256: Option<&str>,
+        overwrite: bool,
+    ) -> Option<Reply> {
+        let held = self.shared.forward.holds(name)?;
+        let (client, state) = (&self.client, held.state);
+        match sha256 {
+            Some(sha256) if sha256.eq_ignore_ascii_case(&held.sha256) => {
+                info!(client_cn = %client, file_name = %name, bytes = size, state, "unchanged, already forwarded");
+                Some(stored_reply(crate::agent::spool::Stored {
+                    name: name.into(),
+                    size,
+                    sha256: held.sha256,
+                    unchanged: true,
+                    replaced: false,
+                }))
+            }
+            _ if overwrite => None,
+            _ => {
+                info!(client_cn = %client, file_name = %name, bytes = size, state, "send refused: the name is taken by a forwarded file");
+                let what = match sha256 {
+                    Some(_) => "with different content",
+                    None => {
+                        "(send again with the file's sha256 to find out whether it is the same file)"
+                    }
+                };
+                Some(Reply::Error {
+                    code: ErrorCode::Exists,
+                    message: format!(
+                        "{name:?} was sent before {what} and is {state} (the agent or OctoPrint holds it) (send with --overwrite to replace it, or --as another name)"
+                    ),
+                })
+            }
+        }
+    }
+
+    /// After `verified`: the client's `commit` stores the file; anything
+    /// else (the client interrupted, gone, confused) leaves it unstored, kept
+    /// for resuming where partial uploads are kept.
+    async fn await_commit(
+        &mut self,
+        verified: Verified,
+        receipt: &Receipt,
+    ) -> Result<(), SessionError> {
+        let sha256 = verified.sha256().to_string();
+        let idle = self.shared.body_idle_timeout;
+        let verdict = Reply::Verified {
+            sha256: sha256.clone(),
+        };
+        // The client's word; `Err` says why none came, and whether that
+        // ends the session with an error (a confused client) or quietly
+        // (gone, as after Ctrl-C).
+        let word = match self.send(&verdict).await {
+            Err(e) => Err((format!("the client is gone ({e})"), None)),
+            Ok(()) => match tokio::time::timeout(idle, self.conn.read_message(idle)).await {
+                Ok(Ok(Some(Request::Commit))) => Ok(()),
+                Ok(Ok(None)) => Err(("the client closed the connection".into(), None)),
+                Ok(Ok(Some(_))) => Err((
+                    "another request came instead of commit".into(),
+                    Some(ProtocolError::Unexpected {
+                        got: "another request",
+                        expected: "commit",
+                    }),
+                )),
+                // The connection broke: gone, like a close.
+                Ok(Err(e @ (ProtocolError::Io(_) | ProtocolError::UnexpectedEof))) => {
+                    Err((format!("the connection broke ({e})"), None))
+                }
+                Ok(Err(e)) => Err((e.to_string(), Some(e))),
+                Err(_) => Err((
+                    format!("no word within {idle:?}"),
+                    Some(ProtocolError::Timeout(idle)),
+                )),
+            },
+        };
+        let (why, error) = match word {
+            Ok(()) => {
+                let result = verified.commit(receipt.overwrite).await;
+                return self.answer(result, receipt).await;
+            }
+            Err(none) => none,
+        };
+        warn!(
+            client_cn = %self.client, file_name = %receipt.name, sha256 = %sha256,
+            kept_for_resume = verified.is_resumable(), reason = %why,
+            "the client did not confirm the file (interrupted?): not stored"
+        );
+        drop(verified);
+        let Some(error) = error else {
+            return Ok(());
+        };
+        let reply = Reply::Error {
+            code: ErrorCode::BadRequest,
+            message: format!(
+                "the file was not stored: the agent waited for commit after verified ({why})"
+            ),
+        };
+        // Best effort: a client this confused may not read it.
+        let _ = self.send(&reply).await;
+        Err(error.into())
+    }
+
+    /// Tells the forwarder and answers `stored`, or answers the error.
+    async fn answer(
+        &mut self,
+        result: Result<crate::agent::spool::Stored, SpoolError>,
+        receipt: &Receipt,
+    ) -> Result<(), SessionError> {
+        let Receipt {
+            name,
+            size,
+            overwrite,
+            started,
+            wire_bytes,
+            encoding,
+        } = receipt;
+        let reply = match result {
+            Ok(stored) => {
+                let secs = started.elapsed().as_secs_f64();
+                info!(
+                    client_cn = %self.client, file_name = %stored.name, bytes = stored.size, sha256 = %stored.sha256,
+                    replaced = stored.replaced, wire_bytes,
+                    encoding = %encoding.map_or("none", Encoding::name), secs, "stored"
+                );
+                self.shared.forward.stored(
+                    &stored.name,
+                    &stored.sha256,
+                    stored.size,
+                    &self.client,
+                    *overwrite,
+                );
+                stored_reply(stored)
+            }
+            Err(e) => {
+                warn!(client_cn = %self.client, file_name = %name, bytes = size, error = %e, "upload discarded");
+                self.error_reply(&e)
+            }
+        };
+        self.send(&reply).await
+    }
+}
+
+/// What the `stored` log line and the forwarder learn of a body.
+struct Receipt {
+    name: String,
+    size: u64,
+    overwrite: bool,
+    started: Instant,
+    wire_bytes: u64,
+    encoding: Option<Encoding>,
+}
+
+/// When to tell the client how far the body has come: at most every
+/// [`PROGRESS_INTERVAL`], and only if it moved.
+struct Told {
+    wanted: bool,
+    at: Instant,
+    received: u64,
+}
+
+impl Told {
+    fn new(wanted: bool, offset: u64) -> Told {
+        Told {
+            wanted,
+            at: Instant::now(),
+            received: offset,
+        }
+    }
+
+    /// The figure to send now, if one is due.
+    fn due(&mut self, received: u64) -> Option<u64> {
+        if !self.wanted || received == self.received || self.at.elapsed() < PROGRESS_INTERVAL {
+            return None;
+        }
+        self.at = Instant::now();
+        self.received = received;
+        Some(received)
+    }
+}
+
+/// Decompresses one received piece of a body into the upload.
+async fn inflate_into(
+    decoder: &mut Decompressor,
+    compressed: &[u8],
+    upload: &mut crate::agent::spool::Upload,
+) -> Result<(), SpoolError> {
+    decoder.feed(compressed);
+    loop {
+        match decoder.next_piece() {
+            Ok(Some(piece)) => upload.write(piece).await?,
+            Ok(None) => return Ok(()),
+            Err(e) => return Err(SpoolError::BadEncoding(e.to_string())),
+        }
+    }
+}

@@ -1,0 +1,171 @@
+//! The TLS both ends share: TLS 1.3 only, the `ring` provider with the
+//! suite order this CPU prefers, the workstation's client configuration
+//! (mutual authentication against the CA in its identity file) and suite
+//! names. The agent's server side is `agent::tls`.
+//!
+//! There is no trust-on-first-use and no way to switch verification off.
+//!
+//! Cipher suite: both ends prefer AES-GCM where the CPU has AES and
+//! carry-less multiply instructions, and ChaCha20-Poly1305 where it has not
+//! (Raspberry Pi 2, 3 and 4: their Cortex-A53/A72 cores lack the ARMv8
+//! crypto extensions, and software AES-GCM is far slower there). The agent's
+//! order wins, since the Pi is the end that limits throughput.
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use rustls::crypto::CryptoProvider;
+use rustls::{ClientConfig, RootCertStore};
+use rustls_pki_types::CertificateDer;
+
+use crate::wire::identity::Identity;
+use crate::wire::protocol::ALPN;
+
+/// Which TLS 1.3 AEAD this end prefers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Preference {
+    /// AES-GCM first: the CPU accelerates it.
+    AesGcm,
+    /// ChaCha20-Poly1305 first: no AES instructions.
+    ChaCha20,
+}
+
+impl Preference {
+    /// Chooses by the CPU this process runs on (detected at run time).
+    pub fn detect() -> Preference {
+        Preference::for_cpu(cpu_has_aes())
+    }
+
+    /// The preference for a CPU with or without AES acceleration.
+    pub fn for_cpu(has_aes: bool) -> Preference {
+        if has_aes {
+            Preference::AesGcm
+        } else {
+            Preference::ChaCha20
+        }
+    }
+
+    /// Why, for the log and `fileagent status`.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Preference::AesGcm => "prefers AES-GCM (CPU has AES instructions)",
+            Preference::ChaCha20 => "prefers ChaCha20-Poly1305 (CPU has no AES instructions)",
+        }
+    }
+}
+
+/// Whether the CPU has AES and carry-less multiply instructions (what
+/// ring's AES-GCM needs to be fast).
+fn cpu_has_aes() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("aes")
+            && std::arch::is_x86_feature_detected!("pclmulqdq")
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        std::arch::is_aarch64_feature_detected!("aes")
+            && std::arch::is_aarch64_feature_detected!("pmull")
+    }
+    #[cfg(all(target_arch = "arm", target_os = "linux"))]
+    {
+        // AArch32 reports the ARMv8 crypto extensions in AT_HWCAP2.
+        const HWCAP2_AES: usize = 1 << 0;
+        const HWCAP2_PMULL: usize = 1 << 1;
+        let (_, hwcap2) = rustix::param::linux_hwcap();
+        hwcap2 & (HWCAP2_AES | HWCAP2_PMULL) == HWCAP2_AES | HWCAP2_PMULL
+    }
+    #[cfg(not(any(
+        target_arch = "x86_64",
+        target_arch = "aarch64",
+        all(target_arch = "arm", target_os = "linux")
+    )))]
+    {
+        false
+    }
+}
+
+/// The crypto provider used everywhere (`ring`: small, cross-compiles with
+/// only a C cross compiler), with its TLS 1.3 suites in `preference` order.
+pub fn provider_for(preference: Preference) -> Arc<CryptoProvider> {
+    use rustls::crypto::ring::cipher_suite::{
+        TLS13_AES_128_GCM_SHA256, TLS13_AES_256_GCM_SHA384, TLS13_CHACHA20_POLY1305_SHA256,
+    };
+    let cipher_suites = match preference {
+        Preference::AesGcm => vec![
+            TLS13_AES_128_GCM_SHA256,
+            TLS13_AES_256_GCM_SHA384,
+            TLS13_CHACHA20_POLY1305_SHA256,
+        ],
+        Preference::ChaCha20 => vec![
+            TLS13_CHACHA20_POLY1305_SHA256,
+            TLS13_AES_128_GCM_SHA256,
+            TLS13_AES_256_GCM_SHA384,
+        ],
+    };
+    Arc::new(CryptoProvider {
+        cipher_suites,
+        ..rustls::crypto::ring::default_provider()
+    })
+}
+
+/// [`provider_for`] this CPU.
+pub fn provider() -> Arc<CryptoProvider> {
+    provider_for(Preference::detect())
+}
+
+pub(crate) fn roots(ca: &CertificateDer<'static>) -> Result<RootCertStore> {
+    let mut roots = RootCertStore::empty();
+    roots
+        .add(ca.clone())
+        .context("the agent CA certificate is not usable as a trust anchor")?;
+    Ok(roots)
+}
+
+/// A workstation's TLS configuration for talking to the agent of
+/// `identity`, for this CPU.
+pub fn client_config(identity: Identity) -> Result<Arc<ClientConfig>> {
+    client_config_for(identity, Preference::detect())
+}
+
+/// A workstation's TLS configuration with a given suite preference.
+pub fn client_config_for(identity: Identity, preference: Preference) -> Result<Arc<ClientConfig>> {
+    let mut config = ClientConfig::builder_with_provider(provider_for(preference))
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .context("TLS 1.3 is not available in the crypto provider")?
+        .with_root_certificates(roots(&identity.ca)?)
+        .with_client_auth_cert(vec![identity.cert], identity.key)
+        .context("the identity's key does not match its certificate")?;
+    config.alpn_protocols = vec![ALPN.to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// The TLS 1.3 suite a connection negotiated, e.g.
+/// `TLS13_CHACHA20_POLY1305_SHA256`.
+pub fn suite_name(suite: rustls::SupportedCipherSuite) -> String {
+    format!("{:?}", suite.suite())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_preference_follows_the_cpu() {
+        assert_eq!(Preference::for_cpu(true), Preference::AesGcm);
+        assert_eq!(Preference::for_cpu(false), Preference::ChaCha20);
+        let first = |p| suite_name(provider_for(p).cipher_suites[0]);
+        assert_eq!(first(Preference::AesGcm), "TLS13_AES_128_GCM_SHA256");
+        assert_eq!(
+            first(Preference::ChaCha20),
+            "TLS13_CHACHA20_POLY1305_SHA256"
+        );
+        for p in [Preference::AesGcm, Preference::ChaCha20] {
+            assert_eq!(
+                provider_for(p).cipher_suites.len(),
+                3,
+                "all suites stay available"
+            );
+        }
+    }
+}

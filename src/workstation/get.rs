@@ -1,0 +1,147 @@
+//! Fetching a file from the spool ([`Client::get`]): the body goes to a
+//! temp file beside the destination, which is renamed into place only once
+//! the size and the SHA-256 the agent announces match what arrived.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+
+use super::error::local_error;
+use super::{BODY_IDLE_TIMEOUT, Client, ClientError, Observer, Phase, unexpected};
+use crate::wire::protocol::{Reply, Request};
+
+/// Result of [`Client::get`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fetched {
+    /// Size in bytes.
+    pub size: u64,
+    /// Verified SHA-256.
+    pub sha256: String,
+    /// The same file was at the destination already: it stays as it was.
+    pub unchanged: bool,
+}
+
+/// The folder `dest` goes into, if it is one: checked before anything is
+/// fetched, so a mistyped `-o` costs no download.
+pub fn check_destination(dest: &Path) -> Result<&Path, ClientError> {
+    let dir = dest
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    match dir.is_dir() {
+        true => Ok(dir),
+        false => Err(local_error(dir)("no folder")(std::io::Error::other(
+            "create it first, or pass -o with an existing folder",
+        ))),
+    }
+}
+
+impl Client {
+    /// Fetches `name` into `dest`: written to a temp file beside it and
+    /// renamed into place only once size and SHA-256 are verified. A file
+    /// at `dest` is replaced only if `overwrite`; the same file there
+    /// already is left as it is (`unchanged`).
+    pub async fn get(
+        &mut self,
+        name: &str,
+        dest: &Path,
+        overwrite: bool,
+        observer: &mut (dyn Observer + Send),
+    ) -> Result<Fetched, ClientError> {
+        let dir = check_destination(dest)?;
+        let local = local_error(dest);
+        let existing = match overwrite {
+            true => None,
+            false => std::fs::metadata(dest).ok().map(|m| m.len()),
+        };
+        let temp = tempfile::Builder::new()
+            .prefix(".fileagent-")
+            .suffix(".part")
+            // Like any new file (tempfile's default is 0600): what the umask allows.
+            .permissions(std::fs::Permissions::from_mode(0o666))
+            .tempfile_in(dir)
+            .map_err(local_error(dir)("cannot write into"))?;
+        let size = match self.request(&Request::Get { name: name.into() }).await? {
+            Reply::Body { size, .. } => size,
+            other => return Err(unexpected(&other)),
+        };
+        let there = || {
+            local("cannot write")(std::io::Error::other(
+                "it is there already with different content; pass --overwrite to replace it, or -o to write elsewhere",
+            ))
+        };
+        if existing.is_some_and(|len| len != size) {
+            // Not read: the connection is out of step now.
+            self.drop_connection();
+            return Err(there());
+        }
+        let (file, temp_path) = temp.into_parts();
+        let mut file = tokio::fs::File::from_std(file);
+        observer.phase(Phase::Receiving, size);
+        let mut hasher = Sha256::new();
+        let mut received = 0u64;
+        while let Some(chunk) = self.conn.read_chunk(BODY_IDLE_TIMEOUT).await? {
+            received += chunk.len() as u64;
+            if received > size {
+                return Err(ClientError::Integrity(format!(
+                    "more than the announced {size} bytes arrived"
+                )));
+            }
+            hasher.update(&chunk);
+            file.write_all(&chunk)
+                .await
+                .map_err(local("cannot write"))?;
+            observer.progress(received);
+        }
+        let announced = match self.reply().await? {
+            Reply::Complete { sha256 } => sha256,
+            other => return Err(unexpected(&other)),
+        };
+        let computed = hex::encode(hasher.finalize());
+        if received != size {
+            return Err(ClientError::Integrity(format!(
+                "{received} of the announced {size} bytes arrived"
+            )));
+        }
+        if computed != announced {
+            return Err(ClientError::Integrity(format!(
+                "SHA-256 is {computed} but the agent sent {announced}"
+            )));
+        }
+        if existing.is_some() {
+            let same = super::digest::hash_file(dest, size, &mut ())
+                .await
+                .map_err(local("cannot read"))?;
+            if same != computed {
+                return Err(there());
+            }
+            return Ok(Fetched {
+                size,
+                sha256: computed,
+                unchanged: true,
+            });
+        }
+        file.sync_all().await.map_err(local("cannot write"))?;
+        drop(file);
+        let placed = if overwrite {
+            temp_path.persist(dest)
+        } else {
+            // One that appeared meanwhile stays too, on file systems that
+            // can refuse to replace (a share without hard links may not).
+            match temp_path.persist_noclobber(dest) {
+                Err(e) if e.error.kind() != std::io::ErrorKind::AlreadyExists => {
+                    e.path.persist(dest)
+                }
+                placed => placed,
+            }
+        };
+        placed.map_err(|e| local("cannot write")(e.error))?;
+        Ok(Fetched {
+            size,
+            sha256: computed,
+            unchanged: false,
+        })
+    }
+}
