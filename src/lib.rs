@@ -11,7 +11,8 @@
 //!   - [`wire::identity`]: a workstation's identity file; certificate names and fingerprints.
 //!   - [`wire::pairing`]: the one-time pairing code and its SPAKE2 exchange.
 //!   - [`wire::tls`]: TLS 1.3, the provider and suite order, the workstation's client config.
-//! - [`agent`]: the Pi's side, net -> session -> spool -> forward -> printer.
+//! - `agent`: the Pi's side, net -> session -> spool -> forward -> printer. Linux only
+//!   (systemd, inotify, fallocate): a build for another system is the workstation's.
 //!   - [`agent::daemon`]: process wiring for `serve` and `init` (PKI, spool, signals, reload).
 //!   - [`agent::config`]: the agent's TOML config, human units, validation.
 //!   - [`agent::server`]: accept loop, admission budget, timeouts, graceful shutdown.
@@ -34,11 +35,14 @@
 //!   - [`cli::args`]: the clap definitions (their doc comments are the help), exit codes.
 //!   - `cli::send`, `cli::identities`: the send and identity commands; `cli::output`: tables,
 //!     JSON and the progress bar.
+//!   - `cli::agent`: the commands of the agent's machine (`serve`, `init`, `pair` for a code,
+//!     `client`), the one part of the CLI that imports the agent (Linux only).
 //!   - [`cli::generate`]: man pages and shell completions.
 //! - Leaves any side may use, importing nothing of the crate:
 //!   - [`durable`]: crash-safe file writes (temp file, fsync, rename, directory fsync).
 //!   - [`logging`]: journald or human-readable logs, and the log level.
 
+#[cfg(target_os = "linux")]
 pub mod agent;
 pub mod cli;
 pub mod durable;

@@ -12,7 +12,6 @@
 //! config's `log_level`, which a reload can change.
 
 use std::io::IsTerminal;
-use std::os::fd::AsFd;
 
 use anyhow::{Context, Result};
 use tracing::warn;
@@ -38,10 +37,7 @@ impl Logging {
             Err(_) => (EnvFilter::new(default_level), false),
         };
         let (filter, handle) = reload::Layer::new(filter);
-        let journald = stderr_is_journal()
-            .then(|| tracing_journald::layer().ok())
-            .flatten()
-            .map(|layer| layer.with_field_prefix(None));
+        let journald = journald_layer();
         let is_journald = journald.is_some();
         let fmt = (!is_journald).then(|| {
             tracing_subscriber::fmt::layer()
@@ -75,10 +71,27 @@ impl Logging {
     }
 }
 
+/// The journald layer, when stderr is the journal.
+#[cfg(target_os = "linux")]
+fn journald_layer() -> Option<tracing_journald::Layer> {
+    stderr_is_journal()
+        .then(|| tracing_journald::layer().ok())
+        .flatten()
+        .map(|layer| layer.with_field_prefix(None))
+}
+
+/// No journal outside Linux: log lines go to stderr.
+#[cfg(not(target_os = "linux"))]
+fn journald_layer() -> Option<tracing_subscriber::layer::Identity> {
+    None
+}
+
 /// Whether stderr is connected to the journal, as systemd says through
 /// `JOURNAL_STREAM=<device>:<inode>` (a child with its own stderr inherits
 /// the variable but not the stream, hence the comparison).
+#[cfg(target_os = "linux")]
 fn stderr_is_journal() -> bool {
+    use std::os::fd::AsFd;
     let Some(value) = std::env::var_os("JOURNAL_STREAM") else {
         return false;
     };

@@ -5,7 +5,6 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::agent::config::ConfigError;
 use crate::workstation::ClientError;
 
 /// Exit codes, as documented in `--help`.
@@ -324,14 +323,11 @@ pub fn exit_code(error: &anyhow::Error) -> u8 {
                 | ClientError::Integrity(_) => exit::NETWORK,
             };
         }
-        if cause.downcast_ref::<ConfigError>().is_some() {
+        #[cfg(target_os = "linux")]
+        if super::agent::is_usage_error(cause) {
             return exit::USAGE;
         }
-        if cause.downcast_ref::<UsageError>().is_some()
-            || cause
-                .downcast_ref::<crate::agent::pki::NoAgentKeys>()
-                .is_some()
-        {
+        if cause.downcast_ref::<UsageError>().is_some() {
             return exit::USAGE;
         }
         if cause.downcast_ref::<Interrupted>().is_some() {

@@ -3,16 +3,17 @@
 //! scripts (`--json`).
 
 use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use bytesize::ByteSize;
 
-use crate::agent::config::Config;
-use crate::cli::args::{ClientCommand, Command, GetArgs, Interrupted, UsageError};
+use crate::cli::args::{Command, GetArgs, Interrupted, UsageError};
 
+#[cfg(target_os = "linux")]
+mod agent;
 pub mod args;
 pub mod generate;
 mod identities;
@@ -63,6 +64,16 @@ pub fn run(command: Command, logging: &crate::logging::Logging) -> Result<()> {
     })
 }
 
+/// The agent's commands in a build for another system than Linux.
+#[cfg(not(target_os = "linux"))]
+fn agent_only(command: &str) -> anyhow::Error {
+    UsageError(format!(
+        "`fileagent {command}` belongs to the agent, which runs on Linux beside the printer; \
+         this build is the workstation's (pair with an agent there: `fileagent pair HOST CODE`)"
+    ))
+    .into()
+}
+
 /// What to do after an upload stopped that the agent can resume.
 const RESUME_HINT: &str =
     "the agent keeps what it received: send the same file again to resume where it stopped";
@@ -84,21 +95,25 @@ async fn dispatch(
     sending: &Sending,
 ) -> Result<()> {
     match command {
-        Command::Serve(args) => {
-            let (config, source) = Config::load(args.config.as_deref())?;
-            crate::agent::daemon::serve(config, source, logging).await
-        }
-        Command::Init(args) => init(args.config.as_deref()),
-        Command::Client(ClientCommand::Issue { name, out, agent }) => {
-            identities::issue(&name, &out, agent.config.as_deref())
-        }
-        Command::Client(ClientCommand::List { json, agent }) => {
-            identities::list(json, agent.config.as_deref())
-        }
-        Command::Client(ClientCommand::Revoke { who, agent }) => {
-            identities::revoke(&who, agent.config.as_deref())
-        }
-        Command::Pair(args) => identities::pair(args).await,
+        #[cfg(target_os = "linux")]
+        Command::Serve(args) => agent::serve(args.config.as_deref(), logging).await,
+        #[cfg(target_os = "linux")]
+        Command::Init(args) => agent::init(args.config.as_deref()),
+        #[cfg(target_os = "linux")]
+        Command::Client(command) => agent::client(command),
+        Command::Pair(args) => match (&args.agent, &args.code) {
+            (Some(agent), Some(code)) => identities::pair(agent, code, &args).await,
+            #[cfg(target_os = "linux")]
+            _ => agent::pair(args).await,
+            #[cfg(not(target_os = "linux"))]
+            _ => Err(agent_only("pair")),
+        },
+        #[cfg(not(target_os = "linux"))]
+        Command::Serve(_) => Err(agent_only("serve")),
+        #[cfg(not(target_os = "linux"))]
+        Command::Init(_) => Err(agent_only("init")),
+        #[cfg(not(target_os = "linux"))]
+        Command::Client(_) => Err(agent_only("client")),
         Command::Send(args) => send::send(args, sending).await,
         Command::Print(args) => {
             let mut client = connect(&args.target).await?;
@@ -185,38 +200,6 @@ async fn dispatch(
             Ok(())
         }
     }
-}
-
-fn init(config_path: Option<&Path>) -> Result<()> {
-    let (config, source) = Config::load(config_path)?;
-    let prepared = crate::agent::daemon::prepare(&config, false)?;
-    give_back(&config)?;
-    let report = &prepared.report;
-    println!("config          {source}");
-    println!("state dir       {}", config.state_dir.display());
-    println!("spool dir       {}", config.spool_dir.display());
-    println!(
-        "CA              {} (SHA-256 {})",
-        if report.created_ca { "created" } else { "kept" },
-        report.ca_fingerprint
-    );
-    println!(
-        "server cert     {:?} for {}",
-        report.server_cert,
-        report.names.join(", ")
-    );
-    println!("next: fileagent pair   (prints a one-time code for the workstation)");
-    Ok(())
-}
-
-/// After root worked on the packaged agent's directories: hands what it
-/// created to the service user (see [`crate::durable::adopt_owner`]).
-pub(crate) fn give_back(config: &Config) -> Result<()> {
-    for dir in [&config.state_dir, &config.spool_dir] {
-        crate::durable::adopt_owner(dir)
-            .with_context(|| format!("cannot give {} back to its owner", dir.display()))?;
-    }
-    Ok(())
 }
 
 async fn get(args: GetArgs) -> Result<()> {

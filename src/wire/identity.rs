@@ -132,6 +132,26 @@ pub fn identity_file(
     )
 }
 
+/// Longest client name (it becomes the certificate's CN and a file name).
+pub const MAX_CLIENT_NAME_LEN: usize = 64;
+
+/// Client names become certificate CNs and file names: keep them plain.
+pub fn validate_client_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_CLIENT_NAME_LEN
+        && !name.starts_with(['.', '-'])
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if !ok {
+        bail!(
+            "invalid client name {name:?}: use 1 to {MAX_CLIENT_NAME_LEN} letters, digits, '.', '_' \
+             or '-', not starting with '.' or '-' (e.g. \"alice-laptop\")"
+        );
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

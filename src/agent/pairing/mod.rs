@@ -157,7 +157,7 @@ where
             return Err(refused(why));
         }
         let name = ticket.name.clone().unwrap_or(requested);
-        if let Err(e) = crate::agent::pki::validate_client_name(&name) {
+        if let Err(e) = crate::wire::identity::validate_client_name(&name) {
             return Err(Refusal(ErrorCode::BadRequest, e.to_string()));
         }
         ticket.attempts += 1;

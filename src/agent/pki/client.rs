@@ -3,15 +3,13 @@
 //! certificate signing request, for pairing and renewal), and the rule for
 //! client names. Every certificate issued is recorded under `clients/`.
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use rcgen::{ExtendedKeyUsagePurpose, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256};
 use time::OffsetDateTime;
 
 use super::{CLIENTS_DIR, base_params, load_ca, write_new};
 use crate::agent::config::Config;
-
-/// Longest client name (it becomes the certificate's CN and a file name).
-pub const MAX_CLIENT_NAME_LEN: usize = 64;
+use crate::wire::identity::validate_client_name;
 
 /// A client certificate just issued by [`issue_client`].
 #[derive(Debug)]
@@ -105,23 +103,6 @@ pub fn sign_client(
         cert_pem: cert.pem(),
         ca_pem: ca.pem,
     })
-}
-
-/// Client names become certificate CNs and file names: keep them plain.
-pub fn validate_client_name(name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= MAX_CLIENT_NAME_LEN
-        && !name.starts_with(['.', '-'])
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-    if !ok {
-        bail!(
-            "invalid client name {name:?}: use 1 to {MAX_CLIENT_NAME_LEN} letters, digits, '.', '_' \
-             or '-', not starting with '.' or '-' (e.g. \"alice-laptop\")"
-        );
-    }
-    Ok(())
 }
 
 #[cfg(test)]

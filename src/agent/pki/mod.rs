@@ -33,8 +33,7 @@ mod client;
 pub mod registry;
 
 pub use client::{
-    IssuedClient, MAX_CLIENT_NAME_LEN, SignedClient, identity_pem, issue_client, sign_client,
-    sign_client_csr, validate_client_name,
+    IssuedClient, SignedClient, identity_pem, issue_client, sign_client, sign_client_csr,
 };
 
 /// Lifetime of the agent's CA.
