@@ -390,7 +390,9 @@ impl Config {
                 "must not be shorter than retry_initial".into(),
             ));
         }
-        if !self.octoprint.url.starts_with("http://") {
+        if !self.octoprint.url.starts_with("http://")
+            || reqwest::Url::parse(&self.octoprint.url).is_err()
+        {
             return Err((
                 "octoprint.url",
                 "must be an http:// URL of the local OctoPrint, e.g. \"http://127.0.0.1:5000\""

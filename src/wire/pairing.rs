@@ -23,8 +23,6 @@ use spake2::{Ed25519Group, Identity, Password, Spake2};
 
 /// Characters of a code (four groups of four).
 pub const CODE_LEN: usize = 16;
-/// Random bits in a code's secret part.
-pub const SECRET_BITS: u32 = 40;
 /// Pairing attempts allowed per code; the code is void after that many failures.
 pub const MAX_ATTEMPTS: u32 = 3;
 /// Pairing requests allowed per source address within [`RATE_WINDOW`].

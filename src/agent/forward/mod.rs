@@ -388,7 +388,7 @@ fn build(config: &Config, view: &Arc<Mutex<View>>) -> Result<Option<Built>> {
     }
     info!(url = %octo.url, auto_print = octo.auto_print.name(), queue = octo.queue, "forwarding to OctoPrint");
     let forwarder = Forwarder {
-        octo: OctoPrint::new(&octo.url, key),
+        octo: OctoPrint::new(&octo.url, key)?,
         config: config.clone(),
         settler: Settler::new(&ready, config.settle_time),
         ready,

@@ -9,7 +9,8 @@
 use std::path::Path;
 use std::time::Duration;
 
-use reqwest::{Response, StatusCode};
+use anyhow::Context;
+use reqwest::{Response, StatusCode, Url};
 use serde::Deserialize;
 use serde_json::Value;
 use tokio_util::io::ReaderStream;
@@ -113,7 +114,7 @@ pub struct Uploaded {
 #[derive(Debug, Clone)]
 pub struct OctoPrint {
     http: reqwest::Client,
-    base: String,
+    base: Url,
     key: ApiKey,
 }
 
@@ -141,35 +142,61 @@ struct Progress {
 }
 
 impl OctoPrint {
-    /// A client for the OctoPrint at `base` (e.g. `http://127.0.0.1:5000`).
-    pub fn new(base: &str, key: ApiKey) -> OctoPrint {
+    /// A client for the OctoPrint at `base` (e.g. `http://127.0.0.1:5000`,
+    /// or with a path where a proxy serves it). Fails on a URL that cannot
+    /// take a path, or when the HTTP client cannot be set up with its
+    /// timeouts (an OctoPrint that hangs must not hang forwarding).
+    pub fn new(base: &str, key: ApiKey) -> anyhow::Result<OctoPrint> {
+        let base = Url::parse(base).with_context(|| format!("invalid OctoPrint URL {base:?}"))?;
+        if base.cannot_be_a_base() {
+            anyhow::bail!("invalid OctoPrint URL {base}: it cannot take a path such as /api/job");
+        }
         let http = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .read_timeout(READ_TIMEOUT)
             .user_agent(concat!("fileagent/", env!("CARGO_PKG_VERSION")))
             .build()
-            .unwrap_or_default();
-        OctoPrint {
-            http,
-            base: base.trim_end_matches('/').to_string(),
-            key,
-        }
+            .context("cannot set up the HTTP client for OctoPrint")?;
+        Ok(OctoPrint { http, base, key })
     }
 
-    /// Base URL.
+    /// Base URL, without a trailing `/`.
     pub fn url(&self) -> &str {
-        &self.base
+        self.base.as_str().trim_end_matches('/')
     }
 
-    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+    /// The URL of an API path given as its segments; each segment is
+    /// percent-encoded (a file name may hold spaces, `#`, `?` or `%`).
+    fn endpoint<'a>(&self, segments: impl IntoIterator<Item = &'a str>) -> Url {
+        let mut url = self.base.clone();
+        url.path_segments_mut()
+            .expect("a base URL, checked in OctoPrint::new")
+            .pop_if_empty()
+            .extend(segments);
+        url
+    }
+
+    fn request<'a>(
+        &self,
+        method: reqwest::Method,
+        segments: impl IntoIterator<Item = &'a str>,
+    ) -> reqwest::RequestBuilder {
         self.http
-            .request(method, format!("{}{path}", self.base))
+            .request(method, self.endpoint(segments))
             .header("X-Api-Key", self.key.secret())
+    }
+
+    /// `/api/files/local/<path>`: a file OctoPrint stores (`path` may hold folders).
+    fn file_request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.request(
+            method,
+            ["api", "files", "local"].into_iter().chain(path.split('/')),
+        )
     }
 
     async fn send(&self, request: reqwest::RequestBuilder) -> Result<Response, OctoError> {
         let response = request.send().await.map_err(|e| OctoError::Unreachable {
-            url: self.base.clone(),
+            url: self.url().to_string(),
             reason: error_chain(&e),
         })?;
         Ok(response)
@@ -180,7 +207,7 @@ impl OctoPrint {
     pub async fn state(&self) -> Result<PrinterState, OctoError> {
         let job = self
             .send(
-                self.request(reqwest::Method::GET, "/api/job")
+                self.request(reqwest::Method::GET, ["api", "job"])
                     .timeout(REQUEST_TIMEOUT),
             )
             .await?;
@@ -194,7 +221,7 @@ impl OctoPrint {
             })?;
         let printer = self
             .send(
-                self.request(reqwest::Method::GET, "/api/printer")
+                self.request(reqwest::Method::GET, ["api", "printer"])
                     .timeout(REQUEST_TIMEOUT),
             )
             .await?;
@@ -233,11 +260,8 @@ impl OctoPrint {
     pub async fn stored_digest(&self, path: &str) -> Result<Option<String>, OctoError> {
         let response = self
             .send(
-                self.request(
-                    reqwest::Method::GET,
-                    &format!("/api/files/local/{}", encode_path(path)),
-                )
-                .timeout(REQUEST_TIMEOUT),
+                self.file_request(reqwest::Method::GET, path)
+                    .timeout(REQUEST_TIMEOUT),
             )
             .await?;
         if response.status() == StatusCode::NOT_FOUND {
@@ -287,7 +311,7 @@ impl OctoPrint {
         }
         let response = self
             .send(
-                self.request(reqwest::Method::POST, "/api/files/local")
+                self.request(reqwest::Method::POST, ["api", "files", "local"])
                     .multipart(form),
             )
             .await?;
@@ -307,12 +331,9 @@ impl OctoPrint {
         let body = serde_json::json!({ "command": "select", "print": true });
         let response = self
             .send(
-                self.request(
-                    reqwest::Method::POST,
-                    &format!("/api/files/local/{}", encode_path(path)),
-                )
-                .timeout(REQUEST_TIMEOUT)
-                .json(&body),
+                self.file_request(reqwest::Method::POST, path)
+                    .timeout(REQUEST_TIMEOUT)
+                    .json(&body),
             )
             .await?;
         check(response).await.map(drop)
@@ -328,24 +349,6 @@ pub fn join(folder: Option<&str>, name: &str) -> String {
         Some(folder) => format!("{folder}/{name}"),
         None => name.to_string(),
     }
-}
-
-/// Percent-encodes each segment of a storage path for use in a URL.
-fn encode_path(path: &str) -> String {
-    path.split('/')
-        .map(|segment| {
-            segment
-                .bytes()
-                .map(|b| match b {
-                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                        (b as char).to_string()
-                    }
-                    _ => format!("%{b:02X}"),
-                })
-                .collect::<String>()
-        })
-        .collect::<Vec<_>>()
-        .join("/")
 }
 
 /// Maps an HTTP status to success or the matching [`OctoError`].
@@ -389,12 +392,33 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 mod tests {
     use super::*;
 
+    fn octoprint(base: &str) -> OctoPrint {
+        OctoPrint::new(base, ApiKey::new("k")).unwrap()
+    }
+
     #[test]
     fn paths_are_encoded_per_segment() {
+        let url = |base, path| {
+            let octo = octoprint(base);
+            let request = octo
+                .file_request(reqwest::Method::GET, path)
+                .build()
+                .unwrap();
+            request.url().to_string()
+        };
         assert_eq!(
-            encode_path("queue/Benchy v2 (0.2mm).gcode"),
-            "queue/Benchy%20v2%20%280.2mm%29.gcode"
+            url("http://127.0.0.1:5000", "queue/Benchy v2 (0.2mm)#1?%.gcode"),
+            "http://127.0.0.1:5000/api/files/local/queue/Benchy%20v2%20(0.2mm)%231%3F%25.gcode"
         );
+        // Behind a proxy, with or without a trailing slash.
+        for base in ["http://pi/octoprint", "http://pi/octoprint/"] {
+            assert_eq!(
+                url(base, "a.gcode"),
+                "http://pi/octoprint/api/files/local/a.gcode"
+            );
+        }
+        assert!(OctoPrint::new("not a url", ApiKey::new("k")).is_err());
+        assert!(OctoPrint::new("mailto:x@y", ApiKey::new("k")).is_err());
         assert_eq!(join(Some("/fileagent/"), "a.gcode"), "fileagent/a.gcode");
         assert_eq!(join(Some(""), "a.gcode"), "a.gcode");
         assert_eq!(join(None, "a.gcode"), "a.gcode");
@@ -404,7 +428,7 @@ mod tests {
     fn the_key_never_shows() {
         let key = ApiKey::new(" secret-key\n");
         assert_eq!(format!("{key:?}"), "ApiKey(***)");
-        let client = OctoPrint::new("http://127.0.0.1:5000/", key);
+        let client = OctoPrint::new("http://127.0.0.1:5000/", key).unwrap();
         assert!(!format!("{client:?}").contains("secret"));
         assert_eq!(client.url(), "http://127.0.0.1:5000");
     }
