@@ -24,6 +24,8 @@
 //!   - [`agent::pairing`]: pending pairing codes and the agent's side of a pairing connection.
 //!   - [`agent::systemd`]: readiness, status and watchdog notifications.
 //! - [`workstation`]: the library client ([`workstation::Client`]), the workstation's side.
+//!   - `workstation::connect`: the agent's address, TCP + TLS within the connect timeout,
+//!     failures explained; one path for connections and for pairing.
 //!   - `workstation::send`, `workstation::body`, `workstation::digest`: a send, its body read,
 //!     hashed and compressed on a thread, the digest known early or late.
 //!   - `workstation::get`: a fetch, renamed into place once verified.

@@ -7,24 +7,16 @@
 //! from another agent, expired or refused certificate).
 
 use std::io;
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rustls_pki_types::ServerName;
-use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
-use tokio_rustls::client::TlsStream;
-
 use crate::wire::identity::Identity;
-use crate::wire::protocol::{
-    AgentStatus, Connection, DEFAULT_PORT, FileEntry, MAX_REPLY_HEADER_LEN, ProtocolError, Reply,
-    Request,
-};
+use crate::wire::protocol::{AgentStatus, FileEntry, ProtocolError, Reply, Request};
 
 mod body;
 pub mod config;
+mod connect;
 mod digest;
 pub(crate) mod enrol;
 mod error;
@@ -34,15 +26,16 @@ mod send;
 
 pub use digest::HASH_WHILE_SENDING_MIN;
 
+use connect::{Address, Conn};
+pub use connect::{CONNECT_TIMEOUT, parse_agent};
 pub use error::ClientError;
 use error::explain_io;
-pub(crate) use error::{connect_error, hung_up, tls_advice, unexpected};
+use error::tls_advice;
+pub(crate) use error::unexpected;
 pub use get::{Fetched, check_destination};
 use send::FileStamp;
 pub use send::Sent;
 
-/// Time to establish the TCP connection and the TLS handshake.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// Time the agent may take to answer (it fsyncs big files before replying).
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(300);
 pub use crate::wire::protocol::RECONNECT_AFTER_IDLE;
@@ -107,38 +100,9 @@ pub enum Compression {
     Never,
 }
 
-/// Splits `HOST[:PORT]` (IPv6 as `[addr]:port`); the port defaults to 7341.
-pub fn parse_agent(agent: &str) -> Result<(String, u16), ClientError> {
-    let bad = || ClientError::BadAddress(agent.to_string());
-    if let Ok(addr) = agent.parse::<SocketAddr>() {
-        return Ok((addr.ip().to_string(), addr.port()));
-    }
-    if let Ok(ip) = agent
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .parse::<std::net::IpAddr>()
-    {
-        return Ok((ip.to_string(), DEFAULT_PORT));
-    }
-    let (host, port) = match agent.rsplit_once(':') {
-        Some((host, port)) => (host, port.parse::<u16>().map_err(|_| bad())?),
-        None => (agent, DEFAULT_PORT),
-    };
-    if host.is_empty() || host.contains([':', '/', ' ']) {
-        return Err(bad());
-    }
-    Ok((host.to_string(), port))
-}
-
-/// The connection to an agent.
-pub(crate) type Conn = Connection<TlsStream<TcpStream>>;
-
 /// Where and how to connect: kept so an idle connection can be reopened.
 struct Endpoint {
-    host: String,
-    port: u16,
-    addr: String,
-    server_name: ServerName<'static>,
+    address: Address,
     tls: Arc<rustls::ClientConfig>,
     /// This workstation's client name.
     name: String,
@@ -147,33 +111,14 @@ struct Endpoint {
 }
 
 impl Endpoint {
-    /// TCP connection and TLS handshake, within [`CONNECT_TIMEOUT`].
-    async fn open(&self) -> Result<Connection<TlsStream<TcpStream>>, ClientError> {
-        let connect = async {
-            let tcp = TcpStream::connect((self.host.as_str(), self.port))
-                .await
-                .map_err(|e| connect_error(&e, &self.addr))?;
-            tcp.set_nodelay(true).ok();
-            TlsConnector::from(Arc::clone(&self.tls))
-                .connect(self.server_name.clone(), tcp)
-                .await
-                .map_err(|e| {
-                    hung_up(&e, &self.addr).unwrap_or_else(|| ClientError::Tls {
-                        addr: self.addr.clone(),
-                        reason: tls_advice(&e, &self.host),
-                    })
-                })
-        };
-        let stream = tokio::time::timeout(CONNECT_TIMEOUT, connect)
-            .await
-            .map_err(|_| ClientError::Connect {
-                addr: self.addr.clone(),
-                reason: format!(
-                    "no answer within {CONNECT_TIMEOUT:?}: check the address and that port {} is reachable",
-                    self.port
-                ),
-            })??;
-        Ok(Connection::new(stream, MAX_REPLY_HEADER_LEN))
+    /// A new connection, authenticated both ways.
+    async fn open(&self) -> Result<Conn, ClientError> {
+        let address = &self.address;
+        connect::open(address, Arc::clone(&self.tls), |e| ClientError::Tls {
+            addr: address.addr.clone(),
+            reason: tls_advice(e, &address.host),
+        })
+        .await
     }
 }
 
@@ -182,7 +127,7 @@ impl Endpoint {
 /// reopened before the next request, before the agent's `header_timeout`
 /// closes it.
 pub struct Client {
-    conn: Connection<TlsStream<TcpStream>>,
+    conn: Conn,
     endpoint: Endpoint,
     last_used: Instant,
     reconnect_after: Duration,
@@ -200,21 +145,15 @@ impl Client {
     /// Connects to `agent` (`HOST[:PORT]`) with `identity`, verifying the
     /// agent against the CA in the identity.
     pub async fn connect(agent: &str, identity: Identity) -> Result<Client, ClientError> {
-        let (host, port) = parse_agent(agent)?;
-        let addr = format!("{host}:{port}");
-        let server_name = ServerName::try_from(host.clone())
-            .map_err(|_| ClientError::BadAddress(agent.into()))?;
+        let address = Address::parse(agent)?;
         let name = identity.name();
         let ca_fingerprint = crate::wire::identity::fingerprint(&identity.ca);
         let tls = crate::wire::tls::client_config(identity).map_err(|e| ClientError::Tls {
-            addr: addr.clone(),
+            addr: address.addr.clone(),
             reason: format!("{e:#}"),
         })?;
         let endpoint = Endpoint {
-            host,
-            port,
-            addr,
-            server_name,
+            address,
             tls,
             name,
             ca_fingerprint,
@@ -250,7 +189,7 @@ impl Client {
 
     /// The agent's address as connected.
     pub fn addr(&self) -> &str {
-        &self.endpoint.addr
+        &self.endpoint.address.addr
     }
 
     /// The TLS 1.3 cipher suite of the current connection, e.g.
@@ -401,53 +340,31 @@ impl Client {
         }
     }
 
+    /// Runs one write (bounded by the connection's write timeout), its
+    /// failure explained.
     async fn timed<'a, F, Fut>(&'a mut self, op: F) -> Result<(), ClientError>
     where
-        F: FnOnce(&'a mut Connection<TlsStream<TcpStream>>) -> Fut,
-        Fut: std::future::Future<Output = io::Result<()>> + 'a,
+        F: FnOnce(&'a mut Conn) -> Fut,
+        Fut: std::future::Future<Output = Result<(), ProtocolError>> + 'a,
     {
-        let addr = self.endpoint.addr.clone();
+        let addr = self.endpoint.address.addr.clone();
         self.last_used = Instant::now();
-        match tokio::time::timeout(BODY_IDLE_TIMEOUT, op(&mut self.conn)).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(explain_io(e, &addr)),
-            Err(_) => Err(ProtocolError::Timeout(BODY_IDLE_TIMEOUT).into()),
-        }
+        op(&mut self.conn).await.map_err(|e| explain(e, &addr))
     }
 
     fn explain(&self, e: ProtocolError) -> ClientError {
-        match e {
-            ProtocolError::Io(e) => explain_io(e, &self.endpoint.addr),
-            ProtocolError::UnexpectedEof => {
-                ClientError::Protocol(ProtocolError::Io(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "the agent closed the connection (it may be shutting down, or refused this client; see its log)",
-                )))
-            }
-            other => ClientError::Protocol(other),
-        }
+        explain(e, &self.endpoint.address.addr)
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn agent_addresses_parse() {
-        assert_eq!(
-            parse_agent("pi.local").unwrap(),
-            ("pi.local".into(), DEFAULT_PORT)
-        );
-        assert_eq!(
-            parse_agent("pi.local:9000").unwrap(),
-            ("pi.local".into(), 9000)
-        );
-        assert_eq!(parse_agent("127.0.0.1:1").unwrap(), ("127.0.0.1".into(), 1));
-        assert_eq!(parse_agent("[::1]:7").unwrap(), ("::1".into(), 7));
-        assert_eq!(parse_agent("::1").unwrap(), ("::1".into(), DEFAULT_PORT));
-        for bad in ["", ":7341", "pi:port", "pi:99999", "a b", "http://pi"] {
-            assert!(parse_agent(bad).is_err(), "{bad:?} accepted");
-        }
+/// A protocol failure as the workstation's user should hear of it.
+fn explain(e: ProtocolError, addr: &str) -> ClientError {
+    match e {
+        ProtocolError::Io(e) => explain_io(e, addr),
+        ProtocolError::UnexpectedEof => ClientError::Protocol(ProtocolError::Io(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "the agent closed the connection (it may be shutting down, or refused this client; see its log)",
+        ))),
+        other => ClientError::Protocol(other),
     }
 }

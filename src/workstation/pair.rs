@@ -14,15 +14,14 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::crypto::CryptoProvider;
 use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
-use tokio::net::TcpStream;
 
 use crate::wire::identity::fingerprint;
 use crate::wire::pairing::{Exchange, PairingCode, Role, ca_check, exporter};
-use crate::wire::protocol::{
-    Connection, ErrorCode, Issued, MAX_REPLY_HEADER_LEN, PAIR_ALPN, Reply, Request,
-};
+use crate::wire::protocol::{Connection, ErrorCode, Issued, PAIR_ALPN, Reply, Request};
+use crate::workstation::connect::{self, Address};
 use crate::workstation::enrol::{accept, certificate_request};
-use crate::workstation::{CONNECT_TIMEOUT, ClientError, REPLY_TIMEOUT, parse_agent};
+use crate::workstation::error::tls_advice;
+use crate::workstation::{ClientError, REPLY_TIMEOUT};
 
 /// What pairing produced.
 #[derive(Debug)]
@@ -40,14 +39,11 @@ pub struct Paired {
 /// Pairs with the agent at `agent` using `code`, asking for client name
 /// `name`.
 pub async fn pair(agent: &str, code: &PairingCode, name: &str) -> Result<Paired, ClientError> {
-    let (host, port) = parse_agent(agent)?;
-    let address = format!("{host}:{port}");
+    let address = Address::parse(agent)?;
     let tls_error = |reason: String| ClientError::Tls {
-        addr: address.clone(),
+        addr: address.addr.clone(),
         reason,
     };
-    let server_name =
-        ServerName::try_from(host.clone()).map_err(|_| ClientError::BadAddress(agent.into()))?;
     let provider = crate::wire::tls::provider();
     let verifier = Arc::new(CodeVerifier {
         expected: code.ca_check.clone(),
@@ -62,31 +58,18 @@ pub async fn pair(agent: &str, code: &PairingCode, name: &str) -> Result<Paired,
         .with_custom_certificate_verifier(verifier.clone())
         .with_no_client_auth();
     config.alpn_protocols = vec![PAIR_ALPN.to_vec()];
-
-    let connect = async {
-        let tcp = TcpStream::connect((host.as_str(), port))
-            .await
-            .map_err(|e| crate::workstation::connect_error(&e, &address))?;
-        tcp.set_nodelay(true).ok();
-        tokio_rustls::TlsConnector::from(Arc::new(config))
-            .connect(server_name, tcp)
-            .await
-            .map_err(|e| match verifier.mismatch.lock().unwrap().clone() {
-                Some(found) => tls_error(format!(
-                    "this agent is not the one that made the code: its CA check is {found}, the code's last group \
-                     is {}. Check the address and the code's last group",
-                    code.ca_check
-                )),
-                None => crate::workstation::hung_up(&e, &address)
-                    .unwrap_or_else(|| tls_error(crate::workstation::tls_advice(&e, &host))),
-            })
-    };
-    let tls = tokio::time::timeout(CONNECT_TIMEOUT, connect)
-        .await
-        .map_err(|_| ClientError::Connect {
-            addr: address.clone(),
-            reason: format!("no answer within {CONNECT_TIMEOUT:?}"),
-        })??;
+    let mut conn = connect::open(&address, Arc::new(config), |e| {
+        match verifier.mismatch.lock().unwrap().clone() {
+            Some(found) => tls_error(format!(
+                "this agent is not the one that made the code: its CA check is {found}, the code's last group \
+                 is {}. Check the address and the code's last group",
+                code.ca_check
+            )),
+            None => tls_error(tls_advice(e, &address.host)),
+        }
+    })
+    .await?;
+    let tls = conn.get_ref();
     if tls.get_ref().1.alpn_protocol() != Some(PAIR_ALPN) {
         return Err(tls_error(
             "the agent does not support pairing (fileagent-pair/1): upgrade it".into(),
@@ -100,7 +83,6 @@ pub async fn pair(agent: &str, code: &PairingCode, name: &str) -> Result<Paired,
         .ok_or_else(|| tls_error("the agent's CA was not checked".into()))?;
     let ca_fingerprint = fingerprint(&ca);
     let exporter = exporter(tls.get_ref().1).map_err(|e| tls_error(format!("{e:#}")))?;
-    let mut conn = Connection::new(tls, MAX_REPLY_HEADER_LEN);
 
     let (state, message) = Exchange::start(
         Role::Workstation,
@@ -163,7 +145,7 @@ pub async fn pair(agent: &str, code: &PairingCode, name: &str) -> Result<Paired,
         identity_pem,
         issued,
         ca_fingerprint,
-        address,
+        address: address.addr,
     })
 }
 

@@ -83,13 +83,14 @@ pub async fn serve<IO>(
 ) where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
+    conn.set_write_timeout(timeout);
     let result = exchange(&mut conn, desk, peer, timeout).await;
     if let Err(Refusal(code, message)) = result {
         let reply = Reply::Error { code, message };
         // Best effort: the workstation may be gone already.
-        let _ = tokio::time::timeout(timeout, conn.write_message(&reply)).await;
+        let _ = conn.write_message(&reply).await;
     }
-    let _ = tokio::time::timeout(timeout, conn.shutdown()).await;
+    let _ = conn.shutdown().await;
 }
 
 async fn exchange<IO>(
@@ -210,7 +211,7 @@ where
         confirm: key.confirm(Role::Agent, &exporter, b""),
         attempts_left: MAX_ATTEMPTS - ticket.attempts,
     };
-    send(conn, &challenge, timeout).await?;
+    send(conn, &challenge).await?;
 
     let left = MAX_ATTEMPTS - ticket.attempts;
     let (csr, confirm) = match next(conn, timeout).await {
@@ -259,7 +260,7 @@ where
     });
     ticket::store(&state_dir, &done).map_err(internal)?;
     info!(outcome = %"paired", ticket = %done.ticket, client_cn = %issued.name, serial = %issued.serial, "paired a new client");
-    send(conn, &Reply::Paired(issued), timeout).await
+    send(conn, &Reply::Paired(issued)).await
 }
 
 async fn next<IO>(
@@ -282,18 +283,13 @@ where
 async fn send<IO>(
     conn: &mut Connection<tokio_rustls::server::TlsStream<IO>>,
     reply: &Reply,
-    timeout: Duration,
 ) -> Result<(), Refusal>
 where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
-    match tokio::time::timeout(timeout, conn.write_message(reply)).await {
-        Ok(Ok(())) => Ok(()),
-        _ => Err(Refusal(
-            ErrorCode::Timeout,
-            "the workstation stopped reading".into(),
-        )),
-    }
+    conn.write_message(reply)
+        .await
+        .map_err(|_| Refusal(ErrorCode::Timeout, "the workstation stopped reading".into()))
 }
 
 fn only_pairing() -> Refusal {

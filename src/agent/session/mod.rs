@@ -68,11 +68,12 @@ pub struct Session<S> {
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// A session for `client` (the CN of its certificate).
     pub fn new(
-        conn: Connection<S>,
+        mut conn: Connection<S>,
         shared: Arc<Shared>,
         client: String,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
+        conn.set_write_timeout(shared.body_idle_timeout);
         Session {
             conn,
             shared,
@@ -133,13 +134,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 
     /// Writes a reply; a client that stops reading for `body_idle_timeout`
-    /// is given up on.
+    /// is given up on (the connection's write timeout).
     async fn send(&mut self, reply: &Reply) -> Result<(), SessionError> {
-        let idle = self.shared.body_idle_timeout;
-        tokio::time::timeout(idle, self.conn.write_message(reply))
-            .await
-            .map_err(|_| ProtocolError::Timeout(idle))??;
-        Ok(())
+        Ok(self.conn.write_message(reply).await?)
     }
 
     async fn handle(&mut self, request: Request) -> Result<(), SessionError> {
@@ -234,16 +231,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 break;
             }
             hasher.update(&buf[..n]);
-            let idle = self.shared.body_idle_timeout;
-            tokio::time::timeout(idle, self.conn.write_chunk(&buf[..n]))
-                .await
-                .map_err(|_| ProtocolError::Timeout(idle))??;
+            self.conn.write_chunk(&buf[..n]).await?;
             sent += n as u64;
         }
-        let idle = self.shared.body_idle_timeout;
-        tokio::time::timeout(idle, self.conn.write_end())
-            .await
-            .map_err(|_| ProtocolError::Timeout(idle))??;
+        self.conn.write_end().await?;
         let sha256 = hex::encode(hasher.finalize());
         info!(client_cn = %self.client, file_name = %name, bytes = sent, sha256 = %sha256, "sent");
         self.send(&Reply::Complete { sha256 }).await

@@ -31,6 +31,8 @@ pub struct Connection<S> {
     /// The peer closed its side while [`write_chunk_hearing`]
     /// (Connection::write_chunk_hearing) listened.
     heard_end: bool,
+    /// How long one write may wait for the peer to take bytes in.
+    write_timeout: Option<Duration>,
 }
 
 /// Most bytes [`Connection::write_chunk_hearing`] keeps in the read buffer
@@ -59,7 +61,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             rate: None,
             frame_left: 0,
             heard_end: false,
+            write_timeout: None,
         }
+    }
+
+    /// From now on, a write (a header, a piece of a body, a flush, the
+    /// shutdown) fails with [`ProtocolError::Stalled`] when the peer takes
+    /// in too little for it to finish within `limit`: a peer that stops
+    /// reading is given up on as one that stops sending is. Without it
+    /// (tests), writes wait as long as the stream does.
+    pub fn set_write_timeout(&mut self, limit: Duration) {
+        self.write_timeout = Some(limit);
     }
 
     /// From now on, reading fails with [`ProtocolError::TooSlow`] when fewer
@@ -249,11 +261,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     }
 
     /// Writes one header and flushes it.
-    pub async fn write_message<T: Serialize>(&mut self, message: &T) -> io::Result<()> {
+    pub async fn write_message<T: Serialize>(&mut self, message: &T) -> Result<(), ProtocolError> {
         let json = serde_json::to_vec(message).map_err(io::Error::other)?;
-        self.write_prefix(TAG_HEADER, json.len()).await?;
-        self.stream.write_all(&json).await?;
-        self.stream.flush().await
+        bounded(self.write_timeout, async {
+            self.write_prefix(TAG_HEADER, json.len()).await?;
+            self.stream.write_all(&json).await?;
+            self.stream.flush().await
+        })
+        .await
     }
 
     /// Like [`write_chunk`](Self::write_chunk) followed by a flush when
@@ -261,7 +276,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// agent's [`Reply::Progress`]) into the read buffer, so that a
     /// peer writing while this side writes never blocks both; take them
     /// with [`take_progress`](Self::take_progress).
-    pub async fn write_chunk_hearing(&mut self, data: &[u8], flush: bool) -> io::Result<()> {
+    pub async fn write_chunk_hearing(
+        &mut self,
+        data: &[u8],
+        flush: bool,
+    ) -> Result<(), ProtocolError> {
+        bounded(
+            self.write_timeout,
+            self.write_chunk_hearing_now(data, flush),
+        )
+        .await
+    }
+
+    async fn write_chunk_hearing_now(&mut self, data: &[u8], flush: bool) -> io::Result<()> {
         for piece in data.chunks(MAX_CHUNK_LEN) {
             let len = u32::try_from(piece.len()).map_err(io::Error::other)?;
             self.write_all_hearing(&super::frame_prefix(TAG_DATA, len))
@@ -338,42 +365,54 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
 
     /// Writes one piece of a body (not flushed), split into frames of at
     /// most [`MAX_CHUNK_LEN`]; an empty slice writes nothing.
-    pub async fn write_chunk(&mut self, data: &[u8]) -> io::Result<()> {
-        for piece in data.chunks(MAX_CHUNK_LEN) {
-            self.write_prefix(TAG_DATA, piece.len()).await?;
-            self.stream.write_all(piece).await?;
-        }
-        Ok(())
+    pub async fn write_chunk(&mut self, data: &[u8]) -> Result<(), ProtocolError> {
+        bounded(self.write_timeout, async {
+            for piece in data.chunks(MAX_CHUNK_LEN) {
+                self.write_prefix(TAG_DATA, piece.len()).await?;
+                self.stream.write_all(piece).await?;
+            }
+            Ok(())
+        })
+        .await
     }
 
     /// Sends the file's SHA-256 inside a body (not flushed): for a `send`
     /// that came without it, once the client has finished hashing.
-    pub async fn write_digest(&mut self, sha256: &[u8; DIGEST_LEN]) -> io::Result<()> {
-        self.write_prefix(TAG_DIGEST, DIGEST_LEN).await?;
-        self.stream.write_all(sha256).await
+    pub async fn write_digest(&mut self, sha256: &[u8; DIGEST_LEN]) -> Result<(), ProtocolError> {
+        bounded(self.write_timeout, async {
+            self.write_prefix(TAG_DIGEST, DIGEST_LEN).await?;
+            self.stream.write_all(sha256).await
+        })
+        .await
     }
 
     /// Ends a body and flushes.
-    pub async fn write_end(&mut self) -> io::Result<()> {
-        self.write_prefix(TAG_END, 0).await?;
-        self.stream.flush().await
+    pub async fn write_end(&mut self) -> Result<(), ProtocolError> {
+        bounded(self.write_timeout, async {
+            self.write_prefix(TAG_END, 0).await?;
+            self.stream.flush().await
+        })
+        .await
     }
 
     /// Sends what [`write_chunk`](Self::write_chunk) buffered.
-    pub async fn flush(&mut self) -> io::Result<()> {
-        self.stream.flush().await
+    pub async fn flush(&mut self) -> Result<(), ProtocolError> {
+        bounded(self.write_timeout, self.stream.flush()).await
     }
 
     /// Writes raw bytes, bypassing framing: only for tests of hostile peers.
     #[doc(hidden)]
-    pub async fn write_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.stream.write_all(bytes).await?;
-        self.stream.flush().await
+    pub async fn write_raw(&mut self, bytes: &[u8]) -> Result<(), ProtocolError> {
+        bounded(self.write_timeout, async {
+            self.stream.write_all(bytes).await?;
+            self.stream.flush().await
+        })
+        .await
     }
 
     /// Flushes and shuts down the sending side (TLS close_notify).
-    pub async fn shutdown(&mut self) -> io::Result<()> {
-        self.stream.shutdown().await
+    pub async fn shutdown(&mut self) -> Result<(), ProtocolError> {
+        bounded(self.write_timeout, self.stream.shutdown()).await
     }
 
     async fn write_prefix(&mut self, tag: u8, len: usize) -> io::Result<()> {
@@ -382,6 +421,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         prefix[0] = tag;
         prefix[1..].copy_from_slice(&len.to_be_bytes());
         self.stream.write_all(&prefix).await
+    }
+}
+
+/// Runs one write, within `limit` when there is one.
+async fn bounded(
+    limit: Option<Duration>,
+    write: impl Future<Output = io::Result<()>>,
+) -> Result<(), ProtocolError> {
+    let Some(limit) = limit else {
+        return Ok(write.await?);
+    };
+    match tokio::time::timeout(limit, write).await {
+        Ok(done) => Ok(done?),
+        Err(_) => Err(ProtocolError::Stalled(limit)),
     }
 }
 
@@ -665,5 +718,30 @@ mod tests {
         let (_client, mut agent) = pair();
         let err = agent.read_frame(Duration::from_secs(30)).await.unwrap_err();
         assert!(matches!(err, ProtocolError::Timeout(_)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_peer_that_stops_reading_stalls_every_kind_of_write() {
+        let (_client, mut agent) = pair();
+        let body = vec![7u8; 4 * MAX_CHUNK_LEN];
+        // Without a write timeout the write waits as long as the stream does.
+        let waiting =
+            tokio::time::timeout(Duration::from_secs(600), agent.write_chunk(&body)).await;
+        assert!(waiting.is_err(), "the pipe is full and nobody reads");
+        agent.set_write_timeout(Duration::from_secs(30));
+        let err = agent.write_chunk(&body).await.unwrap_err();
+        assert!(matches!(err, ProtocolError::Stalled(d) if d == Duration::from_secs(30)));
+        assert!(matches!(
+            agent.write_message(&Reply::Pong).await,
+            Err(ProtocolError::Stalled(_))
+        ));
+        assert!(matches!(
+            agent.write_end().await,
+            Err(ProtocolError::Stalled(_))
+        ));
+        assert!(matches!(
+            agent.write_chunk_hearing(&body, true).await,
+            Err(ProtocolError::Stalled(_))
+        ));
     }
 }

@@ -80,6 +80,10 @@ pub enum ProtocolError {
     /// Nothing arrived within the allowed time.
     #[error("no data for {0:?}")]
     Timeout(Duration),
+    /// A write did not finish within the allowed time: the peer stopped
+    /// reading (see [`Connection::set_write_timeout`]).
+    #[error("the peer took in nothing for {0:?}: it stopped reading")]
+    Stalled(Duration),
     /// A body arrived slower than the minimum rate (a slowloris).
     #[error("sending too slowly: {got} bytes in {window:?}, at least {need} needed")]
     TooSlow {
