@@ -81,10 +81,7 @@ pub(super) async fn pair(agent: &str, code: &str, args: &PairArgs) -> Result<()>
 
 /// This host's name, made into a valid client name.
 fn default_client_name() -> String {
-    let host = rustix::system::uname()
-        .nodename()
-        .to_string_lossy()
-        .into_owned();
+    let host = identity::host_name();
     let name: String = host
         .chars()
         .map(|c| {

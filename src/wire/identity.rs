@@ -152,6 +152,15 @@ pub fn validate_client_name(name: &str) -> Result<()> {
     Ok(())
 }
 
+/// This host's name (`uname -n`): what names in certificates default to
+/// (the agent's server names, a workstation's client name).
+pub fn host_name() -> String {
+    rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

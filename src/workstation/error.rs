@@ -208,6 +208,16 @@ pub(crate) fn unexpected(reply: &Reply) -> ClientError {
     })
 }
 
+/// The agent's answer: an `error` reply is [`ClientError::Refused`] (its
+/// code and message as the agent said them), any other reply is for the
+/// caller to match.
+pub(super) fn answer(reply: Reply) -> Result<Reply, ClientError> {
+    match reply {
+        Reply::Error { code, message } => Err(ClientError::Refused { code, message }),
+        reply => Ok(reply),
+    }
+}
+
 /// Builds the [`ClientError::Local`] for one failed local I/O operation.
 pub(super) type LocalError = Box<dyn FnOnce(io::Error) -> ClientError + Send>;
 

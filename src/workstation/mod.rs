@@ -334,10 +334,7 @@ impl Client {
             }
         };
         self.last_used = Instant::now();
-        match reply {
-            Reply::Error { code, message } => Err(ClientError::Refused { code, message }),
-            reply => Ok(reply),
-        }
+        error::answer(reply)
     }
 
     /// Runs one write (bounded by the connection's write timeout), its

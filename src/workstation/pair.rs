@@ -20,7 +20,7 @@ use crate::wire::pairing::{Exchange, PairingCode, Role, ca_check, exporter};
 use crate::wire::protocol::{Connection, ErrorCode, Issued, PAIR_ALPN, Reply, Request};
 use crate::workstation::connect::{self, Address};
 use crate::workstation::enrol::{accept, certificate_request};
-use crate::workstation::error::tls_advice;
+use crate::workstation::error::{answer, tls_advice};
 use crate::workstation::{ClientError, REPLY_TIMEOUT};
 
 /// What pairing produced.
@@ -153,10 +153,7 @@ async fn reply<S>(conn: &mut Connection<S>) -> Result<Reply, ClientError>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
-    match conn.expect_message::<Reply>(REPLY_TIMEOUT).await? {
-        Reply::Error { code, message } => Err(ClientError::Refused { code, message }),
-        reply => Ok(reply),
-    }
+    answer(conn.expect_message::<Reply>(REPLY_TIMEOUT).await?)
 }
 
 /// Accepts the agent's chain only if its CA (the last certificate sent)

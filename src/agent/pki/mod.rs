@@ -27,7 +27,7 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::agent::config::Config;
 use crate::durable::{self, Existing};
-use crate::wire::identity::fingerprint;
+use crate::wire::identity::{fingerprint, host_name};
 
 mod client;
 pub mod registry;
@@ -100,10 +100,7 @@ pub fn server_names(config: &Config) -> Vec<String> {
         return config.server_names.clone();
     }
     let mut names = Vec::new();
-    let host = rustix::system::uname()
-        .nodename()
-        .to_string_lossy()
-        .into_owned();
+    let host = host_name();
     if !host.is_empty() && host != "localhost" {
         names.push(host.clone());
         if !host.contains('.') {
@@ -171,7 +168,7 @@ pub fn init(config: &Config) -> Result<InitReport> {
         // A random tag keeps CAs of same-named hosts (every "raspberrypi")
         // apart, so a foreign certificate is reported as unknown, not forged.
         let tag = hex::encode(&random_serial()?[..4]);
-        let name = format!("fileagent CA on {} ({tag})", host_label());
+        let name = format!("fileagent CA on {} ({tag})", host_name());
         let mut params = base_params(&name, CA_LIFETIME)?;
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
@@ -288,13 +285,6 @@ fn san(name: &str) -> Result<SanType> {
                 .with_context(|| format!("server name {name:?} is not a valid DNS name"))?,
         ),
     })
-}
-
-fn host_label() -> String {
-    rustix::system::uname()
-        .nodename()
-        .to_string_lossy()
-        .into_owned()
 }
 
 fn read_key(path: &Path) -> Result<KeyPair> {
