@@ -40,6 +40,29 @@ pub struct Shared {
     pub authority: Arc<crate::agent::pki::registry::Authority>,
 }
 
+impl Shared {
+    /// What sessions share, with `config`'s timeouts and limits: the one
+    /// builder for a start, a reload (which keeps `started`, the spool's
+    /// directories and the forwarder) and tests.
+    pub fn new(
+        config: &crate::agent::config::Config,
+        spool: Spool,
+        forward: crate::agent::forward::Handle,
+        authority: Arc<crate::agent::pki::registry::Authority>,
+        started: Instant,
+    ) -> Shared {
+        Shared {
+            spool,
+            header_timeout: config.header_timeout,
+            body_idle_timeout: config.body_idle_timeout,
+            max_file_size: config.max_file_size.as_u64(),
+            started,
+            forward,
+            authority,
+        }
+    }
+}
+
 /// Why a session ended abnormally.
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
@@ -280,6 +303,9 @@ mod tests {
         let config = crate::agent::config::Config {
             state_dir: dir.join("state"),
             spool_dir: dir.join("spool"),
+            header_timeout: IDLE,
+            body_idle_timeout: IDLE,
+            max_file_size: bytesize::ByteSize::b(1 << 20),
             ..Default::default()
         };
         let limits = crate::agent::spool::Limits {
@@ -288,15 +314,13 @@ mod tests {
             keep_partial: Duration::from_secs(3600),
         };
         let (spool, _) = Spool::open(&config.spool_dir, limits).unwrap();
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(Shared::new(
+            &config,
             spool,
-            header_timeout: IDLE,
-            body_idle_timeout: IDLE,
-            max_file_size: 1 << 20,
-            started: Instant::now(),
-            forward: crate::agent::forward::Handle::disabled("not in this test"),
-            authority: Arc::new(crate::agent::pki::registry::Authority::new(&config)),
-        });
+            crate::agent::forward::Handle::disabled("not in this test"),
+            Arc::new(crate::agent::pki::registry::Authority::new(&config)),
+            Instant::now(),
+        ));
         let (agent, client) = tokio::io::duplex(7);
         let (stop, shutdown) = watch::channel(false);
         let conn = Connection::new(agent, MAX_REQUEST_HEADER_LEN);
