@@ -1,10 +1,15 @@
 //! What uploads draw on besides the network: disk space promised before a
-//! body is accepted ([`Reservation`]), and the memory its buffers take
+//! body is accepted ([`Reservation`], checked against the free space and
+//! `min_free_space` by `Spool::reserve`), and the memory its buffers take
 //! ([`BufferBudget`]): large buffers while few uploads run, small ones for
 //! the rest, so 32 concurrent uploads stay within a few MiB.
 
+use std::io;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use super::SpoolError;
 
 /// Bytes promised to one upload; given back as they are written or when the
 /// upload ends.
@@ -103,6 +108,33 @@ impl Drop for BufferShare {
             budget.0.fetch_sub(PIECES * MAX_PIECE_LEN, Ordering::SeqCst);
         }
     }
+}
+
+impl super::Spool {
+    pub(super) fn reserve(&self, size: u64) -> Result<Reservation, SpoolError> {
+        let free = free_space(&self.incoming).map_err(SpoolError::io("cannot read free space"))?;
+        let reserved = self.reserved.fetch_add(size, Ordering::SeqCst);
+        let reservation = Reservation::new(self.reserved.clone(), size);
+        let available = free.saturating_sub(reserved);
+        if available < size.saturating_add(self.limits.min_free_space) {
+            return Err(SpoolError::NoSpace {
+                size,
+                free: available,
+                min_free: self.limits.min_free_space,
+            });
+        }
+        Ok(reservation)
+    }
+
+    /// Bytes free for the agent on the spool's file system.
+    pub fn free_space(&self) -> io::Result<u64> {
+        free_space(&self.incoming)
+    }
+}
+
+fn free_space(path: &Path) -> io::Result<u64> {
+    let stat = rustix::fs::statvfs(path)?;
+    Ok(stat.f_bavail.saturating_mul(stat.f_frsize))
 }
 
 #[cfg(test)]

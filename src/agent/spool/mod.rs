@@ -11,26 +11,22 @@
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, UNIX_EPOCH};
-
-use crate::wire::protocol::FileEntry;
+use std::sync::atomic::AtomicU64;
 
 mod budget;
 mod digest;
 mod error;
 mod name;
 mod partial;
+mod ready;
 mod upload;
 mod writer;
 
-use budget::Reservation;
 pub use budget::{BODY_BUFFER_BUDGET, MAX_PIECE_LEN, MIN_PIECE_LEN};
 use digest::existing_digest;
 pub use error::SpoolError;
 pub use name::{MAX_NAME_LEN, TEMP_SUFFIXES, validate_name};
-pub use partial::PARTIAL_SUFFIX;
-use upload::sync_dir;
+pub use partial::{PARTIAL_SUFFIX, SWEEP_INTERVAL_MAX, SWEEP_INTERVAL_MIN, SWEEPS_PER_KEEP};
 pub use upload::{Upload, Verified};
 
 /// Sub-directory for bodies being received.
@@ -41,13 +37,6 @@ pub const READY_DIR: &str = "ready";
 pub const DONE_DIR: &str = "done";
 /// Sub-directory for files OctoPrint refused for good.
 pub const FAILED_DIR: &str = "failed";
-/// Sweeps of expired partial files per `keep_partial` period, so that none
-/// outlives its time by more than a quarter of it.
-pub const SWEEPS_PER_KEEP: u32 = 4;
-/// Shortest time between two sweeps of expired partial files.
-pub const SWEEP_INTERVAL_MIN: Duration = Duration::from_secs(1);
-/// Longest time between two sweeps of expired partial files.
-pub const SWEEP_INTERVAL_MAX: Duration = Duration::from_secs(3600);
 /// Size limits enforced before a body is accepted.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -138,33 +127,6 @@ impl Spool {
         }
     }
 
-    /// Removes the partial files in `incoming/` that were not written for
-    /// longer than they are kept (all of them with resuming off), except
-    /// those being written now; returns how many it removed.
-    pub async fn sweep_expired(&self) -> io::Result<usize> {
-        let (incoming, keep, busy) = (
-            self.incoming.clone(),
-            self.limits.keep_partial,
-            self.busy.clone(),
-        );
-        tokio::task::spawn_blocking(move || partial::sweep(&incoming, keep, &busy, false))
-            .await
-            .unwrap_or_else(|e| Err(io::Error::other(e)))
-    }
-
-    /// How often [`sweep_expired`](Spool::sweep_expired) should run so that
-    /// no partial file outlives its time by much: that time over
-    /// [`SWEEPS_PER_KEEP`], within
-    /// [`SWEEP_INTERVAL_MIN`]..=[`SWEEP_INTERVAL_MAX`].
-    pub fn sweep_interval(&self) -> Duration {
-        let keep = self.limits.keep_partial;
-        if keep.is_zero() {
-            // Nothing new is kept; only what an earlier config left.
-            return SWEEP_INTERVAL_MAX;
-        }
-        (keep / SWEEPS_PER_KEEP).clamp(SWEEP_INTERVAL_MIN, SWEEP_INTERVAL_MAX)
-    }
-
     /// Path of the `ready/` directory.
     pub fn ready_dir(&self) -> &Path {
         &self.ready
@@ -186,6 +148,39 @@ impl Spool {
         overwrite: bool,
         resume: bool,
     ) -> Result<Begin, SpoolError> {
+        self.check(name, size, sha256)?;
+        let dest = self.ready.join(name);
+        if let Some(stored) = unchanged(&dest, name, size, sha256).await? {
+            return Ok(Begin::Unchanged(stored));
+        }
+        if !overwrite && tokio::fs::try_exists(&dest).await.unwrap_or(false) {
+            let name = name.into();
+            return Err(match sha256 {
+                Some(_) => SpoolError::Exists { name },
+                None => SpoolError::ExistsUnchecked { name },
+            });
+        }
+        let resumable = resume && !self.limits.keep_partial.is_zero();
+        match sha256 {
+            // The digest follows in the body: a temp file until it arrives.
+            None => {
+                let adopt = resumable.then(|| upload::Adopt {
+                    incoming: self.incoming.clone(),
+                    busy: self.busy.clone(),
+                });
+                self.begin_temp(name, dest, size, None, adopt).await
+            }
+            Some(sha256) if resumable => match self.begin_partial(name, &dest, size, sha256).await?
+            {
+                Some(begun) => Ok(begun),
+                None => self.begin_temp(name, dest, size, Some(sha256), None).await,
+            },
+            Some(sha256) => self.begin_temp(name, dest, size, Some(sha256), None).await,
+        }
+    }
+
+    /// Refuses a bad name, a digest that is not one, or a file too large.
+    fn check(&self, name: &str, size: u64, sha256: Option<&str>) -> Result<(), SpoolError> {
         validate_name(name)?;
         if let Some(sha256) = sha256
             && partial::partial_name(sha256, size).is_none()
@@ -198,64 +193,47 @@ impl Spool {
                 max: self.limits.max_file_size,
             });
         }
-        let dest = self.ready.join(name);
-        if let Some(sha256) = sha256
-            && let Some(existing) = existing_digest(&dest, Some(size)).await?
-            && existing == sha256
-        {
-            return Ok(Begin::Unchanged(Stored {
-                name: name.into(),
-                size,
-                sha256: existing,
-                unchanged: true,
-                replaced: false,
-            }));
-        }
-        if !overwrite && tokio::fs::try_exists(&dest).await.unwrap_or(false) {
-            let name = name.into();
-            return Err(match sha256 {
-                Some(_) => SpoolError::Exists { name },
-                None => SpoolError::ExistsUnchecked { name },
-            });
-        }
-        let resumable = resume && !self.limits.keep_partial.is_zero();
-        let Some(sha256) = sha256 else {
-            // The digest follows in the body: a temp file until it arrives.
-            let adopt = resumable.then(|| upload::Adopt {
-                incoming: self.incoming.clone(),
-                busy: self.busy.clone(),
-            });
-            return self.begin_temp(name, dest, size, None, adopt).await;
+        Ok(())
+    }
+
+    /// An upload into the partial file kept for this digest and size,
+    /// continuing after what it holds; `None` while another upload writes
+    /// that partial file.
+    async fn begin_partial(
+        &self,
+        name: &str,
+        dest: &Path,
+        size: u64,
+        sha256: &str,
+    ) -> Result<Option<Begin>, SpoolError> {
+        let Some(partial) = partial::partial_name(sha256, size) else {
+            return Ok(None);
         };
-        if let Some(partial) = resumable
-            .then(|| partial::partial_name(sha256, size))
-            .flatten()
-            && let Some(claim) = self.busy.claim(&partial)
-        {
-            // Expired partial files go first, so this one is fresh or new.
-            let _ = self.sweep_expired().await;
-            let path = self.incoming.join(&partial);
-            // Space first: a refused upload must not leave an empty partial file.
-            let held = partial::space_held(&path, size).await;
-            let reservation = self.reserve(size - held)?;
-            let (file, offset, hasher) = partial::open_partial(path.clone(), size).await?;
-            return Ok(Begin::Receive(Box::new(Upload::new(
-                name,
-                dest,
-                size,
-                Some(sha256),
-                upload::Body {
-                    file,
-                    target: upload::Target::Partial { path, claim },
-                    offset,
-                    hasher,
-                    buffers: self.buffers.share(size - offset),
-                },
-                reservation,
-                None,
-            ))));
-        }
-        self.begin_temp(name, dest, size, Some(sha256), None).await
+        let Some(claim) = self.busy.claim(&partial) else {
+            return Ok(None);
+        };
+        // Expired partial files go first, so this one is fresh or new.
+        let _ = self.sweep_expired().await;
+        let path = self.incoming.join(&partial);
+        // Space first: a refused upload must not leave an empty partial file.
+        let held = partial::space_held(&path, size).await;
+        let reservation = self.reserve(size - held)?;
+        let (file, offset, hasher) = partial::open_partial(path.clone(), size).await?;
+        Ok(Some(Begin::Receive(Box::new(Upload::new(
+            name,
+            dest.to_path_buf(),
+            size,
+            Some(sha256),
+            upload::Body {
+                file,
+                target: upload::Target::Partial { path, claim },
+                offset,
+                hasher,
+                buffers: self.buffers.share(size - offset),
+            },
+            reservation,
+            None,
+        )))))
     }
 
     /// An upload into a new temp file; with `adopt`, it becomes the
@@ -297,99 +275,6 @@ impl Spool {
         ))))
     }
 
-    fn reserve(&self, size: u64) -> Result<Reservation, SpoolError> {
-        let free = free_space(&self.incoming).map_err(SpoolError::io("cannot read free space"))?;
-        let reserved = self.reserved.fetch_add(size, Ordering::SeqCst);
-        let reservation = Reservation::new(self.reserved.clone(), size);
-        let available = free.saturating_sub(reserved);
-        if available < size.saturating_add(self.limits.min_free_space) {
-            return Err(SpoolError::NoSpace {
-                size,
-                free: available,
-                min_free: self.limits.min_free_space,
-            });
-        }
-        Ok(reservation)
-    }
-
-    /// The files in `ready/`, sorted by name (hidden and temp files left out).
-    pub async fn list(&self) -> Result<Vec<FileEntry>, SpoolError> {
-        let mut files = Vec::new();
-        let mut dir = tokio::fs::read_dir(&self.ready)
-            .await
-            .map_err(SpoolError::io("cannot read ready/"))?;
-        while let Some(entry) = dir
-            .next_entry()
-            .await
-            .map_err(SpoolError::io("cannot read ready/"))?
-        {
-            let Ok(name) = entry.file_name().into_string() else {
-                continue;
-            };
-            if validate_name(&name).is_err() {
-                continue;
-            }
-            let Ok(meta) = entry.metadata().await else {
-                continue; // removed meanwhile
-            };
-            if !meta.is_file() {
-                continue;
-            }
-            let modified = meta
-                .modified()
-                .ok()
-                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-                .map_or(0, |d| d.as_secs());
-            files.push(FileEntry {
-                name,
-                size: meta.len(),
-                modified,
-                state: None,
-                reason: None,
-            });
-        }
-        files.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(files)
-    }
-
-    /// Opens a file for reading, from `ready/` or else (forwarded to
-    /// OctoPrint) from `done/` or `failed/`; returns it with its size. A
-    /// symbolic link is not followed (it could point anywhere).
-    pub async fn open_file(&self, name: &str) -> Result<(tokio::fs::File, u64), SpoolError> {
-        validate_name(name)?;
-        let mut found = Err(SpoolError::NotFound { name: name.into() });
-        for dir in std::iter::once(&self.ready).chain(&self.forwarded) {
-            found = tokio::fs::OpenOptions::new()
-                .read(true)
-                .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-                .open(dir.join(name))
-                .await
-                .map_err(|e| not_found_or(name, e));
-            if !matches!(found, Err(SpoolError::NotFound { .. })) {
-                break;
-            }
-        }
-        let file = found?;
-        let meta = file
-            .metadata()
-            .await
-            .map_err(SpoolError::io("cannot stat file"))?;
-        if !meta.is_file() {
-            return Err(SpoolError::NotFound { name: name.into() });
-        }
-        Ok((file, meta.len()))
-    }
-
-    /// Removes a ready file.
-    pub async fn delete(&self, name: &str) -> Result<(), SpoolError> {
-        validate_name(name)?;
-        let path = self.ready.join(name);
-        tokio::fs::remove_file(&path)
-            .await
-            .map_err(|e| not_found_or(name, e))?;
-        sync_dir(self.ready.clone()).await
-    }
-
     /// Number of bodies being received (temp files in `incoming/`).
     pub fn incoming_count(&self) -> u64 {
         // Temp files are uploads running now; partial files only while written.
@@ -400,31 +285,35 @@ impl Spool {
         });
         temp + self.busy.len() as u64
     }
-
-    /// Bytes free for the agent on the spool's file system.
-    pub fn free_space(&self) -> io::Result<u64> {
-        free_space(&self.incoming)
-    }
 }
 
-fn not_found_or(name: &str, e: io::Error) -> SpoolError {
-    // ELOOP: a symbolic link opened with O_NOFOLLOW.
-    if e.kind() == io::ErrorKind::NotFound
-        || e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error())
-    {
-        SpoolError::NotFound { name: name.into() }
-    } else {
-        SpoolError::io(format!("cannot open {name:?}"))(e)
-    }
-}
-
-fn free_space(path: &Path) -> io::Result<u64> {
-    let stat = rustix::fs::statvfs(path)?;
-    Ok(stat.f_bavail.saturating_mul(stat.f_frsize))
+/// The file as stored when `ready/` holds it with this size and digest
+/// already: nothing to receive.
+async fn unchanged(
+    dest: &Path,
+    name: &str,
+    size: u64,
+    sha256: Option<&str>,
+) -> Result<Option<Stored>, SpoolError> {
+    let Some(sha256) = sha256 else {
+        return Ok(None);
+    };
+    Ok(existing_digest(dest, Some(size))
+        .await?
+        .filter(|existing| existing == sha256)
+        .map(|existing| Stored {
+            name: name.into(),
+            size,
+            sha256: existing,
+            unchanged: true,
+            replaced: false,
+        }))
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::Ordering;
+
     use super::*;
     use crate::wire::protocol::ErrorCode;
     use sha2::{Digest, Sha256};
@@ -461,24 +350,6 @@ mod tests {
                 upload.finish(overwrite).await
             }
         }
-    }
-
-    #[test]
-    fn partial_files_are_swept_every_quarter_of_their_keep_time_within_bounds() {
-        let dir = tempfile::tempdir().unwrap();
-        let (spool, _) = Spool::open(dir.path(), LIMITS).unwrap();
-        let every = |keep: u64| {
-            spool
-                .with_limits(Limits {
-                    keep_partial: Duration::from_secs(keep),
-                    ..LIMITS
-                })
-                .sweep_interval()
-        };
-        assert_eq!(every(20), Duration::from_secs(5));
-        assert_eq!(every(2), SWEEP_INTERVAL_MIN);
-        assert_eq!(every(24 * 3600), SWEEP_INTERVAL_MAX);
-        assert_eq!(every(0), SWEEP_INTERVAL_MAX);
     }
 
     /// Begins an upload that must be received (not already stored).

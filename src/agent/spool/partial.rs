@@ -20,6 +20,13 @@ use sha2::{Digest, Sha256};
 use super::SpoolError;
 use crate::wire::digest::hash_into;
 
+/// Sweeps of expired partial files per `keep_partial` period, so that none
+/// outlives its time by more than a quarter of it.
+pub const SWEEPS_PER_KEEP: u32 = 4;
+/// Shortest time between two sweeps of expired partial files.
+pub const SWEEP_INTERVAL_MIN: Duration = Duration::from_secs(1);
+/// Longest time between two sweeps of expired partial files.
+pub const SWEEP_INTERVAL_MAX: Duration = Duration::from_secs(3600);
 /// File name suffix of partial uploads in `incoming/`.
 pub const PARTIAL_SUFFIX: &str = ".partial";
 
@@ -151,6 +158,35 @@ pub(super) async fn open_partial(
     ))
 }
 
+impl super::Spool {
+    /// Removes the partial files in `incoming/` that were not written for
+    /// longer than they are kept (all of them with resuming off), except
+    /// those being written now; returns how many it removed.
+    pub async fn sweep_expired(&self) -> io::Result<usize> {
+        let (incoming, keep, busy) = (
+            self.incoming.clone(),
+            self.limits.keep_partial,
+            self.busy.clone(),
+        );
+        tokio::task::spawn_blocking(move || sweep(&incoming, keep, &busy, false))
+            .await
+            .unwrap_or_else(|e| Err(io::Error::other(e)))
+    }
+
+    /// How often [`sweep_expired`](Spool::sweep_expired) should run so that
+    /// no partial file outlives its time by much: that time over
+    /// [`SWEEPS_PER_KEEP`], within
+    /// [`SWEEP_INTERVAL_MIN`]..=[`SWEEP_INTERVAL_MAX`].
+    pub fn sweep_interval(&self) -> Duration {
+        let keep = self.limits.keep_partial;
+        if keep.is_zero() {
+            // Nothing new is kept; only what an earlier config left.
+            return SWEEP_INTERVAL_MAX;
+        }
+        (keep / SWEEPS_PER_KEEP).clamp(SWEEP_INTERVAL_MIN, SWEEP_INTERVAL_MAX)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -206,5 +242,29 @@ mod tests {
         drop(_claim);
         std::fs::write(dir.join("c.partial"), b"x").unwrap();
         assert_eq!(sweep(dir, Duration::ZERO, &busy, true).unwrap(), 2);
+    }
+
+    const LIMITS: super::super::Limits = super::super::Limits {
+        max_file_size: 1 << 20,
+        min_free_space: 0,
+        keep_partial: Duration::from_secs(3600),
+    };
+
+    #[test]
+    fn partial_files_are_swept_every_quarter_of_their_keep_time_within_bounds() {
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, _) = super::super::Spool::open(dir.path(), LIMITS).unwrap();
+        let every = |keep: u64| {
+            spool
+                .with_limits(super::super::Limits {
+                    keep_partial: Duration::from_secs(keep),
+                    ..LIMITS
+                })
+                .sweep_interval()
+        };
+        assert_eq!(every(20), Duration::from_secs(5));
+        assert_eq!(every(2), SWEEP_INTERVAL_MIN);
+        assert_eq!(every(24 * 3600), SWEEP_INTERVAL_MAX);
+        assert_eq!(every(0), SWEEP_INTERVAL_MAX);
     }
 }
