@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
 mod budget;
+mod commit;
 mod digest;
 mod error;
 mod name;
@@ -23,11 +24,12 @@ mod upload;
 mod writer;
 
 pub use budget::{BODY_BUFFER_BUDGET, MAX_PIECE_LEN, MIN_PIECE_LEN};
+pub use commit::Verified;
 use digest::existing_digest;
 pub use error::SpoolError;
 pub use name::{MAX_NAME_LEN, TEMP_SUFFIXES, validate_name};
 pub use partial::{PARTIAL_SUFFIX, SWEEP_INTERVAL_MAX, SWEEP_INTERVAL_MIN, SWEEPS_PER_KEEP};
-pub use upload::{Upload, Verified};
+pub use upload::Upload;
 
 /// Sub-directory for bodies being received.
 pub const INCOMING_DIR: &str = "incoming";
@@ -226,7 +228,10 @@ impl Spool {
             Some(sha256),
             upload::Body {
                 file,
-                target: upload::Target::Partial { path, claim },
+                target: upload::Target::Partial {
+                    path,
+                    claim: Some(claim),
+                },
                 offset,
                 hasher,
                 buffers: self.buffers.share(size - offset),

@@ -4,7 +4,7 @@
 use std::io;
 use std::time::UNIX_EPOCH;
 
-use super::upload::sync_dir;
+use super::commit::sync_dir;
 use super::{Spool, SpoolError, validate_name};
 use crate::wire::protocol::FileEntry;
 

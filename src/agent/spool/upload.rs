@@ -1,11 +1,12 @@
 //! One upload in progress: its file in `incoming/` (a temp file, or a
 //! partial file kept for resuming), the pieces it hands its writer
 //! ([`super::writer`]) while the next piece arrives (the writer also holds
-//! the space promised to it), and the verified, durable commit into `ready/`.
+//! the space promised to it), and its verification, which yields the
+//! [`Verified`] body that [`super::commit`] puts into `ready/`.
 //! Dropping an [`Upload`] removes a temp file and keeps a partial one.
 
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
@@ -13,7 +14,7 @@ use tempfile::TempPath;
 use tokio::sync::mpsc;
 
 use super::budget::{BufferShare, PIECES, Reservation};
-use super::digest::existing_digest;
+use super::commit::Verified;
 use super::writer::{Piece, Sink, Written, write_body};
 use super::{SpoolError, Stored};
 
@@ -26,9 +27,25 @@ pub(super) enum Target {
     Partial {
         /// Its path.
         path: PathBuf,
-        /// The claim, released when the upload ends.
-        claim: super::partial::Claim,
+        /// The claim, released when the upload ends (held by the writer
+        /// while it writes, so always there once the body is a partial file).
+        claim: Option<super::partial::Claim>,
     },
+}
+
+/// Where an upload's body is, as the upload sees it (the partial file's
+/// claim is with its writer).
+#[derive(Debug)]
+enum Destination {
+    /// A temp file, removed when the upload is dropped, even while its
+    /// writer still runs; with `adopt` while it may still become the
+    /// partial file of its digest (the digest is due in the body).
+    Temp {
+        path: TempPath,
+        adopt: Option<Adopt>,
+    },
+    /// The partial file kept for resuming.
+    Partial(PathBuf),
 }
 
 /// Where a body is written and what it holds already.
@@ -68,13 +85,7 @@ pub struct Upload {
     declared_size: u64,
     /// The file's digest, once known: from the `send`, or from the body.
     declared_sha256: Option<String>,
-    /// Set while the digest is due and the upload may become resumable.
-    adopt: Option<Adopt>,
-    /// The partial file's path, if the body goes to one.
-    partial: Option<PathBuf>,
-    /// The temp file, if the body goes to one: removed when the upload is
-    /// dropped, even while its writer still runs.
-    temp: Option<TempPath>,
+    destination: Destination,
     /// Filled buffers to the writer; `None` once it is told to stop.
     to_writer: Option<mpsc::Sender<Piece>>,
     /// Buffers the writer is done with.
@@ -101,9 +112,9 @@ impl Upload {
         reservation: Reservation,
         adopt: Option<Adopt>,
     ) -> Upload {
-        let (partial, temp, claim) = match body.target {
-            Target::Partial { path, claim } => (Some(path), None, Some(claim)),
-            Target::Temp(path) => (None, Some(path), None),
+        let (destination, claim) = match body.target {
+            Target::Partial { path, claim } => (Destination::Partial(path), claim),
+            Target::Temp(path) => (Destination::Temp { path, adopt }, None),
         };
         let offset = body.offset;
         let sink = Sink {
@@ -122,9 +133,7 @@ impl Upload {
             dest,
             declared_size,
             declared_sha256: declared_sha256.map(str::to_ascii_lowercase),
-            adopt,
-            partial,
-            temp,
+            destination,
             to_writer: Some(to_writer),
             free,
             writer: Some(writer),
@@ -148,7 +157,7 @@ impl Upload {
     /// partial one too, and so does its claim, before the caller replies.
     pub async fn discard(mut self) {
         let _ = self.stop_writer().await;
-        if let Some(path) = &self.partial {
+        if let Destination::Partial(path) = &self.destination {
             let _ = tokio::fs::remove_file(path).await;
         }
     }
@@ -164,34 +173,29 @@ impl Upload {
     /// whether it did.
     pub async fn declare_digest(&mut self, sha256: &str) -> Result<bool, SpoolError> {
         self.declared_sha256 = Some(sha256.to_ascii_lowercase());
-        let Some(adopt) = self.adopt.take() else {
+        let Destination::Temp { path, adopt } = &mut self.destination else {
             return Ok(false);
         };
-        let Some(claim) = super::partial::partial_name(sha256, self.declared_size)
+        let Some(adopt) = adopt.take() else {
+            return Ok(false);
+        };
+        let Some((claim, name)) = super::partial::partial_name(sha256, self.declared_size)
             .and_then(|name| adopt.busy.claim(&name).map(|claim| (claim, name)))
         else {
             return Ok(false);
         };
-        let (claim, name) = claim;
-        let Some(temp) = self.temp.take() else {
-            return Ok(false);
-        };
-        let from = match temp.keep() {
-            Ok(path) => path,
-            Err(e) => {
-                self.temp = Some(e.path);
-                return Ok(false);
-            }
-        };
         let to = adopt.incoming.join(name);
         // A stale partial file of the same content is replaced: this one
-        // holds the body from its start.
-        if tokio::fs::rename(&from, &to).await.is_err() {
-            // Failing that, the startup sweep of incoming/ removes it.
-            self.temp = TempPath::try_from_path(from).ok();
+        // holds the body from its start. Failing that, the temp file stays.
+        if tokio::fs::rename(&*path, &to).await.is_err() {
             return Ok(false);
         }
-        self.partial = Some(to);
+        if let Destination::Temp { path, .. } =
+            std::mem::replace(&mut self.destination, Destination::Partial(to))
+        {
+            // Renamed away: nothing is left to remove at the temp path.
+            let _ = path.keep();
+        }
         match &self.to_writer {
             Some(to_writer) if to_writer.send(Piece::Claim(claim)).await.is_ok() => Ok(true),
             _ => Err(self.writer_failed().await),
@@ -201,12 +205,15 @@ impl Upload {
     /// Whether the body will be kept for resuming if the upload is
     /// interrupted: now, or once its digest arrives in the body.
     pub fn keeps_partial(&self) -> bool {
-        self.partial.is_some() || self.adopt.is_some()
+        matches!(
+            self.destination,
+            Destination::Partial(_) | Destination::Temp { adopt: Some(_), .. }
+        )
     }
 
     /// Whether the body is kept for resuming if the upload is interrupted.
     pub fn is_resumable(&self) -> bool {
-        self.partial.is_some()
+        matches!(self.destination, Destination::Partial(_))
     }
 
     /// Bytes received so far.
@@ -357,10 +364,12 @@ impl Upload {
                 computed,
             });
         }
-        let target = match (self.temp.take(), self.partial.take(), sink.claim) {
-            (Some(path), ..) => Target::Temp(path),
-            (None, Some(path), Some(claim)) => Target::Partial { path, claim },
-            _ => unreachable!("an upload goes to a temp file or a claimed partial file"),
+        let target = match self.destination {
+            Destination::Temp { path, .. } => Target::Temp(path),
+            Destination::Partial(path) => Target::Partial {
+                path,
+                claim: sink.claim,
+            },
         };
         let file = sink.file;
         tokio::task::spawn_blocking(move || file.sync_all())
@@ -375,106 +384,4 @@ impl Upload {
             target,
         })
     }
-}
-
-/// A body that arrived whole, matches its size and digest and is on the
-/// disk, waiting for the client's final word. Dropped without
-/// [`commit`](Verified::commit), a temp file is removed and a partial one
-/// stays for resuming (the next `send` of it resumes at its end).
-#[derive(Debug)]
-pub struct Verified {
-    name: String,
-    dest: PathBuf,
-    size: u64,
-    sha256: String,
-    target: Target,
-}
-
-impl Verified {
-    /// The SHA-256 the agent computed.
-    pub fn sha256(&self) -> &str {
-        &self.sha256
-    }
-
-    /// Whether dropping it keeps the body for resuming.
-    pub fn is_resumable(&self) -> bool {
-        matches!(self.target, Target::Partial { .. })
-    }
-
-    /// Renames the body into `ready/` (replacing a different file only with
-    /// `overwrite`) and fsyncs the directory.
-    pub async fn commit(self, overwrite: bool) -> Result<Stored, SpoolError> {
-        let Verified {
-            name,
-            dest,
-            size,
-            sha256,
-            target,
-        } = self;
-        let stored = |unchanged, replaced| Stored {
-            name: name.clone(),
-            size,
-            sha256: sha256.clone(),
-            unchanged,
-            replaced,
-        };
-        let destination = dest.clone();
-        let outcome = tokio::task::spawn_blocking(move || persist(target, &destination, overwrite))
-            .await
-            .map_err(|e| SpoolError::io("renaming into ready/")(io::Error::other(e)))?;
-        match outcome {
-            Ok(replaced) => {
-                sync_dir(dest.parent().unwrap_or(Path::new(".")).to_path_buf()).await?;
-                Ok(stored(false, replaced))
-            }
-            // Another upload of the same name won the race: fine if it is
-            // the same content (the temp file is gone with the error).
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                match existing_digest(&dest, Some(size)).await? {
-                    Some(existing) if existing == sha256 => Ok(stored(true, false)),
-                    _ => Err(SpoolError::Exists { name: name.clone() }),
-                }
-            }
-            Err(e) => Err(SpoolError::io("cannot rename into ready/")(e)),
-        }
-    }
-}
-
-/// Renames the body into `target`; without `overwrite` never replaces a
-/// file (`AlreadyExists`). Returns whether a file was replaced. A partial
-/// file that could not be renamed is removed.
-fn persist(body: Target, target: &Path, overwrite: bool) -> io::Result<bool> {
-    match body {
-        Target::Temp(path) if overwrite => {
-            let replaced = target.exists();
-            path.persist(target).map(|()| replaced).map_err(|e| e.error)
-        }
-        Target::Temp(path) => path
-            .persist_noclobber(target)
-            .map(|()| false)
-            .map_err(|e| e.error),
-        Target::Partial { path, claim } => {
-            let replaced = overwrite && target.exists();
-            let flags = if overwrite {
-                rustix::fs::RenameFlags::empty()
-            } else {
-                rustix::fs::RenameFlags::NOREPLACE
-            };
-            let renamed =
-                rustix::fs::renameat_with(rustix::fs::CWD, &path, rustix::fs::CWD, target, flags)
-                    .map_err(io::Error::from);
-            if renamed.is_err() {
-                let _ = std::fs::remove_file(&path);
-            }
-            drop(claim);
-            renamed.map(|()| replaced)
-        }
-    }
-}
-
-pub(super) async fn sync_dir(dir: PathBuf) -> Result<(), SpoolError> {
-    tokio::task::spawn_blocking(move || crate::durable::sync_dir(&dir))
-        .await
-        .map_err(|e| SpoolError::io("fsync")(io::Error::other(e)))?
-        .map_err(SpoolError::io("cannot fsync ready/"))
 }
