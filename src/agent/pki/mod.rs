@@ -11,19 +11,17 @@
 //! that [`crate::wire::identity`] reads, and [`sign_client_csr`] signs a key a
 //! workstation made for itself (pairing, renewal).
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, SanType, SerialNumber,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, SerialNumber,
 };
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use time::OffsetDateTime;
-use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::agent::config::Config;
 use crate::durable::{self, Existing};
@@ -31,17 +29,17 @@ use crate::wire::identity::{fingerprint, host_name};
 
 mod client;
 pub mod registry;
+mod server;
 
 pub use client::{
     IssuedClient, SignedClient, identity_pem, issue_client, sign_client, sign_client_csr,
 };
+pub use server::{
+    SERVER_CERT_LIFETIME, SERVER_CERT_RENEW_BEFORE, ServerCertAction, server_cert_due, server_names,
+};
 
 /// Lifetime of the agent's CA.
 pub const CA_LIFETIME: Duration = Duration::from_secs(20 * 365 * 24 * 3600);
-/// Lifetime of the server certificate.
-pub const SERVER_CERT_LIFETIME: Duration = Duration::from_secs(2 * 365 * 24 * 3600);
-/// The server certificate is re-signed when it has less than this left.
-pub const SERVER_CERT_RENEW_BEFORE: Duration = Duration::from_secs(30 * 24 * 3600);
 /// Certificates are valid from this long before issue, for clock skew.
 const BACKDATE: Duration = Duration::from_secs(3600);
 
@@ -67,17 +65,6 @@ pub struct InitReport {
     pub ca_fingerprint: String,
 }
 
-/// What [`init`] did with the server certificate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ServerCertAction {
-    /// A new key and certificate were created.
-    Created,
-    /// The existing key got a new certificate (names changed or near expiry).
-    Renewed,
-    /// The existing certificate was kept.
-    Kept,
-}
-
 /// The agent's TLS material, loaded from `state_dir`.
 #[derive(Debug)]
 pub struct AgentCredentials {
@@ -90,33 +77,6 @@ pub struct AgentCredentials {
     /// The certificate revocation list, read again whenever it changes
     /// (it need not exist).
     pub revocations: std::path::PathBuf,
-}
-
-/// Names for the server certificate: the configured ones, or the host name,
-/// `localhost`, `<hostname>.local` and the listen IP (loopback addresses
-/// when listening on all addresses).
-pub fn server_names(config: &Config) -> Vec<String> {
-    if !config.server_names.is_empty() {
-        return config.server_names.clone();
-    }
-    let mut names = Vec::new();
-    let host = host_name();
-    if !host.is_empty() && host != "localhost" {
-        names.push(host.clone());
-        if !host.contains('.') {
-            names.push(format!("{host}.local"));
-        }
-    }
-    names.push("localhost".into());
-    let ips: Vec<IpAddr> = match config.listen {
-        addr if addr.ip().is_unspecified() => {
-            vec![Ipv4Addr::LOCALHOST.into(), Ipv6Addr::LOCALHOST.into()]
-        }
-        SocketAddr::V4(addr) => vec![(*addr.ip()).into()],
-        SocketAddr::V6(addr) => vec![(*addr.ip()).into()],
-    };
-    names.extend(ips.iter().map(IpAddr::to_string));
-    names
 }
 
 /// Fails unless `state_dir` holds the agent's CA: every command but `serve`
@@ -181,43 +141,13 @@ pub fn init(config: &Config) -> Result<InitReport> {
     let ca = load_ca(dir)?;
 
     let names = server_names(config);
-    let server_key_path = dir.join(SERVER_KEY);
-    let action = if !server_key_path.exists() {
-        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
-        write_new(&server_key_path, key.serialize_pem().as_bytes(), 0o600)?;
-        ServerCertAction::Created
-    } else if server_cert_fits(&dir.join(SERVER_CERT), &names)? {
-        ServerCertAction::Kept
-    } else {
-        ServerCertAction::Renewed
-    };
-    if action != ServerCertAction::Kept {
-        sign_server_cert(dir, &ca, &names, SERVER_CERT_LIFETIME)?;
-    }
+    let action = server::ensure_cert(dir, &ca, &names)?;
     Ok(InitReport {
         created_ca,
         server_cert: action,
         names,
         ca_fingerprint: fingerprint(&ca.der),
     })
-}
-
-/// Signs the server key's certificate for `names`, valid for `lifetime`.
-fn sign_server_cert(dir: &Path, ca: &Ca, names: &[String], lifetime: Duration) -> Result<()> {
-    let key = read_key(&dir.join(SERVER_KEY))?;
-    let mut params = base_params(&names[0], lifetime)?;
-    params.subject_alt_names = names.iter().map(|n| san(n)).collect::<Result<_>>()?;
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    params.use_authority_key_identifier_extension = true;
-    let cert = params.signed_by(&key, &ca.issuer)?;
-    replace(&dir.join(SERVER_CERT), cert.pem().as_bytes(), 0o644)
-}
-
-/// Whether [`init`] would re-sign the server certificate now: it is
-/// missing, names other hosts, or has less than [`SERVER_CERT_RENEW_BEFORE`] left.
-pub fn server_cert_due(config: &Config) -> bool {
-    !server_cert_fits(&config.state_dir.join(SERVER_CERT), &server_names(config)).unwrap_or(false)
 }
 
 /// Loads the agent's CA, server certificate and key from `state_dir`.
@@ -277,16 +207,6 @@ fn random_serial() -> Result<[u8; 16]> {
     Ok(serial)
 }
 
-fn san(name: &str) -> Result<SanType> {
-    Ok(match name.parse::<IpAddr>() {
-        Ok(ip) => SanType::IpAddress(ip),
-        Err(_) => SanType::DnsName(
-            name.try_into()
-                .with_context(|| format!("server name {name:?} is not a valid DNS name"))?,
-        ),
-    })
-}
-
 fn read_key(path: &Path) -> Result<KeyPair> {
     let pem = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read key {}", path.display()))?;
@@ -315,48 +235,6 @@ pub(crate) fn load_ca(dir: &Path) -> Result<Ca> {
     let issuer = Issuer::from_ca_cert_der(&der, key)
         .with_context(|| format!("{} is not a usable CA certificate", cert_path.display()))?;
     Ok(Ca { issuer, der, pem })
-}
-
-/// True when the server certificate exists, has all `names` and more than
-/// [`SERVER_CERT_RENEW_BEFORE`] left.
-fn server_cert_fits(path: &Path, names: &[String]) -> Result<bool> {
-    let Ok(der) = CertificateDer::from_pem_file(path) else {
-        return Ok(false);
-    };
-    let (_, cert) = X509Certificate::from_der(&der)
-        .with_context(|| format!("{} is not a valid certificate", path.display()))?;
-    let renew_at = OffsetDateTime::now_utc() + SERVER_CERT_RENEW_BEFORE;
-    if cert.validity().not_after.to_datetime() < renew_at {
-        return Ok(false);
-    }
-    let present: Vec<String> = match cert.subject_alternative_name() {
-        Ok(Some(ext)) => ext
-            .value
-            .general_names
-            .iter()
-            .filter_map(|n| match n {
-                x509_parser::extensions::GeneralName::DNSName(d) => Some(d.to_string()),
-                x509_parser::extensions::GeneralName::IPAddress(b) => {
-                    ip_of(b).map(|ip| ip.to_string())
-                }
-                _ => None,
-            })
-            .collect(),
-        _ => Vec::new(),
-    };
-    let wanted = names.iter().map(|n| match n.parse::<IpAddr>() {
-        Ok(ip) => ip.to_string(),
-        Err(_) => n.clone(),
-    });
-    Ok(wanted.into_iter().all(|n| present.contains(&n)))
-}
-
-fn ip_of(bytes: &[u8]) -> Option<IpAddr> {
-    match bytes.len() {
-        4 => Some(IpAddr::from(<[u8; 4]>::try_from(bytes).ok()?)),
-        16 => Some(IpAddr::from(<[u8; 16]>::try_from(bytes).ok()?)),
-        _ => None,
-    }
 }
 
 #[cfg(test)]
@@ -424,7 +302,7 @@ pub(crate) mod tests {
     /// Gives the server certificate only `left` of validity.
     pub(crate) fn age_server_cert(config: &Config, left: Duration) {
         let ca = load_ca(&config.state_dir).unwrap();
-        sign_server_cert(&config.state_dir, &ca, &server_names(config), left).unwrap();
+        server::sign_server_cert(&config.state_dir, &ca, &server_names(config), left).unwrap();
     }
 
     #[test]
