@@ -15,7 +15,7 @@ use crate::wire::protocol::{CHUNK_LEN, DIGEST_LEN, Encoding, ErrorCode, Reply, R
 use super::body::{Body, Piece};
 use super::digest::{PendingDigest, hash_changed, hash_file};
 use super::error::local_error;
-use super::{Client, ClientError, Compression, Conn, Observer, Phase, unexpected};
+use super::{Client, ClientError, Compression, Observer, Phase, unexpected};
 
 /// Result of [`Client::send_file`].
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -58,6 +58,124 @@ async fn head_of(path: &Path) -> io::Result<Vec<u8>> {
 /// Path, size and modification time: what identifies a file's version.
 pub(super) type FileStamp = (std::path::PathBuf, u64, Option<std::time::SystemTime>);
 
+/// What every attempt of one send offers the agent.
+struct Offer<'a> {
+    path: &'a Path,
+    name: &'a str,
+    size: u64,
+    overwrite: bool,
+    compress: bool,
+}
+
+impl Offer<'_> {
+    fn sent(
+        &self,
+        sha256: String,
+        unchanged: bool,
+        replaced: bool,
+        wire_bytes: u64,
+        encoding: Option<Encoding>,
+        resumed_from: u64,
+    ) -> Sent {
+        Sent {
+            name: self.name.into(),
+            size: self.size,
+            sha256,
+            unchanged,
+            replaced,
+            seconds: 0.0,
+            wire_bytes,
+            encoding,
+            resumed_from,
+        }
+    }
+}
+
+/// The agent's answer to a `send` request.
+enum Answer {
+    /// Send the body.
+    Send(Accepted),
+    /// It has this very file already (its SHA-256): nothing to send.
+    Unchanged(String),
+}
+
+/// How the agent takes the body.
+struct Accepted {
+    /// The agreed compression.
+    encoding: Option<Encoding>,
+    /// Where the body starts (what an earlier upload delivered).
+    offset: u64,
+    /// The agent keeps what it receives if the upload is interrupted.
+    keeps: bool,
+}
+
+/// The body on its way: through the compressor or not, and counted.
+struct Outgoing {
+    deflate: Option<Compressor>,
+    /// Compressed bytes not yet handed to the connection.
+    wire: Vec<u8>,
+    /// Bytes that crossed the network.
+    wire_bytes: u64,
+    /// Bytes of the file sent (the offset included).
+    sent: u64,
+}
+
+impl Outgoing {
+    fn new(accepted: &Accepted) -> io::Result<Outgoing> {
+        let deflate = match accepted.encoding {
+            Some(Encoding::Zstd) => Some(Compressor::new()?),
+            None => None,
+        };
+        Ok(Outgoing {
+            deflate,
+            wire: Vec::with_capacity(2 * CHUNK_LEN),
+            wire_bytes: 0,
+            sent: accepted.offset,
+        })
+    }
+}
+
+/// What the agent's verdict means for this file: stored as sent, or why
+/// not (a file that changed while it was sent is said to have changed).
+async fn judge(
+    offer: &Offer<'_>,
+    sha256: &str,
+    verdict: Result<Reply, ClientError>,
+    out: &Outgoing,
+    accepted: &Accepted,
+) -> Result<Sent, ClientError> {
+    match verdict {
+        Ok(Reply::Stored {
+            sha256: confirmed,
+            unchanged,
+            replaced,
+            ..
+        }) if confirmed == sha256 => Ok(offer.sent(
+            confirmed,
+            unchanged,
+            replaced,
+            out.wire_bytes,
+            accepted.encoding,
+            accepted.offset,
+        )),
+        Ok(Reply::Stored { sha256: other, .. }) => Err(ClientError::Integrity(format!(
+            "the agent stored SHA-256 {other} but this file is {sha256}"
+        ))),
+        Ok(other) => Err(unexpected(&other)),
+        Err(ClientError::Refused {
+            code: ErrorCode::SizeMismatch | ErrorCode::DigestMismatch,
+            message,
+        }) if out.sent != offer.size || hash_changed(offer.path, sha256).await => {
+            Err(ClientError::Local {
+                what: "file changed while it was being sent:",
+                path: offer.path.to_path_buf(),
+                error: io::Error::other(message),
+            })
+        }
+        Err(e) => Err(e),
+    }
+}
+
 impl Client {
     /// Sends the file at `path` under `name`.
     pub async fn send_file(
@@ -99,21 +217,19 @@ impl Client {
             Compression::Always => true,
             Compression::Never => false,
         };
+        let offer = Offer {
+            path,
+            name,
+            size,
+            overwrite,
+            compress,
+        };
         let mut resumed_from = 0;
         let mut retried_whole = false;
         let result = loop {
             let late = digest.now().is_none();
             let result = self
-                .transfer(
-                    path,
-                    name,
-                    size,
-                    &mut digest,
-                    overwrite,
-                    compress,
-                    observer,
-                    &mut resumed_from,
-                )
+                .transfer(&offer, &mut digest, observer, &mut resumed_from)
                 .await;
             if late {
                 // Known from now on: a retry sends it up front, to resume.
@@ -150,176 +266,196 @@ impl Client {
     /// by now), the body from the offset the agent gives (compressed if
     /// agreed, with the digest inside if the request lacked it), and the
     /// verdict.
-    #[allow(clippy::too_many_arguments)]
     async fn transfer(
         &mut self,
-        path: &Path,
-        name: &str,
-        size: u64,
+        offer: &Offer<'_>,
         digest: &mut PendingDigest,
-        overwrite: bool,
-        compress: bool,
         observer: &mut (dyn Observer + Send),
         resumed_from: &mut u64,
     ) -> Result<Sent, ClientError> {
-        let local = local_error(path);
-        let announced = digest.now().map(str::to_string);
-        let mut digest_due = announced.is_none();
+        let digest_due = digest.now().is_none();
+        // Hashing is over: from here on the bar is the agent's.
+        observer.phase(Phase::Sending, offer.size);
+        let accepted = match self.request_send(offer, digest).await? {
+            Answer::Send(accepted) => accepted,
+            Answer::Unchanged(sha256) => return Ok(offer.sent(sha256, true, false, 0, None, 0)),
+        };
+        *resumed_from = accepted.offset;
+        let out = self
+            .send_body(offer, digest, digest_due, &accepted, observer)
+            .await?;
+        let sha256 = digest
+            .wait()
+            .await
+            .map_err(local_error(offer.path)("cannot read"))?;
+        let verdict = self.confirm(&sha256, offer.size, observer).await?;
+        judge(offer, &sha256, verdict, &out, &accepted).await
+    }
+
+    /// The `send` request; the agent answers where the body starts, or
+    /// that it has this file already.
+    async fn request_send(
+        &mut self,
+        offer: &Offer<'_>,
+        digest: &PendingDigest,
+    ) -> Result<Answer, ClientError> {
         let request = Request::Send {
-            name: name.into(),
-            size,
-            sha256: announced,
-            overwrite,
-            encoding: compress.then_some(Encoding::Zstd),
+            name: offer.name.into(),
+            size: offer.size,
+            sha256: digest.now().map(str::to_string),
+            overwrite: offer.overwrite,
+            encoding: offer.compress.then_some(Encoding::Zstd),
             resume: true,
             confirm: true,
             progress: true,
         };
-        let sent_as = |sha256, unchanged, replaced, wire_bytes, encoding, resumed_from| Sent {
-            name: name.into(),
-            size,
-            sha256,
-            unchanged,
-            replaced,
-            seconds: 0.0,
-            wire_bytes,
-            encoding,
-            resumed_from,
-        };
-        // Hashing is over: from here on the bar is the agent's.
-        observer.phase(Phase::Sending, size);
-        let (encoding, offset, keeps) = match self.request(&request).await? {
+        match self.request(&request).await? {
             Reply::Continue {
                 encoding,
                 offset,
                 keeps,
-            } if offset <= size => (encoding, offset, keeps),
-            Reply::Continue { offset, .. } => {
-                return Err(ClientError::Integrity(format!(
-                    "the agent offered to resume at byte {offset} of a {size}-byte file"
-                )));
-            }
-            Reply::Stored { sha256, .. } => return Ok(sent_as(sha256, true, false, 0, None, 0)),
-            other => return Err(unexpected(&other)),
-        };
-        *resumed_from = offset;
+            } if offset <= offer.size => Ok(Answer::Send(Accepted {
+                encoding,
+                offset,
+                keeps,
+            })),
+            Reply::Continue { offset, .. } => Err(ClientError::Integrity(format!(
+                "the agent offered to resume at byte {offset} of a {}-byte file",
+                offer.size
+            ))),
+            Reply::Stored { sha256, .. } => Ok(Answer::Unchanged(sha256)),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// The body from the agent's offset, read (and hashed, if the digest
+    /// is still to be known) on a thread of its own, compressed if agreed,
+    /// with the digest inside once it is known; the bar follows what the
+    /// agent says it received.
+    async fn send_body(
+        &mut self,
+        offer: &Offer<'_>,
+        digest: &mut PendingDigest,
+        mut digest_due: bool,
+        accepted: &Accepted,
+        observer: &mut (dyn Observer + Send),
+    ) -> Result<Outgoing, ClientError> {
+        let local = local_error(offer.path);
         let hash = digest.is_unstarted();
-        let (mut body, hashing) = Body::start(path, offset, size, hash);
+        let (mut body, hashing) = Body::start(offer.path, accepted.offset, offer.size, hash);
         if hash {
             digest.hashed_by(hashing);
         }
-        let mut deflate = match encoding {
-            Some(Encoding::Zstd) => Some(Compressor::new().map_err(local("cannot compress"))?),
-            None => None,
-        };
-        observer.progress(offset);
-        if keeps && !digest_due {
+        let mut out = Outgoing::new(accepted).map_err(local("cannot compress"))?;
+        observer.progress(accepted.offset);
+        if accepted.keeps && !digest_due {
             observer.resumable();
         }
-        let mut wire = Vec::with_capacity(2 * CHUNK_LEN);
-        let mut wire_bytes = 0u64;
-        let mut sent = offset;
-        // The bar shows what the agent says it has, not what the kernel took.
-        let heard = |conn: &mut Conn, observer: &mut (dyn Observer + Send)| {
-            if let Some(received) = conn.take_progress() {
-                observer.progress(received.min(size));
-            }
-        };
         // The reader stops at the announced size; if the file changed
         // meanwhile the agent's digest check refuses it.
         while let Some(piece) = body.next().await {
-            let chunk = match piece.map_err(|e| local(e.what)(e.source))? {
-                Piece::Data(chunk) => chunk,
+            match piece.map_err(|e| local(e.what)(e.source))? {
+                Piece::Data(chunk) => {
+                    self.put(&mut out, chunk.bytes(), offer.path).await?;
+                    body.recycle(chunk);
+                }
                 Piece::Digest(sha256) => {
                     digest.set(sha256);
                     if digest_due {
-                        self.send_digest(digest, path).await?;
+                        self.send_digest(digest, offer.path).await?;
                         digest_due = false;
-                        if keeps {
+                        if accepted.keeps {
                             observer.resumable();
                         }
                     }
-                    continue;
-                }
-            };
-            let bytes = chunk.bytes();
-            match deflate.as_mut() {
-                Some(c) => {
-                    c.compress(bytes, &mut wire)
-                        .map_err(local("cannot compress"))?;
-                    if wire.len() >= CHUNK_LEN {
-                        self.timed(|conn| conn.write_chunk_hearing(&wire, false))
-                            .await?;
-                        wire_bytes += wire.len() as u64;
-                        wire.clear();
-                    }
-                }
-                None => {
-                    self.timed(|conn| conn.write_chunk_hearing(bytes, false))
-                        .await?;
-                    wire_bytes += bytes.len() as u64;
                 }
             }
-            sent += bytes.len() as u64;
-            body.recycle(chunk);
-            heard(&mut self.conn, observer);
+            self.heard(offer.size, observer);
         }
-        if let Some(c) = deflate.as_mut() {
-            c.finish(&mut wire).map_err(local("cannot compress"))?;
-            self.timed(|conn| conn.write_chunk_hearing(&wire, false))
-                .await?;
-            wire_bytes += wire.len() as u64;
-        }
+        self.put_last(&mut out, offer.path).await?;
         if digest_due {
-            self.send_digest(digest, path).await?;
+            self.send_digest(digest, offer.path).await?;
         }
         // Flushed while hearing the agent: the last pieces may take long
         // on a slow link, and the bar keeps moving meanwhile.
         self.timed(|conn| conn.write_chunk_hearing(&[], true))
             .await?;
-        heard(&mut self.conn, observer);
+        self.heard(offer.size, observer);
         self.timed(|conn| conn.write_end()).await?;
-        tracing::debug!(file_name = %name, wire_bytes, "body handed to the network; waiting for the agent's verdict");
-        let sha256 = digest.wait().await.map_err(local("cannot read"))?;
-        let sha256 = sha256.as_str();
-        let verdict = match self.reply_observed(observer).await {
-            // The agent has it all, verified: the final word stores it.
+        tracing::debug!(file_name = %offer.name, wire_bytes = out.wire_bytes, "body handed to the network; waiting for the agent's verdict");
+        Ok(out)
+    }
+
+    /// Hands a piece of the body to the connection, through the compressor
+    /// when there is one.
+    async fn put(
+        &mut self,
+        out: &mut Outgoing,
+        bytes: &[u8],
+        path: &Path,
+    ) -> Result<(), ClientError> {
+        out.sent += bytes.len() as u64;
+        let Some(deflate) = out.deflate.as_mut() else {
+            self.timed(|conn| conn.write_chunk_hearing(bytes, false))
+                .await?;
+            out.wire_bytes += bytes.len() as u64;
+            return Ok(());
+        };
+        deflate
+            .compress(bytes, &mut out.wire)
+            .map_err(local_error(path)("cannot compress"))?;
+        if out.wire.len() >= CHUNK_LEN {
+            self.put_wire(out).await?;
+        }
+        Ok(())
+    }
+
+    /// Ends the compressed stream, if any, and hands over what it holds.
+    async fn put_last(&mut self, out: &mut Outgoing, path: &Path) -> Result<(), ClientError> {
+        let Some(deflate) = out.deflate.as_mut() else {
+            return Ok(());
+        };
+        deflate
+            .finish(&mut out.wire)
+            .map_err(local_error(path)("cannot compress"))?;
+        self.put_wire(out).await
+    }
+
+    async fn put_wire(&mut self, out: &mut Outgoing) -> Result<(), ClientError> {
+        self.timed(|conn| conn.write_chunk_hearing(&out.wire, false))
+            .await?;
+        out.wire_bytes += out.wire.len() as u64;
+        out.wire.clear();
+        Ok(())
+    }
+
+    /// The bar shows what the agent says it has, not what the kernel took.
+    fn heard(&mut self, size: u64, observer: &mut (dyn Observer + Send)) {
+        if let Some(received) = self.conn.take_progress() {
+            observer.progress(received.min(size));
+        }
+    }
+
+    /// The agent's verdict on the body; when it has it all, verified and
+    /// matching this file, the final word (`commit`) stores it.
+    async fn confirm(
+        &mut self,
+        sha256: &str,
+        size: u64,
+        observer: &mut (dyn Observer + Send),
+    ) -> Result<Result<Reply, ClientError>, ClientError> {
+        match self.reply_observed(observer).await {
             Ok(Reply::Verified { sha256: computed }) if computed == sha256 => {
                 observer.progress(size);
                 observer.committing();
                 self.timed(|conn| conn.write_message(&Request::Commit))
                     .await?;
-                self.reply().await
+                Ok(self.reply().await)
             }
-            Ok(Reply::Verified { sha256: other }) => {
-                return Err(ClientError::Integrity(format!(
-                    "the agent received SHA-256 {other} but this file is {sha256}; not stored"
-                )));
-            }
-            other => other,
-        };
-        match verdict {
-            Ok(Reply::Stored {
-                sha256: confirmed,
-                unchanged,
-                replaced,
-                ..
-            }) if confirmed == sha256 => Ok(sent_as(
-                confirmed, unchanged, replaced, wire_bytes, encoding, offset,
-            )),
-            Ok(Reply::Stored { sha256: other, .. }) => Err(ClientError::Integrity(format!(
-                "the agent stored SHA-256 {other} but this file is {sha256}"
+            Ok(Reply::Verified { sha256: other }) => Err(ClientError::Integrity(format!(
+                "the agent received SHA-256 {other} but this file is {sha256}; not stored"
             ))),
-            Ok(other) => Err(unexpected(&other)),
-            Err(ClientError::Refused {
-                code: ErrorCode::SizeMismatch | ErrorCode::DigestMismatch,
-                message,
-            }) if sent != size || hash_changed(path, sha256).await => Err(ClientError::Local {
-                what: "file changed while it was being sent:",
-                path: path.to_path_buf(),
-                error: io::Error::other(message),
-            }),
-            Err(e) => Err(e),
+            other => Ok(other),
         }
     }
 
