@@ -26,8 +26,9 @@
 //! - [`workstation`]: the library client ([`workstation::Client`]), the workstation's side.
 //!   - `workstation::connect`: the agent's address, TCP + TLS within the connect timeout,
 //!     failures explained; one path for connections and for pairing.
-//!   - `workstation::send`, `workstation::body`, `workstation::digest`: a send, its body read,
-//!     hashed and compressed on a thread, the digest known early or late.
+//!   - `workstation::send`, `workstation::outgoing`, `workstation::body`, `workstation::digest`:
+//!     a send, its body on its way (read and hashed on a thread, compressed, counted), the
+//!     digest known early or late.
 //!   - `workstation::get`: a fetch, renamed into place once verified.
 //!   - `workstation::enrol`: the key and request of a new certificate, the checks of what comes back.
 //!   - `workstation::error`: [`workstation::ClientError`], failures with their cause and remedy.
