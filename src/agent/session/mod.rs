@@ -130,7 +130,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     .await?;
                     continue;
                 }
-                Err(e) => return self.fail_stream(e).await,
+                Err(e) => return Err(self.fail_stream(e).await),
             };
             self.handle(request).await?;
         }
@@ -138,9 +138,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     /// Answers a stream that lost its framing (or timed out) with the most
     /// useful error, if the peer is still there, then ends the session.
-    async fn fail_stream(&mut self, e: ProtocolError) -> Result<(), SessionError> {
+    async fn fail_stream(&mut self, e: ProtocolError) -> SessionError {
         let code = match &e {
-            ProtocolError::Io(_) | ProtocolError::UnexpectedEof => return Err(e.into()),
+            // Nobody to tell: gone, or no longer reading.
+            ProtocolError::Io(_) | ProtocolError::UnexpectedEof | ProtocolError::Stalled(_) => {
+                return e.into();
+            }
             ProtocolError::HeaderTooLarge { .. } => ErrorCode::HeaderTooLarge,
             ProtocolError::Timeout(_) | ProtocolError::TooSlow { .. } => ErrorCode::Timeout,
             _ => ErrorCode::BadRequest,
@@ -153,7 +156,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if self.send(&reply).await.is_ok() {
             self.conn.shutdown().await.ok();
         }
-        Err(e.into())
+        e.into()
     }
 
     /// Writes a reply; a client that stops reading for `body_idle_timeout`

@@ -10,7 +10,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::{debug, info, warn};
 
 use super::{Session, SessionError, stored_reply};
-use crate::agent::spool::{Begin, MIN_PIECE_LEN, SpoolError, Verified};
+use crate::agent::spool::{Begin, MIN_PIECE_LEN, SpoolError, Upload, Verified};
 use crate::wire::codec::Decompressor;
 use crate::wire::protocol::{
     BodyRead, Encoding, ErrorCode, MIN_BODY_RATE, PROGRESS_INTERVAL, ProtocolError, Reply, Request,
@@ -35,149 +35,154 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// `send`: checks, `continue`, the body, then `stored` or an error
     /// (with `confirm`: `verified`, the client's `commit`, then `stored`).
     pub(super) async fn receive(&mut self, offer: Offer) -> Result<(), SessionError> {
-        let Offer {
-            ref name,
-            size,
-            ref sha256,
-            overwrite,
-            encoding,
-            resume,
-            confirm,
-            progress,
-        } = offer;
-        let name = name.as_str();
-        let sha256 = sha256.as_deref();
         let started = Instant::now();
-        if let Some(answer) = self.taken_by_forwarded(name, size, sha256, overwrite) {
+        let sha256 = offer.sha256.as_deref();
+        if let Some(answer) =
+            self.taken_by_forwarded(&offer.name, offer.size, sha256, offer.overwrite)
+        {
             return self.send(&answer).await;
         }
-        let mut upload = match self
+        let upload = match self.begin(&offer).await {
+            Ok(upload) => upload,
+            Err(answer) => return self.send(&answer).await,
+        };
+        // Every encoding there is, this agent decodes: accept what is offered.
+        self.send(&Reply::Continue {
+            encoding: offer.encoding,
+            offset: upload.resumed_from(),
+            keeps: upload.keeps_partial(),
+        })
+        .await?;
+        let (upload, intake) = self.take_body(&offer, upload).await?;
+        let receipt = Receipt {
+            name: offer.name.clone(),
+            size: offer.size,
+            overwrite: offer.overwrite,
+            started,
+            wire_bytes: intake.wire_bytes,
+            encoding: offer.encoding,
+        };
+        self.settle(upload, intake.ended(), offer.confirm, &receipt)
+            .await
+    }
+
+    /// The spool's upload for the offer, or the answer that ends the
+    /// request (the file is there already, or refused).
+    async fn begin(&self, offer: &Offer) -> Result<Box<Upload>, Reply> {
+        let (name, size) = (offer.name.as_str(), offer.size);
+        let begun = self
             .shared
             .spool
-            .begin(name, size, sha256, overwrite, resume)
-            .await
-        {
-            Ok(Begin::Receive(upload)) => upload,
+            .begin(
+                name,
+                size,
+                offer.sha256.as_deref(),
+                offer.overwrite,
+                offer.resume,
+            )
+            .await;
+        match begun {
+            Ok(Begin::Receive(upload)) => {
+                let offset = upload.resumed_from();
+                if offset > 0 {
+                    info!(client_cn = %self.client, file_name = %name, bytes = size, offset, "resuming an interrupted upload");
+                }
+                Ok(upload)
+            }
             Ok(Begin::Unchanged(stored)) => {
                 info!(client_cn = %self.client, file_name = %name, bytes = size, sha256 = %stored.sha256, "unchanged, already stored");
-                return self.send(&stored_reply(stored)).await;
+                Err(stored_reply(stored))
             }
             Err(e) => {
                 info!(client_cn = %self.client, file_name = %name, bytes = size, error = %e, "send refused");
-                return self.send(&self.error_reply(&e)).await;
+                Err(self.error_reply(&e))
             }
-        };
-        // Every encoding there is, this agent decodes: accept what is offered.
-        let offset = upload.resumed_from();
-        if offset > 0 {
-            info!(client_cn = %self.client, file_name = %name, bytes = size, offset, "resuming an interrupted upload");
         }
-        let keeps = upload.keeps_partial();
-        self.send(&Reply::Continue {
-            encoding,
-            offset,
-            keeps,
-        })
-        .await?;
+    }
+
+    /// Reads the body to its end into `upload`, under the minimum rate,
+    /// telling the client how far it came. Read to its end even after a
+    /// write error, so the reply is read by a client that is still sending
+    /// and the stream stays in sync; a broken stream ends the session (a
+    /// resumable body stays for the next try).
+    async fn take_body(
+        &mut self,
+        offer: &Offer,
+        mut upload: Box<Upload>,
+    ) -> Result<(Box<Upload>, Intake), SessionError> {
         let idle = self.shared.body_idle_timeout;
-        // Read the whole body even after a write error, so the reply is
-        // read by a client that is still sending and the stream stays in sync.
-        let mut failure: Option<SpoolError> = None;
-        let mut inflate = match encoding {
-            Some(Encoding::Zstd) => match Decompressor::new() {
-                Ok(d) => Some(d),
-                Err(e) => {
-                    failure = Some(SpoolError::io("cannot start a zstd decoder")(e));
-                    None
-                }
-            },
-            None => None,
-        };
-        let mut wire_bytes = 0u64;
-        // Compressed bodies (and the rest of a failed one) are read into
-        // this; plain ones straight into the upload's buffers.
-        let mut scratch = Vec::new();
+        let mut intake = Intake::new(offer.encoding);
+        let mut told = Told::new(offer.progress, upload.resumed_from());
         self.conn.guard_rate(Some((MIN_BODY_RATE, idle)));
-        let mut told = Told::new(progress, offset);
         loop {
             if let Some(received) = told.due(upload.written()) {
                 self.send(&Reply::Progress { received }).await?;
             }
-            let direct = failure.is_none() && inflate.is_none();
-            let read = if direct {
-                match upload.spare().await {
-                    Ok(room) => self.conn.read_body(room, idle).await,
-                    Err(e) => {
-                        failure = Some(e);
-                        continue;
-                    }
-                }
-            } else {
-                scratch.resize(MIN_PIECE_LEN, 0);
-                self.conn.read_body(&mut scratch, idle).await
-            };
-            match read {
-                Ok(BodyRead::Data(n)) => {
-                    wire_bytes += n as u64;
-                    let accepted = match inflate.as_mut() {
-                        _ if failure.is_some() => Ok(()),
-                        Some(d) => inflate_into(d, &scratch[..n], &mut upload).await,
-                        None => upload.commit(n).await,
-                    };
-                    if let Err(e) = accepted {
-                        failure = Some(e);
-                    }
-                }
+            match self.read_piece(&mut intake, &mut upload, idle).await {
+                Ok(BodyRead::Data(n)) => intake.accept(n, &mut upload).await,
                 Ok(BodyRead::End) => break,
                 // Allowed once, in a body whose `send` came without it.
                 Ok(BodyRead::Digest(_)) if upload.has_digest() => {
                     // A client this confused keeps nothing for resuming.
                     upload.discard().await;
-                    self.conn.guard_rate(None);
-                    return self
-                        .fail_stream(ProtocolError::Unexpected {
-                            got: "digest",
-                            expected: "data or end (the file's digest is known already)",
-                        })
-                        .await;
+                    let e = ProtocolError::Unexpected {
+                        got: "digest",
+                        expected: "data or end (the file's digest is known already)",
+                    };
+                    return Err(self.fail_stream(e).await);
                 }
                 Ok(BodyRead::Digest(digest)) => {
                     match upload.declare_digest(&hex::encode(digest)).await {
                         Ok(resumable) => {
-                            debug!(client_cn = %self.client, file_name = %name, received = upload.written(), resumable, "digest received");
+                            debug!(client_cn = %self.client, file_name = %offer.name, received = upload.written(), resumable, "digest received");
                         }
-                        Err(e) => failure = failure.or(Some(e)),
+                        Err(e) => intake.fail(e),
                     }
                 }
                 Err(e) => {
-                    let kept = upload.is_resumable();
                     warn!(
-                        client_cn = %self.client, file_name = %name, bytes = size, received = upload.written(),
-                        kept_for_resume = kept, error = %e, "upload interrupted"
+                        client_cn = %self.client, file_name = %offer.name, bytes = offer.size, received = upload.written(),
+                        kept_for_resume = upload.is_resumable(), error = %e, "upload interrupted"
                     );
                     // A resumable body stays for the next try; a temp file goes.
                     upload.close().await;
-                    self.conn.guard_rate(None);
-                    return self.fail_stream(e).await;
+                    return Err(self.fail_stream(e).await);
                 }
             }
         }
         self.conn.guard_rate(None);
-        if failure.is_none() && inflate.as_ref().is_some_and(|d| !d.is_complete()) {
-            failure = Some(SpoolError::BadEncoding(
-                "the body ends inside a zstd frame".into(),
-            ));
+        Ok((upload, intake))
+    }
+
+    /// The next piece of the body: straight into the upload's buffers
+    /// while it is plain and all is well, else into the scratch buffer.
+    async fn read_piece(
+        &mut self,
+        intake: &mut Intake,
+        upload: &mut Upload,
+        idle: std::time::Duration,
+    ) -> Result<BodyRead, ProtocolError> {
+        if intake.direct() {
+            match upload.spare().await {
+                Ok(room) => return self.conn.read_body(room, idle).await,
+                Err(e) => intake.fail(e),
+            }
         }
-        // Every arm ends the upload before the reply, so that nothing of it
-        // is seen in incoming/ by what the client does next.
-        let receipt = Receipt {
-            name: name.to_string(),
-            size,
-            overwrite,
-            started,
-            wire_bytes,
-            encoding,
-        };
+        intake.scratch.resize(MIN_PIECE_LEN, 0);
+        self.conn.read_body(&mut intake.scratch, idle).await
+    }
+
+    /// Ends the upload of a body read to its end, before the reply, so
+    /// that nothing of it is seen in `incoming/` by what the client does
+    /// next: stored (after the client's `commit` with `confirm`), or the
+    /// error.
+    async fn settle(
+        &mut self,
+        upload: Box<Upload>,
+        failure: Option<SpoolError>,
+        confirm: bool,
+        receipt: &Receipt,
+    ) -> Result<(), SessionError> {
         let result = match failure {
             // What a full disk left of the body goes, to give the space back.
             Some(e @ SpoolError::DiskFull) => {
@@ -189,12 +194,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 Err(e)
             }
             None if confirm => match upload.verify().await {
-                Ok(verified) => return self.await_commit(verified, &receipt).await,
+                Ok(verified) => return self.await_commit(verified, receipt).await,
                 Err(e) => Err(e),
             },
-            None => upload.finish(overwrite).await,
+            None => upload.finish(receipt.overwrite).await,
         };
-        self.answer(result, &receipt).await
+        self.answer(result, receipt).await
     }
 
     /// A name stays taken while the agent or OctoPrint holds a file of that
@@ -356,6 +361,69 @@ struct Receipt {
     encoding: Option<Encoding>,
 }
 
+/// A body being received: its decoder, the first thing that went wrong
+/// (the body is read to its end anyway), what crossed the network, and the
+/// buffer for compressed pieces and the rest of a failed body.
+struct Intake {
+    inflate: Option<Decompressor>,
+    failure: Option<SpoolError>,
+    wire_bytes: u64,
+    scratch: Vec<u8>,
+}
+
+impl Intake {
+    fn new(encoding: Option<Encoding>) -> Intake {
+        let mut intake = Intake {
+            inflate: None,
+            failure: None,
+            wire_bytes: 0,
+            scratch: Vec::new(),
+        };
+        match encoding.map(|Encoding::Zstd| Decompressor::new()) {
+            Some(Ok(decoder)) => intake.inflate = Some(decoder),
+            Some(Err(e)) => intake.fail(SpoolError::io("cannot start a zstd decoder")(e)),
+            None => {}
+        }
+        intake
+    }
+
+    /// Keeps the first failure.
+    fn fail(&mut self, e: SpoolError) {
+        self.failure.get_or_insert(e);
+    }
+
+    /// Plain and all well: pieces go straight into the upload's buffers.
+    fn direct(&self) -> bool {
+        self.failure.is_none() && self.inflate.is_none()
+    }
+
+    /// Takes `n` bytes just read: committed to the upload (read into its
+    /// buffers), or decoded from the scratch buffer into it.
+    async fn accept(&mut self, n: usize, upload: &mut Upload) {
+        self.wire_bytes += n as u64;
+        if self.failure.is_some() {
+            return;
+        }
+        let accepted = match self.inflate.as_mut() {
+            Some(decoder) => inflate_into(decoder, &self.scratch[..n], upload).await,
+            None => upload.commit(n).await,
+        };
+        if let Err(e) = accepted {
+            self.fail(e);
+        }
+    }
+
+    /// What went wrong with the body, now that it ended.
+    fn ended(self) -> Option<SpoolError> {
+        match self.failure {
+            None if self.inflate.as_ref().is_some_and(|d| !d.is_complete()) => Some(
+                SpoolError::BadEncoding("the body ends inside a zstd frame".into()),
+            ),
+            failure => failure,
+        }
+    }
+}
+
 /// When to tell the client how far the body has come: at most every
 /// [`PROGRESS_INTERVAL`], and only if it moved.
 struct Told {
@@ -388,7 +456,7 @@ impl Told {
 async fn inflate_into(
     decoder: &mut Decompressor,
     compressed: &[u8],
-    upload: &mut crate::agent::spool::Upload,
+    upload: &mut Upload,
 ) -> Result<(), SpoolError> {
     decoder.feed(compressed);
     loop {
