@@ -18,6 +18,7 @@ use tracing::{info, warn};
 use crate::agent::spool::{Spool, SpoolError};
 use crate::wire::protocol::{CHUNK_LEN, Connection, ErrorCode, ProtocolError, Reply, Request};
 
+mod intake;
 mod manage;
 mod receive;
 
