@@ -14,11 +14,12 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::crypto::CryptoProvider;
 use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use sha2::Digest;
 
 use crate::wire::identity::fingerprint;
-use crate::wire::pairing::{Exchange, PairingCode, Role, ca_check, exporter};
+use crate::wire::pairing::{Exchange, PairingCode, Role, SharedKey, ca_check, exporter};
 use crate::wire::protocol::{Connection, ErrorCode, Issued, PAIR_ALPN, Reply, Request};
-use crate::workstation::connect::{self, Address};
+use crate::workstation::connect::{self, Address, Conn};
 use crate::workstation::enrol::{accept, certificate_request};
 use crate::workstation::error::{answer, tls_advice};
 use crate::workstation::{ClientError, REPLY_TIMEOUT};
@@ -40,6 +41,33 @@ pub struct Paired {
 /// `name`.
 pub async fn pair(agent: &str, code: &PairingCode, name: &str) -> Result<Paired, ClientError> {
     let address = Address::parse(agent)?;
+    let (mut conn, agent_ca) = connect_checked(&address, code).await?;
+    let key = prove_code(&mut conn, code, name, &agent_ca).await?;
+    // The agent knows the code and owns the CA that signed its certificate.
+    let (issued, key_pair) = request_certificate(&mut conn, name, &key, &agent_ca).await?;
+    conn.shutdown().await.ok();
+    let identity_pem = accept(&issued, &key_pair, &agent_ca.fingerprint)?;
+    Ok(Paired {
+        identity_pem,
+        issued,
+        ca_fingerprint: agent_ca.fingerprint,
+        address: address.addr,
+    })
+}
+
+/// What the handshake showed of the agent: its CA (checked against the
+/// code's last group), and the TLS exporter both key confirmations cover.
+struct AgentCa {
+    fingerprint: String,
+    exporter: [u8; 32],
+}
+
+/// Connects on the pairing ALPN, accepting the agent's chain only if its
+/// CA matches the code's check group.
+async fn connect_checked(
+    address: &Address,
+    code: &PairingCode,
+) -> Result<(Conn, AgentCa), ClientError> {
     let tls_error = |reason: String| ClientError::Tls {
         addr: address.addr.clone(),
         reason,
@@ -58,7 +86,7 @@ pub async fn pair(agent: &str, code: &PairingCode, name: &str) -> Result<Paired,
         .with_custom_certificate_verifier(verifier.clone())
         .with_no_client_auth();
     config.alpn_protocols = vec![PAIR_ALPN.to_vec()];
-    let mut conn = connect::open(&address, Arc::new(config), |e| {
+    let conn = connect::open(address, Arc::new(config), |e| {
         match verifier.mismatch.lock().unwrap().clone() {
             Some(found) => tls_error(format!(
                 "this agent is not the one that made the code: its CA check is {found}, the code's last group \
@@ -69,8 +97,8 @@ pub async fn pair(agent: &str, code: &PairingCode, name: &str) -> Result<Paired,
         }
     })
     .await?;
-    let tls = conn.get_ref();
-    if tls.get_ref().1.alpn_protocol() != Some(PAIR_ALPN) {
+    let tls = conn.get_ref().get_ref().1;
+    if tls.alpn_protocol() != Some(PAIR_ALPN) {
         return Err(tls_error(
             "the agent does not support pairing (fileagent-pair/1): upgrade it".into(),
         ));
@@ -81,14 +109,27 @@ pub async fn pair(agent: &str, code: &PairingCode, name: &str) -> Result<Paired,
         .unwrap()
         .clone()
         .ok_or_else(|| tls_error("the agent's CA was not checked".into()))?;
-    let ca_fingerprint = fingerprint(&ca);
-    let exporter = exporter(tls.get_ref().1).map_err(|e| tls_error(format!("{e:#}")))?;
+    let exporter = exporter(tls).map_err(|e| tls_error(format!("{e:#}")))?;
+    let agent_ca = AgentCa {
+        fingerprint: fingerprint(&ca),
+        exporter,
+    };
+    Ok((conn, agent_ca))
+}
 
+/// The SPAKE2 exchange: both ends show they know the code, bound to the
+/// agent's CA and this connection; the key that confirms the rest.
+async fn prove_code(
+    conn: &mut Conn,
+    code: &PairingCode,
+    name: &str,
+    agent_ca: &AgentCa,
+) -> Result<SharedKey, ClientError> {
     let (state, message) = Exchange::start(
         Role::Workstation,
         &code.ticket,
         &code.secret,
-        &ca_fingerprint,
+        &agent_ca.fingerprint,
     );
     conn.write_message(&Request::Pair {
         ticket: code.ticket.clone(),
@@ -96,7 +137,7 @@ pub async fn pair(agent: &str, code: &PairingCode, name: &str) -> Result<Paired,
         spake: hex::encode(message),
     })
     .await?;
-    let (spake, confirm, attempts_left) = match reply(&mut conn).await? {
+    let (spake, confirm, attempts_left) = match reply(conn).await? {
         Reply::PairChallenge {
             spake,
             confirm,
@@ -115,12 +156,22 @@ pub async fn pair(agent: &str, code: &PairingCode, name: &str) -> Result<Paired,
         .ok()
         .and_then(|m| state.finish(&m).ok())
         .ok_or_else(wrong)?;
-    if !key.verify(Role::Agent, &exporter, b"", &confirm) {
+    if !key.verify(Role::Agent, &agent_ca.exporter, b"", &confirm) {
         conn.shutdown().await.ok();
         return Err(wrong());
     }
+    Ok(key)
+}
 
-    // The agent knows the code and owns the CA that signed its certificate.
+/// A new key pair made here; only its certificate request leaves the
+/// machine, confirmed with the shared key. Returns the certificate issued
+/// and the key.
+async fn request_certificate(
+    conn: &mut Conn,
+    name: &str,
+    key: &SharedKey,
+    agent_ca: &AgentCa,
+) -> Result<(Issued, KeyPair), ClientError> {
     let local = |e: rcgen::Error| ClientError::Local {
         what: "cannot make a key pair for",
         path: name.into(),
@@ -128,25 +179,16 @@ pub async fn pair(agent: &str, code: &PairingCode, name: &str) -> Result<Paired,
     };
     let key_pair = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(local)?;
     let csr = certificate_request(name, &key_pair).map_err(local)?;
-    use sha2::Digest;
     let digest = sha2::Sha256::digest(csr.as_bytes());
     conn.write_message(&Request::PairConfirm {
-        confirm: key.confirm(Role::Workstation, &exporter, &digest),
+        confirm: key.confirm(Role::Workstation, &agent_ca.exporter, &digest),
         csr,
     })
     .await?;
-    let issued = match reply(&mut conn).await? {
-        Reply::Paired(issued) => issued,
-        other => return Err(crate::workstation::unexpected(&other)),
-    };
-    conn.shutdown().await.ok();
-    let identity_pem = accept(&issued, &key_pair, &ca_fingerprint)?;
-    Ok(Paired {
-        identity_pem,
-        issued,
-        ca_fingerprint,
-        address: address.addr,
-    })
+    match reply(conn).await? {
+        Reply::Paired(issued) => Ok((issued, key_pair)),
+        other => Err(crate::workstation::unexpected(&other)),
+    }
 }
 
 async fn reply<S>(conn: &mut Connection<S>) -> Result<Reply, ClientError>
