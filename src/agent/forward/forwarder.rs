@@ -1,5 +1,5 @@
 //! The forwarding task: one loop that owns the durable queue, hears of new
-//! files, polls the printer, uploads one file at a time, starts queued
+//! files, polls the printer, uploads one file at a time (in [`super::upload`]), starts queued
 //! prints and follows running ones (both in [`super::printing`]) and lets
 //! files go (in [`super::retention`]).
 
@@ -13,12 +13,11 @@ use std::future::Future;
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
-use super::octoprint::{self, OctoError, OctoPrint, PrinterState};
-use super::policy::{self, Policy};
-use super::queue::{self, FileState, Queue};
+use super::octoprint::{OctoError, OctoPrint};
+use super::queue::{FileState, Queue};
 use super::watch::{self, Change, Settler};
 use super::{Message, Stored, View};
-use crate::agent::config::{AutoPrint, Config};
+use crate::agent::config::Config;
 
 /// The forwarding task's state.
 pub(super) struct Forwarder {
@@ -250,128 +249,8 @@ impl Forwarder {
         self.clean_up();
     }
 
-    /// Uploads one entry, printing it if the policy, the bed and the order
-    /// allow, or if a person asked (`person`).
-    pub(super) async fn upload(&mut self, id: u64, state: &PrinterState, person: bool) {
-        let Some(entry) = self.queue.entries().iter().find(|e| e.id == id).cloned() else {
-            return;
-        };
-        let source = self.ready.join(&entry.name);
-        // The file this entry is about: a newer file renamed over it while
-        // it uploads (send --overwrite) must stay in ready/ for its own turn.
-        let Some(inode) = inode_of(&source) else {
-            info!(file_name = %entry.name, "removed from ready/ before it was uploaded");
-            self.queue.remove_where(|e| e.id == id);
-            return self.save();
-        };
-        let rules = Policy {
-            auto_print: self.config.octoprint.auto_print,
-            queue: self.config.octoprint.queue,
-        };
-        let print = person
-            || policy::starts_by_itself(self.queue.entries(), id, rules, &self.queue.bed, state);
-        self.queue.set(id, FileState::Uploading, None);
-        self.save();
-        let started = Instant::now();
-        match self.put(&entry, &source, print).await {
-            Ok(uploaded) => {
-                self.healthy();
-                info!(
-                    file_name = %entry.name, sha256 = %entry.sha256, bytes = entry.size, path = %uploaded.path,
-                    printing = uploaded.printing, secs = started.elapsed().as_secs_f64(), "uploaded to OctoPrint"
-                );
-                let (state, reason, queued) = after_upload(uploaded.printing, print, rules);
-                if let Some(e) = self.queue.get_mut(id) {
-                    e.octoprint_path = Some(uploaded.path);
-                    e.queued = queued;
-                }
-                self.queue.set(id, state, reason.map(str::to_string));
-                self.move_out(&entry.name, &self.done.clone(), Some(inode));
-            }
-            Err(e) => self.not_uploaded(&entry, e, state, inode),
-        }
-        self.save();
-    }
-
-    /// Uploads the entry's file to `upload_folder` in OctoPrint, asking it
-    /// to `print` it, unless OctoPrint has it already: at most once per
-    /// content (after a crash mid-upload OctoPrint may hold it, its
-    /// userdata carrying our digest). A different file of that name there
-    /// is replaced only by a send with --overwrite.
-    async fn put(
-        &self,
-        entry: &queue::Entry,
-        source: &Path,
-        print: bool,
-    ) -> Result<octoprint::Uploaded, OctoError> {
-        let folder = Some(self.config.octoprint.upload_folder.as_str());
-        let path = octoprint::join(folder, &entry.name);
-        match self.octo.stored_digest(&path).await? {
-            Some(digest) if digest == entry.sha256 => Ok(octoprint::Uploaded {
-                path,
-                printing: false,
-            }),
-            Some(_) if !entry.overwrite => Err(OctoError::Rejected {
-                status: 409,
-                message: format!(
-                    "OctoPrint already has a different {path}: send the file again with --overwrite to replace it, or under another name (--as)"
-                ),
-            }),
-            _ => {
-                let userdata = serde_json::json!({
-                    "sha256": entry.sha256,
-                    "client": entry.client,
-                    "agent": concat!("fileagent ", env!("CARGO_PKG_VERSION")),
-                });
-                self.octo
-                    .upload(source, &entry.name, folder, print, &userdata)
-                    .await
-            }
-        }
-    }
-
-    /// An upload that failed: it waits for the running print to end (409),
-    /// is tried again later (OctoPrint unreachable, 5xx, bad key), or goes
-    /// to `failed/` with its reason (refused for good).
-    fn not_uploaded(
-        &mut self,
-        entry: &queue::Entry,
-        e: OctoError,
-        state: &PrinterState,
-        inode: (u64, u64),
-    ) {
-        let id = entry.id;
-        match e {
-            // OctoPrint is fine; it will not overwrite the file it prints.
-            OctoError::Conflict(why) => {
-                info!(file_name = %entry.name, reason = %why, "waits for the running print to end");
-                self.hold(id);
-                let reason = "waits for the running print to end: OctoPrint does not overwrite \
-                              a file being printed; then it does not start by itself";
-                self.queue.set(id, FileState::Received, Some(reason.into()));
-            }
-            e if e.is_transient() => {
-                let printer_free = state.operational && !state.busy;
-                if !printer_free {
-                    self.hold(id);
-                }
-                self.queue.set(id, FileState::Received, Some(e.to_string()));
-                self.trouble(e);
-            }
-            e => {
-                warn!(file_name = %entry.name, error = %e, "OctoPrint refused the file for good, moved to failed/");
-                self.queue.set(id, FileState::Failed, Some(e.to_string()));
-                self.move_out(&entry.name, &self.failed.clone(), Some(inode));
-                let reason = self.failed.join(format!("{}.reason", entry.name));
-                if let Err(write) = std::fs::write(&reason, format!("{e}\n")) {
-                    warn!(path = %reason.display(), error = %write, "cannot write the failure reason");
-                }
-            }
-        }
-    }
-
     /// Entry `id` no longer starts by itself (see [`queue::Entry::held`]).
-    fn hold(&mut self, id: u64) {
+    pub(super) fn hold(&mut self, id: u64) {
         if let Some(e) = self.queue.get_mut(id) {
             e.held = true;
         }
@@ -389,7 +268,7 @@ impl Forwarder {
         self.backoff = (self.backoff * 2).min(self.config.octoprint.retry_max);
     }
 
-    fn healthy(&mut self) {
+    pub(super) fn healthy(&mut self) {
         if self.problem.take().is_some() {
             info!("OctoPrint is usable again");
         }
@@ -398,7 +277,7 @@ impl Forwarder {
 
     /// Moves `ready/NAME` to `to`, unless it is no longer the file with
     /// `inode` (a newer file of the same name took its place).
-    fn move_out(&self, name: &str, to: &Path, inode: Option<(u64, u64)>) {
+    pub(super) fn move_out(&self, name: &str, to: &Path, inode: Option<(u64, u64)>) {
         let from = self.ready.join(name);
         if inode.is_some() && inode_of(&from) != inode {
             info!(file_name = %name, "a newer file of this name arrived meanwhile; it stays in ready/");
@@ -443,78 +322,9 @@ struct Arrival {
 }
 
 /// Device and inode of the file at `path`.
-/// A file's state after its upload, why it waits (if that is not said
-/// live by `list`, see `policy::why_waiting`), and whether it is queued to
-/// print when the printer is free.
-fn after_upload(
-    printing: bool,
-    print: bool,
-    rules: Policy,
-) -> (FileState, Option<&'static str>, bool) {
-    let queued = rules.auto_print != AutoPrint::Never && rules.queue;
-    let (state, reason) = if printing {
-        (FileState::Printing, None)
-    } else if print {
-        (
-            FileState::Uploaded,
-            Some("OctoPrint did not start it (printer busy)"),
-        )
-    } else if rules.auto_print == AutoPrint::Never {
-        (
-            FileState::Uploaded,
-            Some("uploaded only (auto_print = never)"),
-        )
-    } else if queued {
-        (
-            FileState::Uploaded,
-            Some("waiting: prints when the printer is free"),
-        )
-    } else {
-        (FileState::Uploaded, None)
-    };
-    (state, reason, queued && !printing)
-}
-
-fn inode_of(path: &Path) -> Option<(u64, u64)> {
+pub(super) fn inode_of(path: &Path) -> Option<(u64, u64)> {
     use std::os::unix::fs::MetadataExt;
     std::fs::symlink_metadata(path)
         .ok()
         .map(|m| (m.dev(), m.ino()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn after_an_upload_the_state_says_what_comes_next() {
-        let rules = |auto_print, queue| Policy { auto_print, queue };
-        let on = rules(AutoPrint::WhenIdle, false);
-        assert_eq!(
-            after_upload(true, true, on),
-            (FileState::Printing, None, false)
-        );
-        let (state, why, _) = after_upload(false, true, on);
-        assert_eq!(state, FileState::Uploaded);
-        assert!(why.unwrap().contains("did not start"));
-        let never = after_upload(false, false, rules(AutoPrint::Never, true));
-        assert_eq!(
-            never,
-            (
-                FileState::Uploaded,
-                Some("uploaded only (auto_print = never)"),
-                false
-            )
-        );
-        let queued = after_upload(false, false, rules(AutoPrint::WhenIdle, true));
-        assert!(queued.2, "queued to print when the printer is free");
-        assert!(queued.1.unwrap().contains("when the printer is free"));
-        // Printing already: not queued any more.
-        assert!(!after_upload(true, false, rules(AutoPrint::WhenIdle, true)).2);
-        // Why it waits is said live by `list`.
-        assert_eq!(
-            after_upload(false, false, on),
-            (FileState::Uploaded, None, false)
-        );
-    }
 }

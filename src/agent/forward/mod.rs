@@ -19,6 +19,7 @@ pub mod policy;
 mod printing;
 pub mod queue;
 mod retention;
+mod upload;
 mod view;
 pub mod watch;
 
