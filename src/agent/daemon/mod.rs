@@ -2,7 +2,7 @@
 //! ([`prepare`]), binds the listener and runs the main loop, which turns
 //! SIGINT/SIGTERM into a graceful shutdown and SIGHUP into a reload, renews
 //! the server certificate before it expires, keeps systemd's status line
-//! current ([`status`]) and feeds its watchdog.
+//! current (`status`) and feeds its watchdog.
 //!
 //! A reload re-reads the config and the certificates and applies them to
 //! new connections; transfers already running finish on what they started

@@ -22,7 +22,7 @@ pub const SERVER_CERT_LIFETIME: Duration = Duration::from_secs(2 * 365 * 24 * 36
 /// The server certificate is re-signed when it has less than this left.
 pub const SERVER_CERT_RENEW_BEFORE: Duration = Duration::from_secs(30 * 24 * 3600);
 
-/// What [`init`] did with the server certificate.
+/// What [`init`](super::init) did with the server certificate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ServerCertAction {
     /// A new key and certificate were created.
@@ -96,7 +96,7 @@ pub(super) fn sign_server_cert(
     replace(&dir.join(SERVER_CERT), cert.pem().as_bytes(), 0o644)
 }
 
-/// Whether [`init`] would re-sign the server certificate now: it is
+/// Whether [`init`](super::init) would re-sign the server certificate now: it is
 /// missing, names other hosts, or has less than [`SERVER_CERT_RENEW_BEFORE`] left.
 pub fn server_cert_due(config: &Config) -> bool {
     !server_cert_fits(&config.state_dir.join(SERVER_CERT), &server_names(config)).unwrap_or(false)

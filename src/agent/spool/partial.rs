@@ -173,7 +173,7 @@ impl super::Spool {
             .unwrap_or_else(|e| Err(io::Error::other(e)))
     }
 
-    /// How often [`sweep_expired`](Spool::sweep_expired) should run so that
+    /// How often [`sweep_expired`](super::Spool::sweep_expired) should run so that
     /// no partial file outlives its time by much: that time over
     /// [`SWEEPS_PER_KEEP`], within
     /// [`SWEEP_INTERVAL_MIN`]..=[`SWEEP_INTERVAL_MAX`].
