@@ -36,8 +36,9 @@
 //!   - [`workstation::config`]: which agent and identity a workstation uses.
 //! - [`cli`]: the commands; [`cli::run`] dispatches them.
 //!   - [`cli::args`]: the clap definitions (their doc comments are the help), exit codes.
-//!   - `cli::send`, `cli::identities`: the send and identity commands; `cli::output`: tables,
-//!     JSON and the progress bar.
+//!   - `cli::send`, `cli::files`, `cli::identities`: `send`; `print`, `list`, `get`, `delete`,
+//!     `status`, `ping`; pairing and connecting with an identity. `cli::output`: tables, JSON
+//!     and the progress bar.
 //!   - `cli::agent`: the commands of the agent's machine (`serve`, `init`, `pair` for a code,
 //!     `client`), the one part of the CLI that imports the agent (Linux only).
 //!   - [`cli::generate`]: man pages and shell completions.

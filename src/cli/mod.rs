@@ -2,26 +2,23 @@
 //! and prints the result for people (tables, progress bars, summaries) or
 //! scripts (`--json`).
 
-use std::io::IsTerminal;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use anyhow::{Context, Result};
-use bytesize::ByteSize;
 
-use crate::cli::args::{Command, GetArgs, Interrupted, UsageError};
+use crate::cli::args::{Command, Interrupted};
 
 #[cfg(target_os = "linux")]
 mod agent;
 pub mod args;
+mod files;
 pub mod generate;
 mod identities;
 mod output;
 mod send;
 
 use identities::connect;
-use output::{Bar, plural, print_json, print_table};
+use output::{Bar, plural, print_json};
 
 /// Runs one command to completion.
 pub fn run(command: Command, logging: &crate::logging::Logging) -> Result<()> {
@@ -67,7 +64,7 @@ pub fn run(command: Command, logging: &crate::logging::Logging) -> Result<()> {
 /// The agent's commands in a build for another system than Linux.
 #[cfg(not(target_os = "linux"))]
 fn agent_only(command: &str) -> anyhow::Error {
-    UsageError(format!(
+    crate::cli::args::UsageError(format!(
         "`fileagent {command}` belongs to the agent, which runs on Linux beside the printer; \
          this build is the workstation's (pair with an agent there: `fileagent pair HOST CODE`)"
     ))
@@ -115,126 +112,12 @@ async fn dispatch(
         #[cfg(not(target_os = "linux"))]
         Command::Client(_) => Err(agent_only("client")),
         Command::Send(args) => send::send(args, sending).await,
-        Command::Print(args) => {
-            let mut client = connect(&args.target).await?;
-            let name = args.name.as_deref().filter(|_| !args.next);
-            let started = client.print(name).await?;
-            client.close().await;
-            println!("printing {started}");
-            Ok(())
-        }
-        Command::List(args) => {
-            let mut client = connect(&args.target).await?;
-            let files = client.list().await?;
-            client.close().await;
-            if args.json {
-                print_json(&files)
-            } else {
-                Ok(print_table(&files)?)
-            }
-        }
-        Command::Get(args) => get(args).await,
-        Command::Delete(args) => {
-            let mut client = connect(&args.target).await?;
-            let forwarded = client.delete(&args.name).await?;
-            client.close().await;
-            if forwarded {
-                println!(
-                    "deleted {} from the agent (it was forwarded: OctoPrint keeps its copy)",
-                    args.name
-                );
-            } else {
-                println!("deleted {}", args.name);
-            }
-            Ok(())
-        }
-        Command::Status(args) => {
-            let mut client = connect(&args.target).await?;
-            let status = client.status().await?;
-            let addr = client.addr().to_string();
-            let suite = client.cipher_suite();
-            client.close().await;
-            if args.json {
-                let mut json = serde_json::to_value(&status)?;
-                json["tls_cipher_suite"] = suite.into();
-                return print_json(&json);
-            }
-            println!("agent       {addr} (fileagent {})", status.version);
-            println!(
-                "uptime      {}",
-                humantime::format_duration(Duration::from_secs(status.uptime_secs))
-            );
-            println!(
-                "ready       {}, {}",
-                plural(status.ready, "file"),
-                ByteSize(status.ready_bytes).display().iec()
-            );
-            println!("receiving   {}", status.incoming);
-            println!(
-                "free space  {}",
-                ByteSize(status.free_bytes).display().iec()
-            );
-            println!(
-                "max file    {}",
-                ByteSize(status.max_file_size).display().iec()
-            );
-            println!("printer     {}", status.printer);
-            println!("queued      {}", status.queued);
-            if let Some(bed) = &status.bed {
-                println!("bed         {bed}");
-            }
-            println!("you are     {}", status.client);
-            println!(
-                "tls         {suite} (this host {})",
-                crate::wire::tls::Preference::detect().describe()
-            );
-            Ok(())
-        }
+        Command::Print(args) => files::print(args).await,
+        Command::List(args) => files::list(args).await,
+        Command::Get(args) => files::get(args).await,
+        Command::Delete(args) => files::delete(args).await,
+        Command::Status(args) => files::status(args).await,
         Command::Generate(what) => crate::cli::generate::run(what),
-        Command::Ping(target) => {
-            let mut client = connect(&target).await?;
-            let rtt = client.ping().await?;
-            let addr = client.addr().to_string();
-            client.close().await;
-            println!("{addr} answered in {:.1} ms", rtt.as_secs_f64() * 1000.0);
-            Ok(())
-        }
+        Command::Ping(target) => files::ping(target).await,
     }
-}
-
-async fn get(args: GetArgs) -> Result<()> {
-    let dest = match &args.output {
-        Some(path) if path.is_dir() => path.join(&args.name),
-        // "-o plates/" means a folder, which must exist.
-        Some(path) if path.as_os_str().to_string_lossy().ends_with('/') => {
-            return Err(UsageError(format!("no folder {}", path.display())).into());
-        }
-        Some(path) => path.clone(),
-        None => PathBuf::from(&args.name),
-    };
-    crate::workstation::check_destination(&dest)?;
-    if dest.is_dir() || (dest.symlink_metadata().is_ok() && !dest.is_file()) {
-        return Err(UsageError(format!("{} is not a regular file", dest.display())).into());
-    }
-    let mut client = connect(&args.target).await?;
-    let mut bar = Bar::new(std::io::stderr().is_terminal(), &args.name);
-    let fetched = client
-        .get(&args.name, &dest, args.overwrite, &mut bar)
-        .await;
-    bar.finish();
-    let fetched = fetched?;
-    client.close().await;
-    let what = if fetched.unchanged {
-        "unchanged"
-    } else {
-        "got"
-    };
-    println!(
-        "{what} {} -> {}  {}  sha256 {}",
-        args.name,
-        dest.display(),
-        ByteSize(fetched.size).display().iec(),
-        fetched.sha256
-    );
-    Ok(())
 }

@@ -154,11 +154,19 @@ pub fn validate_client_name(name: &str) -> Result<()> {
 
 /// This host's name (`uname -n`): what names in certificates default to
 /// (the agent's server names, a workstation's client name).
+#[cfg(unix)]
 pub fn host_name() -> String {
     rustix::system::uname()
         .nodename()
         .to_string_lossy()
         .into_owned()
+}
+
+/// This host's name (`COMPUTERNAME` on Windows): what names in
+/// certificates default to (a workstation's client name).
+#[cfg(not(unix))]
+pub fn host_name() -> String {
+    std::env::var("COMPUTERNAME").unwrap_or_default()
 }
 
 #[cfg(test)]
