@@ -12,7 +12,7 @@ use bytesize::ByteSize;
 
 use super::{Bar, RESUME_HINT, Sending, connect, print_json};
 use crate::cli::args::{SendArgs, UsageError};
-use crate::workstation::{ClientError, Observer, Phase, Sent};
+use crate::workstation::{Client, ClientError, Observer, Phase, Sent};
 
 /// Expands folders into their files; returns (path, name) pairs. What a
 /// folder holds that is not sent (subfolders, hidden files) is said on
@@ -115,26 +115,12 @@ fn file_name(path: &Path) -> Result<String> {
 /// `sending` says at every moment what a Ctrl-C would leave: an upload the
 /// agent can resume, or a file it was just told to store.
 pub(super) async fn send(args: SendArgs, sending: &Sending) -> Result<()> {
-    let resumable = &sending.resumable;
     sending.active.store(true, Ordering::SeqCst);
     let files = expand(&args)?;
     let retries = if args.no_retry { 0 } else { args.retries };
-    let mut attempts = 0;
-    let mut client = loop {
-        match connect(&args.target).await {
-            Ok(client) => break client,
-            Err(e) if attempts < retries && is_transient(&e) => {
-                attempts += 1;
-                wait_to_retry(&e, attempts, retries).await;
-            }
-            Err(e) => return Err(e),
-        }
-    };
+    let mut client = connect_retrying(&args, retries).await?;
     client.set_compression(args.compress);
-    let interactive = std::io::stderr().is_terminal() && !args.json;
-    let mut results: Vec<Outcome> = Vec::new();
-    let mut sent_count = 0;
-    let mut first_error: Option<anyhow::Error> = None;
+    let mut report = Report::new(args.json, files.len());
     for (path, name) in &files {
         if std::fs::metadata(path).is_ok_and(|m| m.len() == 0) {
             eprintln!(
@@ -142,103 +128,173 @@ pub(super) async fn send(args: SendArgs, sending: &Sending) -> Result<()> {
                 path.display()
             );
         }
-        resumable.store(false, Ordering::SeqCst);
-        sending.committing.store(false, Ordering::SeqCst);
-        let mut progress = Progress {
-            bar: Bar::new(interactive, name),
-            sending,
-        };
-        let mut attempts = 0;
-        let outcome = loop {
-            let result = client
-                .send_file(path, name, args.overwrite, &mut progress)
-                .await;
-            match result {
-                Err(e) if attempts < retries && e.is_transient() => {
-                    attempts += 1;
-                    progress.bar.abandon();
-                    wait_to_retry(&e.into(), attempts, retries).await;
-                    // The new connection may fail too: that is a retry as well.
-                    while let Err(e) = client.reconnect().await {
-                        if attempts >= retries || !e.is_transient_reconnect() {
-                            break;
-                        }
-                        attempts += 1;
-                        wait_to_retry(&e.into(), attempts, retries).await;
-                    }
-                    progress.bar = Bar::new(interactive, name);
-                }
-                other => break other,
-            }
-        };
-        let Progress { mut bar, .. } = progress;
-        match outcome {
-            Ok(sent) => {
-                resumable.store(false, Ordering::SeqCst);
-                sending.committing.store(false, Ordering::SeqCst);
-                bar.finish();
-                if !args.json {
-                    println!("{}", summary(&sent));
-                }
-                sent_count += 1;
-                results.push(Outcome::Sent(sent));
-            }
-            Err(e) => {
-                // The bar shows how far an interrupted body came; a refusal
-                // says all there is to say.
-                match e {
-                    ClientError::Refused { .. } | ClientError::Local { .. } => bar.finish(),
-                    _ => bar.abandon(),
-                }
-                let fatal = !matches!(e, ClientError::Refused { .. } | ClientError::Local { .. });
-                // The network gave out (retries included) after the agent had
-                // the digest: it keeps the partial upload.
-                let hint = if e.is_transient() && resumable.load(Ordering::SeqCst) {
-                    format!(" ({RESUME_HINT})")
-                } else {
-                    String::new()
-                };
-                let code = match &e {
-                    ClientError::Refused { code, .. } => Some(code.to_string()),
-                    _ => None,
-                };
-                let e = anyhow::Error::new(e)
-                    .context(format!("sending {} failed{hint}", path.display()));
-                results.push(Outcome::Failed {
-                    name: name.clone(),
-                    path: path.clone(),
-                    code,
-                    error: format!("{e:#}"),
-                });
-                if fatal {
-                    if args.json {
-                        print_json(&results)?;
-                    }
-                    return Err(e);
-                }
-                if files.len() > 1 {
-                    // One file's error is the command's error, printed once by main.
-                    eprintln!("fileagent: {e:#}");
-                }
-                first_error.get_or_insert(e);
-            }
-        }
+        let (outcome, bar) = send_one(&mut client, path, name, &args, retries, sending).await;
+        report.record(path, name, outcome, bar, sending)?;
     }
     client.close().await;
-    if args.json {
-        print_json(&results)?;
-    }
-    match first_error {
-        Some(e) if files.len() == 1 => Err(e),
-        Some(e) => {
-            let failed = files.len() - sent_count;
-            let verb = if failed == 1 { "was" } else { "were" };
-            Err(e.context(format!(
-                "{failed} of {} {verb} not sent",
-                super::plural(files.len() as u64, "file")
-            )))
+    report.finish()
+}
+
+/// Connects, retrying a transient failure.
+async fn connect_retrying(args: &SendArgs, retries: u32) -> Result<Client> {
+    let mut attempts = 0;
+    loop {
+        match connect(&args.target).await {
+            Ok(client) => return Ok(client),
+            Err(e) if attempts < retries && is_transient(&e) => {
+                attempts += 1;
+                wait_to_retry(&e, attempts, retries).await;
+            }
+            Err(e) => return Err(e),
         }
-        None => Ok(()),
+    }
+}
+
+/// One file, retried on a transient failure (on a new connection, whose
+/// failures count as retries too); its outcome and its bar.
+async fn send_one(
+    client: &mut Client,
+    path: &Path,
+    name: &str,
+    args: &SendArgs,
+    retries: u32,
+    sending: &Sending,
+) -> (Result<Sent, ClientError>, Bar) {
+    sending.resumable.store(false, Ordering::SeqCst);
+    sending.committing.store(false, Ordering::SeqCst);
+    let interactive = std::io::stderr().is_terminal() && !args.json;
+    let mut progress = Progress {
+        bar: Bar::new(interactive, name),
+        sending,
+    };
+    let mut attempts = 0;
+    let outcome = loop {
+        let result = client
+            .send_file(path, name, args.overwrite, &mut progress)
+            .await;
+        match result {
+            Err(e) if attempts < retries && e.is_transient() => {
+                attempts += 1;
+                progress.bar.abandon();
+                wait_to_retry(&e.into(), attempts, retries).await;
+                while let Err(e) = client.reconnect().await {
+                    if attempts >= retries || !e.is_transient_reconnect() {
+                        break;
+                    }
+                    attempts += 1;
+                    wait_to_retry(&e.into(), attempts, retries).await;
+                }
+                progress.bar = Bar::new(interactive, name);
+            }
+            other => break other,
+        }
+    };
+    (outcome, progress.bar)
+}
+
+/// What happened to each file: said as it happens (a summary line, or the
+/// error when several files are sent), and as JSON at the end.
+struct Report {
+    json: bool,
+    total: usize,
+    results: Vec<Outcome>,
+    sent: usize,
+    first_error: Option<anyhow::Error>,
+}
+
+impl Report {
+    fn new(json: bool, total: usize) -> Report {
+        Report {
+            json,
+            total,
+            results: Vec::new(),
+            sent: 0,
+            first_error: None,
+        }
+    }
+
+    /// Records one file's outcome. A failure that is not the file's own
+    /// (the network gave out, retries included) ends the command: returned.
+    fn record(
+        &mut self,
+        path: &Path,
+        name: &str,
+        outcome: Result<Sent, ClientError>,
+        mut bar: Bar,
+        sending: &Sending,
+    ) -> Result<()> {
+        let e = match outcome {
+            Ok(sent) => {
+                sending.resumable.store(false, Ordering::SeqCst);
+                sending.committing.store(false, Ordering::SeqCst);
+                bar.finish();
+                if !self.json {
+                    println!("{}", summary(&sent));
+                }
+                self.sent += 1;
+                self.results.push(Outcome::Sent(sent));
+                return Ok(());
+            }
+            Err(e) => e,
+        };
+        // The bar shows how far an interrupted body came; a refusal says
+        // all there is to say.
+        let own = matches!(e, ClientError::Refused { .. } | ClientError::Local { .. });
+        if own {
+            bar.finish();
+        } else {
+            bar.abandon();
+        }
+        // The network gave out after the agent had the digest: it keeps
+        // the partial upload.
+        let hint = if e.is_transient() && sending.resumable.load(Ordering::SeqCst) {
+            format!(" ({RESUME_HINT})")
+        } else {
+            String::new()
+        };
+        let code = match &e {
+            ClientError::Refused { code, .. } => Some(code.to_string()),
+            _ => None,
+        };
+        let e = anyhow::Error::new(e).context(format!("sending {} failed{hint}", path.display()));
+        self.results.push(Outcome::Failed {
+            name: name.to_string(),
+            path: path.to_path_buf(),
+            code,
+            error: format!("{e:#}"),
+        });
+        if !own {
+            if self.json {
+                print_json(&self.results)?;
+            }
+            return Err(e);
+        }
+        if self.total > 1 {
+            // One file's error is the command's error, printed once by main.
+            eprintln!("fileagent: {e:#}");
+        }
+        self.first_error.get_or_insert(e);
+        Ok(())
+    }
+
+    /// The JSON, and the command's error: the one file's, or how many of
+    /// the files were not sent.
+    fn finish(self) -> Result<()> {
+        if self.json {
+            print_json(&self.results)?;
+        }
+        match self.first_error {
+            Some(e) if self.total == 1 => Err(e),
+            Some(e) => {
+                let failed = self.total - self.sent;
+                let verb = if failed == 1 { "was" } else { "were" };
+                Err(e.context(format!(
+                    "{failed} of {} {verb} not sent",
+                    super::plural(self.total as u64, "file")
+                )))
+            }
+            None => Ok(()),
+        }
     }
 }
 
