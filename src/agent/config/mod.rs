@@ -15,33 +15,12 @@ use serde::Deserialize;
 
 use crate::wire::protocol::DEFAULT_PORT;
 
-/// The API key: kept out of `Debug` output and logs.
-#[derive(Clone, PartialEq, Eq, serde::Deserialize)]
-#[serde(transparent)]
-pub struct ApiKey(String);
+mod octoprint;
 
-impl ApiKey {
-    /// Wraps a key (surrounding white space removed).
-    pub fn new(key: &str) -> ApiKey {
-        ApiKey(key.trim().to_string())
-    }
-
-    /// True when there is no key at all.
-    pub fn is_empty(&self) -> bool {
-        self.0.trim().is_empty()
-    }
-
-    /// The key itself, for the one header that carries it; never log it.
-    pub fn secret(&self) -> &str {
-        self.0.trim()
-    }
-}
-
-impl std::fmt::Debug for ApiKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ApiKey(***)")
-    }
-}
+pub use octoprint::{
+    ApiKey, AutoPrint, DEFAULT_API_KEY_FILE, DEFAULT_OCTOPRINT_URL, DEFAULT_POLL_INTERVAL,
+    DEFAULT_RETRY_INITIAL, DEFAULT_RETRY_MAX, OctoPrintConfig,
+};
 
 /// Where the agent looks for its config when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/fileagent/config.toml";
@@ -78,17 +57,6 @@ pub const DEFAULT_RESCAN_INTERVAL: Duration = Duration::from_secs(30);
 pub const DEFAULT_PRINT_EXTENSIONS: [&str; 4] = ["gcode", "gco", "g", "bgcode"];
 /// Default log level.
 pub const DEFAULT_LOG_LEVEL: &str = "info";
-/// Default OctoPrint URL.
-pub const DEFAULT_OCTOPRINT_URL: &str = "http://127.0.0.1:5000";
-/// Default file holding the OctoPrint API key.
-pub const DEFAULT_API_KEY_FILE: &str = "/etc/fileagent/octoprint.key";
-/// Default interval between printer state polls.
-pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(2);
-/// Default first retry delay after OctoPrint failed.
-pub const DEFAULT_RETRY_INITIAL: Duration = Duration::from_secs(1);
-/// Default longest retry delay.
-pub const DEFAULT_RETRY_MAX: Duration = Duration::from_secs(60);
-
 /// The agent's settings. Every key is optional; see `config/fileagent.toml`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -142,77 +110,6 @@ pub struct Config {
     pub log_level: String,
     /// Forwarding to OctoPrint.
     pub octoprint: OctoPrintConfig,
-}
-
-/// When the agent starts prints (`[octoprint] auto_print`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum AutoPrint {
-    /// Start only if the printer is operational and idle; else queue it.
-    #[default]
-    WhenIdle,
-    /// Always ask OctoPrint to print (it refuses while busy; then queued).
-    Always,
-    /// Upload only.
-    Never,
-}
-
-impl AutoPrint {
-    /// The value as written in the config file.
-    pub fn name(self) -> &'static str {
-        match self {
-            AutoPrint::WhenIdle => "when-idle",
-            AutoPrint::Always => "always",
-            AutoPrint::Never => "never",
-        }
-    }
-}
-
-/// The `[octoprint]` table.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct OctoPrintConfig {
-    /// Forward at all.
-    pub enabled: bool,
-    /// Base URL of the local OctoPrint.
-    pub url: String,
-    /// API key (prefer `api_key_file`); never logged or shown by `Debug`.
-    pub api_key: Option<ApiKey>,
-    /// File holding the API key, used when `api_key` is not set.
-    pub api_key_file: PathBuf,
-    /// Folder in OctoPrint's storage to upload into ("" = top level).
-    pub upload_folder: String,
-    /// When prints are started.
-    pub auto_print: AutoPrint,
-    /// Start the next uploaded file when the printer is free again after a
-    /// job. Only for printers that clear their bed.
-    pub queue: bool,
-    /// Interval between printer state polls.
-    #[serde(with = "humantime_serde")]
-    pub poll_interval: Duration,
-    /// First retry delay while OctoPrint is down.
-    #[serde(with = "humantime_serde")]
-    pub retry_initial: Duration,
-    /// Longest retry delay.
-    #[serde(with = "humantime_serde")]
-    pub retry_max: Duration,
-}
-
-impl Default for OctoPrintConfig {
-    fn default() -> Self {
-        OctoPrintConfig {
-            enabled: true,
-            url: DEFAULT_OCTOPRINT_URL.into(),
-            api_key: None,
-            api_key_file: PathBuf::from(DEFAULT_API_KEY_FILE),
-            upload_folder: String::new(),
-            auto_print: AutoPrint::WhenIdle,
-            queue: false,
-            poll_interval: DEFAULT_POLL_INTERVAL,
-            retry_initial: DEFAULT_RETRY_INITIAL,
-            retry_max: DEFAULT_RETRY_MAX,
-        }
-    }
 }
 
 impl Default for Config {
@@ -355,11 +252,19 @@ impl Config {
 
     /// Checks values serde cannot: returns the offending key and the problem.
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        self.validate_timeouts()?;
+        self.octoprint.validate()?;
+        self.validate_limits()?;
+        self.validate_names()
+    }
+
+    fn validate_timeouts(&self) -> Result<(), (&'static str, String)> {
         let nonzero = [
             ("handshake_timeout", self.handshake_timeout),
             ("header_timeout", self.header_timeout),
             ("body_idle_timeout", self.body_idle_timeout),
             ("client_cert_lifetime", self.client_cert_lifetime),
+            ("rescan_interval", self.rescan_interval),
         ];
         for (key, value) in nonzero {
             if value.is_zero() {
@@ -375,40 +280,13 @@ impl Config {
                 ),
             ));
         }
-        for (key, value) in [
-            ("octoprint.poll_interval", self.octoprint.poll_interval),
-            ("octoprint.retry_initial", self.octoprint.retry_initial),
-            ("rescan_interval", self.rescan_interval),
-        ] {
-            if value.is_zero() {
-                return Err((key, "must be longer than zero, e.g. \"2s\"".into()));
-            }
+        if self.client_cert_lifetime < Duration::from_secs(3600) {
+            return Err(("client_cert_lifetime", "must be at least 1h".into()));
         }
-        if self.octoprint.retry_max < self.octoprint.retry_initial {
-            return Err((
-                "octoprint.retry_max",
-                "must not be shorter than retry_initial".into(),
-            ));
-        }
-        if !self.octoprint.url.starts_with("http://")
-            || reqwest::Url::parse(&self.octoprint.url).is_err()
-        {
-            return Err((
-                "octoprint.url",
-                "must be an http:// URL of the local OctoPrint, e.g. \"http://127.0.0.1:5000\""
-                    .into(),
-            ));
-        }
-        if self
-            .print_extensions
-            .iter()
-            .any(|e| e.is_empty() || e.contains(['.', '/']))
-        {
-            return Err((
-                "print_extensions",
-                "entries are extensions without a dot, e.g. \"gcode\"".into(),
-            ));
-        }
+        Ok(())
+    }
+
+    fn validate_limits(&self) -> Result<(), (&'static str, String)> {
         if self.max_connections == 0 || self.max_connections > 10_000 {
             return Err(("max_connections", "must be between 1 and 10000".into()));
         }
@@ -424,8 +302,20 @@ impl Config {
                 format!("is not a level or filter ({e}): use error, warn, info, debug or trace"),
             ));
         }
-        if self.client_cert_lifetime < Duration::from_secs(3600) {
-            return Err(("client_cert_lifetime", "must be at least 1h".into()));
+        Ok(())
+    }
+
+    /// Names and paths: extensions, server names, directories.
+    fn validate_names(&self) -> Result<(), (&'static str, String)> {
+        if self
+            .print_extensions
+            .iter()
+            .any(|e| e.is_empty() || e.contains(['.', '/']))
+        {
+            return Err((
+                "print_extensions",
+                "entries are extensions without a dot, e.g. \"gcode\"".into(),
+            ));
         }
         for name in &self.server_names {
             if name.is_empty() || name.contains(char::is_whitespace) {
