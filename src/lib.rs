@@ -7,7 +7,7 @@
 //! - [`wire`]: what both ends agree on (see `docs/protocol.md`).
 //!   - [`wire::protocol`]: frames, typed messages, error codes, limits, the connection.
 //!   - [`wire::codec`]: zstd compression of file bodies.
-//!   - [`wire::digest`]: SHA-256 of whole files, as both ends compute it.
+//!   - `wire::digest`: SHA-256 of whole files, as both ends compute it.
 //!   - [`wire::identity`]: a workstation's identity file; certificate names and fingerprints.
 //!   - [`wire::pairing`]: the one-time pairing code and its SPAKE2 exchange.
 //!   - [`wire::tls`]: TLS 1.3, the provider and suite order, the workstation's client config.
@@ -16,13 +16,13 @@
 //!   - [`agent::daemon`]: process wiring for `serve` and `init` (PKI, spool, signals, reload).
 //!   - [`agent::config`]: the agent's TOML config, human units, validation.
 //!   - [`agent::server`]: accept loop, admission budget, timeouts, graceful shutdown.
-//!   - [`agent::tls`]: server configs and the revocation-aware client verifier.
-//!   - [`agent::session`]: the agent's side of one connection (request loop).
-//!   - [`agent::spool`]: `incoming/` and `ready/`, name checks, atomic verified commits.
+//!   - `agent::tls`: server configs and the revocation-aware client verifier.
+//!   - `agent::session`: the agent's side of one connection (request loop).
+//!   - `agent::spool`: `incoming/` and `ready/`, name checks, atomic verified commits.
 //!   - [`agent::forward`]: the watched spool, the durable queue, uploads to OctoPrint, prints.
 //!   - [`agent::pki`]: the CA, the server certificate, issued client certificates and their register.
 //!   - [`agent::pairing`]: pending pairing codes and the agent's side of a pairing connection.
-//!   - [`agent::systemd`]: readiness, status and watchdog notifications.
+//!   - `agent::systemd`: readiness, status and watchdog notifications.
 //! - [`workstation`]: the library client ([`workstation::Client`]), the workstation's side.
 //!   - `workstation::connect`: the agent's address, TCP + TLS within the connect timeout,
 //!     failures explained; one path for connections and for pairing.
@@ -33,7 +33,7 @@
 //!   - `workstation::enrol`: the key and request of a new certificate, the checks of what comes back.
 //!   - `workstation::error`: [`workstation::ClientError`], failures with their cause and remedy.
 //!   - [`workstation::pair`]: `fileagent pair HOST CODE`, the workstation's side of pairing.
-//!   - [`workstation::config`]: which agent and identity a workstation uses.
+//!   - `workstation::config`: which agent and identity a workstation uses.
 //! - [`cli`]: the commands; [`cli::run`] dispatches them.
 //!   - [`cli::args`]: the clap definitions (their doc comments are the help), exit codes.
 //!   - `cli::send`, `cli::files`, `cli::identities`: `send`; `print`, `list`, `get`, `delete`,
@@ -41,7 +41,7 @@
 //!     and the progress bar.
 //!   - `cli::agent`: the commands of the agent's machine (`serve`, `init`, `pair` for a code,
 //!     `client`), the one part of the CLI that imports the agent (Linux only).
-//!   - [`cli::generate`]: man pages and shell completions.
+//!   - `cli::generate`: man pages and shell completions.
 //! - Leaves any side may use, importing nothing of the crate:
 //!   - [`durable`]: crash-safe file writes (temp file, fsync, rename, directory fsync).
 //!   - [`logging`]: journald or human-readable logs, and the log level.

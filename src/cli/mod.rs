@@ -12,7 +12,7 @@ use crate::cli::args::{Command, Interrupted};
 mod agent;
 pub mod args;
 mod files;
-pub mod generate;
+pub(crate) mod generate;
 mod identities;
 mod output;
 mod send;

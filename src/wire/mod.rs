@@ -4,7 +4,7 @@
 //! both ends share. Nothing here imports the agent or the workstation.
 
 pub mod codec;
-pub mod digest;
+pub(crate) mod digest;
 pub mod identity;
 pub mod pairing;
 pub mod protocol;

@@ -15,7 +15,7 @@ use crate::wire::identity::Identity;
 use crate::wire::protocol::{AgentStatus, FileEntry, ProtocolError, Reply, Request};
 
 mod body;
-pub mod config;
+pub(crate) mod config;
 mod connect;
 mod digest;
 pub(crate) mod enrol;

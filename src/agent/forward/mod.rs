@@ -2,9 +2,9 @@
 //! local OctoPrint and, per the print policy, printed, without ever
 //! disturbing a running job.
 //!
-//! One task, the `Forwarder`, owns the durable [`queue::Queue`] and does
+//! One task, the `Forwarder`, owns the durable `queue::Queue` and does
 //! everything in order: it hears of files from the receiver (complete and
-//! verified) and from the [`watch`]er (other tools), polls the printer,
+//! verified) and from the `watch`er (other tools), polls the printer,
 //! uploads one file at a time, starts queued prints, follows running ones
 //! and cleans `done/`. While OctoPrint is unreachable or failing it backs
 //! off exponentially and logs once per change of state. Sessions read a
@@ -13,16 +13,16 @@
 
 mod backlog;
 mod forwarder;
-pub mod octoprint;
+pub(crate) mod octoprint;
 mod person;
-pub mod policy;
+pub(crate) mod policy;
 mod printing;
-pub mod queue;
+pub(crate) mod queue;
 mod retention;
 mod supervise;
 mod upload;
 mod view;
-pub mod watch;
+pub(crate) mod watch;
 
 use std::sync::{Arc, Mutex};
 

@@ -230,6 +230,7 @@ impl Queue {
     }
 
     /// Adds a new entry in state `state`, arrived now; returns its id.
+    #[cfg(test)]
     pub fn add(
         &mut self,
         name: &str,

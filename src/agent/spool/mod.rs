@@ -23,12 +23,12 @@ mod ready;
 mod upload;
 mod writer;
 
-pub use budget::{BODY_BUFFER_BUDGET, MAX_PIECE_LEN, MIN_PIECE_LEN};
+pub use budget::MIN_PIECE_LEN;
 pub use commit::Verified;
 use digest::existing_digest;
 pub use error::SpoolError;
-pub use name::{MAX_NAME_LEN, TEMP_SUFFIXES, validate_name};
-pub use partial::{PARTIAL_SUFFIX, SWEEP_INTERVAL_MAX, SWEEP_INTERVAL_MIN, SWEEPS_PER_KEEP};
+pub use name::validate_name;
+pub use partial::PARTIAL_SUFFIX;
 pub use upload::Upload;
 
 /// Sub-directory for bodies being received.
@@ -318,6 +318,8 @@ async fn unchanged(
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::Ordering;
+
+    use super::budget::MAX_PIECE_LEN;
 
     use super::*;
     use crate::wire::protocol::ErrorCode;
