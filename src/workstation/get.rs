@@ -51,35 +51,46 @@ impl Client {
         observer: &mut (dyn Observer + Send),
     ) -> Result<Fetched, ClientError> {
         let dir = check_destination(dest)?;
-        let local = local_error(dest);
         let existing = match overwrite {
             true => None,
             false => std::fs::metadata(dest).ok().map(|m| m.len()),
         };
-        let temp = tempfile::Builder::new()
-            .prefix(".fileagent-")
-            .suffix(".part")
-            // Like any new file (tempfile's default is 0600): what the umask allows.
-            .permissions(std::fs::Permissions::from_mode(0o666))
-            .tempfile_in(dir)
-            .map_err(local_error(dir)("cannot write into"))?;
+        let temp = temp_beside(dir)?;
         let size = match self.request(&Request::Get { name: name.into() }).await? {
             Reply::Body { size, .. } => size,
             other => return Err(unexpected(&other)),
         };
-        let there = || {
-            local("cannot write")(std::io::Error::other(
-                "it is there already with different content; pass --overwrite to replace it, or -o to write elsewhere",
-            ))
-        };
         if existing.is_some_and(|len| len != size) {
             // Not read: the connection is out of step now.
             self.drop_connection();
-            return Err(there());
+            return Err(there_already(dest));
         }
         let (file, temp_path) = temp.into_parts();
         let mut file = tokio::fs::File::from_std(file);
         observer.phase(Phase::Receiving, size);
+        let sha256 = self.receive_body(size, &mut file, dest, observer).await?;
+        let unchanged = existing.is_some();
+        if unchanged {
+            same_as_there(dest, size, &sha256).await?;
+        } else {
+            place(file, temp_path, dest, overwrite).await?;
+        }
+        Ok(Fetched {
+            size,
+            sha256,
+            unchanged,
+        })
+    }
+
+    /// Writes the body into `file`, checking it against the announced size
+    /// and the SHA-256 the agent sends after it; returns that digest.
+    async fn receive_body(
+        &mut self,
+        size: u64,
+        file: &mut tokio::fs::File,
+        dest: &Path,
+        observer: &mut (dyn Observer + Send),
+    ) -> Result<String, ClientError> {
         let mut hasher = Sha256::new();
         let mut received = 0u64;
         while let Some(chunk) = self.conn.read_chunk(BODY_IDLE_TIMEOUT).await? {
@@ -92,7 +103,7 @@ impl Client {
             hasher.update(&chunk);
             file.write_all(&chunk)
                 .await
-                .map_err(local("cannot write"))?;
+                .map_err(local_error(dest)("cannot write"))?;
             observer.progress(received);
         }
         let announced = match self.reply().await? {
@@ -110,38 +121,59 @@ impl Client {
                 "SHA-256 is {computed} but the agent sent {announced}"
             )));
         }
-        if existing.is_some() {
-            let same = super::digest::hash_file(dest, size, &mut ())
-                .await
-                .map_err(local("cannot read"))?;
-            if same != computed {
-                return Err(there());
-            }
-            return Ok(Fetched {
-                size,
-                sha256: computed,
-                unchanged: true,
-            });
-        }
-        file.sync_all().await.map_err(local("cannot write"))?;
-        drop(file);
-        let placed = if overwrite {
-            temp_path.persist(dest)
-        } else {
-            // One that appeared meanwhile stays too, on file systems that
-            // can refuse to replace (a share without hard links may not).
-            match temp_path.persist_noclobber(dest) {
-                Err(e) if e.error.kind() != std::io::ErrorKind::AlreadyExists => {
-                    e.path.persist(dest)
-                }
-                placed => placed,
-            }
-        };
-        placed.map_err(|e| local("cannot write")(e.error))?;
-        Ok(Fetched {
-            size,
-            sha256: computed,
-            unchanged: false,
-        })
+        Ok(computed)
     }
+}
+
+/// A temp file in `dir`, where the body goes until it is verified.
+fn temp_beside(dir: &Path) -> Result<tempfile::NamedTempFile, ClientError> {
+    tempfile::Builder::new()
+        .prefix(".fileagent-")
+        .suffix(".part")
+        // Like any new file (tempfile's default is 0600): what the umask allows.
+        .permissions(std::fs::Permissions::from_mode(0o666))
+        .tempfile_in(dir)
+        .map_err(local_error(dir)("cannot write into"))
+}
+
+/// A different file at the destination, kept without --overwrite.
+fn there_already(dest: &Path) -> ClientError {
+    local_error(dest)("cannot write")(std::io::Error::other(
+        "it is there already with different content; pass --overwrite to replace it, or -o to write elsewhere",
+    ))
+}
+
+/// Without --overwrite, a file already at the destination must be this one.
+async fn same_as_there(dest: &Path, size: u64, sha256: &str) -> Result<(), ClientError> {
+    let there = super::digest::hash_file(dest, size, &mut ())
+        .await
+        .map_err(local_error(dest)("cannot read"))?;
+    match there == sha256 {
+        true => Ok(()),
+        false => Err(there_already(dest)),
+    }
+}
+
+/// Syncs the verified temp file and renames it into place: over a file
+/// there only with `overwrite`.
+async fn place(
+    file: tokio::fs::File,
+    temp_path: tempfile::TempPath,
+    dest: &Path,
+    overwrite: bool,
+) -> Result<(), ClientError> {
+    let local = local_error(dest);
+    file.sync_all().await.map_err(local("cannot write"))?;
+    drop(file);
+    let placed = if overwrite {
+        temp_path.persist(dest)
+    } else {
+        // One that appeared meanwhile stays too, on file systems that
+        // can refuse to replace (a share without hard links may not).
+        match temp_path.persist_noclobber(dest) {
+            Err(e) if e.error.kind() != std::io::ErrorKind::AlreadyExists => e.path.persist(dest),
+            placed => placed,
+        }
+    };
+    placed.map_err(|e| local("cannot write")(e.error))
 }
