@@ -201,61 +201,8 @@ async fn handle(
         return;
     };
     tcp.set_nodelay(true).ok();
-    let handshake_timeout = live.options.handshake_timeout;
-    // The ClientHello's ALPN decides: pairing (no client certificate, may
-    // only pair) or the normal, mutually authenticated protocol.
-    let handshake = async {
-        // A connection closed before its first byte is a port check (`fileagent
-        // pair` makes one to see that the agent runs; so do monitoring tools),
-        // not a refused handshake worth a warning.
-        if tcp.peek(&mut [0u8; 1]).await? == 0 {
-            return Ok(None);
-        }
-        let tcp = tokio::io::BufReader::with_capacity(SOCKET_READ_LEN, tcp);
-        let start = LazyConfigAcceptor::new(Acceptor::default(), tcp).await?;
-        let pairing = start
-            .client_hello()
-            .alpn()
-            .is_some_and(|mut offered| offered.any(|p| p == PAIR_ALPN));
-        let config = if pairing {
-            live.pair_tls.clone()
-        } else {
-            live.tls.clone()
-        };
-        start
-            .into_stream(config)
-            .await
-            .map(|tls| Some((tls, pairing)))
-    };
-    let first = |event| admission.note(peer.ip(), event);
-    let summed = "further ones from this address are summed up";
-    let handshake = tokio::select! {
-        done = tokio::time::timeout(handshake_timeout, handshake) => done,
-        _ = &mut ticket.cut => {
-            if first(Event::CutOff) {
-                info!(summed, "unauthenticated connection cut off to make room for a newer one");
-            }
-            return;
-        }
-    };
-    let (tls, pairing) = match handshake {
-        Ok(Ok(Some(accepted))) => accepted,
-        Ok(Ok(None)) => {
-            debug!("closed before sending anything (a port check)");
-            return;
-        }
-        Ok(Err(e)) => {
-            if first(Event::Failed) {
-                warn!(error = %e, summed, "TLS handshake refused");
-            }
-            return;
-        }
-        Err(_) => {
-            if first(Event::TimedOut) {
-                warn!(timeout = ?handshake_timeout, summed, "TLS handshake timed out");
-            }
-            return;
-        }
+    let Some((tls, pairing)) = shake_hands(tcp, &live, &mut ticket, &admission, peer).await else {
+        return;
     };
     // Authenticated (or pairing): out of the unauthenticated budget, into
     // the session limit.
@@ -269,6 +216,80 @@ async fn handle(
     };
     serve(tls, pairing, peer, live, stop).await;
     drop(permit);
+}
+
+/// An accepted TLS stream, and whether it is a pairing connection.
+type Accepted = (
+    tokio_rustls::server::TlsStream<tokio::io::BufReader<TcpStream>>,
+    bool,
+);
+
+/// The handshake within `handshake_timeout`, unless the connection's place
+/// is given to a newer one first; each way it can fail is logged (the
+/// first time from an address, then summed up).
+async fn shake_hands(
+    tcp: TcpStream,
+    live: &Live,
+    ticket: &mut admission::Ticket,
+    admission: &Admission,
+    peer: SocketAddr,
+) -> Option<Accepted> {
+    let handshake_timeout = live.options.handshake_timeout;
+    let first = |event| admission.note(peer.ip(), event);
+    let summed = "further ones from this address are summed up";
+    let handshake = tokio::select! {
+        done = tokio::time::timeout(handshake_timeout, handshake(tcp, live)) => done,
+        _ = &mut ticket.cut => {
+            if first(Event::CutOff) {
+                info!(summed, "unauthenticated connection cut off to make room for a newer one");
+            }
+            return None;
+        }
+    };
+    match handshake {
+        Ok(Ok(Some(accepted))) => Some(accepted),
+        Ok(Ok(None)) => {
+            debug!("closed before sending anything (a port check)");
+            None
+        }
+        Ok(Err(e)) => {
+            if first(Event::Failed) {
+                warn!(error = %e, summed, "TLS handshake refused");
+            }
+            None
+        }
+        Err(_) => {
+            if first(Event::TimedOut) {
+                warn!(timeout = ?handshake_timeout, summed, "TLS handshake timed out");
+            }
+            None
+        }
+    }
+}
+
+/// The TLS handshake. The ClientHello's ALPN decides: pairing (no client
+/// certificate, may only pair) or the normal, mutually authenticated
+/// protocol. `None`: closed before its first byte.
+async fn handshake(tcp: TcpStream, live: &Live) -> std::io::Result<Option<Accepted>> {
+    // A connection closed before its first byte is a port check (`fileagent
+    // pair` makes one to see that the agent runs; so do monitoring tools),
+    // not a refused handshake worth a warning.
+    if tcp.peek(&mut [0u8; 1]).await? == 0 {
+        return Ok(None);
+    }
+    let tcp = tokio::io::BufReader::with_capacity(SOCKET_READ_LEN, tcp);
+    let start = LazyConfigAcceptor::new(Acceptor::default(), tcp).await?;
+    let pairing = start
+        .client_hello()
+        .alpn()
+        .is_some_and(|mut offered| offered.any(|p| p == PAIR_ALPN));
+    let config = if pairing {
+        live.pair_tls.clone()
+    } else {
+        live.tls.clone()
+    };
+    let tls = start.into_stream(config).await?;
+    Ok(Some((tls, pairing)))
 }
 
 /// Serves an authenticated connection (or a pairing one) to its end.
