@@ -104,11 +104,26 @@ pub(super) async fn pair(args: PairArgs) -> Result<()> {
     // Removes the code if this command ends before it was used (Ctrl-C).
     let _cleanup = RemoveTicket(config.state_dir.clone(), ticket.ticket.clone());
     give_back(&config)?;
+    print_code(&config, &ticket, &args, &report.ca_fingerprint);
+    if !agent_listening(&config).await {
+        eprintln!(
+            "fileagent: note: nothing answers on {}: start the agent (`systemctl start fileagent` or \
+             `fileagent serve`) before the code is used",
+            config.listen
+        );
+    }
+    println!("waiting for the workstation (Ctrl-C cancels the code)...");
+    std::io::stdout().flush().ok();
+    wait_for_workstation(&config, &ticket.ticket).await
+}
+
+/// The code, how long it holds, and the command to run where.
+fn print_code(config: &Config, ticket: &ticket::Ticket, args: &PairArgs, ca_fingerprint: &str) {
     // An agent on loopback only is reachable from this machine alone.
     let loopback = config.listen.ip().is_loopback();
     let host = match loopback {
         true => "localhost".to_string(),
-        false => (pki::server_names(&config).into_iter().next()).unwrap_or_else(|| "HOST".into()),
+        false => (pki::server_names(config).into_iter().next()).unwrap_or_else(|| "HOST".into()),
     };
     let port = config.listen.port();
     let until = time::OffsetDateTime::from_unix_timestamp(ticket.expires)
@@ -122,7 +137,7 @@ pub(super) async fn pair(args: PairArgs) -> Result<()> {
     if let Some(name) = &args.name {
         println!("client name    {name}");
     }
-    println!("agent CA       sha256 {}", report.ca_fingerprint);
+    println!("agent CA       sha256 {ca_fingerprint}");
     if loopback {
         println!(
             "on this machine (the agent listens on {} only; set listen = \"0.0.0.0:{port}\" in its config for other machines):\n  fileagent pair {host}:{port} {}",
@@ -135,18 +150,14 @@ pub(super) async fn pair(args: PairArgs) -> Result<()> {
             ticket.code()
         );
     }
-    if !agent_listening(&config).await {
-        eprintln!(
-            "fileagent: note: nothing answers on {}: start the agent (`systemctl start fileagent` or \
-             `fileagent serve`) before the code is used",
-            config.listen
-        );
-    }
-    println!("waiting for the workstation (Ctrl-C cancels the code)...");
-    std::io::stdout().flush().ok();
+}
+
+/// Follows the code's ticket until the workstation paired, the code went
+/// void or expired.
+async fn wait_for_workstation(config: &Config, id: &str) -> Result<()> {
     loop {
         tokio::time::sleep(PAIR_POLL).await;
-        let Some(now) = ticket::load(&config.state_dir, &ticket.ticket)? else {
+        let Some(now) = ticket::load(&config.state_dir, id)? else {
             bail!(
                 "the pairing code was removed from {}",
                 config.state_dir.display()
