@@ -11,6 +11,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use sha2::Digest;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::{info, warn};
 
@@ -19,7 +20,7 @@ use crate::agent::pki::registry::Authority;
 use crate::wire::pairing::{
     Exchange, MAX_ATTEMPTS, MAX_REQUESTS_PER_ADDRESS, RATE_WINDOW, Role, exporter,
 };
-use crate::wire::protocol::{Connection, ErrorCode, Reply, Request};
+use crate::wire::protocol::{Connection, ErrorCode, Issued, Reply, Request};
 
 /// What pairing connections share: the certificate authority, the
 /// per-address rate limit and a lock that serialises updates of the codes.
@@ -120,64 +121,79 @@ where
             ),
         ));
     }
-    let state_dir = desk.authority.state_dir().to_path_buf();
     let spake = hex::decode(&spake).map_err(|_| {
         Refusal(
             ErrorCode::BadRequest,
             "the pairing message is not hex".into(),
         )
     })?;
-
-    // Count the attempt before any cryptography: an exchange started and
-    // never confirmed is a failed guess too.
-    let (ticket, name) = {
-        let _lock = desk.lock.lock().await;
-        ticket::sweep(&state_dir);
-        let loaded = ticket::load(&state_dir, &ticket_id).map_err(internal)?;
-        let Some(mut ticket) = loaded else {
-            warn!(outcome = %"unknown_code", ticket = %ticket_id, "pairing attempt refused: no such code");
-            return Err(refused(
-                "no pending pairing code starts with that group: check the code, or run `fileagent pair` on the agent again",
-            ));
-        };
-        let why = if ticket.expired() {
-            Some("the pairing code has expired: run `fileagent pair` on the agent again")
-        } else if matches!(ticket.outcome, Some(Outcome::Paired { .. })) {
-            Some(
-                "the pairing code was used already: run `fileagent pair` on the agent for a new one",
-            )
-        } else if ticket.outcome == Some(Outcome::Void) || ticket.attempts >= MAX_ATTEMPTS {
-            Some(
-                "the pairing code is void after too many wrong attempts: run `fileagent pair` on the agent again",
-            )
-        } else {
-            None
-        };
-        if let Some(why) = why {
-            warn!(outcome = %"refused", ticket = %ticket_id, reason = why, "pairing attempt refused");
-            return Err(refused(why));
-        }
-        let name = ticket.name.clone().unwrap_or(requested);
-        if let Err(e) = crate::wire::identity::validate_client_name(&name) {
-            return Err(Refusal(ErrorCode::BadRequest, e.to_string()));
-        }
-        ticket.attempts += 1;
-        ticket::store(&state_dir, &ticket).map_err(internal)?;
-        (ticket, name)
-    };
+    let (ticket, name) = count_attempt(desk, &ticket_id, requested).await?;
     let result = confirm_and_issue(conn, desk, peer, timeout, &ticket, name, &spake).await;
     if result.is_err() && ticket.attempts >= MAX_ATTEMPTS {
-        // That was the last attempt: the code is void.
-        let _lock = desk.lock.lock().await;
-        if let Ok(Some(mut now)) = ticket::load(&state_dir, &ticket.ticket)
-            && now.outcome.is_none()
-        {
-            now.outcome = Some(Outcome::Void);
-            ticket::store(&state_dir, &now).map_err(internal)?;
-            warn!(outcome = %"void", ticket = %ticket.ticket, "pairing code void after {MAX_ATTEMPTS} failed attempts");
-        }
+        void(desk, &ticket).await?;
     }
     result
+}
+
+/// Counts the attempt on the code's ticket before any cryptography (an
+/// exchange started and never confirmed is a failed guess too), unless
+/// the code is unknown, expired, used or void; returns the ticket and the
+/// client name to issue.
+async fn count_attempt(
+    desk: &Desk,
+    ticket_id: &str,
+    requested: String,
+) -> Result<(ticket::Ticket, String), Refusal> {
+    let state_dir = desk.authority.state_dir();
+    let _lock = desk.lock.lock().await;
+    ticket::sweep(state_dir);
+    let loaded = ticket::load(state_dir, ticket_id).map_err(internal)?;
+    let Some(mut ticket) = loaded else {
+        warn!(outcome = %"unknown_code", ticket = %ticket_id, "pairing attempt refused: no such code");
+        return Err(refused(
+            "no pending pairing code starts with that group: check the code, or run `fileagent pair` on the agent again",
+        ));
+    };
+    if let Some(why) = unusable(&ticket) {
+        warn!(outcome = %"refused", ticket = %ticket_id, reason = why, "pairing attempt refused");
+        return Err(refused(why));
+    }
+    let name = ticket.name.clone().unwrap_or(requested);
+    if let Err(e) = crate::wire::identity::validate_client_name(&name) {
+        return Err(Refusal(ErrorCode::BadRequest, e.to_string()));
+    }
+    ticket.attempts += 1;
+    ticket::store(state_dir, &ticket).map_err(internal)?;
+    Ok((ticket, name))
+}
+
+/// Why a code can no longer pair, if it cannot.
+fn unusable(ticket: &ticket::Ticket) -> Option<&'static str> {
+    if ticket.expired() {
+        Some("the pairing code has expired: run `fileagent pair` on the agent again")
+    } else if matches!(ticket.outcome, Some(Outcome::Paired { .. })) {
+        Some("the pairing code was used already: run `fileagent pair` on the agent for a new one")
+    } else if ticket.outcome == Some(Outcome::Void) || ticket.attempts >= MAX_ATTEMPTS {
+        Some(
+            "the pairing code is void after too many wrong attempts: run `fileagent pair` on the agent again",
+        )
+    } else {
+        None
+    }
+}
+
+/// That was the last attempt: the code is void.
+async fn void(desk: &Desk, ticket: &ticket::Ticket) -> Result<(), Refusal> {
+    let state_dir = desk.authority.state_dir();
+    let _lock = desk.lock.lock().await;
+    if let Ok(Some(mut now)) = ticket::load(state_dir, &ticket.ticket)
+        && now.outcome.is_none()
+    {
+        now.outcome = Some(Outcome::Void);
+        ticket::store(state_dir, &now).map_err(internal)?;
+        warn!(outcome = %"void", ticket = %ticket.ticket, "pairing code void after {MAX_ATTEMPTS} failed attempts");
+    }
+    Ok(())
 }
 
 /// The SPAKE2 exchange and key confirmation of one counted attempt, then
@@ -194,9 +210,7 @@ async fn confirm_and_issue<IO>(
 where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
-    let state_dir = desk.authority.state_dir().to_path_buf();
-
-    let ca = crate::agent::pki::load_agent(&state_dir)
+    let ca = crate::agent::pki::load_agent(desk.authority.state_dir())
         .map_err(internal)?
         .ca;
     let fingerprint = crate::wire::identity::fingerprint(&ca);
@@ -224,7 +238,6 @@ where
             return Err(refusal);
         }
     };
-    use sha2::Digest;
     let csr_digest = sha2::Sha256::digest(csr.as_bytes());
     if !key.verify(Role::Workstation, &exporter, &csr_digest, &confirm) {
         warn!(outcome = %"wrong_code", ticket = %ticket.ticket, client_cn = %name, attempts_left = left, "pairing attempt failed: wrong code");
@@ -233,11 +246,25 @@ where
             format!("the pairing code is wrong; {left} attempt(s) left before it becomes void"),
         ));
     }
+    let issued = issue(desk, ticket, name, csr, peer).await?;
+    send(conn, &Reply::Paired(issued)).await
+}
 
+/// Signs the request of a workstation that proved it knows the code,
+/// revokes what it was issued before under that name, and marks the code
+/// used.
+async fn issue(
+    desk: &Desk,
+    ticket: &ticket::Ticket,
+    name: String,
+    csr: String,
+    peer: SocketAddr,
+) -> Result<Issued, Refusal> {
+    let state_dir = desk.authority.state_dir();
     let _lock = desk.lock.lock().await;
     let issued = desk
         .authority
-        .sign(name.clone(), csr)
+        .sign(name, csr)
         .await
         .map_err(|e| Refusal(ErrorCode::BadRequest, format!("{e:#}")))?;
     // Paired again under a name it had: the earlier certificate stops working.
@@ -249,7 +276,7 @@ where
     if !replaced.is_empty() {
         info!(client_cn = %issued.name, revoked = %replaced.join(","), "revoked the earlier certificates of a client paired again");
     }
-    let mut done = ticket::load(&state_dir, &ticket.ticket)
+    let mut done = ticket::load(state_dir, &ticket.ticket)
         .map_err(internal)?
         .unwrap_or_else(|| ticket.clone());
     done.outcome = Some(Outcome::Paired {
@@ -258,9 +285,9 @@ where
         address: peer.to_string(),
         replaced,
     });
-    ticket::store(&state_dir, &done).map_err(internal)?;
+    ticket::store(state_dir, &done).map_err(internal)?;
     info!(outcome = %"paired", ticket = %done.ticket, client_cn = %issued.name, serial = %issued.serial, "paired a new client");
-    send(conn, &Reply::Paired(issued)).await
+    Ok(issued)
 }
 
 async fn next<IO>(
