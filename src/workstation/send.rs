@@ -165,31 +165,8 @@ impl Client {
             .map_err(local("cannot read"))?;
         let size = meta.len();
         let stamp = (path.to_path_buf(), size, meta.modified().ok());
-        let cached = match &self.digest_cache {
-            Some((cached, digest)) if *cached == stamp => Some(digest.clone()),
-            _ => None,
-        };
-        let mut digest = match cached {
-            Some(sha256) => PendingDigest::known(sha256),
-            // The body starts at once and the digest follows inside it.
-            None if size >= self.hash_while_sending_min => PendingDigest::later(path),
-            None => {
-                observer.phase(Phase::Hashing, size);
-                let sha256 = hash_file(path, size, observer)
-                    .await
-                    .map_err(local("cannot read"))?;
-                self.digest_cache = Some((stamp.clone(), sha256.clone()));
-                PendingDigest::known(sha256)
-            }
-        };
-        let compress = match self.compression {
-            Compression::Auto => {
-                let head = head_of(path).await.map_err(local("cannot read"))?;
-                crate::wire::codec::auto_compresses(name, size, &head)
-            }
-            Compression::Always => true,
-            Compression::Never => false,
-        };
+        let mut digest = self.digest_for(&stamp, observer).await?;
+        let compress = self.compresses(path, name, size).await?;
         let offer = Offer {
             path,
             name,
@@ -232,6 +209,46 @@ impl Client {
         result.map(|mut sent| {
             sent.seconds = started.elapsed().as_secs_f64();
             sent
+        })
+    }
+
+    /// The file's digest: known from the last send of this very version,
+    /// hashed now, or (for a large file) to follow inside the body.
+    async fn digest_for(
+        &mut self,
+        stamp: &FileStamp,
+        observer: &mut (dyn Observer + Send),
+    ) -> Result<PendingDigest, ClientError> {
+        let (path, size, _) = stamp;
+        if let Some((cached, sha256)) = &self.digest_cache
+            && cached == stamp
+        {
+            return Ok(PendingDigest::known(sha256.clone()));
+        }
+        if *size >= self.hash_while_sending_min {
+            // The body starts at once and the digest follows inside it.
+            return Ok(PendingDigest::later(path));
+        }
+        observer.phase(Phase::Hashing, *size);
+        let sha256 = hash_file(path, *size, observer)
+            .await
+            .map_err(local_error(path)("cannot read"))?;
+        self.digest_cache = Some((stamp.clone(), sha256.clone()));
+        Ok(PendingDigest::known(sha256))
+    }
+
+    /// Whether to offer a compressed body (`--compress auto`: text files of
+    /// some size that are not compressed already).
+    async fn compresses(&self, path: &Path, name: &str, size: u64) -> Result<bool, ClientError> {
+        Ok(match self.compression {
+            Compression::Auto => {
+                let head = head_of(path)
+                    .await
+                    .map_err(local_error(path)("cannot read"))?;
+                crate::wire::codec::auto_compresses(name, size, &head)
+            }
+            Compression::Always => true,
+            Compression::Never => false,
         })
     }
 
