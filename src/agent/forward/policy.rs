@@ -182,7 +182,10 @@ pub(super) fn why_waiting(
             })
         }
         FileState::Uploaded if !entry.queued && policy.auto_print != AutoPrint::Never => {
-            let start = format!("start it with `fileagent print {}`", entry.name);
+            let start = format!(
+                "start it with `fileagent print {}`",
+                shell_word(&entry.name)
+            );
             // Held: it never starts by itself, whatever the rest.
             let why = if entry.held {
                 let cause = match entry.backlog {
@@ -205,6 +208,18 @@ pub(super) fn why_waiting(
             ))
         }
         _ => None,
+    }
+}
+
+/// `name` as one shell word: as it is when it is plain, else in single
+/// quotes, so the command a hint shows can be pasted as it is.
+fn shell_word(name: &str) -> String {
+    let plain = name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '+' | ',' | '@'));
+    match plain {
+        true => name.to_string(),
+        false => format!("'{}'", name.replace('\'', r"'\''")),
     }
 }
 
@@ -400,5 +415,15 @@ mod tests {
         );
         assert_eq!(ago(59), "59 s ago");
         assert_eq!(ago(3 * 3600), "3 h ago");
+    }
+
+    #[test]
+    fn a_hint_names_the_file_as_one_shell_word() {
+        assert_eq!(shell_word("cube-20mm_v2.gcode"), "cube-20mm_v2.gcode");
+        assert_eq!(
+            shell_word("Benchy v2 (0.2mm) #1 50%.gcode"),
+            "'Benchy v2 (0.2mm) #1 50%.gcode'"
+        );
+        assert_eq!(shell_word("it's.gcode"), r"'it'\''s.gcode'");
     }
 }
