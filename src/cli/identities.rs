@@ -11,6 +11,7 @@ use crate::wire::identity::{self, Identity};
 use crate::wire::pairing::PairingCode;
 use crate::workstation::Client;
 use crate::workstation::config::{ClientConfig, config_dir, save_agent};
+use crate::workstation::pair::Paired;
 
 /// `fileagent pair HOST CODE`: the workstation's side of pairing.
 pub(super) async fn pair(agent: &str, code: &str, args: &PairArgs) -> Result<()> {
@@ -33,8 +34,32 @@ pub(super) async fn pair(agent: &str, code: &str, args: &PairArgs) -> Result<()>
     let config = ClientConfig::load(&dir).map_err(|e| UsageError(format!("{e:#}")))?;
 
     let paired = crate::workstation::pair::pair(agent, &code, &client_name).await?;
+    let saved = save_identity(&dir, &alias, &paired)?;
+    let made_default = saved.made_default || config.default_agent.as_deref() == Some(&alias);
+    report_paired(
+        &paired,
+        &dir,
+        &alias,
+        &saved.path,
+        saved.replaced,
+        made_default,
+    );
+    Ok(())
+}
 
-    crate::durable::create_dir(&dir, 0o700)
+/// Where an identity from pairing was saved.
+struct Saved {
+    path: PathBuf,
+    /// An identity file of that name was there and is replaced.
+    replaced: bool,
+    /// The agent became the default one (the first saved).
+    made_default: bool,
+}
+
+/// Writes the identity file (0600) and saves the agent under `alias` in
+/// client.toml.
+fn save_identity(dir: &Path, alias: &str, paired: &Paired) -> Result<Saved> {
+    crate::durable::create_dir(dir, 0o700)
         .with_context(|| format!("cannot create {}", dir.display()))?;
     let file = format!("{alias}.pem");
     let path = dir.join(&file);
@@ -46,7 +71,22 @@ pub(super) async fn pair(agent: &str, code: &str, args: &PairArgs) -> Result<()>
         crate::durable::Existing::Replace,
     )
     .with_context(|| format!("cannot write the identity file {}", path.display()))?;
-    let made_default = save_agent(&dir, &alias, &paired.address, &file)?;
+    let made_default = save_agent(dir, alias, &paired.address, &file)?;
+    Ok(Saved {
+        path,
+        replaced,
+        made_default,
+    })
+}
+
+fn report_paired(
+    paired: &Paired,
+    dir: &Path,
+    alias: &str,
+    path: &Path,
+    replaced: bool,
+    made_default: bool,
+) {
     let issued = &paired.issued;
     let expires = time::OffsetDateTime::from_unix_timestamp(issued.not_after)
         .map(|t| t.date().to_string())
@@ -56,27 +96,23 @@ pub(super) async fn pair(agent: &str, code: &str, args: &PairArgs) -> Result<()>
         paired.address, issued.name, issued.serial
     );
     println!("agent CA   sha256 {}", paired.ca_fingerprint);
+    let replaced = if replaced {
+        " (replaced the previous one)"
+    } else {
+        ""
+    };
+    println!("identity   {}{replaced}", path.display());
+    let default = if made_default {
+        " (the default agent)"
+    } else {
+        ""
+    };
     println!(
-        "identity   {}{}",
-        path.display(),
-        if replaced {
-            " (replaced the previous one)"
-        } else {
-            ""
-        }
-    );
-    println!(
-        "saved as agent \"{alias}\" in {}{}",
+        "saved as agent \"{alias}\" in {}{default}",
         dir.join(crate::workstation::config::CLIENT_CONFIG_FILE)
-            .display(),
-        if made_default || config.default_agent.as_deref() == Some(&alias) {
-            " (the default agent)"
-        } else {
-            ""
-        }
+            .display()
     );
     println!("try: fileagent send part.gcode --agent {alias}");
-    Ok(())
 }
 
 /// This host's name, made into a valid client name.

@@ -7,7 +7,7 @@ use tracing::info;
 
 use super::PrintRefused;
 use super::forwarder::Forwarder;
-use super::octoprint::OctoError;
+use super::octoprint::{OctoError, PrinterState};
 use super::printing::printer_text;
 use super::queue::{Entry, FileState};
 
@@ -25,51 +25,8 @@ impl Forwarder {
                 "cannot print: OctoPrint is not usable ({e}); start it, or check [octoprint] in the agent's config, then try again"
             ))
         })?;
-        if !state.operational {
-            return Err(PrintRefused::NotReady(format!(
-                "cannot print: the printer is not ready ({}); connect it in OctoPrint first",
-                state.text
-            )));
-        }
-        if state.busy {
-            return Err(PrintRefused::Busy(format!(
-                "the printer is busy ({}): start {} once that print has ended and the bed is clear",
-                printer_text(&state),
-                entry.name
-            )));
-        }
-        match (entry.state, entry.octoprint_path.clone()) {
-            (FileState::Received | FileState::Uploading, _) => {
-                self.upload(entry.id, &state, true).await;
-                let now = self.queue.entries().iter().find(|e| e.id == entry.id);
-                match now.map(|e| (e.state, e.reason.clone())) {
-                    Some((FileState::Printing, _)) => {}
-                    Some((_, reason)) => {
-                        return Err(PrintRefused::Refused(format!(
-                            "{} could not be started: {}",
-                            entry.name,
-                            reason.unwrap_or_else(|| "OctoPrint did not start it".into())
-                        )));
-                    }
-                    None => return Err(PrintRefused::NotFound(format!("{} is gone", entry.name))),
-                }
-            }
-            (_, Some(path)) => match self.octo.print(&path).await {
-                Ok(()) => self.mark_printing(entry.id),
-                Err(OctoError::Conflict(why)) => return Err(PrintRefused::Busy(why)),
-                Err(e) if e.is_transient() => {
-                    return Err(PrintRefused::NotReady(format!("cannot print: {e}")));
-                }
-                Err(e) => return Err(PrintRefused::Refused(e.to_string())),
-            },
-            (_, None) => {
-                return Err(PrintRefused::Refused(format!(
-                    "{} is not in OctoPrint: {}",
-                    entry.name,
-                    entry.reason.as_deref().unwrap_or("it was never uploaded")
-                )));
-            }
-        }
+        printer_takes(&state, &entry.name)?;
+        self.start(&entry, &state).await?;
         self.queue.bed.cleared_by_person();
         // Running now: its end is a print ending even if the next poll
         // comes after it.
@@ -77,6 +34,42 @@ impl Forwarder {
         info!(file_name = %entry.name, client_cn = %client, "print started by a person (fileagent print)");
         self.save();
         Ok(entry.name)
+    }
+
+    /// Starts the entry's file: uploaded first (and started by that upload)
+    /// if OctoPrint does not have it yet, else selected and printed there.
+    async fn start(&mut self, entry: &Entry, state: &PrinterState) -> Result<(), PrintRefused> {
+        match (entry.state, entry.octoprint_path.clone()) {
+            (FileState::Received | FileState::Uploading, _) => {
+                self.upload(entry.id, state, true).await;
+                let now = self.queue.entries().iter().find(|e| e.id == entry.id);
+                match now.map(|e| (e.state, e.reason.clone())) {
+                    Some((FileState::Printing, _)) => Ok(()),
+                    Some((_, reason)) => Err(PrintRefused::Refused(format!(
+                        "{} could not be started: {}",
+                        entry.name,
+                        reason.unwrap_or_else(|| "OctoPrint did not start it".into())
+                    ))),
+                    None => Err(PrintRefused::NotFound(format!("{} is gone", entry.name))),
+                }
+            }
+            (_, Some(path)) => match self.octo.print(&path).await {
+                Ok(()) => {
+                    self.mark_printing(entry.id);
+                    Ok(())
+                }
+                Err(OctoError::Conflict(why)) => Err(PrintRefused::Busy(why)),
+                Err(e) if e.is_transient() => {
+                    Err(PrintRefused::NotReady(format!("cannot print: {e}")))
+                }
+                Err(e) => Err(PrintRefused::Refused(e.to_string())),
+            },
+            (_, None) => Err(PrintRefused::Refused(format!(
+                "{} is not in OctoPrint: {}",
+                entry.name,
+                entry.reason.as_deref().unwrap_or("it was never uploaded")
+            ))),
+        }
     }
 
     /// The entry `print` means: the newest of that name, or the oldest
@@ -113,4 +106,20 @@ impl Forwarder {
             _ => Ok(entry),
         }
     }
+}
+/// Whether the printer can take a print now: connected, and not busy.
+fn printer_takes(state: &PrinterState, name: &str) -> Result<(), PrintRefused> {
+    if !state.operational {
+        return Err(PrintRefused::NotReady(format!(
+            "cannot print: the printer is not ready ({}); connect it in OctoPrint first",
+            state.text
+        )));
+    }
+    if state.busy {
+        return Err(PrintRefused::Busy(format!(
+            "the printer is busy ({}): start {name} once that print has ended and the bed is clear",
+            printer_text(state)
+        )));
+    }
+    Ok(())
 }
