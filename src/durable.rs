@@ -2,7 +2,7 @@
 //! forwarding queue and the spool: write a temp file beside the target,
 //! fsync it, rename it into place (optionally refusing to replace), then
 //! fsync the directory so the rename itself survives a power cut. Also:
-//! reserving a large file's blocks before it is written ([`preallocate`]),
+//! reserving a large file's blocks before it is written (`preallocate`),
 //! streaming it to the disk while it is written ([`Writeback`]), and
 //! handing files that root created back to the owner of their tree.
 
@@ -49,13 +49,13 @@ pub fn write(path: &Path, contents: &[u8], mode: u32, existing: Existing) -> io:
 }
 
 /// Fsyncs a directory, making renames and removals in it durable.
-pub fn sync_dir(dir: &Path) -> io::Result<()> {
+pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
 /// Pushes a file that is being appended to out to the disk as it grows,
 /// instead of leaving it all to the final fsync: each full window of
-/// [`WRITEBACK_WINDOW`] bytes is handed to the disk at once, and the writer
+/// `WRITEBACK_WINDOW` bytes is handed to the disk at once, and the writer
 /// waits for the window before it. That bounds the dirty page cache a big
 /// upload builds up (on a Pi with 1 GiB of RAM, a gigabyte of dirty pages
 /// would stall everything else, a running print's streaming included) and
@@ -77,7 +77,7 @@ pub struct Writeback {
 }
 
 /// Window of [`Writeback`].
-pub const WRITEBACK_WINDOW: u64 = 8 << 20;
+pub(crate) const WRITEBACK_WINDOW: u64 = 8 << 20;
 
 impl Writeback {
     /// For a file that holds `len` bytes already (a resumed upload).
@@ -88,7 +88,7 @@ impl Writeback {
     }
 
     /// Call after appending: `file` now holds `len` bytes.
-    pub fn advance(&mut self, file: &std::fs::File, len: u64) {
+    pub(crate) fn advance(&mut self, file: &std::fs::File, len: u64) {
         while len - self.next >= WRITEBACK_WINDOW {
             start_writeback(file, self.next, self.next.checked_sub(WRITEBACK_WINDOW));
             self.next += WRITEBACK_WINDOW;
@@ -146,7 +146,7 @@ fn start_writeback(_file: &std::fs::File, _start: u64, _wait: Option<u64>) {}
 /// cannot (the body is then written as usual); a full disk is an error
 /// ([`io::ErrorKind::StorageFull`]).
 #[cfg(target_os = "linux")]
-pub fn preallocate(file: &std::fs::File, from: u64, to: u64) -> io::Result<bool> {
+pub(crate) fn preallocate(file: &std::fs::File, from: u64, to: u64) -> io::Result<bool> {
     if to <= from {
         return Ok(true);
     }
@@ -158,7 +158,7 @@ pub fn preallocate(file: &std::fs::File, from: u64, to: u64) -> io::Result<bool>
 }
 
 #[cfg(not(target_os = "linux"))]
-pub fn preallocate(_file: &std::fs::File, _from: u64, _to: u64) -> io::Result<bool> {
+pub(crate) fn preallocate(_file: &std::fs::File, _from: u64, _to: u64) -> io::Result<bool> {
     Ok(false)
 }
 
@@ -167,7 +167,7 @@ pub fn preallocate(_file: &std::fs::File, _from: u64, _to: u64) -> io::Result<bo
 /// root created in it to that user, so `sudo fileagent client issue` or
 /// `sudo fileagent init` never leave files the service cannot read. Does
 /// nothing for other users or root-owned trees; symlinks are not followed.
-pub fn adopt_owner(root: &Path) -> io::Result<()> {
+pub(crate) fn adopt_owner(root: &Path) -> io::Result<()> {
     use std::os::unix::fs::MetadataExt;
     if !rustix::process::geteuid().is_root() {
         return Ok(());

@@ -58,7 +58,7 @@ impl Logging {
 
     /// Applies the config's `log_level` (already validated), unless
     /// `RUST_LOG` is set.
-    pub fn set_level(&self, directives: &str) -> Result<()> {
+    pub(crate) fn set_level(&self, directives: &str) -> Result<()> {
         if self.from_env {
             return Ok(());
         }

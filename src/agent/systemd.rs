@@ -38,13 +38,13 @@ fn monotonic_usec() -> i128 {
 }
 
 /// Tells the service manager the agent is shutting down.
-pub fn stopping() {
+pub(crate) fn stopping() {
     send(&[NotifyState::Stopping, NotifyState::Status("shutting down")]);
 }
 
 /// How often the main loop must call [`watchdog`]: half of `WatchdogSec`,
 /// or `None` when the unit has no watchdog.
-pub fn watchdog_interval() -> Option<Duration> {
+pub(crate) fn watchdog_interval() -> Option<Duration> {
     sd_notify::watchdog_enabled().map(|timeout| timeout / 2)
 }
 

@@ -20,7 +20,7 @@ use crate::wire::tls::{Preference, provider_for, roots};
 /// The agent's TLS configuration; its suite order wins over the client's.
 /// Client certificates must chain to the agent's CA and not be on its
 /// revocation list, which is read again whenever it changes.
-pub fn server_config_for(
+pub(crate) fn server_config_for(
     creds: AgentCredentials,
     preference: Preference,
 ) -> Result<Arc<ServerConfig>> {
@@ -45,7 +45,7 @@ pub fn server_config_for(
 /// `fileagent-pair/1`): no client certificate, and the CA is sent along with
 /// the server certificate so the workstation can check it against the
 /// pairing code.
-pub fn pairing_server_config_for(
+pub(crate) fn pairing_server_config_for(
     creds: AgentCredentials,
     preference: Preference,
 ) -> Result<Arc<ServerConfig>> {

@@ -12,13 +12,13 @@ pub mod exit {
     /// Success.
     pub const OK: u8 = 0;
     /// The agent refused the operation, or the agent could not start.
-    pub const REFUSED: u8 = 1;
+    pub(crate) const REFUSED: u8 = 1;
     /// Usage or configuration error (flags, config, identity, local file).
-    pub const USAGE: u8 = 2;
+    pub(crate) const USAGE: u8 = 2;
     /// Network, TLS or transfer failure.
-    pub const NETWORK: u8 = 3;
+    pub(crate) const NETWORK: u8 = 3;
     /// Interrupted by Ctrl-C (128 + SIGINT, as shells do).
-    pub const INTERRUPTED: u8 = 130;
+    pub(crate) const INTERRUPTED: u8 = 130;
 }
 
 const AFTER_HELP: &str = "\

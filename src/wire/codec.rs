@@ -3,9 +3,9 @@
 //! those of the uncompressed file, so the agent verifies what it stores,
 //! whatever crossed the network.
 //!
-//! The workstation compresses (level [`LEVEL`]); the Pi only decompresses,
+//! The workstation compresses (level `LEVEL`); the Pi only decompresses,
 //! which costs about the same at any level. Both ends use a window of
-//! 2^[`WINDOW_LOG`] bytes, and the agent refuses frames that ask for more,
+//! 2^`WINDOW_LOG` bytes, and the agent refuses frames that ask for more,
 //! so one upload never costs the Pi more than about a megabyte of decoder
 //! memory, whatever a client sends. Output is produced in pieces of at most
 //! [`PIECE_LEN`], so a small frame that expands hugely (a "zip bomb") is
@@ -17,9 +17,9 @@ use zstd::stream::raw::{CParameter, DParameter, Decoder, Encoder, InBuffer, Oper
 
 /// zstd level used by the workstation: about 4 to 6 times smaller G-code at
 /// hundreds of MB/s on one core of a workstation.
-pub const LEVEL: i32 = 3;
+pub(crate) const LEVEL: i32 = 3;
 /// Largest window (log2 bytes) either end uses: 1 MiB.
-pub const WINDOW_LOG: u32 = 20;
+pub(crate) const WINDOW_LOG: u32 = 20;
 /// Largest piece of decompressed output handed on at once.
 pub const PIECE_LEN: usize = 256 * 1024;
 
@@ -27,7 +27,7 @@ pub const PIECE_LEN: usize = 256 * 1024;
 pub struct Compressor(Encoder<'static>);
 
 impl Compressor {
-    /// A compressor at [`LEVEL`] with a [`WINDOW_LOG`] window.
+    /// A compressor at `LEVEL` with a `WINDOW_LOG` window.
     pub fn new() -> io::Result<Compressor> {
         Compressor::with_window(WINDOW_LOG)
     }
@@ -73,7 +73,7 @@ pub struct Decompressor {
 }
 
 impl Decompressor {
-    /// A decompressor that refuses windows over [`WINDOW_LOG`].
+    /// A decompressor that refuses windows over `WINDOW_LOG`.
     pub fn new() -> io::Result<Decompressor> {
         let mut decoder = Decoder::new()?;
         decoder.set_parameter(DParameter::WindowLogMax(WINDOW_LOG))?;
@@ -126,16 +126,16 @@ impl Decompressor {
 
 /// Files smaller than this go as they are under `--compress auto`: zstd
 /// could save less than a KiB, a millisecond even over a slow link.
-pub const MIN_COMPRESS_LEN: u64 = 1024;
+pub(crate) const MIN_COMPRESS_LEN: u64 = 1024;
 
 /// Bytes at the start of a file that [`looks_like_text`] is given (git's
 /// choice for the same question).
-pub const SNIFF_LEN: usize = 8000;
+pub(crate) const SNIFF_LEN: usize = 8000;
 
 /// Whether the start of a file looks like text, by git's rule: no NUL byte.
 /// Random or compressed data of [`SNIFF_LEN`] bytes lacks one with odds of
 /// about e^-31; G-code, thumbnails included (base64), never has one.
-pub fn looks_like_text(head: &[u8]) -> bool {
+pub(crate) fn looks_like_text(head: &[u8]) -> bool {
     !head.contains(&0)
 }
 
@@ -143,13 +143,13 @@ pub fn looks_like_text(head: &[u8]) -> bool {
 /// starts with `head` (its first [`SNIFF_LEN`] bytes, or all of a shorter
 /// one): compressed if it is text, of [`MIN_COMPRESS_LEN`] or more, and not
 /// of a format that is compressed already.
-pub fn auto_compresses(name: &str, size: u64, head: &[u8]) -> bool {
+pub(crate) fn auto_compresses(name: &str, size: u64, head: &[u8]) -> bool {
     size >= MIN_COMPRESS_LEN && worth_compressing(name) && looks_like_text(head)
 }
 
 /// Whether a file with this name is worth compressing: print files are
 /// text, except formats that are compressed already.
-pub fn worth_compressing(name: &str) -> bool {
+pub(crate) fn worth_compressing(name: &str) -> bool {
     const COMPRESSED: &[&str] = &[
         "bgcode", "gz", "tgz", "zip", "3mf", "zst", "xz", "bz2", "7z", "br", "lz4", "png", "jpg",
         "jpeg", "webp",

@@ -10,14 +10,14 @@ use sha2::{Digest, Sha256};
 const HASH_BUF_LEN: usize = 256 * 1024;
 
 /// Hex SHA-256 of everything `reader` yields.
-pub fn file_digest(reader: &mut impl Read) -> io::Result<String> {
+pub(crate) fn file_digest(reader: &mut impl Read) -> io::Result<String> {
     let mut hasher = Sha256::new();
     hash_into(&mut hasher, reader)?;
     Ok(hex::encode(hasher.finalize()))
 }
 
 /// Feeds everything `reader` yields to `hasher`; returns how many bytes.
-pub fn hash_into(hasher: &mut Sha256, mut reader: impl Read) -> io::Result<u64> {
+pub(crate) fn hash_into(hasher: &mut Sha256, mut reader: impl Read) -> io::Result<u64> {
     let mut buf = vec![0u8; HASH_BUF_LEN];
     let mut total = 0;
     loop {

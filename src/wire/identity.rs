@@ -14,7 +14,7 @@ use time::OffsetDateTime;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 /// The workstation renews its certificate when it has less than this left.
-pub const RENEW_BEFORE: std::time::Duration = std::time::Duration::from_secs(30 * 24 * 3600);
+pub(crate) const RENEW_BEFORE: std::time::Duration = std::time::Duration::from_secs(30 * 24 * 3600);
 
 /// A workstation's identity: its key, its certificate and the agent's CA.
 #[derive(Debug)]
@@ -63,7 +63,7 @@ impl Identity {
     }
 
     /// Whether the certificate is within [`RENEW_BEFORE`] of its expiry.
-    pub fn due_for_renewal(&self) -> bool {
+    pub(crate) fn due_for_renewal(&self) -> bool {
         self.expires()
             .is_ok_and(|at| at < OffsetDateTime::now_utc() + RENEW_BEFORE)
     }
@@ -92,7 +92,7 @@ impl Identity {
 }
 
 /// The subject CN of a DER certificate, if it has one.
-pub fn common_name(der: &[u8]) -> Option<String> {
+pub(crate) fn common_name(der: &[u8]) -> Option<String> {
     let (_, cert) = X509Certificate::from_der(der).ok()?;
     let cn = cert.subject().iter_common_name().next()?;
     cn.as_str().ok().map(str::to_owned)
@@ -105,7 +105,7 @@ pub fn fingerprint(der: &[u8]) -> String {
 }
 
 /// The serial number (hex) of a DER certificate.
-pub fn serial_of(der: &[u8]) -> Option<String> {
+pub(crate) fn serial_of(der: &[u8]) -> Option<String> {
     let (_, cert) = x509_parser::certificate::X509Certificate::from_der(der).ok()?;
     Some(hex::encode(cert.raw_serial()))
 }
@@ -113,7 +113,7 @@ pub fn serial_of(der: &[u8]) -> Option<String> {
 /// The text of an identity file: a comment, the client's key, its
 /// certificate and the agent's CA (all PEM), as the agent issues it and as a
 /// workstation saves what it was issued.
-pub fn identity_file(
+pub(crate) fn identity_file(
     name: &str,
     serial: &str,
     not_after: OffsetDateTime,
@@ -133,10 +133,10 @@ pub fn identity_file(
 }
 
 /// Longest client name (it becomes the certificate's CN and a file name).
-pub const MAX_CLIENT_NAME_LEN: usize = 64;
+pub(crate) const MAX_CLIENT_NAME_LEN: usize = 64;
 
 /// Client names become certificate CNs and file names: keep them plain.
-pub fn validate_client_name(name: &str) -> Result<()> {
+pub(crate) fn validate_client_name(name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= MAX_CLIENT_NAME_LEN
         && !name.starts_with(['.', '-'])
@@ -155,7 +155,7 @@ pub fn validate_client_name(name: &str) -> Result<()> {
 /// This host's name (`uname -n`): what names in certificates default to
 /// (the agent's server names, a workstation's client name).
 #[cfg(unix)]
-pub fn host_name() -> String {
+pub(crate) fn host_name() -> String {
     rustix::system::uname()
         .nodename()
         .to_string_lossy()
@@ -165,7 +165,7 @@ pub fn host_name() -> String {
 /// This host's name (`COMPUTERNAME` on Windows): what names in
 /// certificates default to (a workstation's client name).
 #[cfg(not(unix))]
-pub fn host_name() -> String {
+pub(crate) fn host_name() -> String {
     std::env::var("COMPUTERNAME").unwrap_or_default()
 }
 

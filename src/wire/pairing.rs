@@ -22,19 +22,19 @@ use anyhow::{Result, bail};
 use spake2::{Ed25519Group, Identity, Password, Spake2};
 
 /// Characters of a code (four groups of four).
-pub const CODE_LEN: usize = 16;
+pub(crate) const CODE_LEN: usize = 16;
 /// Pairing attempts allowed per code; the code is void after that many failures.
 pub const MAX_ATTEMPTS: u32 = 3;
-/// Pairing requests allowed per source address within [`RATE_WINDOW`].
+/// Pairing requests allowed per source address within `RATE_WINDOW`.
 pub const MAX_REQUESTS_PER_ADDRESS: usize = 6;
 /// Window of the per-address rate limit.
-pub const RATE_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
+pub(crate) const RATE_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
 /// Lifetime of a code unless `--ttl` says otherwise.
 pub const DEFAULT_TTL: std::time::Duration = std::time::Duration::from_secs(10 * 60);
 /// Shortest lifetime `--ttl` accepts.
-pub const MIN_TTL: std::time::Duration = std::time::Duration::from_secs(60);
+pub(crate) const MIN_TTL: std::time::Duration = std::time::Duration::from_secs(60);
 /// Longest lifetime `--ttl` accepts.
-pub const MAX_TTL: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+pub(crate) const MAX_TTL: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 /// Crockford's base32: no I, L, O or U, so nothing is ambiguous to type.
 const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
@@ -122,11 +122,6 @@ impl PairingCode {
             ca_check: chars[TICKET_LEN + SECRET_LEN..].to_string(),
         })
     }
-
-    /// Whether a CA with `fingerprint` (hex) is the one this code names.
-    pub fn matches_ca(&self, fingerprint: &str) -> bool {
-        ca_check(fingerprint) == self.ca_check
-    }
 }
 
 /// The first 20 bits of a hex fingerprint as four base32 characters.
@@ -196,7 +191,13 @@ impl SharedKey {
     }
 
     /// Checks `role`'s confirmation (constant time).
-    pub fn verify(&self, role: Role, exporter: &[u8], extra: &[u8], confirmation: &str) -> bool {
+    pub(crate) fn verify(
+        &self,
+        role: Role,
+        exporter: &[u8],
+        extra: &[u8],
+        confirmation: &str,
+    ) -> bool {
         let Ok(tag) = hex::decode(confirmation) else {
             return false;
         };
@@ -214,7 +215,7 @@ fn confirm_input(role: Role, exporter: &[u8], extra: &[u8]) -> Vec<u8> {
 
 /// Keying material exported from a TLS connection: binds the confirmations
 /// to this one connection, so they cannot be relayed into another.
-pub fn exporter<D>(tls: &rustls::ConnectionCommon<D>) -> Result<[u8; 32]> {
+pub(crate) fn exporter<D>(tls: &rustls::ConnectionCommon<D>) -> Result<[u8; 32]> {
     tls.export_keying_material([0u8; 32], EXPORTER_LABEL, None)
         .map_err(|e| anyhow::anyhow!("cannot export keying material from TLS: {e}"))
 }
@@ -232,8 +233,8 @@ mod tests {
         assert_eq!(PairingCode::parse(&text).unwrap(), code);
         let sloppy = text.to_lowercase().replace('-', " ");
         assert_eq!(PairingCode::parse(&sloppy).unwrap(), code);
-        assert!(code.matches_ca(fp));
-        assert!(!code.matches_ca("03f9c0ffee"));
+        assert_eq!(ca_check(fp), code.ca_check);
+        assert_ne!(ca_check("03f9c0ffee"), code.ca_check);
         assert_eq!(
             PairingCode::parse("7kq2-m9xd-4htr-pw3c").unwrap().ticket,
             "7KQ2"

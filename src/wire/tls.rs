@@ -37,7 +37,7 @@ impl Preference {
     }
 
     /// The preference for a CPU with or without AES acceleration.
-    pub fn for_cpu(has_aes: bool) -> Preference {
+    pub(crate) fn for_cpu(has_aes: bool) -> Preference {
         if has_aes {
             Preference::AesGcm
         } else {
@@ -46,7 +46,7 @@ impl Preference {
     }
 
     /// Why, for the log and `fileagent status`.
-    pub fn describe(self) -> &'static str {
+    pub(crate) fn describe(self) -> &'static str {
         match self {
             Preference::AesGcm => "prefers AES-GCM (CPU has AES instructions)",
             Preference::ChaCha20 => "prefers ChaCha20-Poly1305 (CPU has no AES instructions)",
@@ -87,7 +87,7 @@ fn cpu_has_aes() -> bool {
 
 /// The crypto provider used everywhere (`ring`: small, cross-compiles with
 /// only a C cross compiler), with its TLS 1.3 suites in `preference` order.
-pub fn provider_for(preference: Preference) -> Arc<CryptoProvider> {
+pub(crate) fn provider_for(preference: Preference) -> Arc<CryptoProvider> {
     use rustls::crypto::ring::cipher_suite::{
         TLS13_AES_128_GCM_SHA256, TLS13_AES_256_GCM_SHA384, TLS13_CHACHA20_POLY1305_SHA256,
     };
@@ -109,7 +109,7 @@ pub fn provider_for(preference: Preference) -> Arc<CryptoProvider> {
     })
 }
 
-/// [`provider_for`] this CPU.
+/// `provider_for` this CPU.
 pub fn provider() -> Arc<CryptoProvider> {
     provider_for(Preference::detect())
 }
@@ -129,7 +129,10 @@ pub fn client_config(identity: Identity) -> Result<Arc<ClientConfig>> {
 }
 
 /// A workstation's TLS configuration with a given suite preference.
-pub fn client_config_for(identity: Identity, preference: Preference) -> Result<Arc<ClientConfig>> {
+pub(crate) fn client_config_for(
+    identity: Identity,
+    preference: Preference,
+) -> Result<Arc<ClientConfig>> {
     let mut config = ClientConfig::builder_with_provider(provider_for(preference))
         .with_protocol_versions(&[&rustls::version::TLS13])
         .context("TLS 1.3 is not available in the crypto provider")?
@@ -142,7 +145,7 @@ pub fn client_config_for(identity: Identity, preference: Preference) -> Result<A
 
 /// The TLS 1.3 suite a connection negotiated, e.g.
 /// `TLS13_CHACHA20_POLY1305_SHA256`.
-pub fn suite_name(suite: rustls::SupportedCipherSuite) -> String {
+pub(crate) fn suite_name(suite: rustls::SupportedCipherSuite) -> String {
     format!("{:?}", suite.suite())
 }
 

@@ -25,9 +25,9 @@ use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 
 /// File name of the client config inside the config folder.
-pub const CLIENT_CONFIG_FILE: &str = "client.toml";
+pub(crate) const CLIENT_CONFIG_FILE: &str = "client.toml";
 /// Identity file used when nothing else names one.
-pub const DEFAULT_IDENTITY_FILE: &str = "identity.pem";
+pub(crate) const DEFAULT_IDENTITY_FILE: &str = "identity.pem";
 
 /// Contents of `client.toml`.
 #[derive(Debug, Default, Deserialize)]
@@ -62,7 +62,7 @@ pub struct Target {
 }
 
 /// The user's fileagent config folder.
-pub fn config_dir() -> Option<PathBuf> {
+pub(crate) fn config_dir() -> Option<PathBuf> {
     let xdg = std::env::var_os("XDG_CONFIG_HOME").filter(|v| !v.is_empty());
     match xdg {
         Some(dir) => Some(PathBuf::from(dir).join("fileagent")),
@@ -84,7 +84,7 @@ impl ClientConfig {
     }
 
     /// Resolves the flags (or environment) against this config found in `dir`.
-    pub fn resolve(
+    pub(crate) fn resolve(
         &self,
         dir: &Path,
         agent: Option<&str>,
@@ -134,7 +134,7 @@ impl ClientConfig {
     }
 
     /// The saved agents' names and addresses, for an error's advice.
-    pub fn saved_agents(&self) -> String {
+    pub(crate) fn saved_agents(&self) -> String {
         let agents: Vec<String> = self
             .agents
             .iter()
@@ -148,7 +148,7 @@ impl ClientConfig {
 /// (relative to `dir`) in `dir/client.toml`, keeping everything else in the
 /// file, comments included; makes it the default agent when there is none.
 /// Returns whether it became the default.
-pub fn save_agent(dir: &Path, alias: &str, address: &str, identity: &str) -> Result<bool> {
+pub(crate) fn save_agent(dir: &Path, alias: &str, address: &str, identity: &str) -> Result<bool> {
     use toml_edit::{DocumentMut, Item, Table, value};
     let path = dir.join(CLIENT_CONFIG_FILE);
     let text = match std::fs::read_to_string(&path) {

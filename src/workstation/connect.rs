@@ -19,10 +19,10 @@ use super::error::{ClientError, connect_error, hung_up};
 use crate::wire::protocol::{Connection, DEFAULT_PORT, MAX_REPLY_HEADER_LEN};
 
 /// Time to establish the TCP connection and the TLS handshake.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Splits `HOST[:PORT]` (IPv6 as `[addr]:port`); the port defaults to 7341.
-pub fn parse_agent(agent: &str) -> Result<(String, u16), ClientError> {
+pub(crate) fn parse_agent(agent: &str) -> Result<(String, u16), ClientError> {
     let bad = || ClientError::BadAddress(agent.to_string());
     if let Ok(addr) = agent.parse::<SocketAddr>() {
         return Ok((addr.ip().to_string(), addr.port()));

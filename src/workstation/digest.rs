@@ -16,7 +16,7 @@ use crate::wire::digest::file_digest;
 /// before: hashing reads about 1 GB/s on a desktop core, so below this the
 /// wait is under a tenth of a second and the digest goes in the header,
 /// where the agent can answer "unchanged" or resume at once.
-pub const HASH_WHILE_SENDING_MIN: u64 = 64 << 20;
+pub(crate) const HASH_WHILE_SENDING_MIN: u64 = 64 << 20;
 
 /// A file's digest: known, to be computed, or being computed by the
 /// thread reading the body.

@@ -12,7 +12,7 @@ use crate::wire::identity::{Identity, fingerprint, identity_file};
 use crate::wire::protocol::Issued;
 
 /// A PKCS#10 request (PEM) for `name` over `key`.
-pub fn certificate_request(name: &str, key: &KeyPair) -> Result<String, rcgen::Error> {
+pub(crate) fn certificate_request(name: &str, key: &KeyPair) -> Result<String, rcgen::Error> {
     let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, name);

@@ -68,13 +68,13 @@ pub enum ClientError {
 impl ClientError {
     /// Whether trying again may help: the network failed, not the agent's
     /// verdict, the certificates or a local file.
-    pub fn is_transient(&self) -> bool {
+    pub(crate) fn is_transient(&self) -> bool {
         matches!(self, ClientError::Connect { .. } | ClientError::Protocol(_))
     }
 
     /// Whether trying to reconnect may help once a connection had worked:
     /// an agent that refuses connections may be restarting.
-    pub fn is_transient_reconnect(&self) -> bool {
+    pub(crate) fn is_transient_reconnect(&self) -> bool {
         self.is_transient() || matches!(self, ClientError::NotListening { .. })
     }
 }

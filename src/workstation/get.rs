@@ -25,7 +25,7 @@ pub struct Fetched {
 
 /// The folder `dest` goes into, if it is one: checked before anything is
 /// fetched, so a mistyped `-o` costs no download.
-pub fn check_destination(dest: &Path) -> Result<&Path, ClientError> {
+pub(crate) fn check_destination(dest: &Path) -> Result<&Path, ClientError> {
     let dir = dest
         .parent()
         .filter(|p| !p.as_os_str().is_empty())

@@ -25,38 +25,39 @@ mod outgoing;
 pub mod pair;
 mod send;
 
-pub use digest::HASH_WHILE_SENDING_MIN;
+pub(crate) use digest::HASH_WHILE_SENDING_MIN;
 
+pub(crate) use connect::parse_agent;
 use connect::{Address, Conn};
-pub use connect::{CONNECT_TIMEOUT, parse_agent};
 pub use error::ClientError;
 use error::explain_io;
 use error::tls_advice;
 pub(crate) use error::unexpected;
-pub use get::{Fetched, check_destination};
+pub use get::Fetched;
+pub(crate) use get::check_destination;
 use send::FileStamp;
 pub use send::Sent;
 
 /// Time the agent may take to answer (it fsyncs big files before replying).
-pub const REPLY_TIMEOUT: Duration = Duration::from_secs(300);
-pub use crate::wire::protocol::RECONNECT_AFTER_IDLE;
+pub(crate) const REPLY_TIMEOUT: Duration = Duration::from_secs(300);
+pub(crate) use crate::wire::protocol::RECONNECT_AFTER_IDLE;
 /// Retries of `fileagent send` after a network failure, unless told otherwise.
-pub const DEFAULT_RETRIES: u32 = 4;
+pub(crate) const DEFAULT_RETRIES: u32 = 4;
 /// Wait before the first retry; it doubles for each further one.
-pub const RETRY_FIRST_WAIT: Duration = Duration::from_secs(1);
+pub(crate) const RETRY_FIRST_WAIT: Duration = Duration::from_secs(1);
 /// Longest wait between retries.
-pub const RETRY_MAX_WAIT: Duration = Duration::from_secs(30);
+pub(crate) const RETRY_MAX_WAIT: Duration = Duration::from_secs(30);
 
 /// Wait before retry number `attempt` (1-based): 1 s, 2 s, 4 s, ... at most
 /// [`RETRY_MAX_WAIT`].
-pub fn retry_wait(attempt: u32) -> Duration {
+pub(crate) fn retry_wait(attempt: u32) -> Duration {
     RETRY_FIRST_WAIT
         .saturating_mul(1 << attempt.saturating_sub(1).min(16))
         .min(RETRY_MAX_WAIT)
 }
 
 /// Time a body may go without data in either direction.
-pub const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A phase of a long operation, for progress display.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,7 +125,7 @@ impl Endpoint {
 }
 
 /// An authenticated connection to an agent. A connection left idle longer
-/// than [`RECONNECT_AFTER_IDLE`] (e.g. while a big file is hashed) is
+/// than `RECONNECT_AFTER_IDLE` (e.g. while a big file is hashed) is
 /// reopened before the next request, before the agent's `header_timeout`
 /// closes it.
 pub struct Client {
@@ -171,14 +172,14 @@ impl Client {
         })
     }
 
-    /// Changes [`RECONNECT_AFTER_IDLE`] for this client (for agents with a
+    /// Changes `RECONNECT_AFTER_IDLE` for this client (for agents with a
     /// short `header_timeout`).
     pub fn set_reconnect_after(&mut self, idle: Duration) {
         self.reconnect_after = idle;
     }
 
     /// From what size on `send_file` hashes a file while sending it, the
-    /// digest following inside the body (default [`HASH_WHILE_SENDING_MIN`]).
+    /// digest following inside the body (default `HASH_WHILE_SENDING_MIN`).
     pub fn set_hash_while_sending_min(&mut self, bytes: u64) {
         self.hash_while_sending_min = bytes;
     }
@@ -195,7 +196,7 @@ impl Client {
 
     /// The TLS 1.3 cipher suite of the current connection, e.g.
     /// `TLS13_CHACHA20_POLY1305_SHA256`.
-    pub fn cipher_suite(&self) -> String {
+    pub(crate) fn cipher_suite(&self) -> String {
         self.conn
             .get_ref()
             .get_ref()
@@ -283,7 +284,7 @@ impl Client {
 
     /// Drops the current connection and opens a new one (after a network
     /// error, before retrying).
-    pub async fn reconnect(&mut self) -> Result<(), ClientError> {
+    pub(crate) async fn reconnect(&mut self) -> Result<(), ClientError> {
         let _ = tokio::time::timeout(Duration::from_secs(1), self.conn.shutdown()).await;
         self.conn = self.endpoint.open().await?;
         self.last_used = Instant::now();

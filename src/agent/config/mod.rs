@@ -17,46 +17,43 @@ use crate::wire::protocol::DEFAULT_PORT;
 
 mod octoprint;
 
-pub use octoprint::{
-    ApiKey, AutoPrint, DEFAULT_API_KEY_FILE, DEFAULT_OCTOPRINT_URL, DEFAULT_POLL_INTERVAL,
-    DEFAULT_RETRY_INITIAL, DEFAULT_RETRY_MAX, OctoPrintConfig,
-};
+pub use octoprint::{ApiKey, AutoPrint, OctoPrintConfig};
 
 /// Where the agent looks for its config when `--config` is not given.
-pub const DEFAULT_CONFIG_PATH: &str = "/etc/fileagent/config.toml";
+pub(crate) const DEFAULT_CONFIG_PATH: &str = "/etc/fileagent/config.toml";
 /// Data directory used when there is no config file at all (try-it-now mode).
-pub const LOCAL_DATA_DIR: &str = "fileagent-data";
+pub(crate) const LOCAL_DATA_DIR: &str = "fileagent-data";
 /// Default TLS handshake timeout.
-pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default time allowed for each request header (including the wait for it).
-pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(60);
 /// Shortest `header_timeout` allowed: clients reuse connections idle up to
 /// [`crate::wire::protocol::RECONNECT_AFTER_IDLE`].
-pub const MIN_HEADER_TIMEOUT: Duration = crate::wire::protocol::RECONNECT_AFTER_IDLE;
+pub(crate) const MIN_HEADER_TIMEOUT: Duration = crate::wire::protocol::RECONNECT_AFTER_IDLE;
 /// Default time a body may go without a single byte arriving.
-pub const DEFAULT_BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default time running uploads get to finish after SIGINT/SIGTERM.
-pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+pub(crate) const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 /// Default number of simultaneous connections.
-pub const DEFAULT_MAX_CONNECTIONS: usize = 64;
+pub(crate) const DEFAULT_MAX_CONNECTIONS: usize = 64;
 /// Default largest accepted file.
-pub const DEFAULT_MAX_FILE_SIZE: ByteSize = ByteSize::gib(4);
+pub(crate) const DEFAULT_MAX_FILE_SIZE: ByteSize = ByteSize::gib(4);
 /// Default space that must stay free on the spool's file system.
-pub const DEFAULT_MIN_FREE_SPACE: ByteSize = ByteSize::mib(256);
+pub(crate) const DEFAULT_MIN_FREE_SPACE: ByteSize = ByteSize::mib(256);
 /// Default lifetime of client certificates issued by the agent.
-pub const DEFAULT_CLIENT_CERT_LIFETIME: Duration = Duration::from_secs(365 * 24 * 3600);
+pub(crate) const DEFAULT_CLIENT_CERT_LIFETIME: Duration = Duration::from_secs(365 * 24 * 3600);
 /// Default time a file from another tool must stay unchanged before it is forwarded.
-pub const DEFAULT_SETTLE_TIME: Duration = Duration::from_secs(2);
+pub(crate) const DEFAULT_SETTLE_TIME: Duration = Duration::from_secs(2);
 /// Default for how long an interrupted upload is kept for resuming.
-pub const DEFAULT_KEEP_PARTIAL_UPLOADS: Duration = Duration::from_secs(24 * 3600);
+pub(crate) const DEFAULT_KEEP_PARTIAL_UPLOADS: Duration = Duration::from_secs(24 * 3600);
 /// Default time forwarded files are kept in `done/`.
-pub const DEFAULT_KEEP_DONE: Duration = Duration::from_secs(7 * 24 * 3600);
+pub(crate) const DEFAULT_KEEP_DONE: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Default interval of the safety-net rescan of `ready/`.
-pub const DEFAULT_RESCAN_INTERVAL: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_RESCAN_INTERVAL: Duration = Duration::from_secs(30);
 /// Default extensions of print files.
-pub const DEFAULT_PRINT_EXTENSIONS: [&str; 4] = ["gcode", "gco", "g", "bgcode"];
+pub(crate) const DEFAULT_PRINT_EXTENSIONS: [&str; 4] = ["gcode", "gco", "g", "bgcode"];
 /// Default log level.
-pub const DEFAULT_LOG_LEVEL: &str = "info";
+pub(crate) const DEFAULT_LOG_LEVEL: &str = "info";
 /// The agent's settings. Every key is optional; see `config/fileagent.toml`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -144,7 +141,7 @@ impl Default for Config {
 pub enum Source {
     /// Read from this file.
     File(PathBuf),
-    /// No file: built-in defaults under [`LOCAL_DATA_DIR`] on 127.0.0.1.
+    /// No file: built-in defaults under `LOCAL_DATA_DIR` on 127.0.0.1.
     BuiltIn,
 }
 
@@ -218,7 +215,7 @@ impl Config {
     }
 
     /// Loads the config: `explicit` must exist; without it
-    /// [`DEFAULT_CONFIG_PATH`] is used if present, else [`Config::local`].
+    /// `DEFAULT_CONFIG_PATH` is used if present, else [`Config::local`].
     pub fn load(explicit: Option<&Path>) -> Result<(Config, Source), ConfigError> {
         let path = match explicit {
             Some(path) => path.to_path_buf(),

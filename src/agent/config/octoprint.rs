@@ -8,15 +8,15 @@ use std::time::Duration;
 use serde::Deserialize;
 
 /// Default OctoPrint URL.
-pub const DEFAULT_OCTOPRINT_URL: &str = "http://127.0.0.1:5000";
+pub(crate) const DEFAULT_OCTOPRINT_URL: &str = "http://127.0.0.1:5000";
 /// Default file holding the OctoPrint API key.
-pub const DEFAULT_API_KEY_FILE: &str = "/etc/fileagent/octoprint.key";
+pub(crate) const DEFAULT_API_KEY_FILE: &str = "/etc/fileagent/octoprint.key";
 /// Default interval between printer state polls.
-pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(2);
+pub(crate) const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(2);
 /// Default first retry delay after OctoPrint failed.
-pub const DEFAULT_RETRY_INITIAL: Duration = Duration::from_secs(1);
+pub(crate) const DEFAULT_RETRY_INITIAL: Duration = Duration::from_secs(1);
 /// Default longest retry delay.
-pub const DEFAULT_RETRY_MAX: Duration = Duration::from_secs(60);
+pub(crate) const DEFAULT_RETRY_MAX: Duration = Duration::from_secs(60);
 
 /// The API key: kept out of `Debug` output and logs.
 #[derive(Clone, PartialEq, Eq, serde::Deserialize)]

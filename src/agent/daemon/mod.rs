@@ -30,14 +30,15 @@ use crate::logging::Logging;
 mod prepare;
 mod status;
 
-pub use prepare::{Prepared, log_init, prepare};
+pub(crate) use prepare::log_init;
+pub use prepare::{Prepared, prepare};
 use prepare::{load_tls, reloaded};
 use status::StatusLine;
 
 /// How often the status line is refreshed when no watchdog asks for more.
-pub const STATUS_INTERVAL: Duration = Duration::from_secs(5);
+pub(crate) const STATUS_INTERVAL: Duration = Duration::from_secs(5);
 /// How often the agent checks whether its server certificate needs renewing.
-pub const SERVER_CERT_CHECK: Duration = Duration::from_secs(6 * 3600);
+pub(crate) const SERVER_CERT_CHECK: Duration = Duration::from_secs(6 * 3600);
 
 /// `fileagent serve`: prepares, binds and serves until SIGINT or SIGTERM;
 /// reloads on SIGHUP.

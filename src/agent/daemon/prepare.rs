@@ -155,7 +155,7 @@ pub(super) fn reloaded(
 }
 
 /// Logs what [`prepare`] did to the PKI.
-pub fn log_init(config: &Config, report: &InitReport) {
+pub(crate) fn log_init(config: &Config, report: &InitReport) {
     if report.created_ca {
         info!(state_dir = %config.state_dir.display(), fingerprint = %report.ca_fingerprint, "created a new agent CA");
     }

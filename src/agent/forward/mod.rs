@@ -9,7 +9,7 @@
 //! and cleans `done/`. While OctoPrint is unreachable or failing it backs
 //! off exponentially and logs once per change of state. Sessions read a
 //! snapshot of its state ([`View`]) for `list` and `status`, and ask it to
-//! [`forget`](Handle::forget) a forwarded file on `delete`.
+//! `forget` a forwarded file on `delete`.
 
 mod backlog;
 mod forwarder;
@@ -33,7 +33,7 @@ pub use view::{Held, View};
 
 /// How long `delete` waits for the forwarder, which may be in the middle
 /// of an upload to OctoPrint.
-pub const FORGET_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+pub(crate) const FORGET_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// A file stored by the receiver.
 #[derive(Debug)]
@@ -83,7 +83,7 @@ pub enum PrintRefused {
     Refused(String),
 }
 
-/// The answer to [`Handle::forget`].
+/// The answer to `Handle::forget`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Forget {
     /// No forwarded file of that name.
@@ -92,7 +92,7 @@ pub enum Forget {
     Forgotten,
     /// It is being printed: it stays.
     Printing,
-    /// The forwarder did not answer within [`FORGET_TIMEOUT`].
+    /// The forwarder did not answer within `FORGET_TIMEOUT`.
     Busy,
 }
 
@@ -105,7 +105,7 @@ pub struct Handle {
 
 impl Handle {
     /// A handle for a forwarder that does not run, with the reason.
-    pub fn disabled(reason: &str) -> Handle {
+    pub(crate) fn disabled(reason: &str) -> Handle {
         Handle {
             tx: None,
             view: Arc::new(Mutex::new(View {
@@ -167,7 +167,7 @@ impl Handle {
     /// Forgets the forwarded file `name` (uploaded, printed or failed) and
     /// removes the agent's copy in `done/` or `failed/`, unless it is being
     /// printed. With forwarding off no file is known.
-    pub async fn forget(&self, name: &str) -> Forget {
+    pub(crate) async fn forget(&self, name: &str) -> Forget {
         let Some(tx) = &self.tx else {
             return Forget::Unknown;
         };
@@ -188,7 +188,7 @@ impl Handle {
     }
 
     /// A snapshot of the forwarder's state.
-    pub fn view(&self) -> View {
+    pub(crate) fn view(&self) -> View {
         self.view.lock().map(|v| v.clone()).unwrap_or_default()
     }
 }

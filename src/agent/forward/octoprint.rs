@@ -16,12 +16,12 @@ use serde_json::Value;
 use tokio_util::io::ReaderStream;
 
 /// Time for OctoPrint to answer a state request.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time OctoPrint may stay silent while answering; bounds an upload whose
 /// answer never comes (OctoPrint hung) without limiting big, slow uploads.
-pub const READ_TIMEOUT: Duration = Duration::from_secs(120);
+pub(crate) const READ_TIMEOUT: Duration = Duration::from_secs(120);
 /// Time to connect to OctoPrint.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest piece of a non-JSON error body quoted in an error.
 const MAX_ERROR_TEXT: usize = 200;
 /// Read size when streaming a file to OctoPrint.
@@ -78,7 +78,7 @@ pub enum OctoError {
 impl OctoError {
     /// True when trying again later can succeed; false when the file itself
     /// is the problem.
-    pub fn is_transient(&self) -> bool {
+    pub(crate) fn is_transient(&self) -> bool {
         !matches!(
             self,
             OctoError::Unsupported(_) | OctoError::Rejected { .. } | OctoError::Local { .. }
@@ -257,7 +257,7 @@ impl OctoPrint {
 
     /// The `userdata.sha256` stored with a file OctoPrint already has, or
     /// `None` when it has no file at `path`.
-    pub async fn stored_digest(&self, path: &str) -> Result<Option<String>, OctoError> {
+    pub(crate) async fn stored_digest(&self, path: &str) -> Result<Option<String>, OctoError> {
         let response = self
             .send(
                 self.file_request(reqwest::Method::GET, path)

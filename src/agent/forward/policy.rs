@@ -43,7 +43,7 @@ pub struct Occupied {
 
 impl Occupied {
     /// "the last print (cube.gcode) ended 3 min ago", as at `now`.
-    pub fn describe(&self, now: u64) -> String {
+    pub(crate) fn describe(&self, now: u64) -> String {
         let job = (self.job.as_deref())
             .map(|j| format!(" ({j})"))
             .unwrap_or_default();

@@ -13,12 +13,12 @@ use super::policy::Bed;
 
 /// What `list` says of a file from before forwarding ran, until it is
 /// uploaded.
-pub const BACKLOG_REASON: &str =
+pub(crate) const BACKLOG_REASON: &str =
     "arrived while forwarding was off: uploaded when it is on, never started by itself";
 use crate::durable::{self, Existing};
 
 /// File name of the record inside the spool directory.
-pub const QUEUE_FILE: &str = "queue.json";
+pub(crate) const QUEUE_FILE: &str = "queue.json";
 
 /// Where a print file is on its way to the printer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -62,7 +62,7 @@ impl FileState {
     }
 
     /// Whether the file is still in `ready/`: not forwarded (yet).
-    pub fn in_ready(self) -> bool {
+    pub(crate) fn in_ready(self) -> bool {
         matches!(
             self,
             FileState::Received | FileState::Uploading | FileState::Skipped
@@ -135,7 +135,7 @@ impl Entry {
 
     /// OctoPrint refused to take the file (it never had it): sending it
     /// again is a new try, not a duplicate.
-    pub fn upload_refused(&self) -> bool {
+    pub(crate) fn upload_refused(&self) -> bool {
         self.state == FileState::Failed && self.octoprint_path.is_none()
     }
 }
@@ -201,7 +201,7 @@ impl Queue {
     }
 
     /// Writes the record atomically.
-    pub fn save(&self) -> io::Result<()> {
+    pub(crate) fn save(&self) -> io::Result<()> {
         let disk = OnDiskRef {
             next_id: self.next_id,
             entries: &self.entries,
@@ -218,7 +218,7 @@ impl Queue {
     }
 
     /// The entry with this id.
-    pub fn get_mut(&mut self, id: u64) -> Option<&mut Entry> {
+    pub(crate) fn get_mut(&mut self, id: u64) -> Option<&mut Entry> {
         self.entries.iter_mut().find(|e| e.id == id)
     }
 
@@ -244,7 +244,7 @@ impl Queue {
 
     /// Adds a new entry in state `state` that arrived at `time` (Unix
     /// seconds); returns its id.
-    pub fn add_arrived(
+    pub(crate) fn add_arrived(
         &mut self,
         name: &str,
         sha256: &str,
@@ -282,7 +282,7 @@ impl Queue {
 
     /// Adds a file that was in the spool before forwarding ran: held, it
     /// never starts by itself; returns its id.
-    pub fn add_backlog(
+    pub(crate) fn add_backlog(
         &mut self,
         name: &str,
         sha256: &str,
@@ -309,7 +309,7 @@ impl Queue {
     }
 
     /// Removes entries for which `drop` is true; returns them.
-    pub fn remove_where(&mut self, mut drop: impl FnMut(&Entry) -> bool) -> Vec<Entry> {
+    pub(crate) fn remove_where(&mut self, mut drop: impl FnMut(&Entry) -> bool) -> Vec<Entry> {
         let (gone, kept) = std::mem::take(&mut self.entries)
             .into_iter()
             .partition(|e| drop(e));

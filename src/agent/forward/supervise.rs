@@ -44,7 +44,7 @@ impl Running {
 
     /// The supervisor task ended (it only ends through [`Running::stop`],
     /// so this means it panicked).
-    pub fn is_finished(&self) -> bool {
+    pub(crate) fn is_finished(&self) -> bool {
         self.task.is_finished()
     }
 }

@@ -85,7 +85,7 @@ impl View {
     /// "the last print (cube.gcode) ended 3 min ago: nothing starts by
     /// itself until a person clears the bed and starts a file (fileagent
     /// print)".
-    pub fn bed_text(&self) -> Option<String> {
+    pub(crate) fn bed_text(&self) -> Option<String> {
         let policy = self.policy?;
         if policy.queue || self.printer_busy {
             return None;

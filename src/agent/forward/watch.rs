@@ -67,7 +67,7 @@ impl Settler {
     }
 
     /// A file was closed after writing or renamed into the folder.
-    pub fn completed(&mut self, name: &str, now: Instant) {
+    pub(crate) fn completed(&mut self, name: &str, now: Instant) {
         self.touch(name, true, now);
     }
 
@@ -92,7 +92,7 @@ impl Settler {
 
     /// Treats every file in the folder as closed, unless already reported
     /// unchanged or being written.
-    pub fn scan(&mut self, now: Instant) {
+    pub(crate) fn scan(&mut self, now: Instant) {
         let Ok(dir) = std::fs::read_dir(&self.dir) else {
             return;
         };
@@ -169,7 +169,7 @@ impl Settler {
     }
 
     /// How long until the next pending file may settle.
-    pub fn next_check(&self, now: Instant) -> Option<Duration> {
+    pub(crate) fn next_check(&self, now: Instant) -> Option<Duration> {
         self.pending
             .values()
             .filter(|p| p.closed)

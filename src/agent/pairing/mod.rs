@@ -42,7 +42,7 @@ impl Desk {
     }
 
     /// The same desk (rate limit, lock) with a new authority, after a reload.
-    pub fn with_authority(&self, authority: Arc<Authority>) -> Desk {
+    pub(crate) fn with_authority(&self, authority: Arc<Authority>) -> Desk {
         Desk {
             authority,
             recent: self.recent.clone(),

@@ -13,7 +13,7 @@ use crate::durable::{self, Existing};
 use crate::wire::pairing::PairingCode;
 
 /// Folder in `state_dir` holding the pending codes.
-pub const PAIRING_DIR: &str = "pairing";
+pub(crate) const PAIRING_DIR: &str = "pairing";
 /// Codes that ended (or expired) are removed this long after, if nobody did.
 const KEEP_ENDED: Duration = Duration::from_secs(3600);
 

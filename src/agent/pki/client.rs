@@ -65,7 +65,7 @@ pub struct SignedClient {
 
 /// Signs a client certificate with CN `name` over a certificate signing
 /// request (PEM) made by the workstation, whose key never leaves it.
-pub fn sign_client_csr(config: &Config, name: &str, csr_pem: &str) -> Result<SignedClient> {
+pub(crate) fn sign_client_csr(config: &Config, name: &str, csr_pem: &str) -> Result<SignedClient> {
     let csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem)
         .context("the certificate signing request is malformed or its signature is wrong")?;
     sign_client(config, name, &csr.public_key)
@@ -73,7 +73,7 @@ pub fn sign_client_csr(config: &Config, name: &str, csr_pem: &str) -> Result<Sig
 
 /// Signs a client certificate with CN `name` for `public_key` with the
 /// agent's CA, valid for `client_cert_lifetime`, and records it under `clients/`.
-pub fn sign_client(
+pub(crate) fn sign_client(
     config: &Config,
     name: &str,
     public_key: &impl rcgen::PublicKeyData,

@@ -8,7 +8,7 @@
 //! when the configured names change or it nears expiry.
 //!
 //! The client side, in `client`: [`issue_client`] writes the identity files
-//! that [`crate::wire::identity`] reads, and [`sign_client_csr`] signs a key a
+//! that [`crate::wire::identity`] reads, and `sign_client_csr` signs a key a
 //! workstation made for itself (pairing, renewal).
 
 use std::path::Path;
@@ -31,15 +31,13 @@ mod client;
 pub mod registry;
 mod server;
 
-pub use client::{
-    IssuedClient, SignedClient, identity_pem, issue_client, sign_client, sign_client_csr,
-};
-pub use server::{
-    SERVER_CERT_LIFETIME, SERVER_CERT_RENEW_BEFORE, ServerCertAction, server_cert_due, server_names,
-};
+pub(crate) use client::sign_client_csr;
+pub use client::{IssuedClient, SignedClient, identity_pem, issue_client};
+pub(crate) use server::server_cert_due;
+pub use server::{ServerCertAction, server_names};
 
 /// Lifetime of the agent's CA.
-pub const CA_LIFETIME: Duration = Duration::from_secs(20 * 365 * 24 * 3600);
+pub(crate) const CA_LIFETIME: Duration = Duration::from_secs(20 * 365 * 24 * 3600);
 /// Certificates are valid from this long before issue, for clock skew.
 const BACKDATE: Duration = Duration::from_secs(3600);
 
@@ -48,9 +46,9 @@ const CA_CERT: &str = "ca.crt";
 const SERVER_KEY: &str = "server.key";
 const SERVER_CERT: &str = "server.crt";
 /// Folder in `state_dir` with a copy of every issued client certificate.
-pub const CLIENTS_DIR: &str = "clients";
+pub(crate) const CLIENTS_DIR: &str = "clients";
 /// The revocation list in `state_dir` (PEM, signed by the agent's CA).
-pub const REVOCATION_LIST: &str = "revoked.crl";
+pub(crate) const REVOCATION_LIST: &str = "revoked.crl";
 
 /// What [`init`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,7 +81,10 @@ pub struct AgentCredentials {
 /// and `init` works on an existing agent's keys, and making new ones in a
 /// stray `./fileagent-data` would print codes and certificates no running
 /// agent knows. `source` says where the config came from.
-pub fn require_existing(config: &Config, source: &crate::agent::config::Source) -> Result<()> {
+pub(crate) fn require_existing(
+    config: &Config,
+    source: &crate::agent::config::Source,
+) -> Result<()> {
     let dir = &config.state_dir;
     if dir.join(CA_KEY).exists() {
         return Ok(());
@@ -109,7 +110,7 @@ pub fn require_existing(config: &Config, source: &crate::agent::config::Source) 
     .into())
 }
 
-/// [`require_existing`] found no CA: the command was run in the wrong place
+/// `require_existing` found no CA: the command was run in the wrong place
 /// or with the wrong config (a usage error, not a fault of the agent).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -168,7 +169,7 @@ pub fn load_agent(state_dir: &Path) -> Result<AgentCredentials> {
 }
 
 /// Writes `contents` to a new file with `mode`, atomically; never replaces.
-pub fn write_new(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
+pub(crate) fn write_new(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
     durable::write(path, contents, mode, Existing::Keep)
         .with_context(|| format!("cannot create {} (does it already exist?)", path.display()))
 }

@@ -27,9 +27,9 @@ use crate::wire::identity::{common_name, fingerprint};
 
 use crate::agent::pki::REVOCATION_LIST;
 /// Folder in `state_dir` whose files' times say when a client was last seen.
-pub const SEEN_DIR: &str = "seen";
+pub(crate) const SEEN_DIR: &str = "seen";
 /// A client's "last seen" is written at most this often.
-pub const SEEN_EVERY: Duration = Duration::from_secs(60);
+pub(crate) const SEEN_EVERY: Duration = Duration::from_secs(60);
 /// Validity of each revocation list; it is re-signed on every revocation.
 const CRL_LIFETIME: Duration = Duration::from_secs(20 * 365 * 24 * 3600);
 
@@ -137,7 +137,7 @@ fn add_to_revocation_list(
 /// Revokes every certificate of client `name` but the one with serial
 /// `keep` (a workstation paired again: its earlier certificate must not go
 /// on working); returns those revoked.
-pub fn revoke_earlier(
+pub(crate) fn revoke_earlier(
     config: &crate::agent::config::Config,
     name: &str,
     keep: &str,
@@ -236,7 +236,7 @@ impl Authority {
 
     /// Revokes the earlier certificates of `name` once it was paired again
     /// with serial `keep`, off the async threads; returns their serials.
-    pub async fn revoke_earlier(&self, name: &str, keep: &str) -> Result<Vec<String>> {
+    pub(crate) async fn revoke_earlier(&self, name: &str, keep: &str) -> Result<Vec<String>> {
         let (config, name, keep) = (self.config.clone(), name.to_string(), keep.to_string());
         let revoked = tokio::task::spawn_blocking(move || revoke_earlier(&config, &name, &keep))
             .await
@@ -246,7 +246,7 @@ impl Authority {
 
     /// Signs a certificate for `name` over the workstation's request (PEM),
     /// off the async threads (it reads the CA key and fsyncs a record).
-    pub async fn sign(
+    pub(crate) async fn sign(
         &self,
         name: String,
         csr_pem: String,
@@ -283,7 +283,7 @@ impl LastSeen {
     }
 
     /// Notes that the client with certificate `cert` connected now; writes
-    /// at most once per [`SEEN_EVERY`] per certificate. Failures are logged.
+    /// at most once per `SEEN_EVERY` per certificate. Failures are logged.
     pub fn record(&self, cert: &[u8]) {
         let Some(serial) = crate::wire::identity::serial_of(cert) else {
             return;

@@ -18,9 +18,9 @@ use crate::agent::config::Config;
 use crate::wire::identity::host_name;
 
 /// Lifetime of the server certificate.
-pub const SERVER_CERT_LIFETIME: Duration = Duration::from_secs(2 * 365 * 24 * 3600);
+pub(crate) const SERVER_CERT_LIFETIME: Duration = Duration::from_secs(2 * 365 * 24 * 3600);
 /// The server certificate is re-signed when it has less than this left.
-pub const SERVER_CERT_RENEW_BEFORE: Duration = Duration::from_secs(30 * 24 * 3600);
+pub(crate) const SERVER_CERT_RENEW_BEFORE: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// What [`init`](super::init) did with the server certificate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,7 +98,7 @@ pub(super) fn sign_server_cert(
 
 /// Whether [`init`](super::init) would re-sign the server certificate now: it is
 /// missing, names other hosts, or has less than [`SERVER_CERT_RENEW_BEFORE`] left.
-pub fn server_cert_due(config: &Config) -> bool {
+pub(crate) fn server_cert_due(config: &Config) -> bool {
     !server_cert_fits(&config.state_dir.join(SERVER_CERT), &server_names(config)).unwrap_or(false)
 }
 

@@ -2,16 +2,16 @@
 //! network can open them, so they get a budget of their own, apart from the
 //! sessions of paired workstations (`max_connections`).
 //!
-//! At most [`PREAUTH_MAX`] handshakes run at once, and each address has a
-//! share of [`PREAUTH_PER_ADDRESS`]. An address may go past its share while
+//! At most `PREAUTH_MAX` handshakes run at once, and each address has a
+//! share of `PREAUTH_PER_ADDRESS`. An address may go past its share while
 //! the budget has room (a burst of workstations behind one router), but
 //! when it is full, a newcomer from an address within its share takes the
 //! place of the oldest handshake of the address furthest over its share:
 //! a flood of idle connections from one address never keeps a workstation
 //! on another one out. Past that, a handshake that has run for
-//! [`STALE_AFTER`] is stale (a real one takes milliseconds) and makes room
+//! `STALE_AFTER` is stale (a real one takes milliseconds) and makes room
 //! for a newcomer from an address holding fewer, or from its own. Refusals, cut-off handshakes and timeouts are
-//! logged once per address and then summed up every [`SUMMARY_EVERY`].
+//! logged once per address and then summed up every `SUMMARY_EVERY`.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
@@ -22,20 +22,20 @@ use tokio::sync::oneshot;
 use tracing::warn;
 
 /// Handshakes in progress at once, from all addresses.
-pub const PREAUTH_MAX: usize = 64;
+pub(crate) const PREAUTH_MAX: usize = 64;
 /// Handshakes in progress at once from one address, beyond which its own
 /// stale ones make room for its new ones.
-pub const PREAUTH_PER_ADDRESS: usize = 16;
+pub(crate) const PREAUTH_PER_ADDRESS: usize = 16;
 /// Age at which a handshake in progress may be cut off to make room.
-pub const STALE_AFTER: Duration = Duration::from_secs(1);
+pub(crate) const STALE_AFTER: Duration = Duration::from_secs(1);
 /// How often turned-away connections are summed up in the log.
-pub const SUMMARY_EVERY: Duration = Duration::from_secs(10);
+pub(crate) const SUMMARY_EVERY: Duration = Duration::from_secs(10);
 /// How long a newcomer waits for a place when the budget is full of fresh
 /// handshakes (a burst: they end within milliseconds) before it is turned
 /// away; long enough for the oldest to turn stale.
-pub const WAIT_FOR_PLACE: Duration = Duration::from_secs(2);
+pub(crate) const WAIT_FOR_PLACE: Duration = Duration::from_secs(2);
 /// Newcomers waiting for a place at once; more are turned away at once.
-pub const MAX_WAITING: usize = PREAUTH_MAX;
+pub(crate) const MAX_WAITING: usize = PREAUTH_MAX;
 /// How often a waiting newcomer looks again (places free up on their own,
 /// and handshakes turn stale).
 const LOOK_AGAIN: Duration = Duration::from_millis(100);
@@ -108,7 +108,7 @@ impl Admission {
     /// A place for a connection from `ip`, waiting up to [`WAIT_FOR_PLACE`]
     /// for one while the budget is full of fresh handshakes; `None`:
     /// turned away.
-    pub async fn enter(self: &Arc<Self>, ip: IpAddr) -> Option<Ticket> {
+    pub(crate) async fn enter(self: &Arc<Self>, ip: IpAddr) -> Option<Ticket> {
         use std::sync::atomic::Ordering;
         if let Some(ticket) = self.admit(ip, Instant::now()) {
             return Some(ticket);
@@ -136,7 +136,7 @@ impl Admission {
     }
 
     /// A place for a connection from `ip` at `now`, or `None` (none now).
-    pub fn admit(self: &Arc<Self>, ip: IpAddr, now: Instant) -> Option<Ticket> {
+    pub(crate) fn admit(self: &Arc<Self>, ip: IpAddr, now: Instant) -> Option<Ticket> {
         let mut state = self.state.lock().ok()?;
         let victim = match state.choose(ip, now) {
             Choice::Refuse => return None,
@@ -167,7 +167,7 @@ impl Admission {
 
     /// Notes an event for the log; true if it is the first of its kind from
     /// `ip` in this window (to be logged on its own; the rest are summed up).
-    pub fn note(&self, ip: IpAddr, event: Event) -> bool {
+    pub(crate) fn note(&self, ip: IpAddr, event: Event) -> bool {
         let Ok(mut state) = self.state.lock() else {
             return false;
         };
@@ -179,7 +179,7 @@ impl Admission {
     /// Logs what was turned away in the window that ends now, beyond the
     /// first event of each kind (logged when it happened), and starts a new
     /// window.
-    pub fn summarize(&self) {
+    pub(crate) fn summarize(&self) {
         let Ok(mut state) = self.state.lock() else {
             return;
         };

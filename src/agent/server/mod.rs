@@ -43,7 +43,7 @@ pub mod admission;
 use admission::{Admission, Event, SUMMARY_EVERY};
 
 /// Longest pause between retries when `accept` keeps failing (e.g. EMFILE).
-pub const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(2);
+pub(crate) const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(2);
 
 /// Connection-level settings of the server.
 #[derive(Debug, Clone, Copy)]

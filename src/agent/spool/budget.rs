@@ -48,13 +48,13 @@ pub(super) const PIECES: usize = 2;
 /// uploads running hold less than [`BODY_BUFFER_BUDGET`]: each hand-over
 /// costs two thread wake-ups, and at this size they cost about a fifth
 /// less CPU per byte than at [`MIN_PIECE_LEN`].
-pub const MAX_PIECE_LEN: usize = 256 * 1024;
+pub(crate) const MAX_PIECE_LEN: usize = 256 * 1024;
 /// Size of the buffers of uploads beyond the budget, so that many
 /// concurrent uploads stay small (32 of them: 2 MiB of buffers).
-pub const MIN_PIECE_LEN: usize = 32 * 1024;
+pub(crate) const MIN_PIECE_LEN: usize = 32 * 1024;
 /// Memory for [`MAX_PIECE_LEN`] buffers, shared by all uploads: three
 /// uploads at a time get them.
-pub const BODY_BUFFER_BUDGET: usize = 3 * PIECES * MAX_PIECE_LEN;
+pub(crate) const BODY_BUFFER_BUDGET: usize = 3 * PIECES * MAX_PIECE_LEN;
 
 /// The bytes of [`BODY_BUFFER_BUDGET`] that uploads hold.
 #[derive(Debug, Default)]
@@ -127,7 +127,7 @@ impl super::Spool {
     }
 
     /// Bytes free for the agent on the spool's file system.
-    pub fn free_space(&self) -> io::Result<u64> {
+    pub(crate) fn free_space(&self) -> io::Result<u64> {
         free_space(&self.incoming)
     }
 }

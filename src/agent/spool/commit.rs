@@ -31,7 +31,7 @@ impl Verified {
     }
 
     /// Whether dropping it keeps the body for resuming.
-    pub fn is_resumable(&self) -> bool {
+    pub(crate) fn is_resumable(&self) -> bool {
         matches!(self.target, Target::Partial { .. })
     }
 

@@ -23,22 +23,22 @@ mod ready;
 mod upload;
 mod writer;
 
-pub use budget::MIN_PIECE_LEN;
+pub(crate) use budget::MIN_PIECE_LEN;
 pub use commit::Verified;
 use digest::existing_digest;
 pub use error::SpoolError;
-pub use name::validate_name;
-pub use partial::PARTIAL_SUFFIX;
+pub(crate) use name::validate_name;
+pub(crate) use partial::PARTIAL_SUFFIX;
 pub use upload::Upload;
 
 /// Sub-directory for bodies being received.
-pub const INCOMING_DIR: &str = "incoming";
+pub(crate) const INCOMING_DIR: &str = "incoming";
 /// Sub-directory for complete files.
-pub const READY_DIR: &str = "ready";
+pub(crate) const READY_DIR: &str = "ready";
 /// Sub-directory for files uploaded to OctoPrint (kept for `keep_done`).
-pub const DONE_DIR: &str = "done";
+pub(crate) const DONE_DIR: &str = "done";
 /// Sub-directory for files OctoPrint refused for good.
-pub const FAILED_DIR: &str = "failed";
+pub(crate) const FAILED_DIR: &str = "failed";
 /// Size limits enforced before a body is accepted.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -117,7 +117,7 @@ impl Spool {
 
     /// The same spool under new limits, sharing the space reserved by
     /// uploads in flight and their buffers (for a reload while uploads run).
-    pub fn with_limits(&self, limits: Limits) -> Spool {
+    pub(crate) fn with_limits(&self, limits: Limits) -> Spool {
         Spool {
             incoming: self.incoming.clone(),
             ready: self.ready.clone(),
@@ -129,8 +129,9 @@ impl Spool {
         }
     }
 
+    #[cfg(test)]
     /// Path of the `ready/` directory.
-    pub fn ready_dir(&self) -> &Path {
+    pub(crate) fn ready_dir(&self) -> &Path {
         &self.ready
     }
 
@@ -142,7 +143,7 @@ impl Spool {
     /// an existing file of that name is refused as `Exists` unless
     /// `overwrite`, and the body goes to a temp file that becomes the
     /// partial file once the digest arrives ([`Upload::declare_digest`]).
-    pub async fn begin(
+    pub(crate) async fn begin(
         &self,
         name: &str,
         size: u64,
@@ -281,7 +282,7 @@ impl Spool {
     }
 
     /// Number of bodies being received (temp files in `incoming/`).
-    pub fn incoming_count(&self) -> u64 {
+    pub(crate) fn incoming_count(&self) -> u64 {
         // Temp files are uploads running now; partial files only while written.
         let temp = std::fs::read_dir(&self.incoming).map_or(0, |d| {
             d.filter_map(Result::ok)

@@ -5,13 +5,13 @@
 use super::SpoolError;
 
 /// Longest file name in bytes (the usual file-system limit).
-pub const MAX_NAME_LEN: usize = 255;
+pub(crate) const MAX_NAME_LEN: usize = 255;
 /// Name endings of temporary files, which are never accepted or listed.
-pub const TEMP_SUFFIXES: [&str; 3] = [".part", ".tmp", "~"];
+pub(crate) const TEMP_SUFFIXES: [&str; 3] = [".part", ".tmp", "~"];
 
 /// Checks that `name` is a plain file name that is safe to create in
 /// `ready/` and will not be taken for a hidden or temporary file.
-pub fn validate_name(name: &str) -> Result<(), SpoolError> {
+pub(crate) fn validate_name(name: &str) -> Result<(), SpoolError> {
     let reason = if name.is_empty() {
         Some("it is empty")
     } else if name.len() > MAX_NAME_LEN {

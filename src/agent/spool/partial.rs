@@ -22,13 +22,13 @@ use crate::wire::digest::hash_into;
 
 /// Sweeps of expired partial files per `keep_partial` period, so that none
 /// outlives its time by more than a quarter of it.
-pub const SWEEPS_PER_KEEP: u32 = 4;
+pub(crate) const SWEEPS_PER_KEEP: u32 = 4;
 /// Shortest time between two sweeps of expired partial files.
-pub const SWEEP_INTERVAL_MIN: Duration = Duration::from_secs(1);
+pub(crate) const SWEEP_INTERVAL_MIN: Duration = Duration::from_secs(1);
 /// Longest time between two sweeps of expired partial files.
-pub const SWEEP_INTERVAL_MAX: Duration = Duration::from_secs(3600);
+pub(crate) const SWEEP_INTERVAL_MAX: Duration = Duration::from_secs(3600);
 /// File name suffix of partial uploads in `incoming/`.
-pub const PARTIAL_SUFFIX: &str = ".partial";
+pub(crate) const PARTIAL_SUFFIX: &str = ".partial";
 
 /// `<sha256>-<size>.partial`, or `None` if `sha256` is not 64 hex digits.
 pub(super) fn partial_name(sha256: &str, size: u64) -> Option<String> {
@@ -162,7 +162,7 @@ impl super::Spool {
     /// Removes the partial files in `incoming/` that were not written for
     /// longer than they are kept (all of them with resuming off), except
     /// those being written now; returns how many it removed.
-    pub async fn sweep_expired(&self) -> io::Result<usize> {
+    pub(crate) async fn sweep_expired(&self) -> io::Result<usize> {
         let (incoming, keep, busy) = (
             self.incoming.clone(),
             self.limits.keep_partial,
@@ -177,7 +177,7 @@ impl super::Spool {
     /// no partial file outlives its time by much: that time over
     /// [`SWEEPS_PER_KEEP`], within
     /// [`SWEEP_INTERVAL_MIN`]..=[`SWEEP_INTERVAL_MAX`].
-    pub fn sweep_interval(&self) -> Duration {
+    pub(crate) fn sweep_interval(&self) -> Duration {
         let keep = self.limits.keep_partial;
         if keep.is_zero() {
             // Nothing new is kept; only what an earlier config left.

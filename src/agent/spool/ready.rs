@@ -52,7 +52,7 @@ impl Spool {
     /// Opens a file for reading, from `ready/` or else (forwarded to
     /// OctoPrint) from `done/` or `failed/`; returns it with its size. A
     /// symbolic link is not followed (it could point anywhere).
-    pub async fn open_file(&self, name: &str) -> Result<(tokio::fs::File, u64), SpoolError> {
+    pub(crate) async fn open_file(&self, name: &str) -> Result<(tokio::fs::File, u64), SpoolError> {
         validate_name(name)?;
         let mut found = Err(SpoolError::NotFound { name: name.into() });
         for dir in std::iter::once(&self.ready).chain(&self.forwarded) {

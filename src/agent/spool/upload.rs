@@ -155,7 +155,7 @@ impl Upload {
     /// Ends an upload whose body cannot become the file (a wrong size or
     /// digest, a full disk): once the writer is done, its file goes, a
     /// partial one too, and so does its claim, before the caller replies.
-    pub async fn discard(mut self) {
+    pub(crate) async fn discard(mut self) {
         let _ = self.stop_writer().await;
         if let Destination::Partial(path) = &self.destination {
             let _ = tokio::fs::remove_file(path).await;
@@ -163,7 +163,7 @@ impl Upload {
     }
 
     /// Whether the file's digest is known (from the `send` or the body).
-    pub fn has_digest(&self) -> bool {
+    pub(crate) fn has_digest(&self) -> bool {
         self.declared_sha256.is_some()
     }
 
@@ -171,7 +171,7 @@ impl Upload {
     /// one). A resumable upload's temp file becomes the partial file of
     /// that digest, kept if the upload is interrupted from now on; returns
     /// whether it did.
-    pub async fn declare_digest(&mut self, sha256: &str) -> Result<bool, SpoolError> {
+    pub(crate) async fn declare_digest(&mut self, sha256: &str) -> Result<bool, SpoolError> {
         self.declared_sha256 = Some(sha256.to_ascii_lowercase());
         let Destination::Temp { path, adopt } = &mut self.destination else {
             return Ok(false);
@@ -204,7 +204,7 @@ impl Upload {
 
     /// Whether the body will be kept for resuming if the upload is
     /// interrupted: now, or once its digest arrives in the body.
-    pub fn keeps_partial(&self) -> bool {
+    pub(crate) fn keeps_partial(&self) -> bool {
         matches!(
             self.destination,
             Destination::Partial(_) | Destination::Temp { adopt: Some(_), .. }
@@ -212,7 +212,7 @@ impl Upload {
     }
 
     /// Whether the body is kept for resuming if the upload is interrupted.
-    pub fn is_resumable(&self) -> bool {
+    pub(crate) fn is_resumable(&self) -> bool {
         matches!(self.destination, Destination::Partial(_))
     }
 
@@ -231,7 +231,7 @@ impl Upload {
 
     /// Room for the next bytes of the body: fill a prefix of it, then
     /// [`commit`](Self::commit) how many bytes that was.
-    pub async fn spare(&mut self) -> Result<&mut [u8], SpoolError> {
+    pub(crate) async fn spare(&mut self) -> Result<&mut [u8], SpoolError> {
         if self.current.is_none() {
             let buffer = if self.allocated < PIECES {
                 self.allocated += 1;
@@ -336,7 +336,7 @@ impl Upload {
 
     /// Verifies size and digest and fsyncs the body: it is whole and on the
     /// disk, not yet in `ready/` ([`Verified::commit`] puts it there).
-    pub async fn verify(mut self) -> Result<Verified, SpoolError> {
+    pub(crate) async fn verify(mut self) -> Result<Verified, SpoolError> {
         self.flush_current().await?;
         if let Some(e) = self.stop_writer().await?.error.take() {
             return Err(SpoolError::io("cannot write to incoming/")(e));

@@ -175,7 +175,7 @@ pub enum Reply {
     },
     /// During a body sent with `progress`: bytes of the file the agent
     /// holds so far (the resume offset included), sent at most every
-    /// [`PROGRESS_INTERVAL`](super::PROGRESS_INTERVAL).
+    /// `PROGRESS_INTERVAL`.
     Progress {
         /// Bytes of the file received and handed to the disk.
         received: u64,

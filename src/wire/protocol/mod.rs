@@ -28,9 +28,9 @@ pub use messages::{AgentStatus, Encoding, ErrorCode, FileEntry, Issued, Reply, R
 /// ALPN protocol id; a future incompatible protocol gets a new id.
 pub const ALPN: &[u8] = b"fileagent/1";
 /// Default TCP port of the agent.
-pub const DEFAULT_PORT: u16 = 7341;
+pub(crate) const DEFAULT_PORT: u16 = 7341;
 /// Bytes before a frame's payload: tag (1) and length (4).
-pub const FRAME_PREFIX_LEN: usize = 5;
+pub(crate) const FRAME_PREFIX_LEN: usize = 5;
 /// Largest header a client may send; anything larger is refused.
 pub const MAX_REQUEST_HEADER_LEN: usize = 16 * 1024;
 /// Largest header the agent may send (a `list` of many files).
@@ -39,19 +39,19 @@ pub const MAX_REPLY_HEADER_LEN: usize = 16 * 1024 * 1024;
 /// that may only run the pairing exchange (see `docs/pairing.md`).
 pub const PAIR_ALPN: &[u8] = b"fileagent-pair/1";
 /// Largest data frame either side accepts.
-pub const MAX_CHUNK_LEN: usize = 1024 * 1024;
+pub(crate) const MAX_CHUNK_LEN: usize = 1024 * 1024;
 /// A body must arrive at this rate at least, measured over windows of
 /// `body_idle_timeout`; slower senders (slowloris) are cut off.
-pub const MIN_BODY_RATE: u64 = 1024;
+pub(crate) const MIN_BODY_RATE: u64 = 1024;
 /// A client reopens a connection left idle longer than this before its next
 /// request; the agent's `header_timeout` may not be shorter (a contract of
 /// both ends).
-pub const RECONNECT_AFTER_IDLE: std::time::Duration = std::time::Duration::from_secs(30);
+pub(crate) const RECONNECT_AFTER_IDLE: std::time::Duration = std::time::Duration::from_secs(30);
 /// Size of the data frames fileagent itself sends.
-pub const CHUNK_LEN: usize = 256 * 1024;
+pub(crate) const CHUNK_LEN: usize = 256 * 1024;
 /// Least time between two [`Reply::Progress`] of one body: often enough
 /// for a steady progress bar, rare enough to cost nothing.
-pub const PROGRESS_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
+pub(crate) const PROGRESS_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
 /// Read buffer of a connection: enough for headers and frame prefixes
 /// (grown for a larger frame); body data goes straight to its destination
 /// ([`Connection::read_body`]).
@@ -81,7 +81,7 @@ pub enum ProtocolError {
     #[error("no data for {0:?}")]
     Timeout(Duration),
     /// A write did not finish within the allowed time: the peer stopped
-    /// reading (see [`Connection::set_write_timeout`]).
+    /// reading (see `Connection::set_write_timeout`).
     #[error("the peer took in nothing for {0:?}: it stopped reading")]
     Stalled(Duration),
     /// A body arrived slower than the minimum rate (a slowloris).
@@ -105,7 +105,7 @@ pub enum ProtocolError {
         /// Limit in force.
         max: usize,
     },
-    /// A data frame was empty or longer than [`MAX_CHUNK_LEN`].
+    /// A data frame was empty or longer than `MAX_CHUNK_LEN`.
     #[error("data frame of {0} bytes is outside 1..={MAX_CHUNK_LEN}")]
     BadChunkLen(usize),
     /// An end frame carried a payload.
@@ -143,7 +143,7 @@ impl From<serde_json::Error> for ProtocolError {
 impl ProtocolError {
     /// True when the frame stream is still in sync, so the connection can
     /// carry the next request after an error reply.
-    pub fn is_recoverable(&self) -> bool {
+    pub(crate) fn is_recoverable(&self) -> bool {
         matches!(self, ProtocolError::BadMessage(_))
     }
 }
@@ -172,7 +172,7 @@ impl Frame {
     }
 }
 
-/// What [`Connection::read_body`] found next.
+/// What `Connection::read_body` found next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BodyRead {
     /// This many bytes of the body, at the start of the buffer given.

@@ -67,7 +67,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// in too little for it to finish within `limit`: a peer that stops
     /// reading is given up on as one that stops sending is. Without it
     /// (tests), writes wait as long as the stream does.
-    pub fn set_write_timeout(&mut self, limit: Duration) {
+    pub(crate) fn set_write_timeout(&mut self, limit: Duration) {
         self.write_timeout = Some(limit);
     }
 
@@ -76,7 +76,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// over a `window` (checked whenever bytes arrive, so a peer that
     /// dribbles bytes just inside the idle timeout is cut off after about
     /// one window); `None` turns it off.
-    pub fn guard_rate(&mut self, guard: Option<(u64, Duration)>) {
+    pub(crate) fn guard_rate(&mut self, guard: Option<(u64, Duration)>) {
         self.rate = guard.map(|(min_rate, window)| RateGuard {
             min_rate,
             window,
@@ -108,7 +108,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     }
 
     /// The underlying stream (e.g. to read the TLS session's parameters).
-    pub fn get_ref(&self) -> &S {
+    pub(crate) fn get_ref(&self) -> &S {
         self.stream.get_ref()
     }
 
@@ -183,7 +183,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     }
 
     /// Reads the next piece of a body: `Some(data)`, or `None` at its end.
-    pub async fn read_chunk(&mut self, idle: Duration) -> Result<Option<Bytes>, ProtocolError> {
+    pub(crate) async fn read_chunk(
+        &mut self,
+        idle: Duration,
+    ) -> Result<Option<Bytes>, ProtocolError> {
         match self.read_frame(idle).await? {
             Some(Frame::Data(data)) => Ok(Some(data)),
             Some(Frame::End) => Ok(None),
@@ -199,7 +202,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// frames in memory: [`BodyRead::Data`] with `1 <= n <= out.len()`
     /// bytes, a digest frame, or the body's end frame. Bytes that are not
     /// buffered already are read from the stream straight into `out`.
-    pub async fn read_body(
+    pub(crate) async fn read_body(
         &mut self,
         out: &mut [u8],
         idle: Duration,

@@ -38,7 +38,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// agent's [`Reply::Progress`]) into the read buffer, so that a
     /// peer writing while this side writes never blocks both; take them
     /// with [`take_progress`](Self::take_progress).
-    pub async fn write_chunk_hearing(
+    pub(crate) async fn write_chunk_hearing(
         &mut self,
         data: &[u8],
         flush: bool,
@@ -108,7 +108,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// taking every progress reply at the front of the read buffer and
     /// leaving anything else (the verdict) for
     /// [`read_message`](Self::read_message). Does not read.
-    pub fn take_progress(&mut self) -> Option<u64> {
+    pub(crate) fn take_progress(&mut self) -> Option<u64> {
         let mut latest = None;
         while let Ok(Some(total)) = check_frame(&self.buffer, self.max_header) {
             if self.buffer[0] != TAG_HEADER {
@@ -125,7 +125,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     }
 
     /// Writes one piece of a body (not flushed), split into frames of at
-    /// most [`MAX_CHUNK_LEN`]; an empty slice writes nothing.
+    /// most `MAX_CHUNK_LEN`; an empty slice writes nothing.
     pub async fn write_chunk(&mut self, data: &[u8]) -> Result<(), ProtocolError> {
         bounded(self.write_timeout, async {
             for piece in data.chunks(MAX_CHUNK_LEN) {
