@@ -20,6 +20,7 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Registry, reload};
 
 /// Control over the installed logger.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))] // used by the agent (Linux only)
 pub struct Logging {
     filter: reload::Handle<EnvFilter, Registry>,
     /// `RUST_LOG` is set and wins over the config.
@@ -58,6 +59,7 @@ impl Logging {
 
     /// Applies the config's `log_level` (already validated), unless
     /// `RUST_LOG` is set.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))] // used by the agent (Linux only)
     pub(crate) fn set_level(&self, directives: &str) -> Result<()> {
         if self.from_env {
             return Ok(());

@@ -146,7 +146,10 @@ fn default_alias(host: &str) -> String {
 }
 
 /// Warns, as ssh does, when an identity file (a private key) can be read by
-/// other users: they could send to the printers as this workstation.
+/// other users: they could send to the printers as this workstation. (On
+/// Windows the file is in the user's profile, whose ACL keeps other users
+/// out.)
+#[cfg(unix)]
 fn warn_if_exposed(identity: &Path) {
     use std::os::unix::fs::PermissionsExt;
     let Ok(meta) = std::fs::metadata(identity) else {
@@ -194,6 +197,7 @@ pub(super) async fn connect(target: &TargetArgs) -> Result<Client> {
                  printed the code; or pass --identity FILE{saved})"
             ))
         })?;
+    #[cfg(unix)]
     warn_if_exposed(&resolved.identity);
     let renew = identity.due_for_renewal();
     let mut client = Client::connect(&resolved.address, identity).await?;

@@ -46,9 +46,7 @@ pub fn run(command: Command, logging: &crate::logging::Logging) -> Result<()> {
     // partial files, instead of killing the process in the middle.
     runtime.block_on(async {
         // Registered before any work starts, so no early Ctrl-C is missed.
-        let mut interrupt =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
-                .context("cannot watch for Ctrl-C")?;
+        let mut interrupt = ctrl_c().context("cannot watch for Ctrl-C")?;
         tokio::select! {
             result = dispatch(command, logging, &sending) => result,
             _ = interrupt.recv() => Err(Interrupted {
@@ -71,6 +69,18 @@ fn agent_only(command: &str) -> anyhow::Error {
     .into()
 }
 
+/// Ctrl-C: SIGINT on Unix.
+#[cfg(unix)]
+fn ctrl_c() -> std::io::Result<tokio::signal::unix::Signal> {
+    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+}
+
+/// Ctrl-C: the console's control handler on Windows.
+#[cfg(windows)]
+fn ctrl_c() -> std::io::Result<tokio::signal::windows::CtrlC> {
+    tokio::signal::windows::ctrl_c()
+}
+
 /// What to do after an upload stopped that the agent can resume.
 const RESUME_HINT: &str =
     "the agent keeps what it received: send the same file again to resume where it stopped";
@@ -91,6 +101,9 @@ async fn dispatch(
     logging: &crate::logging::Logging,
     sending: &Sending,
 ) -> Result<()> {
+    // Only the agent changes the log level (on a reload).
+    #[cfg(not(target_os = "linux"))]
+    let _ = logging;
     match command {
         #[cfg(target_os = "linux")]
         Command::Serve(args) => agent::serve(args.config.as_deref(), logging).await,

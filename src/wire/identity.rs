@@ -105,6 +105,7 @@ pub fn fingerprint(der: &[u8]) -> String {
 }
 
 /// The serial number (hex) of a DER certificate.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))] // used by the agent (Linux only)
 pub(crate) fn serial_of(der: &[u8]) -> Option<String> {
     let (_, cert) = x509_parser::certificate::X509Certificate::from_der(der).ok()?;
     Some(hex::encode(cert.raw_serial()))

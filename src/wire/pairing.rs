@@ -28,12 +28,15 @@ pub const MAX_ATTEMPTS: u32 = 3;
 /// Pairing requests allowed per source address within `RATE_WINDOW`.
 pub const MAX_REQUESTS_PER_ADDRESS: usize = 6;
 /// Window of the per-address rate limit.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))] // used by the agent (Linux only)
 pub(crate) const RATE_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
 /// Lifetime of a code unless `--ttl` says otherwise.
 pub const DEFAULT_TTL: std::time::Duration = std::time::Duration::from_secs(10 * 60);
 /// Shortest lifetime `--ttl` accepts.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))] // used by the agent (Linux only)
 pub(crate) const MIN_TTL: std::time::Duration = std::time::Duration::from_secs(60);
 /// Longest lifetime `--ttl` accepts.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))] // used by the agent (Linux only)
 pub(crate) const MAX_TTL: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 /// Crockford's base32: no I, L, O or U, so nothing is ambiguous to type.

@@ -2,7 +2,6 @@
 //! temp file beside the destination, which is renamed into place only once
 //! the size and the SHA-256 the agent announces match what arrived.
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use sha2::{Digest, Sha256};
@@ -127,11 +126,13 @@ impl Client {
 
 /// A temp file in `dir`, where the body goes until it is verified.
 fn temp_beside(dir: &Path) -> Result<tempfile::NamedTempFile, ClientError> {
-    tempfile::Builder::new()
-        .prefix(".fileagent-")
-        .suffix(".part")
-        // Like any new file (tempfile's default is 0600): what the umask allows.
-        .permissions(std::fs::Permissions::from_mode(0o666))
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(".fileagent-").suffix(".part");
+    // Like any new file (tempfile's default is 0600): what the umask allows.
+    // (On Windows the folder's ACL applies.)
+    #[cfg(unix)]
+    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
+    builder
         .tempfile_in(dir)
         .map_err(local_error(dir)("cannot write into"))
 }

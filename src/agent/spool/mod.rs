@@ -21,6 +21,7 @@ mod name;
 mod partial;
 mod ready;
 mod upload;
+mod writeback;
 mod writer;
 
 pub(crate) use budget::MIN_PIECE_LEN;

@@ -61,7 +61,7 @@ pub(super) fn write_body(
     mut pieces: mpsc::Receiver<Piece>,
     give_back: mpsc::Sender<Vec<u8>>,
 ) -> Written {
-    let mut writeback = crate::durable::Writeback::new(sink.len);
+    let mut writeback = super::writeback::Writeback::new(sink.len);
     let mut first = true;
     while let Some(piece) = pieces.blocking_recv() {
         let (buffer, n) = match piece {
@@ -74,7 +74,7 @@ pub(super) fn write_body(
         // With the first bytes, not before: a body that never comes
         // reserves nothing.
         if std::mem::take(&mut first) {
-            match crate::durable::preallocate(&sink.file, sink.len, sink.size) {
+            match super::writeback::preallocate(&sink.file, sink.len, sink.size) {
                 Ok(true) => sink.reservation.consume(sink.size.saturating_sub(sink.len)),
                 Ok(false) => {}
                 Err(error) => {
@@ -161,7 +161,7 @@ mod tests {
         use std::os::unix::fs::MetadataExt;
         use std::sync::Arc;
         use std::sync::atomic::{AtomicU64, Ordering};
-        let dir = crate::durable::disk_tempdir();
+        let dir = crate::agent::spool::writeback::disk_tempdir();
         let path = dir.path().join("body");
         let file = std::fs::File::create(&path).unwrap();
         let size = 8 << 20;

@@ -42,6 +42,7 @@ pub const PAIR_ALPN: &[u8] = b"fileagent-pair/1";
 pub(crate) const MAX_CHUNK_LEN: usize = 1024 * 1024;
 /// A body must arrive at this rate at least, measured over windows of
 /// `body_idle_timeout`; slower senders (slowloris) are cut off.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))] // used by the agent (Linux only)
 pub(crate) const MIN_BODY_RATE: u64 = 1024;
 /// A client reopens a connection left idle longer than this before its next
 /// request; the agent's `header_timeout` may not be shorter (a contract of
@@ -51,6 +52,7 @@ pub(crate) const RECONNECT_AFTER_IDLE: std::time::Duration = std::time::Duration
 pub(crate) const CHUNK_LEN: usize = 256 * 1024;
 /// Least time between two [`Reply::Progress`] of one body: often enough
 /// for a steady progress bar, rare enough to cost nothing.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))] // used by the agent (Linux only)
 pub(crate) const PROGRESS_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
 /// Read buffer of a connection: enough for headers and frame prefixes
 /// (grown for a larger frame); body data goes straight to its destination
@@ -143,6 +145,7 @@ impl From<serde_json::Error> for ProtocolError {
 impl ProtocolError {
     /// True when the frame stream is still in sync, so the connection can
     /// carry the next request after an error reply.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))] // used by the agent (Linux only)
     pub(crate) fn is_recoverable(&self) -> bool {
         matches!(self, ProtocolError::BadMessage(_))
     }

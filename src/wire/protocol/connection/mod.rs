@@ -76,6 +76,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// over a `window` (checked whenever bytes arrive, so a peer that
     /// dribbles bytes just inside the idle timeout is cut off after about
     /// one window); `None` turns it off.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))] // used by the agent (Linux only)
     pub(crate) fn guard_rate(&mut self, guard: Option<(u64, Duration)>) {
         self.rate = guard.map(|(min_rate, window)| RateGuard {
             min_rate,
