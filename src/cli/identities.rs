@@ -30,7 +30,7 @@ pub(super) async fn pair(agent: &str, code: &str, args: &PairArgs) -> Result<()>
         ))
     })?;
     let dir = config_dir()
-        .context("neither XDG_CONFIG_HOME nor HOME is set: cannot save the identity")?;
+        .context("cannot find this user's config folder (HOME, or APPDATA on Windows, is not set; or set XDG_CONFIG_HOME): cannot save the identity")?;
     let config = ClientConfig::load(&dir).map_err(|e| UsageError(format!("{e:#}")))?;
 
     let paired = crate::workstation::pair::pair(agent, &code, &client_name).await?;

@@ -61,13 +61,17 @@ pub struct Target {
     pub saved: bool,
 }
 
-/// The user's fileagent config folder.
+/// The user's fileagent config folder: `$XDG_CONFIG_HOME/fileagent` when
+/// that is set (on every system), else the system's own place for it
+/// (`~/.config/fileagent` on Linux, `%APPDATA%\fileagent` on Windows,
+/// `~/Library/Application Support/fileagent` on macOS).
 pub(crate) fn config_dir() -> Option<PathBuf> {
     let xdg = std::env::var_os("XDG_CONFIG_HOME").filter(|v| !v.is_empty());
-    match xdg {
-        Some(dir) => Some(PathBuf::from(dir).join("fileagent")),
-        None => std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".config/fileagent")),
-    }
+    let base = match xdg {
+        Some(dir) => PathBuf::from(dir),
+        None => directories::BaseDirs::new()?.config_dir().to_path_buf(),
+    };
+    Some(base.join("fileagent"))
 }
 
 impl ClientConfig {

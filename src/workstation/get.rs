@@ -8,6 +8,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
 use super::error::local_error;
+use super::local_name;
 use super::{BODY_IDLE_TIMEOUT, Client, ClientError, Observer, Phase, unexpected};
 use crate::wire::protocol::{Reply, Request};
 
@@ -25,6 +26,12 @@ pub struct Fetched {
 /// The folder `dest` goes into, if it is one: checked before anything is
 /// fetched, so a mistyped `-o` costs no download.
 pub(crate) fn check_destination(dest: &Path) -> Result<&Path, ClientError> {
+    let name = dest.file_name().map(|n| n.to_string_lossy());
+    if let Some(problem) = name.and_then(|n| local_name::HERE.problem(&n)) {
+        return Err(local_error(dest)("cannot write")(std::io::Error::other(
+            format!("{problem}; pass -o with another name"),
+        )));
+    }
     let dir = dest
         .parent()
         .filter(|p| !p.as_os_str().is_empty())

@@ -21,6 +21,7 @@ mod digest;
 pub(crate) mod enrol;
 mod error;
 mod get;
+mod local_name;
 mod outgoing;
 pub mod pair;
 mod send;

@@ -8,12 +8,22 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
 
-use crate::support::{GUARD, data, fileagent_command, sha256};
+use crate::support::{GUARD, data, fileagent_command, sha256, workstation_command};
 
 /// A temp home for one test: agent config, state, spool and a workstation
 /// config folder (`XDG_CONFIG_HOME`), so the user's real files are never read.
 pub(crate) struct Home {
     dir: tempfile::TempDir,
+}
+
+/// The commands that run on the agent's machine (`Command::is_agent_side`):
+/// `serve`, `init`, `client`, and `pair` without HOST CODE.
+fn is_agent_command(args: &[&str]) -> bool {
+    match args.first() {
+        Some(&("serve" | "init" | "client")) => true,
+        Some(&"pair") => args.get(1).is_none_or(|a| a.starts_with('-')),
+        _ => false,
+    }
 }
 
 impl Home {
@@ -43,9 +53,14 @@ impl Home {
         self.path().join("agent.toml")
     }
 
-    /// A command with an isolated environment, run in the temp home.
+    /// A command with an isolated environment, run in the temp home: the
+    /// agent's commands by the native binary, the workstation's by the
+    /// build under test (see `support::workstation_command`).
     pub(crate) fn cmd(&self, args: &[&str]) -> Command {
-        let mut cmd = fileagent_command();
+        let mut cmd = match is_agent_command(args) {
+            true => fileagent_command(),
+            false => workstation_command(),
+        };
         cmd.args(args)
             .current_dir(self.path())
             .env("XDG_CONFIG_HOME", self.path().join("xdg"))
@@ -672,17 +687,20 @@ fn send_and_get_say_what_happened_in_the_first_hour() {
     let bad = home.run(&["ping", "--agent", "pi:abc"]);
     assert_exit(&bad, 2, "invalid agent address \"pi:abc\"");
 
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&identity, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let exposed = home.run(&["ping", "--agent", agent, "--identity", id]);
-    assert_ok(&exposed);
-    assert!(
-        stderr(&exposed).contains("is readable by others (mode 0644)")
-            && stderr(&exposed).contains("chmod 600"),
-        "{}",
-        stderr(&exposed)
-    );
-    std::fs::set_permissions(&identity, std::fs::Permissions::from_mode(0o600)).unwrap();
+    // Unix only: on Windows the identity is guarded by the profile's ACL.
+    if !crate::support::foreign_workstation() {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&identity, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let exposed = home.run(&["ping", "--agent", agent, "--identity", id]);
+        assert_ok(&exposed);
+        assert!(
+            stderr(&exposed).contains("is readable by others (mode 0644)")
+                && stderr(&exposed).contains("chmod 600"),
+            "{}",
+            stderr(&exposed)
+        );
+        std::fs::set_permissions(&identity, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
 
     // A folder with a subfolder, a hidden file, and a name taken already.
     let plates = home.path().join("plates");
@@ -782,4 +800,51 @@ fn send_and_get_say_what_happened_in_the_first_hour() {
         std::fs::read(&here).unwrap(),
         std::fs::read(data("tiny.gcode")).unwrap()
     );
+}
+
+/// A name the agent keeps but this system cannot hold as a file (Windows:
+/// `aux.gcode` is the AUX device) is refused by `get` with what to do, and
+/// nothing is written; where it can be a file, it is fetched as usual.
+#[test]
+fn get_refuses_a_name_this_system_cannot_hold() {
+    let home = Home::new();
+    let identity = home.issue("names");
+    let served = Served::start(&home);
+    let (id, agent) = (identity.to_str().unwrap(), served.addr.as_str());
+    let tiny = data("tiny.gcode");
+    let as_device = ["--agent", agent, "--identity", id];
+    let sent = home.run(
+        &[
+            &["send", tiny.to_str().unwrap(), "--as", "aux.gcode"][..],
+            &as_device[..],
+        ]
+        .concat(),
+    );
+    assert_ok(&sent);
+    let got = home.run(&[&["get", "aux.gcode"][..], &as_device[..]].concat());
+    if crate::support::foreign_workstation() {
+        assert_exit(
+            &got,
+            2,
+            "\"aux.gcode\" would name the device AUX here, not a file; pass -o with another name",
+        );
+        let renamed = home.run(
+            &[
+                &["get", "aux.gcode", "-o", "aux-part.gcode"][..],
+                &as_device[..],
+            ]
+            .concat(),
+        );
+        assert_ok(&renamed);
+        assert_eq!(
+            std::fs::read(home.path().join("aux-part.gcode")).unwrap(),
+            std::fs::read(&tiny).unwrap()
+        );
+    } else {
+        assert_ok(&got);
+        assert_eq!(
+            std::fs::read(home.path().join("aux.gcode")).unwrap(),
+            std::fs::read(&tiny).unwrap()
+        );
+    }
 }

@@ -286,6 +286,34 @@ pub fn fileagent_command() -> std::process::Command {
     }
 }
 
+/// A command running the workstation's side of the binary: the one under
+/// test, unless `FILEAGENT_WORKSTATION_BIN` names another build of it (the
+/// Windows `fileagent.exe`), started through `FILEAGENT_WORKSTATION_RUNNER`
+/// (`wine`) when that is set. The agent stays native and in-process, so the
+/// workstation commands of another system are tested against the real
+/// agent on loopback (cross/windows.sh sets both).
+pub fn workstation_command() -> std::process::Command {
+    let Some(bin) = std::env::var_os("FILEAGENT_WORKSTATION_BIN").filter(|b| !b.is_empty()) else {
+        return fileagent_command();
+    };
+    match std::env::var("FILEAGENT_WORKSTATION_RUNNER") {
+        Ok(runner) if !runner.trim().is_empty() => {
+            let mut words = runner.split_whitespace();
+            let mut command = std::process::Command::new(words.next().unwrap_or_default());
+            command.args(words).arg(bin);
+            command
+        }
+        _ => std::process::Command::new(bin),
+    }
+}
+
+/// Whether the workstation commands are another system's build run
+/// through a runner (Windows under wine): Unix file modes are not theirs
+/// to set or check (the profile's ACL protects the identity there).
+pub fn foreign_workstation() -> bool {
+    std::env::var_os("FILEAGENT_WORKSTATION_BIN").is_some_and(|b| !b.is_empty())
+}
+
 /// Held by the tests that load both cores for a long while (the crash and
 /// load tests) and by those that restart OctoPrint and wait on it, so that
 /// none of them starves another into a timeout: they take turns while the
