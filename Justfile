@@ -52,6 +52,19 @@ deb-armhf:
 test-arm target="arm64":
     cross/cargo.sh {{target}} test --locked
 
+# Prepare this host for the Windows build (mingw-w64, wine, the test wine prefix; once).
+windows-setup:
+    cross/windows.sh setup
+
+# fileagent.exe for Windows (x86_64-pc-windows-gnu), from Debian packages only.
+build-windows:
+    cross/windows.sh build --release --locked
+
+# The workstation tests with fileagent.exe under wine against the native agent.
+test-windows:
+    cross/windows.sh build --locked
+    cross/windows.sh test
+
 # The arm64 .deb under systemd in an emulated arm64 VM (root; first run ~20 min, then a few).
 vm-test-arm64:
     tests/e2e/vm-arm64.sh
