@@ -52,6 +52,10 @@ deb-armhf:
 test-arm target="arm64":
     cross/cargo.sh {{target}} test --locked
 
+# Release artefacts in target/dist/: the three .debs, the Windows zip, SHA256SUMS.
+dist:
+    scripts/dist.sh
+
 # Prepare this host for the Windows build (mingw-w64, wine, the test wine prefix; once).
 windows-setup:
     cross/windows.sh setup

@@ -65,9 +65,13 @@ pub enum Command {
     /// config file it runs on built-in defaults: data under ./fileagent-data,
     /// listening on 127.0.0.1:7341 only. SIGHUP reloads the config and
     /// certificates; SIGINT or SIGTERM stop it gracefully.
+    // The agent runs on Linux: a workstation build for another system
+    // leaves its commands out of the help (and says so if asked).
+    #[command(hide = cfg!(not(target_os = "linux")))]
     Serve(AgentArgs),
     /// Create the agent's state directory, CA and server certificate (never
     /// overwrites existing keys) and its spool directories.
+    #[command(hide = cfg!(not(target_os = "linux")))]
     Init(AgentArgs),
     /// Pair a workstation with the agent by a one-time code.
     ///
@@ -79,6 +83,7 @@ pub enum Command {
     Pair(PairArgs),
     /// Manage client identities (on the agent host).
     #[command(subcommand)]
+    #[command(hide = cfg!(not(target_os = "linux")))]
     Client(ClientCommand),
     /// Send print files (or every file in a folder) to the agent.
     ///

@@ -66,10 +66,19 @@ pub struct Target {
 /// (`~/.config/fileagent` on Linux, `%APPDATA%\fileagent` on Windows,
 /// `~/Library/Application Support/fileagent` on macOS).
 pub(crate) fn config_dir() -> Option<PathBuf> {
-    let xdg = std::env::var_os("XDG_CONFIG_HOME").filter(|v| !v.is_empty());
-    let base = match xdg {
+    let system = || directories::BaseDirs::new().map(|dirs| dirs.config_dir().to_path_buf());
+    choose_config_dir(std::env::var_os("XDG_CONFIG_HOME"), system)
+}
+
+/// The rule of [`config_dir`], apart from the environment: a non-empty
+/// `XDG_CONFIG_HOME` wins, else the system's config folder (`system`).
+fn choose_config_dir(
+    xdg: Option<std::ffi::OsString>,
+    system: impl FnOnce() -> Option<PathBuf>,
+) -> Option<PathBuf> {
+    let base = match xdg.filter(|v| !v.is_empty()) {
         Some(dir) => PathBuf::from(dir),
-        None => directories::BaseDirs::new()?.config_dir().to_path_buf(),
+        None => system()?,
     };
     Some(base.join("fileagent"))
 }
@@ -207,6 +216,27 @@ fn expand_home(path: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_config_folder_is_xdg_first_then_the_systems() {
+        let windows = || Some(PathBuf::from(r"C:\Users\ann\AppData\Roaming"));
+        assert_eq!(
+            choose_config_dir(None, windows),
+            Some(PathBuf::from(r"C:\Users\ann\AppData\Roaming").join("fileagent"))
+        );
+        let xdg = Some(std::ffi::OsString::from("/home/ann/.cfg"));
+        assert_eq!(
+            choose_config_dir(xdg, windows),
+            Some(PathBuf::from("/home/ann/.cfg/fileagent"))
+        );
+        // An empty XDG_CONFIG_HOME is unset; no home at all is no folder.
+        let empty = Some(std::ffi::OsString::new());
+        assert_eq!(
+            choose_config_dir(empty, || None),
+            None,
+            "no XDG and no system folder"
+        );
+    }
 
     fn config(text: &str) -> ClientConfig {
         toml::from_str(text).unwrap()
