@@ -388,6 +388,22 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     text
 }
 
+/// A printer state for tests: operational, printing `job` when `busy`.
+#[cfg(test)]
+pub(crate) fn printer_for_test(
+    busy: bool,
+    job: Option<&str>,
+    completion: Option<f64>,
+) -> PrinterState {
+    PrinterState {
+        text: if busy { "Printing" } else { "Operational" }.into(),
+        operational: true,
+        busy,
+        job_path: job.map(str::to_owned),
+        completion,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

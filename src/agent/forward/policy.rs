@@ -226,19 +226,10 @@ fn shell_word(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::agent::forward::octoprint::printer_for_test as printer;
 
     fn entry(id: u64, name: &str, state: FileState) -> Entry {
         Entry::for_test(id, name, state)
-    }
-
-    fn printer(busy: bool, job: Option<&str>, completion: Option<f64>) -> PrinterState {
-        PrinterState {
-            text: if busy { "Printing" } else { "Operational" }.into(),
-            operational: true,
-            busy,
-            job_path: job.map(str::to_owned),
-            completion,
-        }
     }
 
     const WHEN_IDLE: Policy = Policy {

@@ -223,22 +223,13 @@ pub(super) fn printer_text(state: &PrinterState) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::agent::forward::octoprint::printer_for_test as printer;
 
     fn entry(state: FileState, path: Option<&str>) -> Entry {
         Entry {
             queued: true,
             octoprint_path: path.map(str::to_owned),
             ..Entry::for_test(1, "cube.gcode", state)
-        }
-    }
-
-    fn printer(busy: bool, job: Option<&str>, completion: Option<f64>) -> PrinterState {
-        PrinterState {
-            text: if busy { "Printing" } else { "Operational" }.into(),
-            operational: true,
-            busy,
-            job_path: job.map(str::to_owned),
-            completion,
         }
     }
 

@@ -112,15 +112,23 @@ pub struct Entry {
 }
 
 impl Entry {
-    /// An entry for tests: arrived at 0, nothing but its id, name and state.
-    #[cfg(test)]
-    pub(super) fn for_test(id: u64, name: &str, state: FileState) -> Entry {
+    /// A new entry in `state` that arrived at `time` (Unix seconds), with
+    /// nothing else known yet.
+    fn arrived(
+        id: u64,
+        name: &str,
+        sha256: &str,
+        size: u64,
+        client: Option<String>,
+        state: FileState,
+        time: u64,
+    ) -> Entry {
         Entry {
             id,
-            name: name.into(),
-            sha256: "00".repeat(32),
-            size: 1,
-            client: None,
+            name: name.to_string(),
+            sha256: sha256.to_string(),
+            size,
+            client,
             state,
             reason: None,
             queued: false,
@@ -128,9 +136,15 @@ impl Entry {
             backlog: false,
             overwrite: false,
             octoprint_path: None,
-            arrived: 0,
-            updated: 0,
+            arrived: time,
+            updated: time,
         }
+    }
+
+    /// An entry for tests: arrived at 0, nothing but its id, name and state.
+    #[cfg(test)]
+    pub(super) fn for_test(id: u64, name: &str, state: FileState) -> Entry {
+        Entry::arrived(id, name, &"00".repeat(32), 1, None, state, 0)
     }
 
     /// OctoPrint refused to take the file (it never had it): sending it
@@ -260,22 +274,7 @@ impl Queue {
         let at = self.entries.partition_point(|e| e.arrived <= time);
         self.entries.insert(
             at,
-            Entry {
-                id,
-                name: name.to_string(),
-                sha256: sha256.to_string(),
-                size,
-                client,
-                state,
-                reason: None,
-                queued: false,
-                held: false,
-                backlog: false,
-                overwrite: false,
-                octoprint_path: None,
-                arrived: time,
-                updated: time,
-            },
+            Entry::arrived(id, name, sha256, size, client, state, time),
         );
         id
     }
