@@ -57,6 +57,9 @@ pub(crate) fn retry_wait(attempt: u32) -> Duration {
         .min(RETRY_MAX_WAIT)
 }
 
+/// How long a connection being replaced may take to say goodbye (TLS
+/// close_notify) before it is dropped anyway.
+const GOODBYE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Time a body may go without data in either direction.
 pub(crate) const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -286,7 +289,7 @@ impl Client {
     /// Drops the current connection and opens a new one (after a network
     /// error, before retrying).
     pub(crate) async fn reconnect(&mut self) -> Result<(), ClientError> {
-        let _ = tokio::time::timeout(Duration::from_secs(1), self.conn.shutdown()).await;
+        let _ = tokio::time::timeout(GOODBYE_TIMEOUT, self.conn.shutdown()).await;
         self.conn = self.endpoint.open().await?;
         self.last_used = Instant::now();
         Ok(())
@@ -309,7 +312,7 @@ impl Client {
             let _ = self.conn.shutdown().await;
             self.conn = self.endpoint.open().await?;
         }
-        self.timed(|conn| conn.write_message(request)).await?;
+        self.writing(|conn| conn.write_message(request)).await?;
         self.reply().await
     }
 
@@ -342,7 +345,7 @@ impl Client {
 
     /// Runs one write (bounded by the connection's write timeout), its
     /// failure explained.
-    async fn timed<'a, F, Fut>(&'a mut self, op: F) -> Result<(), ClientError>
+    async fn writing<'a, F, Fut>(&'a mut self, op: F) -> Result<(), ClientError>
     where
         F: FnOnce(&'a mut Conn) -> Fut,
         Fut: std::future::Future<Output = Result<(), ProtocolError>> + 'a,

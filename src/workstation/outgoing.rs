@@ -91,10 +91,10 @@ impl Client {
         }
         // Flushed while hearing the agent: the last pieces may take long
         // on a slow link, and the bar keeps moving meanwhile.
-        self.timed(|conn| conn.write_chunk_hearing(&[], true))
+        self.writing(|conn| conn.write_chunk_hearing(&[], true))
             .await?;
         self.heard(offer.size, observer);
-        self.timed(|conn| conn.write_end()).await?;
+        self.writing(|conn| conn.write_end()).await?;
         tracing::debug!(file_name = %offer.name, wire_bytes = out.wire_bytes, "body handed to the network; waiting for the agent's verdict");
         Ok(out)
     }
@@ -109,7 +109,7 @@ impl Client {
     ) -> Result<(), ClientError> {
         out.sent += bytes.len() as u64;
         let Some(deflate) = out.deflate.as_mut() else {
-            self.timed(|conn| conn.write_chunk_hearing(bytes, false))
+            self.writing(|conn| conn.write_chunk_hearing(bytes, false))
                 .await?;
             out.wire_bytes += bytes.len() as u64;
             return Ok(());
@@ -135,7 +135,7 @@ impl Client {
     }
 
     async fn put_wire(&mut self, out: &mut Outgoing) -> Result<(), ClientError> {
-        self.timed(|conn| conn.write_chunk_hearing(&out.wire, false))
+        self.writing(|conn| conn.write_chunk_hearing(&out.wire, false))
             .await?;
         out.wire_bytes += out.wire.len() as u64;
         out.wire.clear();
@@ -162,6 +162,6 @@ impl Client {
         let mut raw = [0u8; DIGEST_LEN];
         hex::decode_to_slice(&sha256, &mut raw)
             .map_err(|e| ClientError::Integrity(e.to_string()))?;
-        self.timed(|conn| conn.write_digest(&raw)).await
+        self.writing(|conn| conn.write_digest(&raw)).await
     }
 }

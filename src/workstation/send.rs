@@ -330,7 +330,7 @@ impl Client {
             Ok(Reply::Verified { sha256: computed }) if computed == sha256 => {
                 observer.progress(size);
                 observer.committing();
-                self.timed(|conn| conn.write_message(&Request::Commit))
+                self.writing(|conn| conn.write_message(&Request::Commit))
                     .await?;
                 Ok(self.reply().await)
             }

@@ -274,8 +274,13 @@ pub async fn send_body(conn: &mut Raw, name: &str, size: u64, sha256: &str, body
 /// run under qemu-user (cross/cargo.sh sets `FILEAGENT_TEST_RUNNER`), the
 /// binary is for another architecture and is started through that runner.
 pub fn fileagent_command() -> std::process::Command {
-    let bin = env!("CARGO_BIN_EXE_fileagent");
-    match std::env::var("FILEAGENT_TEST_RUNNER") {
+    through_runner(env!("CARGO_BIN_EXE_fileagent"), "FILEAGENT_TEST_RUNNER")
+}
+
+/// `bin`, started through the runner the environment variable `runner`
+/// names (a command and its arguments), if it names one.
+fn through_runner(bin: impl AsRef<std::ffi::OsStr>, runner: &str) -> std::process::Command {
+    match std::env::var(runner) {
         Ok(runner) if !runner.trim().is_empty() => {
             let mut words = runner.split_whitespace();
             let mut command = std::process::Command::new(words.next().unwrap_or_default());
@@ -289,21 +294,13 @@ pub fn fileagent_command() -> std::process::Command {
 /// A command running the workstation's side of the binary: the one under
 /// test, unless `FILEAGENT_WORKSTATION_BIN` names another build of it (the
 /// Windows `fileagent.exe`), started through `FILEAGENT_WORKSTATION_RUNNER`
-/// (`wine`) when that is set. The agent stays native and in-process, so the
-/// workstation commands of another system are tested against the real
-/// agent on loopback (cross/windows.sh sets both).
+/// (`wine`) when that is set. The agent stays native, so the workstation
+/// commands of another system are tested against the real agent on
+/// loopback (cross/windows.sh sets both).
 pub fn workstation_command() -> std::process::Command {
-    let Some(bin) = std::env::var_os("FILEAGENT_WORKSTATION_BIN").filter(|b| !b.is_empty()) else {
-        return fileagent_command();
-    };
-    match std::env::var("FILEAGENT_WORKSTATION_RUNNER") {
-        Ok(runner) if !runner.trim().is_empty() => {
-            let mut words = runner.split_whitespace();
-            let mut command = std::process::Command::new(words.next().unwrap_or_default());
-            command.args(words).arg(bin);
-            command
-        }
-        _ => std::process::Command::new(bin),
+    match workstation_bin() {
+        Some(bin) => through_runner(bin, "FILEAGENT_WORKSTATION_RUNNER"),
+        None => fileagent_command(),
     }
 }
 
@@ -311,7 +308,12 @@ pub fn workstation_command() -> std::process::Command {
 /// through a runner (Windows under wine): Unix file modes are not theirs
 /// to set or check (the profile's ACL protects the identity there).
 pub fn foreign_workstation() -> bool {
-    std::env::var_os("FILEAGENT_WORKSTATION_BIN").is_some_and(|b| !b.is_empty())
+    workstation_bin().is_some()
+}
+
+/// Another build of the binary for the workstation's commands, if one is named.
+fn workstation_bin() -> Option<std::ffi::OsString> {
+    std::env::var_os("FILEAGENT_WORKSTATION_BIN").filter(|b| !b.is_empty())
 }
 
 /// Held by the tests that load both cores for a long while (the crash and
