@@ -315,7 +315,7 @@ fn issue(name: &str, out: &Path, config_path: Option<&Path>) -> Result<()> {
         out.display()
     );
     println!(
-        "copy it to the workstation as ~/.config/fileagent/identity.pem (mode 0600), then:\n  fileagent send part.gcode --agent {}\n\
+        "copy it to the workstation as ~/.config/fileagent/identity.pem (mode 0600; on Windows %APPDATA%\\fileagent\\identity.pem), then:\n  fileagent send part.gcode --agent {}\n\
          (`fileagent pair` does this without the key ever leaving the workstation)",
         pki::server_names(&config)
             .first()

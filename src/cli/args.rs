@@ -208,7 +208,8 @@ pub struct TargetArgs {
     /// Agent as HOST or HOST:PORT, or a name from client.toml [default port: 7341]
     #[arg(long, short = 'a', env = "FILEAGENT_AGENT", value_name = "HOST[:PORT]")]
     pub agent: Option<String>,
-    /// Identity file [default: from client.toml, else ~/.config/fileagent/identity.pem]
+    /// Identity file [default: from client.toml, else identity.pem in fileagent's config folder:
+    /// ~/.config/fileagent on Linux, %APPDATA%\fileagent on Windows]
     #[arg(long, short = 'i', env = "FILEAGENT_IDENTITY", value_name = "PATH")]
     pub identity: Option<PathBuf>,
 }
