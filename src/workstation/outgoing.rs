@@ -49,11 +49,12 @@ impl Client {
         &mut self,
         offer: &Offer<'_>,
         digest: &mut PendingDigest,
-        mut digest_due: bool,
         accepted: &Accepted,
         observer: &mut (dyn Observer + Send),
     ) -> Result<Outgoing, ClientError> {
         let local = local_error(offer.path);
+        // The request went without the digest: it follows inside the body.
+        let mut digest_due = digest.now().is_none();
         let hash = digest.is_unstarted();
         let (mut body, hashing) = Body::start(offer.path, accepted.offset, offer.size, hash);
         if hash {

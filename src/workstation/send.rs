@@ -263,7 +263,6 @@ impl Client {
         observer: &mut (dyn Observer + Send),
         resumed_from: &mut u64,
     ) -> Result<Sent, ClientError> {
-        let digest_due = digest.now().is_none();
         // Hashing is over: from here on the bar is the agent's.
         observer.phase(Phase::Sending, offer.size);
         let accepted = match self.request_send(offer, digest).await? {
@@ -271,9 +270,7 @@ impl Client {
             Answer::Unchanged(sha256) => return Ok(offer.sent(sha256, true, false, 0, None, 0)),
         };
         *resumed_from = accepted.offset;
-        let out = self
-            .send_body(offer, digest, digest_due, &accepted, observer)
-            .await?;
+        let out = self.send_body(offer, digest, &accepted, observer).await?;
         let sha256 = digest
             .wait()
             .await
