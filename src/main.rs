@@ -30,6 +30,16 @@ fn main() -> ExitCode {
 /// outermost error counts, so a broken connection to the agent is not
 /// mistaken for it.
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
-    e.downcast_ref::<std::io::Error>()
-        .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    e.downcast_ref::<std::io::Error>().is_some_and(|io| {
+        io.kind() == std::io::ErrorKind::BrokenPipe || io.raw_os_error() == PIPE_NOT_CONNECTED
+    })
 }
+
+/// Windows' ERROR_PIPE_NOT_CONNECTED: a pipe whose reader is gone, as wine
+/// reports it (std maps only ERROR_BROKEN_PIPE and ERROR_NO_DATA to
+/// `BrokenPipe`).
+#[cfg(windows)]
+const PIPE_NOT_CONNECTED: Option<i32> = Some(233);
+/// No such code elsewhere.
+#[cfg(not(windows))]
+const PIPE_NOT_CONNECTED: Option<i32> = None;

@@ -52,20 +52,20 @@ pub(super) fn init(config_path: Option<&Path>) -> Result<()> {
     let prepared = crate::agent::daemon::prepare(&config, false)?;
     give_back(&config)?;
     let report = &prepared.report;
-    println!("config          {source}");
-    println!("state dir       {}", config.state_dir.display());
-    println!("spool dir       {}", config.spool_dir.display());
-    println!(
+    say!("config          {source}");
+    say!("state dir       {}", config.state_dir.display());
+    say!("spool dir       {}", config.spool_dir.display());
+    say!(
         "CA              {} (SHA-256 {})",
         if report.created_ca { "created" } else { "kept" },
         report.ca_fingerprint
     );
-    println!(
+    say!(
         "server cert     {:?} for {}",
         report.server_cert,
         report.names.join(", ")
     );
-    println!("next: fileagent pair   (prints a one-time code for the workstation)");
+    say!("next: fileagent pair   (prints a one-time code for the workstation)");
     Ok(())
 }
 
@@ -104,7 +104,7 @@ pub(super) async fn pair(args: PairArgs) -> Result<()> {
     // Removes the code if this command ends before it was used (Ctrl-C).
     let _cleanup = RemoveTicket(config.state_dir.clone(), ticket.ticket.clone());
     give_back(&config)?;
-    print_code(&config, &ticket, &args, &report.ca_fingerprint);
+    print_code(&config, &ticket, &args, &report.ca_fingerprint)?;
     if !agent_listening(&config).await {
         eprintln!(
             "fileagent: note: nothing answers on {}: start the agent (`systemctl start fileagent` or \
@@ -112,13 +112,18 @@ pub(super) async fn pair(args: PairArgs) -> Result<()> {
             config.listen
         );
     }
-    println!("waiting for the workstation (Ctrl-C cancels the code)...");
+    say!("waiting for the workstation (Ctrl-C cancels the code)...");
     std::io::stdout().flush().ok();
     wait_for_workstation(&config, &ticket.ticket).await
 }
 
 /// The code, how long it holds, and the command to run where.
-fn print_code(config: &Config, ticket: &ticket::Ticket, args: &PairArgs, ca_fingerprint: &str) {
+fn print_code(
+    config: &Config,
+    ticket: &ticket::Ticket,
+    args: &PairArgs,
+    ca_fingerprint: &str,
+) -> Result<()> {
     // An agent on loopback only is reachable from this machine alone.
     let loopback = config.listen.ip().is_loopback();
     let host = match loopback {
@@ -129,27 +134,28 @@ fn print_code(config: &Config, ticket: &ticket::Ticket, args: &PairArgs, ca_fing
     let until = time::OffsetDateTime::from_unix_timestamp(ticket.expires)
         .map(|t| format!("{:02}:{:02}:{:02}", t.hour(), t.minute(), t.second()))
         .unwrap_or_default();
-    println!("pairing code   {}", ticket.code());
-    println!(
+    say!("pairing code   {}", ticket.code());
+    say!(
         "               one use, valid {} (until {until} UTC), void after {MAX_ATTEMPTS} wrong attempts",
         humantime::format_duration(args.ttl)
     );
     if let Some(name) = &args.name {
-        println!("client name    {name}");
+        say!("client name    {name}");
     }
-    println!("agent CA       sha256 {ca_fingerprint}");
+    say!("agent CA       sha256 {ca_fingerprint}");
     if loopback {
-        println!(
+        say!(
             "on this machine (the agent listens on {} only; set listen = \"0.0.0.0:{port}\" in its config for other machines):\n  fileagent pair {host}:{port} {}",
             config.listen,
             ticket.code()
         );
     } else {
-        println!(
+        say!(
             "on the workstation:\n  fileagent pair {host}:{port} {}",
             ticket.code()
         );
     }
+    Ok(())
 }
 
 /// Follows the code's ticket until the workstation paired, the code went
@@ -170,9 +176,9 @@ async fn wait_for_workstation(config: &Config, id: &str) -> Result<()> {
                 address,
                 replaced,
             }) => {
-                println!("paired \"{client}\" (serial {serial}) from {address}");
+                say!("paired \"{client}\" (serial {serial}) from {address}");
                 if !replaced.is_empty() {
-                    println!(
+                    say!(
                         "revoked the earlier certificate of \"{client}\" (serial {}): it no longer works",
                         replaced.join(", ")
                     );
@@ -280,13 +286,13 @@ fn revoke(who: &str, config_path: Option<&Path>) -> Result<()> {
     let revoked = registry::revoke(&config, who).map_err(|e| UsageError(format!("{e:#}")))?;
     give_back(&config)?;
     if revoked.is_empty() {
-        println!("{who}: already revoked, nothing to do");
+        say!("{who}: already revoked, nothing to do");
     }
     for r in &revoked {
-        println!("revoked \"{}\" serial {}", r.name, r.serial);
+        say!("revoked \"{}\" serial {}", r.name, r.serial);
     }
     if !revoked.is_empty() {
-        println!("the agent refuses these certificates from the next connection on");
+        say!("the agent refuses these certificates from the next connection on");
     }
     Ok(())
 }
@@ -308,13 +314,13 @@ fn issue(name: &str, out: &Path, config_path: Option<&Path>) -> Result<()> {
     let issued = pki::issue_client(&config, name)?;
     give_back(&config)?;
     pki::write_new(out, issued.pem.as_bytes(), 0o600)?;
-    println!(
+    say!(
         "issued \"{name}\" (serial {}, valid until {}) -> {}",
         issued.serial,
         issued.not_after.date(),
         out.display()
     );
-    println!(
+    say!(
         "copy it to the workstation as ~/.config/fileagent/identity.pem (mode 0600; on Windows %APPDATA%\\fileagent\\identity.pem), then:\n  fileagent send part.gcode --agent {}\n\
          (`fileagent pair` does this without the key ever leaving the workstation)",
         pki::server_names(&config)

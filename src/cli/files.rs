@@ -21,7 +21,7 @@ pub(super) async fn print(args: PrintArgs) -> Result<()> {
     let name = args.name.as_deref().filter(|_| !args.next);
     let started = client.print(name).await?;
     client.close().await;
-    println!("printing {started}");
+    say!("printing {started}");
     Ok(())
 }
 
@@ -43,12 +43,12 @@ pub(super) async fn delete(args: DeleteArgs) -> Result<()> {
     let forwarded = client.delete(&args.name).await?;
     client.close().await;
     if forwarded {
-        println!(
+        say!(
             "deleted {} from the agent (it was forwarded: OctoPrint keeps its copy)",
             args.name
         );
     } else {
-        println!("deleted {}", args.name);
+        say!("deleted {}", args.name);
     }
     Ok(())
 }
@@ -65,32 +65,32 @@ pub(super) async fn status(args: StatusArgs) -> Result<()> {
         json["tls_cipher_suite"] = suite.into();
         return print_json(&json);
     }
-    println!("agent       {addr} (fileagent {})", status.version);
-    println!(
+    say!("agent       {addr} (fileagent {})", status.version);
+    say!(
         "uptime      {}",
         humantime::format_duration(Duration::from_secs(status.uptime_secs))
     );
-    println!(
+    say!(
         "ready       {}, {}",
         plural(status.ready, "file"),
         ByteSize(status.ready_bytes).display().iec()
     );
-    println!("receiving   {}", status.incoming);
-    println!(
+    say!("receiving   {}", status.incoming);
+    say!(
         "free space  {}",
         ByteSize(status.free_bytes).display().iec()
     );
-    println!(
+    say!(
         "max file    {}",
         ByteSize(status.max_file_size).display().iec()
     );
-    println!("printer     {}", status.printer);
-    println!("queued      {}", status.queued);
+    say!("printer     {}", status.printer);
+    say!("queued      {}", status.queued);
     if let Some(bed) = &status.bed {
-        println!("bed         {bed}");
+        say!("bed         {bed}");
     }
-    println!("you are     {}", status.client);
-    println!(
+    say!("you are     {}", status.client);
+    say!(
         "tls         {suite} (this host {})",
         crate::wire::tls::Preference::detect().describe()
     );
@@ -103,7 +103,7 @@ pub(super) async fn ping(target: TargetArgs) -> Result<()> {
     let rtt = client.ping().await?;
     let addr = client.addr().to_string();
     client.close().await;
-    println!("{addr} answered in {:.1} ms", rtt.as_secs_f64() * 1000.0);
+    say!("{addr} answered in {:.1} ms", rtt.as_secs_f64() * 1000.0);
     Ok(())
 }
 
@@ -136,7 +136,7 @@ pub(super) async fn get(args: GetArgs) -> Result<()> {
     } else {
         "got"
     };
-    println!(
+    say!(
         "{what} {} -> {}  {}  sha256 {}",
         args.name,
         dest.display(),

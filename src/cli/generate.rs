@@ -19,7 +19,7 @@ pub fn run(what: Generate) -> Result<()> {
                 .with_context(|| format!("cannot create {}", dir.display()))?;
             write_man_pages(command, &dir)
                 .with_context(|| format!("cannot write man pages into {}", dir.display()))?;
-            println!("man pages written to {}", dir.display());
+            say!("man pages written to {}", dir.display());
         }
         Generate::Completion { shell } => {
             clap_complete::generate(shell, &mut { command }, "fileagent", &mut std::io::stdout());

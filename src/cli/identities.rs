@@ -43,7 +43,7 @@ pub(super) async fn pair(agent: &str, code: &str, args: &PairArgs) -> Result<()>
         &saved.path,
         saved.replaced,
         made_default,
-    );
+    )?;
     Ok(())
 }
 
@@ -86,33 +86,36 @@ fn report_paired(
     path: &Path,
     replaced: bool,
     made_default: bool,
-) {
+) -> Result<()> {
     let issued = &paired.issued;
     let expires = time::OffsetDateTime::from_unix_timestamp(issued.not_after)
         .map(|t| t.date().to_string())
         .unwrap_or_default();
-    println!(
+    say!(
         "paired with {} as \"{}\" (serial {}, valid until {expires})",
-        paired.address, issued.name, issued.serial
+        paired.address,
+        issued.name,
+        issued.serial
     );
-    println!("agent CA   sha256 {}", paired.ca_fingerprint);
+    say!("agent CA   sha256 {}", paired.ca_fingerprint);
     let replaced = if replaced {
         " (replaced the previous one)"
     } else {
         ""
     };
-    println!("identity   {}{replaced}", path.display());
+    say!("identity   {}{replaced}", path.display());
     let default = if made_default {
         " (the default agent)"
     } else {
         ""
     };
-    println!(
+    say!(
         "saved as agent \"{alias}\" in {}{default}",
         dir.join(crate::workstation::config::CLIENT_CONFIG_FILE)
             .display()
     );
-    println!("try: fileagent send part.gcode --agent {alias}");
+    say!("try: fileagent send part.gcode --agent {alias}");
+    Ok(())
 }
 
 /// This host's name, made into a valid client name.

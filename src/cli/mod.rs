@@ -8,6 +8,17 @@ use anyhow::{Context, Result};
 
 use crate::cli::args::{Command, Interrupted};
 
+/// Prints one line of a command's output. Unlike `println!`, which panics,
+/// a write that fails returns its error from the command: a reader that
+/// went away (`fileagent send a b | head -1`) is a broken pipe, which `main`
+/// takes for success.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout(), $($arg)*)?
+    }};
+}
+
 #[cfg(target_os = "linux")]
 mod agent;
 pub mod args;

@@ -229,7 +229,7 @@ impl Report {
                 sending.committing.store(false, Ordering::SeqCst);
                 bar.finish();
                 if !self.json {
-                    println!("{}", summary(&sent));
+                    say!("{}", summary(&sent));
                 }
                 self.sent += 1;
                 self.results.push(Outcome::Sent(sent));

@@ -848,3 +848,29 @@ fn get_refuses_a_name_this_system_cannot_hold() {
         );
     }
 }
+
+/// Output into a pipe whose reader has gone (`fileagent status | head -1`
+/// once head has exited) ends the command quietly, with success: no panic.
+#[test]
+fn a_reader_that_went_away_ends_the_command_quietly() {
+    let home = Home::new();
+    let identity = home.issue("pipe");
+    let served = Served::start(&home);
+    let mut child = home
+        .cmd(&[
+            "status",
+            "--agent",
+            &served.addr,
+            "--identity",
+            identity.to_str().unwrap(),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!said.contains("panicked"), "{said}");
+    assert_eq!(out.status.code(), Some(0), "{said}");
+}
