@@ -30,6 +30,7 @@
 //!     a send, its body on its way (read and hashed on a thread, compressed, counted), the
 //!     digest known early or late.
 //!   - `workstation::get`: a fetch, renamed into place once verified.
+//!   - `workstation::follow`: `watch`, the printer's (and a file's) state as it changes.
 //!   - `workstation::local_name`: which names from the agent can be files here (Windows' rules as data).
 //!   - `workstation::enrol`: the key and request of a new certificate, the checks of what comes back.
 //!   - `workstation::error`: [`workstation::ClientError`], failures with their cause and remedy.

@@ -203,6 +203,7 @@ pub(crate) fn unexpected(reply: &Reply) -> ClientError {
             Reply::Progress { .. } => "progress",
             Reply::Verified { .. } => "verified",
             Reply::Printing { .. } => "printing",
+            Reply::Watching(_) => "watching",
         },
         expected: "the reply to this request",
     })

@@ -20,6 +20,7 @@ mod connect;
 mod digest;
 pub(crate) mod enrol;
 mod error;
+mod follow;
 mod get;
 mod local_name;
 mod outgoing;
@@ -138,6 +139,8 @@ pub struct Client {
     last_used: Instant,
     reconnect_after: Duration,
     compression: Compression,
+    /// The print choice `send_file` carries (`None`: the agent decides).
+    print: Option<bool>,
     /// Path, size and mtime of the last file hashed, and its digest: a
     /// retried send does not hash again.
     digest_cache: Option<(FileStamp, String)>,
@@ -170,6 +173,7 @@ impl Client {
             last_used: Instant::now(),
             reconnect_after: RECONNECT_AFTER_IDLE,
             compression: Compression::Auto,
+            print: None,
             digest_cache: None,
             hash_while_sending_min: HASH_WHILE_SENDING_MIN,
             out_of_step: false,
@@ -191,6 +195,13 @@ impl Client {
     /// Sets when `send_file` offers to compress the body (default: auto).
     pub fn set_compression(&mut self, compression: Compression) {
         self.compression = compression;
+    }
+
+    /// Sets the print choice `send_file` carries: `Some(true)` "upload and
+    /// print", `Some(false)` "upload only", `None` (default) as the agent's
+    /// `auto_print` says. The agent honours it within its own rules.
+    pub fn set_print(&mut self, print: Option<bool>) {
+        self.print = print;
     }
 
     /// The agent's address as connected.

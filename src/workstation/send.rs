@@ -295,6 +295,7 @@ impl Client {
             resume: true,
             confirm: true,
             progress: true,
+            print: self.print,
         };
         match self.request(&request).await? {
             Reply::Continue {

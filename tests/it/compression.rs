@@ -87,6 +87,7 @@ async fn send_compressed(agent: &Agent, name: &str, size: u64, digest: &str, bod
         resume: false,
         confirm: false,
         progress: false,
+        print: None,
     };
     conn.write_message(&request).await.unwrap();
     assert_eq!(

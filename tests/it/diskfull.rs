@@ -129,6 +129,7 @@ async fn a_full_disk_gives_a_clear_no_space_and_the_agent_keeps_serving() {
         resume: true,
         confirm: false,
         progress: false,
+        print: None,
     };
     conn.write_message(&request("big.gcode", &big))
         .await

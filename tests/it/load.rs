@@ -95,6 +95,7 @@ async fn slowloris_and_idle_clients_are_cut_off_while_64_clients_transfer() {
                 resume: false,
                 confirm: false,
                 progress: false,
+                print: None,
             };
             slow.write_message(&request).await.unwrap();
             assert!(matches!(reply(&mut slow).await, Reply::Continue { .. }));

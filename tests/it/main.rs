@@ -18,12 +18,14 @@
 //! - `load`: slowloris, idle and silent clients cut off while 64 clients transfer.
 //! - `octoprint`: a real OctoPrint with its Virtual Printer (scripts/octoprint-dev.sh).
 //! - `forward`: forwarding end to end against that OctoPrint.
+//! - `choice`: the sender's print choice (upload only, upload and print) and `watch`.
 //! - `bed`: the print policy against it: the bed rule, arrival order, taken names, held files.
 //! - `pairing`: pairing codes, fake agents, revocation, listing, renewal.
 //! - `layout`: the architecture: imports point one way, lib.rs maps every module.
 //! - `fake_octoprint`: faults a real OctoPrint cannot produce on demand (5xx, resets).
 
 mod bed;
+mod choice;
 mod cli;
 mod compression;
 mod crash;

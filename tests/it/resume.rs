@@ -26,6 +26,7 @@ fn resumable_send(name: &str, content: &[u8]) -> Request {
         resume: true,
         confirm: false,
         progress: false,
+        print: None,
     }
 }
 
@@ -224,6 +225,7 @@ async fn a_send_hashed_while_sending_is_resumable_once_its_digest_arrived() {
         resume: true,
         confirm: false,
         progress: false,
+        print: None,
     };
     // Cut before the digest frame: nothing to resume from.
     let mut conn = agent.raw("flaky-wifi").await;

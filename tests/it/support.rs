@@ -242,6 +242,7 @@ pub async fn announce(conn: &mut Raw, name: &str, size: u64, sha256: &str) -> Re
         resume: false,
         confirm: false,
         progress: false,
+        print: None,
     };
     conn.write_message(&request).await.unwrap();
     reply(conn).await

@@ -89,6 +89,10 @@ pub struct OctoPrintConfig {
     /// Start the next uploaded file when the printer is free again after a
     /// job. Only for printers that clear their bed.
     pub queue: bool,
+    /// Workstations may start prints: `fileagent print`, and sends that
+    /// ask to print. Off, a send's "print" is not honoured (`auto_print`
+    /// decides) and `print` is refused; "upload only" is always honoured.
+    pub remote_start: bool,
     /// Interval between printer state polls.
     #[serde(with = "humantime_serde")]
     pub poll_interval: Duration,
@@ -110,6 +114,7 @@ impl Default for OctoPrintConfig {
             upload_folder: String::new(),
             auto_print: AutoPrint::WhenIdle,
             queue: false,
+            remote_start: true,
             poll_interval: DEFAULT_POLL_INTERVAL,
             retry_initial: DEFAULT_RETRY_INITIAL,
             retry_max: DEFAULT_RETRY_MAX,

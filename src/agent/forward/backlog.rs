@@ -84,6 +84,7 @@ mod tests {
             size: 3,
             client: "alice".into(),
             overwrite: false,
+            print: None,
             arrived,
         };
         record_while_off(tmp.path(), &stored("a.gcode", "aa", 100));

@@ -5,7 +5,7 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use std::future::Future;
@@ -16,7 +16,7 @@ use tracing::{error, info, warn};
 use super::octoprint::{OctoError, OctoPrint};
 use super::queue::{FileState, Queue};
 use super::watch::{self, Change, Settler};
-use super::{Message, Stored, View};
+use super::{Message, Published, Stored};
 use crate::agent::config::Config;
 
 /// The forwarding task's state.
@@ -28,7 +28,7 @@ pub(super) struct Forwarder {
     pub(super) done: PathBuf,
     pub(super) failed: PathBuf,
     pub(super) queue: Queue,
-    pub(super) view: Arc<Mutex<View>>,
+    pub(super) view: Arc<Published>,
     /// The OctoPrint failure being retried, if any (logged once).
     pub(super) problem: Option<String>,
     pub(super) backoff: Duration,
@@ -115,6 +115,7 @@ impl Forwarder {
             time: stored.arrived,
             overwrite: stored.overwrite,
             backlog: false,
+            print: stored.print,
         };
         self.register(&stored.name, &stored.sha256, stored.size, arrival);
     }
@@ -137,6 +138,7 @@ impl Forwarder {
             // Copied over an older file by hand: meant to replace it.
             overwrite: true,
             backlog,
+            print: None,
         };
         match digest {
             Ok(Ok(sha256)) => self.register(&appeared.name, &sha256, appeared.size, arrival),
@@ -170,6 +172,7 @@ impl Forwarder {
             time,
             overwrite,
             backlog,
+            print,
         } = arrival;
         let printable = Path::new(name)
             .extension()
@@ -202,8 +205,13 @@ impl Forwarder {
             };
             if let Some(e) = self.queue.get_mut(id) {
                 e.overwrite = overwrite;
+                e.print = print;
             }
-            info!(file_name = %name, sha256 = %sha256, bytes = size, client_cn = %client_label, backlog, "queued for OctoPrint");
+            let print = print.map_or("as auto_print says", |p| match p {
+                true => "asked",
+                false => "not asked (upload only)",
+            });
+            info!(file_name = %name, sha256 = %sha256, bytes = size, client_cn = %client_label, backlog, print, "queued for OctoPrint");
             self.next_poll = Instant::now();
         }
         self.save();
@@ -264,6 +272,7 @@ impl Forwarder {
             self.problem = Some(text.clone());
         }
         self.set_printer(format!("error: {text}"));
+        self.view.update(|view| view.printer_state = None);
         self.retry_at = Instant::now() + self.backoff;
         self.backoff = (self.backoff * 2).min(self.config.octoprint.retry_max);
     }
@@ -292,9 +301,7 @@ impl Forwarder {
 
     /// Publishes the printer's state text to sessions.
     pub(super) fn set_printer(&mut self, text: String) {
-        if let Ok(mut view) = self.view.lock() {
-            view.printer = text;
-        }
+        self.view.update(|view| view.printer = text);
     }
 
     /// Persists the queue and publishes it to sessions.
@@ -302,10 +309,11 @@ impl Forwarder {
         if let Err(e) = self.queue.save() {
             error!(error = %e, "cannot save the forwarding queue; state since the last save is lost on restart");
         }
-        if let Ok(mut view) = self.view.lock() {
-            view.entries = self.queue.entries().to_vec();
-            view.bed = self.queue.bed.clone();
-        }
+        let (entries, bed) = (self.queue.entries().to_vec(), self.queue.bed.clone());
+        self.view.update(|view| {
+            view.entries = entries;
+            view.bed = bed;
+        });
     }
 }
 
@@ -319,6 +327,8 @@ struct Arrival {
     overwrite: bool,
     /// It waited from before forwarding ran: never starts by itself.
     backlog: bool,
+    /// The sender's print choice (`None`: `auto_print` decides).
+    print: Option<bool>,
 }
 
 /// Device and inode of the file at `path`.

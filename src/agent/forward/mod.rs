@@ -24,11 +24,12 @@ mod upload;
 mod view;
 pub(crate) mod watch;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
 pub use supervise::{Running, start};
+pub(crate) use view::Published;
 pub use view::{Held, View};
 
 /// How long `delete` waits for the forwarder, which may be in the middle
@@ -43,8 +44,20 @@ struct Stored {
     size: u64,
     client: String,
     overwrite: bool,
+    /// The sender's print choice.
+    print: Option<bool>,
     /// When it was stored (Unix seconds).
     arrived: u64,
+}
+
+/// How a file was sent, as far as forwarding cares.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Sent {
+    /// Sent with `overwrite`: it may replace a different file of its name
+    /// in OctoPrint.
+    pub overwrite: bool,
+    /// The sender's print choice (`None`: `auto_print` decides).
+    pub print: Option<bool>,
 }
 
 /// What the receiver and the sessions tell the forwarder.
@@ -81,6 +94,9 @@ pub enum PrintRefused {
     /// OctoPrint refused the file.
     #[error("{0}")]
     Refused(String),
+    /// This agent takes no print starts from workstations.
+    #[error("{0}")]
+    Forbidden(String),
 }
 
 /// The answer to `Handle::forget`.
@@ -100,7 +116,7 @@ pub enum Forget {
 #[derive(Debug, Clone)]
 pub struct Handle {
     tx: Option<mpsc::UnboundedSender<Message>>,
-    view: Arc<Mutex<View>>,
+    view: Arc<Published>,
 }
 
 impl Handle {
@@ -108,7 +124,7 @@ impl Handle {
     pub(crate) fn disabled(reason: &str) -> Handle {
         Handle {
             tx: None,
-            view: Arc::new(Mutex::new(View {
+            view: Arc::new(Published::new(View {
                 enabled: false,
                 printer: reason.to_string(),
                 ..View::default()
@@ -116,15 +132,17 @@ impl Handle {
         }
     }
 
-    /// Tells the forwarder that the receiver stored a verified file.
-    pub fn stored(&self, name: &str, sha256: &str, size: u64, client: &str, overwrite: bool) {
+    /// Tells the forwarder that the receiver stored a verified file, with
+    /// how it was sent.
+    pub fn stored(&self, file: &crate::agent::spool::Stored, client: &str, sent: Sent) {
         if let Some(tx) = &self.tx {
             let _ = tx.send(Message::Stored(Stored {
-                name: name.into(),
-                sha256: sha256.into(),
-                size,
+                name: file.name.clone(),
+                sha256: file.sha256.clone(),
+                size: file.size,
                 client: client.into(),
-                overwrite,
+                overwrite: sent.overwrite,
+                print: sent.print,
                 arrived: queue::now(),
             }));
         }
@@ -132,7 +150,7 @@ impl Handle {
 
     /// The forwarded file of this name, if any (see [`View::holds`]).
     pub fn holds(&self, name: &str) -> Option<Held> {
-        self.view.lock().ok()?.holds(name)
+        self.view.read(|view| view.holds(name)).flatten()
     }
 
     /// A person (`client`) starts the file `name`, or the oldest waiting
@@ -189,6 +207,18 @@ impl Handle {
 
     /// A snapshot of the forwarder's state.
     pub(crate) fn view(&self) -> View {
-        self.view.lock().map(|v| v.clone()).unwrap_or_default()
+        self.view.snapshot()
+    }
+
+    /// What `watch` reports now, with the file `name` if given.
+    pub(crate) fn watched(&self, name: Option<&str>) -> crate::wire::protocol::Watched {
+        self.view
+            .read(|view| view.watched(name))
+            .unwrap_or_default()
+    }
+
+    /// Wakes on every change of what `watch` reports.
+    pub(crate) fn subscribe(&self) -> tokio::sync::watch::Receiver<()> {
+        self.view.subscribe()
     }
 }

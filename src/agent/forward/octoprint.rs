@@ -99,6 +99,13 @@ pub struct PrinterState {
     pub job_path: Option<String>,
     /// Job progress in percent, if a job is selected.
     pub completion: Option<f64>,
+    /// OctoPrint's state flags as it reported them (empty while the
+    /// printer is not connected).
+    pub flags: std::collections::BTreeMap<String, bool>,
+    /// Seconds the job has printed.
+    pub print_time: Option<u64>,
+    /// OctoPrint's estimate of the seconds left.
+    pub print_time_left: Option<u64>,
 }
 
 /// Result of an upload.
@@ -139,6 +146,10 @@ struct JobFile {
 #[derive(Deserialize)]
 struct Progress {
     completion: Option<f64>,
+    #[serde(rename = "printTime")]
+    print_time: Option<f64>,
+    #[serde(rename = "printTimeLeft")]
+    print_time_left: Option<f64>,
 }
 
 impl OctoPrint {
@@ -225,33 +236,35 @@ impl OctoPrint {
                     .timeout(REQUEST_TIMEOUT),
             )
             .await?;
-        let (operational, busy_flags) = match printer.status() {
-            StatusCode::CONFLICT => (false, false),
+        let flags: std::collections::BTreeMap<String, bool> = match printer.status() {
+            StatusCode::CONFLICT => Default::default(),
             _ => {
                 let value: Value = check(printer).await?.json().await.unwrap_or(Value::Null);
-                let flag = |name: &str| value["state"]["flags"][name].as_bool().unwrap_or(false);
-                (
-                    flag("operational"),
-                    flag("printing")
-                        || flag("paused")
-                        || flag("pausing")
-                        || flag("cancelling")
-                        || flag("finishing"),
-                )
+                serde_json::from_value(value["state"]["flags"].clone()).unwrap_or_default()
             }
         };
+        let flag = |name: &str| flags.get(name).copied().unwrap_or(false);
+        let operational = flag("operational");
+        let busy_flags = ["printing", "paused", "pausing", "cancelling", "finishing"]
+            .iter()
+            .any(|name| flag(name));
         let file = job.job.and_then(|j| j.file);
         let job_path = file
             .filter(|f| f.origin.as_deref() == Some("local"))
             .and_then(|f| f.path);
         let busy =
             busy_flags || !matches!(job.state.as_str(), "Operational" | "Offline" | "Closed");
+        let seconds = |s: Option<f64>| s.filter(|s| *s >= 0.0).map(|s| s as u64);
+        let progress = job.progress;
         Ok(PrinterState {
             text: job.state,
             operational,
             busy: busy && operational,
             job_path,
-            completion: job.progress.and_then(|p| p.completion),
+            completion: progress.as_ref().and_then(|p| p.completion),
+            print_time: seconds(progress.as_ref().and_then(|p| p.print_time)),
+            print_time_left: seconds(progress.as_ref().and_then(|p| p.print_time_left)),
+            flags,
         })
     }
 
@@ -401,6 +414,12 @@ pub(crate) fn printer_for_test(
         busy,
         job_path: job.map(str::to_owned),
         completion,
+        flags: [("operational", true), ("printing", busy), ("ready", !busy)]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+        print_time: None,
+        print_time_left: None,
     }
 }
 

@@ -19,6 +19,13 @@ impl Forwarder {
         name: Option<&str>,
         client: &str,
     ) -> Result<String, PrintRefused> {
+        if !self.config.octoprint.remote_start {
+            return Err(PrintRefused::Forbidden(
+                "this agent takes no print starts from workstations (remote_start = false in its \
+                 config): start the print in OctoPrint, at the printer"
+                    .into(),
+            ));
+        }
         let entry = self.chosen(name)?;
         let state = self.octo.state().await.map_err(|e| {
             PrintRefused::NotReady(format!(

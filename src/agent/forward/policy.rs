@@ -104,17 +104,23 @@ impl Bed {
     }
 }
 
-/// Whether an entry still waits its turn: to be uploaded, started or printed.
-fn waits(entry: &Entry) -> bool {
-    matches!(
-        entry.state,
-        FileState::Received | FileState::Uploading | FileState::Uploaded | FileState::Printing
-    )
+/// Whether an entry still waits its turn: to be uploaded, started or
+/// printed. An uploaded file that never starts by itself (sent "upload
+/// only", or `auto_print = never`) waits for nothing in line: a person
+/// starts it, or nobody.
+fn waits(entry: &Entry, policy: Policy) -> bool {
+    match entry.state {
+        FileState::Received | FileState::Uploading | FileState::Printing => true,
+        FileState::Uploaded => policy.for_file(entry.print) != AutoPrint::Never,
+        _ => false,
+    }
 }
 
 /// The oldest entry before `id` (in order of arrival) that still waits.
-fn older_waiting(entries: &[Entry], id: u64) -> Option<&Entry> {
-    entries.iter().take_while(|e| e.id != id).find(|e| waits(e))
+fn older_waiting(entries: &[Entry], id: u64, policy: Policy) -> Option<&Entry> {
+    (entries.iter())
+        .take_while(|e| e.id != id)
+        .find(|e| waits(e, policy))
 }
 
 /// The print settings the rules read.
@@ -124,6 +130,33 @@ pub struct Policy {
     pub auto_print: AutoPrint,
     /// `[octoprint] queue`: the printer clears its own bed.
     pub queue: bool,
+    /// `[octoprint] remote_start`: a sender's wish to print counts.
+    pub remote_start: bool,
+}
+
+impl Policy {
+    /// The settings in `[octoprint]`.
+    pub(crate) fn of(octo: &crate::agent::config::OctoPrintConfig) -> Policy {
+        Policy {
+            auto_print: octo.auto_print,
+            queue: octo.queue,
+            remote_start: octo.remote_start,
+        }
+    }
+
+    /// When a file sent with the print choice `print` starts: "upload
+    /// only" never by itself, "upload and print" as `when-idle` does (or
+    /// `always`) where `remote_start` lets senders ask, else as
+    /// `auto_print` says.
+    pub(crate) fn for_file(self, print: Option<bool>) -> AutoPrint {
+        match print {
+            Some(false) => AutoPrint::Never,
+            Some(true) if self.remote_start && self.auto_print != AutoPrint::Always => {
+                AutoPrint::WhenIdle
+            }
+            _ => self.auto_print,
+        }
+    }
 }
 
 /// Whether entry `id` may start by itself when it is uploaded now.
@@ -139,9 +172,9 @@ pub(super) fn starts_by_itself(
     };
     let printer_ready = printer.operational && !printer.busy;
     !entry.held
-        && older_waiting(entries, id).is_none()
+        && older_waiting(entries, id, policy).is_none()
         && (policy.queue || bed.occupied.is_none())
-        && match policy.auto_print {
+        && match policy.for_file(entry.print) {
             AutoPrint::Never => false,
             AutoPrint::Always => true,
             AutoPrint::WhenIdle => printer_ready,
@@ -169,7 +202,7 @@ pub(super) fn why_waiting(
     now: u64,
 ) -> Option<String> {
     let entry = &entries[index];
-    let older = older_waiting(entries, entry.id);
+    let older = older_waiting(entries, entry.id, policy);
     match entry.state {
         FileState::Received if entry.reason.is_none() => {
             let before = entries[..index]
@@ -181,7 +214,9 @@ pub(super) fn why_waiting(
                 None => "waiting to be uploaded".to_string(),
             })
         }
-        FileState::Uploaded if !entry.queued && policy.auto_print != AutoPrint::Never => {
+        FileState::Uploaded
+            if !entry.queued && policy.for_file(entry.print) != AutoPrint::Never =>
+        {
             let start = format!(
                 "start it with `fileagent print {}`",
                 shell_word(&entry.name)
@@ -235,6 +270,7 @@ mod tests {
     const WHEN_IDLE: Policy = Policy {
         auto_print: AutoPrint::WhenIdle,
         queue: false,
+        remote_start: true,
     };
 
     #[test]
@@ -318,7 +354,7 @@ mod tests {
         assert!(!starts_by_itself(&one, 1, WHEN_IDLE, &clear, &busy));
         let never = Policy {
             auto_print: AutoPrint::Never,
-            queue: false,
+            ..WHEN_IDLE
         };
         assert!(!starts_by_itself(&one, 1, never, &clear, &idle));
         // An older file waiting (uploaded, held, printing) keeps the order.
@@ -352,6 +388,103 @@ mod tests {
         let mut held = entry(1, "a.gcode", FileState::Received);
         held.held = true;
         assert!(!starts_by_itself(&[held], 1, WHEN_IDLE, &clear, &idle));
+    }
+
+    #[test]
+    fn the_senders_choice_counts_within_the_agents_rules() {
+        let idle = printer(false, None, None);
+        let clear = Bed::default();
+        let with = |print| {
+            let mut e = entry(1, "a.gcode", FileState::Received);
+            e.print = print;
+            [e]
+        };
+        let never = Policy {
+            auto_print: AutoPrint::Never,
+            ..WHEN_IDLE
+        };
+        // "Upload and print" on an agent that would not start it by itself.
+        assert!(starts_by_itself(&with(Some(true)), 1, never, &clear, &idle));
+        // ...but not on a busy printer, a bed that may hold the last part,
+        // or an agent that takes no remote starts.
+        let busy = printer(true, Some("x.gcode"), Some(1.0));
+        assert!(!starts_by_itself(
+            &with(Some(true)),
+            1,
+            never,
+            &clear,
+            &busy
+        ));
+        let occupied = Bed {
+            occupied: Some(Occupied {
+                since: 0,
+                job: None,
+            }),
+        };
+        assert!(!starts_by_itself(
+            &with(Some(true)),
+            1,
+            never,
+            &occupied,
+            &idle
+        ));
+        let closed = Policy {
+            remote_start: false,
+            ..never
+        };
+        assert!(!starts_by_itself(
+            &with(Some(true)),
+            1,
+            closed,
+            &clear,
+            &idle
+        ));
+        // "Upload only" never starts by itself, whatever the agent says.
+        for auto_print in [AutoPrint::WhenIdle, AutoPrint::Always] {
+            let policy = Policy {
+                auto_print,
+                ..WHEN_IDLE
+            };
+            assert!(!starts_by_itself(
+                &with(Some(false)),
+                1,
+                policy,
+                &clear,
+                &idle
+            ));
+        }
+        // An older file uploaded "only" is not in line: it does not hold
+        // back a later one that is to print.
+        let mut only = entry(1, "a.gcode", FileState::Uploaded);
+        only.print = Some(false);
+        let mut next = entry(2, "b.gcode", FileState::Received);
+        next.print = Some(true);
+        assert!(starts_by_itself(
+            &[only.clone(), next.clone()],
+            2,
+            never,
+            &clear,
+            &idle
+        ));
+        only.print = None;
+        assert!(starts_by_itself(
+            &[only.clone(), next.clone()],
+            2,
+            never,
+            &clear,
+            &idle
+        ));
+        // One that waits to start by itself does.
+        assert!(!starts_by_itself(
+            &[only, next],
+            2,
+            WHEN_IDLE,
+            &clear,
+            &idle
+        ));
+        assert_eq!(WHEN_IDLE.for_file(None), AutoPrint::WhenIdle);
+        assert_eq!(never.for_file(None), AutoPrint::Never);
+        assert_eq!(closed.for_file(Some(true)), AutoPrint::Never);
     }
 
     #[test]

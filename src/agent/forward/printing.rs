@@ -127,9 +127,11 @@ impl Forwarder {
         {
             occupied.job = self.last_job.clone();
         }
-        if let Ok(mut view) = self.view.lock() {
-            view.printer_busy = state.busy;
-        }
+        let seen = state.clone();
+        self.view.update(|view| {
+            view.printer_busy = seen.busy;
+            view.printer_state = Some(seen);
+        });
         let job = state.job_path.as_deref().unwrap_or("-");
         match &change {
             None => return false,

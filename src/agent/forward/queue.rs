@@ -103,6 +103,10 @@ pub struct Entry {
     /// in OctoPrint.
     #[serde(default)]
     pub overwrite: bool,
+    /// The sender's print choice: `Some(true)` "upload and print",
+    /// `Some(false)` "upload only", `None` as `auto_print` says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub print: Option<bool>,
     /// Path in OctoPrint's local storage, once uploaded.
     pub octoprint_path: Option<String>,
     /// When it arrived (Unix seconds).
@@ -135,6 +139,7 @@ impl Entry {
             held: false,
             backlog: false,
             overwrite: false,
+            print: None,
             octoprint_path: None,
             arrived: time,
             updated: time,

@@ -3,7 +3,7 @@
 //! is reloaded; while off, files sent meanwhile are recorded for the next
 //! forwarder.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
@@ -16,7 +16,7 @@ use super::octoprint::OctoPrint;
 use super::policy::Policy;
 use super::queue::{QUEUE_FILE, Queue};
 use super::watch::{self, Settler};
-use super::{Forget, Handle, Message, PrintRefused, View, backlog};
+use super::{Forget, Handle, Message, PrintRefused, Published, View, backlog};
 use crate::agent::config::{ApiKey, Config, OctoPrintConfig};
 use crate::agent::spool::{DONE_DIR, FAILED_DIR};
 
@@ -54,7 +54,7 @@ impl Running {
 /// [`Running::reconfigure`] may turn it on). Fails if the spool's
 /// forwarding state cannot be set up.
 pub fn start(config: &Config) -> Result<(Handle, Running)> {
-    let view = Arc::new(Mutex::new(View::default()));
+    let view = Arc::new(Published::new(View::default()));
     let first = build(config, &view)?;
     let (tx, arrivals) = mpsc::unbounded_channel();
     let (desired, desired_rx) = tokio::sync::watch::channel(Some(config.clone()));
@@ -75,7 +75,7 @@ async fn supervise(
     mut current: Option<Built>,
     mut desired: tokio::sync::watch::Receiver<Option<Config>>,
     mut arrivals: mpsc::UnboundedReceiver<Message>,
-    view: Arc<Mutex<View>>,
+    view: Arc<Published>,
 ) {
     desired.borrow_and_update();
     loop {
@@ -126,11 +126,7 @@ async fn supervise(
 }
 
 /// What the receiver and sessions ask while forwarding is off.
-fn off(
-    message: Message,
-    desired: &tokio::sync::watch::Receiver<Option<Config>>,
-    view: &Mutex<View>,
-) {
+fn off(message: Message, desired: &tokio::sync::watch::Receiver<Option<Config>>, view: &Published) {
     match message {
         Message::Stored(stored) => {
             if let Some(config) = desired.borrow().as_ref() {
@@ -142,20 +138,20 @@ fn off(
             let _ = reply.send(Forget::Unknown);
         }
         Message::Print { reply, .. } => {
-            let why = view.lock().map(|v| v.printer.clone()).unwrap_or_default();
+            let why = view.read(|v| v.printer.clone()).unwrap_or_default();
             let _ = reply.send(Err(PrintRefused::NotReady(format!("cannot print: {why}"))));
         }
     }
 }
 
-fn set_disabled(view: &Mutex<View>, reason: &str) {
-    if let Ok(mut view) = view.lock() {
+fn set_disabled(view: &Published, reason: &str) {
+    view.update(|view| {
         *view = View {
             enabled: false,
             printer: reason.to_string(),
             ..View::default()
-        };
-    }
+        }
+    });
 }
 
 /// The API key: `api_key`, else the key file's text; an empty one is no
@@ -169,25 +165,23 @@ fn api_key(octo: &OctoPrintConfig) -> Option<ApiKey> {
 }
 
 /// What sessions see of a forwarder about to run.
-fn set_enabled(view: &Mutex<View>, queue: &Queue, octo: &OctoPrintConfig) {
-    if let Ok(mut view) = view.lock() {
+fn set_enabled(view: &Published, queue: &Queue, octo: &OctoPrintConfig) {
+    view.update(|view| {
         *view = View {
             enabled: true,
             printer: "not contacted yet".into(),
             entries: queue.entries().to_vec(),
             bed: queue.bed.clone(),
-            policy: Some(Policy {
-                auto_print: octo.auto_print,
-                queue: octo.queue,
-            }),
+            policy: Some(Policy::of(octo)),
             printer_busy: false,
-        };
-    }
+            printer_state: None,
+        }
+    });
 }
 
 /// Sets up a forwarder for `config`, or none (with the reason in `view`)
 /// when forwarding is off or has no API key.
-fn build(config: &Config, view: &Arc<Mutex<View>>) -> Result<Option<Built>> {
+fn build(config: &Config, view: &Arc<Published>) -> Result<Option<Built>> {
     let octo = &config.octoprint;
     if !octo.enabled {
         set_disabled(view, "forwarding is off ([octoprint] enabled = false)");
@@ -256,9 +250,9 @@ mod tests {
         config.octoprint.enabled = true;
         config.octoprint.api_key = Some(ApiKey::new(""));
         config.octoprint.api_key_file = tmp.path().join("absent.key");
-        let view = Arc::new(Mutex::new(View::default()));
+        let view = Arc::new(Published::new(View::default()));
         assert!(build(&config, &view).unwrap().is_none());
-        let view = view.lock().unwrap().clone();
+        let view = view.snapshot();
         assert!(!view.enabled);
         assert!(
             view.printer.contains("no OctoPrint API key"),
@@ -268,7 +262,7 @@ mod tests {
         // Blank in the key file: off too.
         std::fs::write(&config.octoprint.api_key_file, " \n").unwrap();
         config.octoprint.api_key = None;
-        let view = Arc::new(Mutex::new(View::default()));
+        let view = Arc::new(Published::new(View::default()));
         assert!(build(&config, &view).unwrap().is_none());
     }
 }

@@ -29,10 +29,7 @@ impl Forwarder {
             self.queue.remove_where(|e| e.id == id);
             return self.save();
         };
-        let rules = Policy {
-            auto_print: self.config.octoprint.auto_print,
-            queue: self.config.octoprint.queue,
-        };
+        let rules = Policy::of(&self.config.octoprint);
         let print = person
             || policy::starts_by_itself(self.queue.entries(), id, rules, &self.queue.bed, state);
         self.queue.set(id, FileState::Uploading, None);
@@ -45,7 +42,8 @@ impl Forwarder {
                     file_name = %entry.name, sha256 = %entry.sha256, bytes = entry.size, path = %uploaded.path,
                     printing = uploaded.printing, secs = started.elapsed().as_secs_f64(), "uploaded to OctoPrint"
                 );
-                let (state, reason, queued) = after_upload(uploaded.printing, print, rules);
+                let (state, reason, queued) =
+                    after_upload(uploaded.printing, print, rules, entry.print);
                 if let Some(e) = self.queue.get_mut(id) {
                     e.octoprint_path = Some(uploaded.path);
                     e.queued = queued;
@@ -143,8 +141,10 @@ fn after_upload(
     printing: bool,
     print: bool,
     rules: Policy,
+    choice: Option<bool>,
 ) -> (FileState, Option<&'static str>, bool) {
-    let queued = rules.auto_print != AutoPrint::Never && rules.queue;
+    let auto_print = rules.for_file(choice);
+    let queued = auto_print != AutoPrint::Never && rules.queue;
     let (state, reason) = if printing {
         (FileState::Printing, None)
     } else if print {
@@ -152,7 +152,22 @@ fn after_upload(
             FileState::Uploaded,
             Some("OctoPrint did not start it (printer busy)"),
         )
-    } else if rules.auto_print == AutoPrint::Never {
+    } else if choice == Some(false) {
+        (
+            FileState::Uploaded,
+            Some(
+                "uploaded only, as its sender asked: start it with `fileagent print` when you want it printed",
+            ),
+        )
+    } else if choice == Some(true) && !rules.remote_start {
+        (
+            FileState::Uploaded,
+            Some(
+                "its sender asked to print it, but this agent takes no print starts from \
+                 workstations (remote_start = false): start it in OctoPrint",
+            ),
+        )
+    } else if auto_print == AutoPrint::Never {
         (
             FileState::Uploaded,
             Some("uploaded only (auto_print = never)"),
@@ -174,16 +189,20 @@ mod tests {
 
     #[test]
     fn after_an_upload_the_state_says_what_comes_next() {
-        let rules = |auto_print, queue| Policy { auto_print, queue };
+        let rules = |auto_print, queue| Policy {
+            auto_print,
+            queue,
+            remote_start: true,
+        };
         let on = rules(AutoPrint::WhenIdle, false);
         assert_eq!(
-            after_upload(true, true, on),
+            after_upload(true, true, on, None),
             (FileState::Printing, None, false)
         );
-        let (state, why, _) = after_upload(false, true, on);
+        let (state, why, _) = after_upload(false, true, on, None);
         assert_eq!(state, FileState::Uploaded);
         assert!(why.unwrap().contains("did not start"));
-        let never = after_upload(false, false, rules(AutoPrint::Never, true));
+        let never = after_upload(false, false, rules(AutoPrint::Never, true), None);
         assert_eq!(
             never,
             (
@@ -192,15 +211,47 @@ mod tests {
                 false
             )
         );
-        let queued = after_upload(false, false, rules(AutoPrint::WhenIdle, true));
+        let queued = after_upload(false, false, rules(AutoPrint::WhenIdle, true), None);
         assert!(queued.2, "queued to print when the printer is free");
         assert!(queued.1.unwrap().contains("when the printer is free"));
         // Printing already: not queued any more.
-        assert!(!after_upload(true, false, rules(AutoPrint::WhenIdle, true)).2);
+        assert!(!after_upload(true, false, rules(AutoPrint::WhenIdle, true), None).2);
         // Why it waits is said live by `list`.
         assert_eq!(
-            after_upload(false, false, on),
+            after_upload(false, false, on, None),
             (FileState::Uploaded, None, false)
         );
+    }
+
+    #[test]
+    fn the_senders_choice_is_said_after_the_upload() {
+        let when_idle = Policy {
+            auto_print: AutoPrint::WhenIdle,
+            queue: true,
+            remote_start: true,
+        };
+        // Upload only: never queued, and it says so.
+        let (state, why, queued) = after_upload(false, false, when_idle, Some(false));
+        assert_eq!(state, FileState::Uploaded);
+        assert!(
+            why.unwrap()
+                .starts_with("uploaded only, as its sender asked")
+        );
+        assert!(!queued);
+        // Upload and print on an agent that takes no remote starts.
+        let closed = Policy {
+            auto_print: AutoPrint::Never,
+            remote_start: false,
+            ..when_idle
+        };
+        let (_, why, queued) = after_upload(false, false, closed, Some(true));
+        assert!(why.unwrap().contains("remote_start = false"));
+        assert!(!queued);
+        // Where remote starts are allowed, "print" makes a never-agent queue it.
+        let open = Policy {
+            remote_start: true,
+            ..closed
+        };
+        assert!(after_upload(false, false, open, Some(true)).2);
     }
 }

@@ -1,10 +1,57 @@
 //! What sessions see of the forwarder ([`View`]): every known file with
 //! its state and why it waits (said live, from the bed and the order rule),
-//! what `status` says of the bed, and which names forwarded files take.
+//! what `status` says of the bed, which names forwarded files take, and
+//! the printer as `watch` reports it. [`Published`] holds the view and
+//! tells watchers when it changed.
 
+use std::sync::Mutex;
+
+use tokio::sync::watch;
+
+use super::octoprint::PrinterState;
 use super::policy::{self, Bed, Policy};
 use super::queue::{self, Entry, FileState};
-use crate::wire::protocol::FileEntry;
+use crate::wire::protocol::{FileEntry, PrinterReport, Watched};
+
+/// The forwarder's view, shared with sessions: updated by the forwarder,
+/// read by sessions, and every update wakes those that `watch`.
+#[derive(Debug)]
+pub(crate) struct Published {
+    view: Mutex<View>,
+    changed: watch::Sender<()>,
+}
+
+impl Published {
+    pub(crate) fn new(view: View) -> Published {
+        Published {
+            view: Mutex::new(view),
+            changed: watch::Sender::new(()),
+        }
+    }
+
+    /// Changes the view and tells the watchers.
+    pub(crate) fn update(&self, change: impl FnOnce(&mut View)) {
+        if let Ok(mut view) = self.view.lock() {
+            change(&mut view);
+        }
+        self.changed.send_replace(());
+    }
+
+    /// A copy of the view as it is now.
+    pub(crate) fn snapshot(&self) -> View {
+        self.view.lock().map(|v| v.clone()).unwrap_or_default()
+    }
+
+    /// Reads the view without copying it.
+    pub(crate) fn read<R>(&self, read: impl FnOnce(&View) -> R) -> Option<R> {
+        self.view.lock().ok().map(|v| read(&v))
+    }
+
+    /// Wakes on every later [`Published::update`].
+    pub(crate) fn subscribe(&self) -> watch::Receiver<()> {
+        self.changed.subscribe()
+    }
+}
 
 /// What sessions can see of the forwarder.
 #[derive(Debug, Clone, Default)]
@@ -21,6 +68,9 @@ pub struct View {
     pub policy: Option<Policy>,
     /// The printer is running a job.
     pub printer_busy: bool,
+    /// The printer's state at the last poll (`None`: not read yet, or
+    /// OctoPrint is not usable).
+    pub printer_state: Option<PrinterState>,
 }
 
 /// A forwarded file of a name, as [`View::holds`] finds it.
@@ -95,6 +145,41 @@ impl View {
             "{}: nothing starts by itself until a person clears the bed and starts a file (fileagent print)",
             occupied.describe(queue::now())
         ))
+    }
+
+    /// What `watch` reports: the printer, the queue, the bed and, if
+    /// named, one file's row.
+    pub(crate) fn watched(&self, name: Option<&str>) -> Watched {
+        let file = name.and_then(|name| {
+            self.listing(Vec::new())
+                .into_iter()
+                .find(|f| f.name == name)
+        });
+        Watched {
+            printer: self.report(),
+            queued: self.queued(),
+            bed: self.bed_text(),
+            file,
+        }
+    }
+
+    /// The printer as `watch` reports it.
+    pub(crate) fn report(&self) -> PrinterReport {
+        let Some(state) = self.printer_state.as_ref().filter(|_| self.enabled) else {
+            return PrinterReport {
+                text: self.printer.clone(),
+                ..PrinterReport::default()
+            };
+        };
+        PrinterReport {
+            text: state.text.clone(),
+            connected: state.operational,
+            flags: state.flags.clone(),
+            job: state.job_path.clone(),
+            completion: state.completion,
+            print_time: state.print_time,
+            print_time_left: state.print_time_left,
+        }
     }
 
     /// Files waiting to be uploaded or printed: by the agent, or by a

@@ -66,6 +66,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     PrintRefused::Busy(_) => ErrorCode::Busy,
                     PrintRefused::NotReady(_) => ErrorCode::NotReady,
                     PrintRefused::Refused(_) => ErrorCode::BadRequest,
+                    PrintRefused::Forbidden(_) => ErrorCode::Forbidden,
                 };
                 info!(client_cn = %self.client, file_name = name.as_deref().unwrap_or("-"), reason = %refused, "print refused");
                 Reply::Error {

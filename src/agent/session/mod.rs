@@ -18,6 +18,7 @@ use tracing::{info, warn};
 use crate::agent::spool::{Spool, SpoolError};
 use crate::wire::protocol::{CHUNK_LEN, Connection, ErrorCode, ProtocolError, Reply, Request};
 
+mod follow;
 mod intake;
 mod manage;
 mod receive;
@@ -178,6 +179,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 resume,
                 confirm,
                 progress,
+                print,
             } => {
                 let offer = receive::Offer {
                     name,
@@ -188,6 +190,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     resume,
                     confirm,
                     progress,
+                    print,
                 };
                 return self.receive(offer).await;
             }
@@ -205,6 +208,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             },
             Request::Delete { name } => self.delete(name).await,
             Request::Status => Reply::Status(self.status().await),
+            Request::Watch { name } => return self.watch(name).await,
             Request::Renew { csr } => self.renew(csr).await,
             Request::Pair { .. } | Request::PairConfirm { .. } => Reply::Error {
                 code: ErrorCode::Forbidden,
@@ -353,6 +357,7 @@ mod tests {
             resume: true,
             confirm: false,
             progress: false,
+            print: None,
         }
     }
 
@@ -503,6 +508,7 @@ mod tests {
                 resume: true,
                 confirm: true,
                 progress: true,
+                print: None,
             },
             other => other,
         };

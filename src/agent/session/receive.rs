@@ -29,6 +29,8 @@ pub(super) struct Offer {
     pub(super) confirm: bool,
     /// The client reads `progress` replies during the body.
     pub(super) progress: bool,
+    /// The sender's print choice.
+    pub(super) print: Option<bool>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
@@ -57,7 +59,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let receipt = Receipt {
             name: offer.name.clone(),
             size: offer.size,
-            overwrite: offer.overwrite,
+            sent: crate::agent::forward::Sent {
+                overwrite: offer.overwrite,
+                print: offer.print,
+            },
             started,
             wire_bytes: intake.wire_bytes,
             encoding: offer.encoding,
@@ -197,7 +202,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 Ok(verified) => return self.await_commit(verified, receipt).await,
                 Err(e) => Err(e),
             },
-            None => upload.finish(receipt.overwrite).await,
+            None => upload.finish(receipt.sent.overwrite).await,
         };
         self.answer(result, receipt).await
     }
@@ -286,7 +291,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         };
         let (why, error) = match word {
             Ok(()) => {
-                let result = verified.commit(receipt.overwrite).await;
+                let result = verified.commit(receipt.sent.overwrite).await;
                 return self.answer(result, receipt).await;
             }
             Err(none) => none,
@@ -320,7 +325,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let Receipt {
             name,
             size,
-            overwrite,
+            sent,
             started,
             wire_bytes,
             encoding,
@@ -333,13 +338,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     replaced = stored.replaced, wire_bytes,
                     encoding = %encoding.map_or("none", Encoding::name), secs, "stored"
                 );
-                self.shared.forward.stored(
-                    &stored.name,
-                    &stored.sha256,
-                    stored.size,
-                    &self.client,
-                    *overwrite,
-                );
+                self.shared.forward.stored(&stored, &self.client, *sent);
                 stored_reply(stored)
             }
             Err(e) => {
@@ -355,7 +354,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 struct Receipt {
     name: String,
     size: u64,
-    overwrite: bool,
+    sent: crate::agent::forward::Sent,
     started: Instant,
     wire_bytes: u64,
     encoding: Option<Encoding>,

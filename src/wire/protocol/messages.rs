@@ -47,6 +47,12 @@ pub enum Request {
         /// of the file the agent has received.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         progress: bool,
+        /// The sender's print choice: `true` "upload and print", `false`
+        /// "upload only"; absent, the agent's `auto_print` decides. The
+        /// agent honours it within its own rules (the bed, the order of
+        /// files, `remote_start`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        print: Option<bool>,
     },
     /// The client's final word on a body the agent answered with
     /// [`Reply::Verified`]: store it. Answered with [`Reply::Stored`].
@@ -73,6 +79,15 @@ pub enum Request {
     },
     /// Agent health and spool figures; answered with [`Reply::Status`].
     Status,
+    /// Follow the printer (and one file): answered with [`Reply::Watching`]
+    /// at once, then again on every change and at least every
+    /// [`WATCH_HEARTBEAT`](super::WATCH_HEARTBEAT), until the client closes the
+    /// connection (anything it sends ends the watch and the connection).
+    Watch {
+        /// A file to follow too: its row as `list` shows it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+    },
     /// First pairing message, only on a [`PAIR_ALPN`](super::PAIR_ALPN) connection: answered
     /// with [`Reply::PairChallenge`].
     Pair {
@@ -148,8 +163,68 @@ pub struct AgentStatus {
     pub bed: Option<String>,
 }
 
+/// The printer as the agent last saw it, for [`Reply::Watching`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PrinterReport {
+    /// OctoPrint's state text ("Operational", "Printing", ...), or why
+    /// forwarding is off or failing.
+    pub text: String,
+    /// The agent reaches OctoPrint and OctoPrint reaches the printer.
+    #[serde(default)]
+    pub connected: bool,
+    /// OctoPrint's state flags as it reports them (`operational`,
+    /// `printing`, `paused`, `error`, `ready`, ...).
+    #[serde(default)]
+    pub flags: std::collections::BTreeMap<String, bool>,
+    /// The selected job's file (its path in OctoPrint's storage).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<String>,
+    /// How far the job has come, in percent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion: Option<f64>,
+    /// Seconds the job has been printing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub print_time: Option<u64>,
+    /// OctoPrint's estimate of the seconds left.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub print_time_left: Option<u64>,
+}
+
+impl PrinterReport {
+    /// Whether a job is running (printing, paused, or on its way to either).
+    pub fn busy(&self) -> bool {
+        [
+            "printing",
+            "paused",
+            "pausing",
+            "cancelling",
+            "finishing",
+            "resuming",
+        ]
+        .iter()
+        .any(|f| self.flags.get(*f).copied().unwrap_or(false))
+    }
+}
+
+/// What a [`Request::Watch`] reports, each time something changed.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Watched {
+    /// The printer.
+    pub printer: PrinterReport,
+    /// Files waiting to be uploaded or printed.
+    #[serde(default)]
+    pub queued: u64,
+    /// Why files wait for a person, when they do (as in `status`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bed: Option<String>,
+    /// The watched file's row as `list` shows it; absent when no file was
+    /// named or the agent does not know it (yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<FileEntry>,
+}
+
 /// A reply from the agent.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Reply {
     /// Answer to [`Request::Ping`].
@@ -236,6 +311,8 @@ pub enum Reply {
     },
     /// Answer to [`Request::Status`].
     Status(AgentStatus),
+    /// Answer to [`Request::Watch`], sent again on every change.
+    Watching(Watched),
     /// Answer to [`Request::Pair`]: the agent's SPAKE2 message and its key
     /// confirmation.
     PairChallenge {

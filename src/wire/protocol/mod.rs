@@ -23,7 +23,9 @@ mod messages;
 
 pub use connection::{Connection, drain_for_fuzzing};
 
-pub use messages::{AgentStatus, Encoding, ErrorCode, FileEntry, Issued, Reply, Request};
+pub use messages::{
+    AgentStatus, Encoding, ErrorCode, FileEntry, Issued, PrinterReport, Reply, Request, Watched,
+};
 
 /// ALPN protocol id; a future incompatible protocol gets a new id.
 pub const ALPN: &[u8] = b"fileagent/1";
@@ -54,6 +56,12 @@ pub(crate) const CHUNK_LEN: usize = 256 * 1024;
 /// for a steady progress bar, rare enough to cost nothing.
 #[cfg_attr(not(target_os = "linux"), allow(dead_code))] // used by the agent (Linux only)
 pub(crate) const PROGRESS_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
+/// During a `watch`, the agent reports at least this often, changed or
+/// not, so each side can tell the other is still there.
+pub const WATCH_HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(15);
+/// During a `watch`, changes that come this close together are reported
+/// as one.
+pub(crate) const WATCH_COALESCE: std::time::Duration = std::time::Duration::from_millis(200);
 /// Read buffer of a connection: enough for headers and frame prefixes
 /// (grown for a larger frame); body data goes straight to its destination
 /// ([`Connection::read_body`]).

@@ -359,6 +359,7 @@ mod tests {
             resume: false,
             confirm: false,
             progress: false,
+            print: None,
         };
         let body: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
         let sent = request.clone();
