@@ -30,17 +30,20 @@
 //!     a send, its body on its way (read and hashed on a thread, compressed, counted), the
 //!     digest known early or late.
 //!   - `workstation::get`: a fetch, renamed into place once verified.
-//!   - `workstation::follow`: `watch`, the printer's (and a file's) state as it changes.
+//!   - `workstation::follow`: `watch`, the printer's (and a file's) state as it changes; a sent file's fate.
+//!   - [`workstation::bridge`]: `fileagent bridge`, the local OctoPrint-compatible server for slicers.
 //!   - `workstation::local_name`: which names from the agent can be files here (Windows' rules as data).
 //!   - `workstation::enrol`: the key and request of a new certificate, the checks of what comes back.
 //!   - `workstation::error`: [`workstation::ClientError`], failures with their cause and remedy.
 //!   - [`workstation::pair`]: `fileagent pair HOST CODE`, the workstation's side of pairing.
-//!   - `workstation::config`: which agent and identity a workstation uses.
+//!   - `workstation::config`: which agent and identity a workstation uses; `workstation::groups`:
+//!     named groups of agents.
 //! - [`cli`]: the commands; [`cli::run`] dispatches them.
 //!   - [`cli::args`]: the clap definitions (their doc comments are the help), exit codes.
-//!   - `cli::send`, `cli::files`, `cli::identities`: `send`; `print`, `list`, `get`, `delete`,
-//!     `status`, `ping`; pairing and connecting with an identity. `cli::output`: tables, JSON
-//!     and the progress bar.
+//!   - `cli::send`, `cli::fleet`, `cli::files`, `cli::identities`: `send` to one agent and to
+//!     several at once; `print`, `list`, `get`, `delete`, `status`, `ping`; pairing and connecting
+//!     with an identity. `cli::follow`: a printer live. `cli::bridge`: the bridge's command.
+//!     `cli::output`: tables, JSON and the progress bars.
 //!   - `cli::agent`: the commands of the agent's machine (`serve`, `init`, `pair` for a code,
 //!     `client`), the one part of the CLI that imports the agent (Linux only).
 //!   - `cli::generate`: man pages and shell completions.

@@ -112,6 +112,16 @@ pub enum Command {
     Status(StatusArgs),
     /// Check that the agent answers, and how fast.
     Ping(TargetArgs),
+    /// Let slicers upload through fileagent: a local OctoPrint-compatible
+    /// server (foreground) with one URL per paired agent and per group.
+    ///
+    /// In PrusaSlicer, OrcaSlicer or Cura's OctoPrint plugin, add an
+    /// OctoPrint host `http://127.0.0.1:7342/a/AGENT` (or `/g/GROUP`) with the
+    /// key `fileagent bridge --show-key` prints. "Upload" stores the file on
+    /// the printer's Pi; "Upload and Print" starts it there if the printer is
+    /// idle and its bed clear. The slicer hears "uploaded" only once the
+    /// agent has stored and verified the file.
+    Bridge(BridgeArgs),
     /// Write the man pages or print a shell completion script.
     #[command(subcommand)]
     Generate(Generate),
@@ -241,11 +251,44 @@ pub struct SendArgs {
     /// compressed already (.bgcode, .gz, ...)
     #[arg(long, value_enum, default_value_t, value_name = "WHEN")]
     pub compress: crate::workstation::Compression,
+    /// Upload and print: the agent starts each file once it is uploaded, if
+    /// the printer is idle, its bed clear and no older file waits (else it
+    /// waits for `fileagent print`); says what each printer did.
+    #[arg(long, conflicts_with = "no_print")]
+    pub print: bool,
+    /// Upload only: the agent never starts these files by itself.
+    #[arg(long)]
+    pub no_print: bool,
+    /// After sending, follow the printer live until the print ends
+    /// (Ctrl-C stops following, not the print). Implies --print.
+    #[arg(long, conflicts_with = "no_print")]
+    pub follow: bool,
     /// Print the results as JSON.
     #[arg(long)]
     pub json: bool,
-    #[command(flatten)]
-    pub target: TargetArgs,
+    /// Agent as HOST or HOST:PORT, a name from client.toml, or a group from
+    /// it; repeat to send to several at once [default: default_agent]
+    #[arg(
+        long = "agent",
+        short = 'a',
+        env = "FILEAGENT_AGENT",
+        value_name = "AGENT|GROUP"
+    )]
+    pub agents: Vec<String>,
+    /// Identity file [default: from client.toml, for each agent]
+    #[arg(long, short = 'i', env = "FILEAGENT_IDENTITY", value_name = "PATH")]
+    pub identity: Option<PathBuf>,
+}
+
+impl SendArgs {
+    /// The print choice the sends carry: `None` leaves it to the agent.
+    pub fn print_choice(&self) -> Option<bool> {
+        match (self.print || self.follow, self.no_print) {
+            (true, _) => Some(true),
+            (_, true) => Some(false),
+            _ => None,
+        }
+    }
 }
 
 /// `fileagent list`
@@ -295,12 +338,26 @@ pub struct DeleteArgs {
     pub target: TargetArgs,
 }
 
+/// `fileagent bridge`
+#[derive(Debug, Args)]
+pub struct BridgeArgs {
+    /// Address to listen on (loopback only)
+    #[arg(long, default_value = crate::workstation::bridge::DEFAULT_LISTEN, value_name = "ADDR:PORT")]
+    pub listen: std::net::SocketAddr,
+    /// Print the bridge's API key (made on the first run) and exit.
+    #[arg(long)]
+    pub show_key: bool,
+}
+
 /// `fileagent status`
 #[derive(Debug, Args)]
 pub struct StatusArgs {
     /// Print JSON.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "watch")]
     pub json: bool,
+    /// Follow the printer live (state, job, progress, times) until Ctrl-C.
+    #[arg(long)]
+    pub watch: bool,
     #[command(flatten)]
     pub target: TargetArgs,
 }
@@ -310,7 +367,7 @@ impl Command {
     pub fn is_agent_side(&self) -> bool {
         matches!(
             self,
-            Command::Serve(_) | Command::Init(_) | Command::Client(_)
+            Command::Serve(_) | Command::Init(_) | Command::Client(_) | Command::Bridge(_)
         ) || matches!(self, Command::Pair(args) if args.agent.is_none())
     }
 }
@@ -353,11 +410,16 @@ pub struct Interrupted {
     pub resumable: bool,
     /// The file was complete on the agent and confirmed: it may be stored.
     pub committing: bool,
+    /// The command followed a printer: nothing of it stops.
+    pub following: bool,
 }
 
 impl Interrupted {
     fn what_is_left(&self) -> &'static str {
         match (self.committing, self.resumable) {
+            _ if self.following => {
+                "stopped following; the printer goes on (`fileagent status --watch` follows it again)"
+            }
             _ if !self.sending => "nothing partial was kept",
             (true, _) => {
                 "the agent had the whole file and was told to store it just before: `fileagent list` shows whether it did"

@@ -54,8 +54,11 @@ pub(super) async fn delete(args: DeleteArgs) -> Result<()> {
 }
 
 /// `fileagent status`: the agent, its spool, the printer and the bed.
-pub(super) async fn status(args: StatusArgs) -> Result<()> {
+pub(super) async fn status(args: StatusArgs, sending: &super::Sending) -> Result<()> {
     let mut client = connect(&args.target).await?;
+    if args.watch {
+        return super::follow::follow(client, None, sending).await;
+    }
     let status = client.status().await?;
     let addr = client.addr().to_string();
     let suite = client.cipher_suite();

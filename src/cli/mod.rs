@@ -22,7 +22,10 @@ macro_rules! say {
 #[cfg(target_os = "linux")]
 mod agent;
 pub mod args;
+mod bridge;
 mod files;
+mod fleet;
+mod follow;
 pub(crate) mod generate;
 mod identities;
 mod output;
@@ -33,7 +36,9 @@ use output::{Bar, plural, print_json};
 
 /// Runs one command to completion.
 pub fn run(command: Command, logging: &crate::logging::Logging) -> Result<()> {
-    let serve = matches!(command, Command::Serve(_));
+    // The agent and the bridge serve until told to stop, and stop
+    // gracefully on Ctrl-C (SIGINT) themselves.
+    let serve = matches!(command, Command::Serve(_) | Command::Bridge(_));
     // The agent serves many connections at once. Any other command is one
     // operation on one connection: a worker pool would only make its
     // wake-ups hop between threads (file reading runs on a blocking thread
@@ -50,7 +55,6 @@ pub fn run(command: Command, logging: &crate::logging::Logging) -> Result<()> {
     // Where a send is, for what an interruption leaves behind.
     let sending = Sending::default();
     if serve {
-        // The agent handles SIGINT itself, as a graceful shutdown.
         return runtime.block_on(dispatch(command, logging, &sending));
     }
     // Elsewhere Ctrl-C drops the running operation, which removes its
@@ -64,6 +68,7 @@ pub fn run(command: Command, logging: &crate::logging::Logging) -> Result<()> {
                 sending: sending.active.load(Ordering::SeqCst),
                 resumable: sending.resumable.load(Ordering::SeqCst),
                 committing: sending.committing.load(Ordering::SeqCst),
+                following: sending.following.load(Ordering::SeqCst),
             }
             .into()),
         }
@@ -105,6 +110,8 @@ pub struct Sending {
     pub resumable: AtomicBool,
     /// The agent verified the whole file and was told to store it.
     pub committing: AtomicBool,
+    /// The command follows a printer (its sends are over).
+    pub following: AtomicBool,
 }
 
 async fn dispatch(
@@ -140,8 +147,9 @@ async fn dispatch(
         Command::List(args) => files::list(args).await,
         Command::Get(args) => files::get(args).await,
         Command::Delete(args) => files::delete(args).await,
-        Command::Status(args) => files::status(args).await,
+        Command::Status(args) => files::status(args, sending).await,
         Command::Generate(what) => crate::cli::generate::run(what),
         Command::Ping(target) => files::ping(target).await,
+        Command::Bridge(args) => bridge::bridge(args).await,
     }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use bytesize::ByteSize;
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 use crate::workstation::{Observer, Phase};
 
@@ -71,6 +71,58 @@ fn table(files: &[crate::wire::protocol::FileEntry]) -> String {
     text
 }
 
+/// Where one agent's lines go: straight out, or, when several agents are
+/// sent to at once, prefixed with its name and printed above their bars.
+#[derive(Clone, Default)]
+pub(super) struct Lines {
+    label: Option<String>,
+    multi: Option<MultiProgress>,
+}
+
+impl Lines {
+    /// Lines of agent `label`, above the bars of `multi`.
+    pub(super) fn labelled(label: &str, multi: &MultiProgress) -> Lines {
+        Lines {
+            label: Some(label.to_string()),
+            multi: Some(multi.clone()),
+        }
+    }
+
+    fn prefixed(&self, line: &str) -> String {
+        match &self.label {
+            Some(label) => format!("{label}: {line}"),
+            None => line.to_string(),
+        }
+    }
+
+    /// One line of output (stdout).
+    pub(super) fn say(&self, line: &str) -> std::io::Result<()> {
+        let line = self.prefixed(line);
+        let write = || writeln!(std::io::stdout(), "{line}");
+        match &self.multi {
+            Some(multi) => multi.suspend(write),
+            None => write(),
+        }
+    }
+
+    /// One line on stderr, as `fileagent: ...`.
+    pub(super) fn warn(&self, line: &str) {
+        let line = format!("fileagent: {}", self.prefixed(line));
+        match &self.multi {
+            Some(multi) => multi.suspend(|| eprintln!("{line}")),
+            None => eprintln!("{line}"),
+        }
+    }
+
+    /// A progress bar for `name`, with the others when there are others.
+    pub(super) fn bar(&self, interactive: bool, name: &str) -> Bar {
+        match &self.multi {
+            Some(multi) => Bar::in_group(multi, interactive, &self.prefixed(name)),
+            None => Bar::new(interactive, name),
+        }
+    }
+}
+
 /// A progress bar on stderr (bytes, rate, ETA), or nothing when stderr is
 /// not a terminal.
 pub(super) struct Bar {
@@ -91,6 +143,13 @@ impl Bar {
             bar
         });
         Bar { bar, fresh: true }
+    }
+
+    /// A bar for `name` shown with the other agents' bars in `multi`.
+    pub(super) fn in_group(multi: &MultiProgress, interactive: bool, name: &str) -> Bar {
+        let mut bar = Bar::new(interactive, name);
+        bar.bar = bar.bar.map(|b| multi.add(b));
+        bar
     }
 
     pub(super) fn finish(&mut self) {

@@ -10,9 +10,12 @@ use std::sync::atomic::Ordering;
 use anyhow::{Context, Result};
 use bytesize::ByteSize;
 
+use std::time::Duration;
+
+use super::output::Lines;
 use super::{Bar, RESUME_HINT, Sending, connect, print_json};
-use crate::cli::args::{SendArgs, UsageError};
-use crate::workstation::{Client, ClientError, Observer, Phase, Sent};
+use crate::cli::args::{SendArgs, TargetArgs, UsageError};
+use crate::workstation::{Client, ClientError, Fate, Observer, Phase, Sent};
 
 /// Expands folders into their files; returns (path, name) pairs. What a
 /// folder holds that is not sent (subfolders, hidden files) is said on
@@ -80,11 +83,17 @@ fn folder_files(dir: &Path) -> Result<(Vec<PathBuf>, Vec<String>)> {
     Ok((files, skipped))
 }
 
-/// What `send --json` reports of each file: what was sent, or why not.
+/// What `send --json` reports of each file: what was sent (and, when it
+/// was sent to print, what the printer did), or why not.
 #[derive(Debug, serde::Serialize)]
 #[serde(untagged)]
-enum Outcome {
-    Sent(Sent),
+pub(super) enum Outcome {
+    Sent {
+        #[serde(flatten)]
+        sent: Sent,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        print: Option<Fate>,
+    },
     Failed {
         name: String,
         path: PathBuf,
@@ -109,37 +118,150 @@ fn file_name(path: &Path) -> Result<String> {
         })
 }
 
-/// `fileagent send`: every file in turn on one connection, each retried
-/// on a transient failure, with a progress bar or a summary line per file.
+/// How long `send --print` waits to hear whether a file started.
+const FATE_WITHIN: Duration = Duration::from_secs(60);
+
+/// `fileagent send`: to one agent, or to each of several at once.
 ///
 /// `sending` says at every moment what a Ctrl-C would leave: an upload the
 /// agent can resume, or a file it was just told to store.
 pub(super) async fn send(args: SendArgs, sending: &Sending) -> Result<()> {
     sending.active.store(true, Ordering::SeqCst);
     let files = expand(&args)?;
-    let retries = if args.no_retry { 0 } else { args.retries };
-    let mut client = connect_retrying(&args, retries).await?;
-    client.set_compression(args.compress);
-    let mut report = Report::new(args.json, files.len());
-    for (path, name) in &files {
-        if std::fs::metadata(path).is_ok_and(|m| m.len() == 0) {
-            eprintln!(
-                "fileagent: note: {} is empty (0 bytes): the agent keeps it but forwards nothing to print",
-                path.display()
-            );
-        }
-        let (outcome, bar) = send_one(&mut client, path, name, &args, retries, sending).await;
-        report.record(path, name, outcome, bar, sending)?;
+    let agents = agents_of(&args)?;
+    if agents.len() > 1 {
+        return super::fleet::send(&args, &files, &agents, sending).await;
     }
-    client.close().await;
-    report.finish()
+    let agent = agents.into_iter().next();
+    let mut done = deliver(&args, &files, agent, sending, &Lines::default()).await;
+    if args.json {
+        print_json(&done.results)?;
+    }
+    let followed = done.followed.take();
+    done.into_result()?;
+    match followed {
+        Some((client, name)) => {
+            sending.active.store(false, Ordering::SeqCst);
+            super::follow::follow(client, Some(&name), sending).await
+        }
+        None => Ok(()),
+    }
+}
+
+/// The agents `--agent` names, groups expanded; none: the default agent.
+fn agents_of(args: &SendArgs) -> Result<Vec<String>> {
+    let dir = crate::workstation::config::config_dir().unwrap_or_else(|| PathBuf::from("."));
+    let config = crate::workstation::config::ClientConfig::load(&dir)
+        .map_err(|e| UsageError(format!("{e:#}")))?;
+    let agents = config.expand_agents(&args.agents);
+    if agents.len() > 1 && args.as_name.is_some() && args.files.len() > 1 {
+        return Err(UsageError("--as needs exactly one file".into()).into());
+    }
+    if agents.len() > 1 && args.follow {
+        return Err(UsageError(
+            "--follow follows one printer: send to one agent, or follow each with `fileagent status --watch --agent NAME`".into(),
+        )
+        .into());
+    }
+    Ok(agents)
+}
+
+/// What one agent did with the files.
+pub(super) struct Delivered {
+    /// Each file's outcome, in order.
+    pub(super) results: Vec<Outcome>,
+    /// Files stored.
+    pub(super) sent: usize,
+    /// The first error (the command's, when it is the only agent).
+    pub(super) first_error: Option<anyhow::Error>,
+    /// Files tried.
+    pub(super) total: usize,
+    /// With `--follow`: the connection and the last file sent.
+    pub(super) followed: Option<(Client, String)>,
+}
+
+impl Delivered {
+    /// The command's result: the one file's error, or how many of the
+    /// files were not sent.
+    pub(super) fn into_result(self) -> Result<()> {
+        match self.first_error {
+            Some(e) if self.total == 1 => Err(e),
+            Some(e) => {
+                let failed = self.total - self.sent;
+                let verb = if failed == 1 { "was" } else { "were" };
+                Err(e.context(format!(
+                    "{failed} of {} {verb} not sent",
+                    super::plural(self.total as u64, "file")
+                )))
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// What became of the files sent to print.
+    pub(super) fn fates(&self) -> impl Iterator<Item = &Fate> {
+        self.results.iter().filter_map(|r| match r {
+            Outcome::Sent { print, .. } => print.as_ref(),
+            Outcome::Failed { .. } => None,
+        })
+    }
+}
+
+/// Every file to one agent in turn on one connection, each retried on a
+/// transient failure, with a progress bar or a summary line per file, then
+/// (with `--print`) what the printer did with each.
+pub(super) async fn deliver(
+    args: &SendArgs,
+    files: &[(PathBuf, String)],
+    agent: Option<String>,
+    sending: &Sending,
+    lines: &Lines,
+) -> Delivered {
+    let target = TargetArgs {
+        agent,
+        identity: args.identity.clone(),
+    };
+    let retries = if args.no_retry { 0 } else { args.retries };
+    let mut report = Report::new(args.json, files.len(), lines.clone());
+    let mut client = match connect_retrying(&target, retries).await {
+        Ok(client) => client,
+        Err(e) => {
+            report.unreachable(files, e);
+            return report.done(None);
+        }
+    };
+    client.set_compression(args.compress);
+    client.set_print(args.print_choice());
+    for (path, name) in files {
+        if std::fs::metadata(path).is_ok_and(|m| m.len() == 0) {
+            lines.warn(&format!(
+                "note: {} is empty (0 bytes): the agent keeps it but forwards nothing to print",
+                path.display()
+            ));
+        }
+        let (outcome, bar) = send_one(&mut client, path, name, args, retries, sending, lines).await;
+        if report.record(path, name, outcome, bar, sending).is_err() {
+            break;
+        }
+    }
+    if args.print_choice() == Some(true) {
+        report.tell_fates(&mut client).await;
+    }
+    let last = report.last_sent();
+    match (args.follow, last) {
+        (true, Some(name)) => report.done(Some((client, name))),
+        _ => {
+            client.close().await;
+            report.done(None)
+        }
+    }
 }
 
 /// Connects, retrying a transient failure.
-async fn connect_retrying(args: &SendArgs, retries: u32) -> Result<Client> {
+async fn connect_retrying(target: &TargetArgs, retries: u32) -> Result<Client> {
     let mut attempts = 0;
     loop {
-        match connect(&args.target).await {
+        match connect(target).await {
             Ok(client) => return Ok(client),
             Err(e) if attempts < retries && is_transient(&e) => {
                 attempts += 1;
@@ -159,12 +281,13 @@ async fn send_one(
     args: &SendArgs,
     retries: u32,
     sending: &Sending,
+    lines: &Lines,
 ) -> (Result<Sent, ClientError>, Bar) {
     sending.resumable.store(false, Ordering::SeqCst);
     sending.committing.store(false, Ordering::SeqCst);
     let interactive = std::io::stderr().is_terminal() && !args.json;
     let mut progress = Progress {
-        bar: Bar::new(interactive, name),
+        bar: lines.bar(interactive, name),
         sending,
     };
     let mut attempts = 0;
@@ -184,7 +307,7 @@ async fn send_one(
                     attempts += 1;
                     wait_to_retry(&e.into(), attempts, retries).await;
                 }
-                progress.bar = Bar::new(interactive, name);
+                progress.bar = lines.bar(interactive, name);
             }
             other => break other,
         }
@@ -193,28 +316,44 @@ async fn send_one(
 }
 
 /// What happened to each file: said as it happens (a summary line, or the
-/// error when several files are sent), and as JSON at the end.
+/// error when several files are sent), and kept for the JSON.
 struct Report {
     json: bool,
     total: usize,
     results: Vec<Outcome>,
     sent: usize,
     first_error: Option<anyhow::Error>,
+    lines: Lines,
 }
 
 impl Report {
-    fn new(json: bool, total: usize) -> Report {
+    fn new(json: bool, total: usize, lines: Lines) -> Report {
         Report {
             json,
             total,
             results: Vec::new(),
             sent: 0,
             first_error: None,
+            lines,
         }
     }
 
+    /// The agent could not be reached: no file was sent.
+    fn unreachable(&mut self, files: &[(PathBuf, String)], e: anyhow::Error) {
+        for (path, name) in files {
+            self.results.push(Outcome::Failed {
+                name: name.clone(),
+                path: path.clone(),
+                code: None,
+                error: format!("{e:#}"),
+            });
+        }
+        self.first_error = Some(e);
+    }
+
     /// Records one file's outcome. A failure that is not the file's own
-    /// (the network gave out, retries included) ends the command: returned.
+    /// (the network gave out, retries included) ends the agent's sends:
+    /// an error then.
     fn record(
         &mut self,
         path: &Path,
@@ -229,10 +368,10 @@ impl Report {
                 sending.committing.store(false, Ordering::SeqCst);
                 bar.finish();
                 if !self.json {
-                    say!("{}", summary(&sent));
+                    self.lines.say(&summary(&sent))?;
                 }
                 self.sent += 1;
-                self.results.push(Outcome::Sent(sent));
+                self.results.push(Outcome::Sent { sent, print: None });
                 return Ok(());
             }
             Err(e) => e,
@@ -264,36 +403,54 @@ impl Report {
             error: format!("{e:#}"),
         });
         if !own {
-            if self.json {
-                print_json(&self.results)?;
-            }
-            return Err(e);
+            self.first_error = Some(e);
+            anyhow::bail!("the connection to the agent gave out");
         }
         if self.total > 1 {
             // One file's error is the command's error, printed once by main.
-            eprintln!("fileagent: {e:#}");
+            self.lines.warn(&format!("{e:#}"));
         }
         self.first_error.get_or_insert(e);
         Ok(())
     }
 
-    /// The JSON, and the command's error: the one file's, or how many of
-    /// the files were not sent.
-    fn finish(self) -> Result<()> {
-        if self.json {
-            print_json(&self.results)?;
-        }
-        match self.first_error {
-            Some(e) if self.total == 1 => Err(e),
-            Some(e) => {
-                let failed = self.total - self.sent;
-                let verb = if failed == 1 { "was" } else { "were" };
-                Err(e.context(format!(
-                    "{failed} of {} {verb} not sent",
-                    super::plural(self.total as u64, "file")
-                )))
+    /// Follows each file sent to print until its fate is known; says it.
+    async fn tell_fates(&mut self, client: &mut Client) {
+        for result in &mut self.results {
+            let Outcome::Sent { sent, print } = result else {
+                continue;
+            };
+            let fate = match client.fate(&sent.name, FATE_WITHIN).await {
+                Ok(fate) => fate,
+                Err(e) => Fate::Waiting(format!("cannot tell: {e}")),
+            };
+            if !self.json {
+                let line = match &fate {
+                    Fate::Started => format!("started {}", sent.name),
+                    Fate::Waiting(why) => format!("{} waits: {why}", sent.name),
+                    Fate::Failed(why) => format!("{} will not print: {why}", sent.name),
+                };
+                let _ = self.lines.say(&line);
             }
-            None => Ok(()),
+            *print = Some(fate);
+        }
+    }
+
+    /// The name of the last file stored, if any.
+    fn last_sent(&self) -> Option<String> {
+        self.results.iter().rev().find_map(|r| match r {
+            Outcome::Sent { sent, .. } => Some(sent.name.clone()),
+            Outcome::Failed { .. } => None,
+        })
+    }
+
+    fn done(self, followed: Option<(Client, String)>) -> Delivered {
+        Delivered {
+            results: self.results,
+            sent: self.sent,
+            first_error: self.first_error,
+            total: self.total,
+            followed,
         }
     }
 }

@@ -11,6 +11,8 @@
 //! [agents.printer]
 //! address = "pi.local:7341"
 //! identity = "printer.pem"             # relative to this file's folder
+//! [groups]
+//! farm = ["printer", "pi2"]            # `--agent farm` sends to each
 //! ```
 //!
 //! An `--agent` given as an address rather than a name uses the identity of
@@ -38,6 +40,9 @@ pub struct ClientConfig {
     /// Named agents.
     #[serde(default)]
     pub agents: BTreeMap<String, AgentEntry>,
+    /// Named groups of agents (names from `agents`, or addresses).
+    #[serde(default)]
+    pub groups: BTreeMap<String, Vec<String>>,
 }
 
 /// One named agent.
@@ -88,8 +93,9 @@ impl ClientConfig {
     pub fn load(dir: &Path) -> Result<ClientConfig> {
         let path = dir.join(CLIENT_CONFIG_FILE);
         match std::fs::read_to_string(&path) {
-            Ok(text) => toml::from_str(&text)
+            Ok(text) => toml::from_str::<ClientConfig>(&text)
                 .map_err(|e| anyhow::anyhow!("{}", e.to_string().trim_end()))
+                .and_then(|config| config.check_groups().map(|()| config))
                 .with_context(|| format!("invalid client config {}", path.display())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(ClientConfig::default()),
             Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),

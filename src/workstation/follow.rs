@@ -39,3 +39,137 @@ impl Client {
         }
     }
 }
+
+/// What became of a file sent to print, as far as the agent can tell soon
+/// after it stored the file.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "outcome", content = "reason", rename_all = "snake_case")]
+pub enum Fate {
+    /// The printer is printing it (or already has).
+    Started,
+    /// It waits, for this reason (the printer is busy, the bed may hold
+    /// the last part, OctoPrint cannot be reached, ...).
+    Waiting(String),
+    /// It cannot print: OctoPrint refused it, or it is no print file.
+    Failed(String),
+}
+
+impl Fate {
+    /// The file's fate in a `watch` report, once there is one to tell.
+    pub fn of(watched: &Watched) -> Option<Fate> {
+        let printer = &watched.printer;
+        let Some(file) = &watched.file else {
+            // Not taken up by the forwarder (yet); if it cannot be, say why.
+            return (!printer.connected).then(|| Fate::Waiting(printer.text.clone()));
+        };
+        let reason = || file.reason.clone().unwrap_or_default();
+        match file.state.as_deref() {
+            Some("printing" | "printed") => Some(Fate::Started),
+            Some("uploaded") => Some(Fate::Waiting(match file.reason.clone() {
+                Some(reason) => reason,
+                None if printer.busy() => "the printer is busy".into(),
+                None => "waiting to be started".into(),
+            })),
+            Some("failed" | "skipped" | "interrupted" | "unknown") => Some(Fate::Failed(reason())),
+            // Received or uploading: while OctoPrint cannot be reached,
+            // that is the news; else the upload to it is on its way.
+            _ if !printer.connected => Some(Fate::Waiting(match file.reason.clone() {
+                Some(reason) => reason,
+                None => printer.text.clone(),
+            })),
+            _ => None,
+        }
+    }
+}
+
+impl Client {
+    /// Follows the file `name` until its fate is known, at most `within`
+    /// (then it waits, for the reason the last report gives).
+    pub async fn fate(
+        &mut self,
+        name: &str,
+        within: std::time::Duration,
+    ) -> Result<Fate, ClientError> {
+        let deadline = tokio::time::Instant::now() + within;
+        let mut report = self.watch(Some(name)).await?;
+        loop {
+            if let Some(fate) = Fate::of(&report) {
+                return Ok(fate);
+            }
+            match tokio::time::timeout_at(deadline, self.next_watched()).await {
+                Ok(next) => report = next?,
+                Err(_) => {
+                    let state = report
+                        .file
+                        .and_then(|f| f.state)
+                        .unwrap_or_else(|| "received".into());
+                    return Ok(Fate::Waiting(format!(
+                        "not started yet ({state}; the printer: {})",
+                        report.printer.text
+                    )));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::protocol::FileEntry;
+
+    fn report(state: Option<&str>, reason: Option<&str>, connected: bool) -> Watched {
+        let mut w = Watched::default();
+        w.printer.connected = connected;
+        w.printer.text = if connected {
+            "Operational"
+        } else {
+            "error: OctoPrint unreachable"
+        }
+        .into();
+        w.file = state.map(|s| FileEntry {
+            name: "a.gcode".into(),
+            size: 1,
+            modified: 0,
+            state: Some(s.into()),
+            reason: reason.map(str::to_owned),
+        });
+        w
+    }
+
+    #[test]
+    fn a_files_fate_is_told_once_there_is_one() {
+        assert_eq!(
+            Fate::of(&report(None, None, true)),
+            None,
+            "not taken up yet"
+        );
+        assert_eq!(Fate::of(&report(Some("received"), None, true)), None);
+        assert_eq!(Fate::of(&report(Some("uploading"), None, true)), None);
+        assert_eq!(
+            Fate::of(&report(Some("printing"), None, true)),
+            Some(Fate::Started)
+        );
+        assert_eq!(
+            Fate::of(&report(Some("printed"), None, true)),
+            Some(Fate::Started)
+        );
+        assert_eq!(
+            Fate::of(&report(Some("uploaded"), Some("the printer is busy"), true)),
+            Some(Fate::Waiting("the printer is busy".into()))
+        );
+        assert_eq!(
+            Fate::of(&report(Some("failed"), Some("refused"), true)),
+            Some(Fate::Failed("refused".into()))
+        );
+        // OctoPrint cannot be reached: that is why it waits.
+        assert_eq!(
+            Fate::of(&report(Some("received"), None, false)),
+            Some(Fate::Waiting("error: OctoPrint unreachable".into()))
+        );
+        assert_eq!(
+            Fate::of(&report(None, None, false)),
+            Some(Fate::Waiting("error: OctoPrint unreachable".into()))
+        );
+    }
+}

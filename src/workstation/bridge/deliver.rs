@@ -1,0 +1,246 @@
+//! Carrying an upload to its printers: which agents a bridge URL names
+//! (`/a/NAME`, `/g/GROUP` from `client.toml`, read at each request, so a
+//! new pairing needs no restart), a connection with each one's identity,
+//! the send (retried on a network failure, resuming, as `fileagent send`
+//! does), and every failure as the HTTP status and text a slicer shows.
+
+use std::path::{Path, PathBuf};
+
+use axum::http::StatusCode;
+
+use crate::wire::identity::Identity;
+use crate::wire::protocol::ErrorCode;
+use crate::workstation::config::ClientConfig;
+use crate::workstation::{Client, ClientError, Sent};
+
+/// What a bridge URL names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// `/a/NAME`: one paired agent.
+    Agent,
+    /// `/g/NAME`: a group of them.
+    Group,
+}
+
+/// One agent an upload goes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Destination {
+    /// Its name in client.toml (or its address, for a group member given so).
+    pub(crate) name: String,
+    /// `HOST[:PORT]`.
+    pub(crate) address: String,
+    /// Its identity file.
+    pub(crate) identity: PathBuf,
+}
+
+/// A failure as the client hears it: status and a `text/plain` reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Failure {
+    pub(crate) status: StatusCode,
+    pub(crate) text: String,
+}
+
+impl Failure {
+    pub(crate) fn new(status: StatusCode, text: impl Into<String>) -> Failure {
+        Failure {
+            status,
+            text: text.into(),
+        }
+    }
+}
+
+/// The agents `kind`/`name` stands for, from client.toml in `dir`.
+pub(crate) fn destinations(
+    dir: &Path,
+    kind: Kind,
+    name: &str,
+) -> Result<Vec<Destination>, Failure> {
+    let config = ClientConfig::load(dir)
+        .map_err(|e| Failure::new(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")))?;
+    let members = match kind {
+        Kind::Agent if config.agents.contains_key(name) => vec![name.to_string()],
+        Kind::Agent => {
+            return Err(Failure::new(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "no paired agent {name:?}: pair with it (`fileagent pair HOST CODE`); paired agents: {}",
+                    none_if_empty(config.saved_agents())
+                ),
+            ));
+        }
+        Kind::Group => match config.group(name) {
+            Some(members) => members.to_vec(),
+            None => {
+                let groups: Vec<&str> = config.groups.keys().map(String::as_str).collect();
+                return Err(Failure::new(
+                    StatusCode::NOT_FOUND,
+                    format!(
+                        "no group {name:?} in {}; groups: {}",
+                        dir.join(crate::workstation::config::CLIENT_CONFIG_FILE)
+                            .display(),
+                        none_if_empty(groups.join(", "))
+                    ),
+                ));
+            }
+        },
+    };
+    members
+        .into_iter()
+        .map(|member| {
+            let target = config
+                .resolve(dir, Some(&member), None)
+                .map_err(|e| Failure::new(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")))?;
+            Ok(Destination {
+                name: member,
+                address: target.address,
+                identity: target.identity,
+            })
+        })
+        .collect()
+}
+
+fn none_if_empty(list: String) -> String {
+    if list.is_empty() { "none".into() } else { list }
+}
+
+/// A connection to `dest` with its identity.
+pub(crate) async fn connect(dest: &Destination) -> Result<Client, Failure> {
+    let identity = Identity::load(&dest.identity)
+        .and_then(|id| id.check_validity().map(|()| id))
+        .map_err(|e| {
+            Failure::new(
+                StatusCode::BAD_GATEWAY,
+                format!(
+                    "{}: {e:#} (pair again: `fileagent pair HOST CODE`)",
+                    dest.name
+                ),
+            )
+        })?;
+    Client::connect(&dest.address, identity)
+        .await
+        .map_err(|e| failure(&dest.name, e))
+}
+
+/// Sends the file at `path` to `dest` as `name` with the print choice,
+/// retrying a network failure (resuming where it stopped).
+pub(crate) async fn send(
+    dest: &Destination,
+    path: &Path,
+    name: &str,
+    print: bool,
+    overwrite: bool,
+) -> Result<Sent, Failure> {
+    let mut client = connect(dest).await?;
+    client.set_print(Some(print));
+    let mut attempt = 0;
+    let result = loop {
+        match client.send_file(path, name, overwrite, &mut ()).await {
+            Err(e) if e.is_transient() && attempt < crate::workstation::DEFAULT_RETRIES => {
+                attempt += 1;
+                tracing::info!(agent = %dest.name, error = %e, attempt, "send failed, retrying");
+                tokio::time::sleep(crate::workstation::retry_wait(attempt)).await;
+                if let Err(e) = client.reconnect().await
+                    && !e.is_transient_reconnect()
+                {
+                    break Err(e);
+                }
+            }
+            other => break other,
+        }
+    };
+    client.close().await;
+    result.map_err(|e| failure(&dest.name, e))
+}
+
+/// `print` on `dest`: a person starts `name` from the slicer.
+pub(crate) async fn print(dest: &Destination, name: &str) -> Result<(), Failure> {
+    let mut client = connect(dest).await?;
+    let result = client.print(Some(name)).await;
+    client.close().await;
+    result.map(|_| ()).map_err(|e| failure(&dest.name, e))
+}
+
+/// What a failure with agent `agent` means for the HTTP client.
+pub(crate) fn failure(agent: &str, e: ClientError) -> Failure {
+    use crate::wire::protocol::ProtocolError;
+    let status = match &e {
+        ClientError::Refused { code, .. } => match code {
+            ErrorCode::Exists
+            | ErrorCode::BadName
+            | ErrorCode::Busy
+            | ErrorCode::NotReady
+            | ErrorCode::Forbidden => StatusCode::CONFLICT,
+            ErrorCode::NotFound => StatusCode::NOT_FOUND,
+            ErrorCode::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::NoSpace => StatusCode::INSUFFICIENT_STORAGE,
+            _ => StatusCode::BAD_GATEWAY,
+        },
+        ClientError::Protocol(ProtocolError::Timeout(_) | ProtocolError::Stalled(_)) => {
+            StatusCode::GATEWAY_TIMEOUT
+        }
+        ClientError::Local { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+        _ => StatusCode::BAD_GATEWAY,
+    };
+    let text = match &e {
+        ClientError::Refused { message, .. } => format!("{agent}: {message}"),
+        ClientError::Protocol(_) | ClientError::Connect { .. } => format!(
+            "{agent}: {e}; nothing was stored: upload again (what the agent received is resumed)"
+        ),
+        _ => format!("{agent}: {e}"),
+    };
+    Failure { status, text }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_name_paired_agents_and_groups() {
+        let tmp = tempfile::tempdir().unwrap();
+        let config = "[agents.pi1]\naddress = \"127.0.0.1:9001\"\nidentity = \"pi1.pem\"\n\
+                      [agents.pi2]\naddress = \"127.0.0.1:9002\"\nidentity = \"pi2.pem\"\n\
+                      [groups]\nfarm = [\"pi2\", \"pi1\"]\n";
+        std::fs::write(tmp.path().join("client.toml"), config).unwrap();
+        let one = destinations(tmp.path(), Kind::Agent, "pi1").unwrap();
+        assert_eq!(one.len(), 1);
+        assert_eq!(one[0].address, "127.0.0.1:9001");
+        assert_eq!(one[0].identity, tmp.path().join("pi1.pem"));
+        let farm = destinations(tmp.path(), Kind::Group, "farm").unwrap();
+        let names: Vec<&str> = farm.iter().map(|d| d.name.as_str()).collect();
+        assert_eq!(names, ["pi2", "pi1"]);
+        let e = destinations(tmp.path(), Kind::Agent, "farm").unwrap_err();
+        assert_eq!(e.status, StatusCode::NOT_FOUND);
+        assert!(
+            e.text.contains("paired agents: pi1 (127.0.0.1:9001), pi2"),
+            "{}",
+            e.text
+        );
+        let e = destinations(tmp.path(), Kind::Group, "pi1").unwrap_err();
+        assert!(e.text.contains("groups: farm"), "{}", e.text);
+    }
+
+    #[test]
+    fn each_refusal_has_its_status() {
+        let refused = |code| ClientError::Refused {
+            code,
+            message: "why".into(),
+        };
+        for (code, status) in [
+            (ErrorCode::Exists, 409),
+            (ErrorCode::BadName, 409),
+            (ErrorCode::TooLarge, 413),
+            (ErrorCode::NoSpace, 507),
+            (ErrorCode::Internal, 502),
+        ] {
+            let f = failure("pi", refused(code));
+            assert_eq!(f.status.as_u16(), status, "{code}");
+            assert_eq!(f.text, "pi: why");
+        }
+        let down = ClientError::NotListening {
+            addr: "127.0.0.1:9".into(),
+            reason: "is the agent running?".into(),
+        };
+        assert_eq!(failure("pi", down).status, StatusCode::BAD_GATEWAY);
+    }
+}
