@@ -6,6 +6,8 @@
 #   scripts/octoprint-dev.sh prepare BASEDIR APIKEY   private basedir: config, admin user, API key
 #   scripts/octoprint-dev.sh serve BASEDIR PORT       run it on 127.0.0.1:PORT (foreground)
 #   scripts/octoprint-dev.sh run [PORT]               all three, wait until Operational, stay up
+#   scripts/octoprint-dev.sh clients                  venv with OctoPrint client programs others
+#                                                     wrote (octoprint-cli, octorest, PrusaLinkPy)
 #
 # Nothing is fetched from the network at run time: the first-run wizard,
 # online checks, update checks, tracking, announcements and plugin-repository
@@ -27,6 +29,25 @@ install() {
   python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet --disable-pip-version-check "OctoPrint==$version"
   "$octoprint" --version >&2
+}
+
+# The client programs the bridge's tests drive, pinned, in a venv of their
+# own (their dependencies need not agree with OctoPrint's).
+clients_venv=${FILEAGENT_CLIENTS_VENV:-$here/target/octoprint/clients}
+clients_pins="octoprint-cli==3.3.2.post1 octorest==0.4 PrusaLinkPy==2.2.1"
+
+clients() {
+  local stamp=$clients_venv/.pins
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$clients_pins" ]; then
+    return 0
+  fi
+  echo "installing $clients_pins into $clients_venv" >&2
+  rm -rf "$clients_venv"
+  mkdir -p "$(dirname "$clients_venv")"
+  python3 -m venv "$clients_venv"
+  # shellcheck disable=SC2086 # the pins are words
+  "$clients_venv/bin/pip" install --quiet --disable-pip-version-check $clients_pins
+  echo "$clients_pins" > "$stamp"
 }
 
 prepare() {
@@ -121,5 +142,6 @@ case "${1:-}" in
   prepare) prepare "$2" "$3" ;;
   serve) serve "$2" "$3" ;;
   run) shift; run "$@" ;;
+  clients) clients ;;
   *) sed -n '2,12p' "$0" >&2; exit 2 ;;
 esac

@@ -264,3 +264,74 @@ async fn a_file_replaced_during_its_upload_is_forwarded_too() {
     client.close().await;
     agent.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_replaced_before_its_upload_is_not_uploaded_in_its_name() {
+    // Found through the bridge: a PUT and a PUT with Overwrite a moment
+    // later, while the forwarder was busy, had the newer file uploaded
+    // under the older one's digest and the newer one forgotten.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    tokio::spawn(serve(listener, vec![Fault::Hold], seen.clone()));
+    let mut agent = Agent::start_with(|c| {
+        forwarding(url, "key".into(), false)(c);
+        c.octoprint.auto_print = fileagent::agent::config::AutoPrint::Never;
+    })
+    .await;
+    let tmp = tempfile::tempdir().unwrap();
+    let busy = tmp.path().join("busy.gcode");
+    std::fs::copy(data("tiny.gcode"), &busy).unwrap();
+    let (old, new) = (tmp.path().join("old.gcode"), tmp.path().join("new.gcode"));
+    std::fs::write(&old, "G28 ; old\n").unwrap();
+    std::fs::write(&new, "G28 ; new, longer\n").unwrap();
+    let mut client = agent.client("slicer").await;
+    client
+        .send_file(&busy, "busy.gcode", false, &mut ())
+        .await
+        .unwrap();
+    let held = poll(GUARD, EVERY, async || {
+        (!seen.lock().unwrap().accepted.is_empty()).then_some(())
+    })
+    .await;
+    assert!(held.is_some(), "the first upload never arrived");
+    // While the forwarder waits on OctoPrint, a file and its new version.
+    client
+        .send_file(&old, "part.gcode", false, &mut ())
+        .await
+        .unwrap();
+    client
+        .send_file(&new, "part.gcode", true, &mut ())
+        .await
+        .unwrap();
+    let release = seen.lock().unwrap().release.clone();
+    release.notify_one();
+
+    let mut listed = Vec::new();
+    let settled = poll(GUARD, EVERY, async || {
+        listed = client.list().await.unwrap();
+        let part = listed.iter().find(|f| f.name == "part.gcode")?;
+        (part.state.as_deref() == Some("uploaded")).then_some(())
+    })
+    .await;
+    assert!(settled.is_some(), "part.gcode not uploaded: {listed:?}");
+    let part = listed.iter().find(|f| f.name == "part.gcode").unwrap();
+    assert_eq!(
+        part.size,
+        std::fs::metadata(&new).unwrap().len(),
+        "{listed:?}"
+    );
+    // OctoPrint got busy.gcode and the new version, once each.
+    assert_eq!(seen.lock().unwrap().accepted.len(), 2);
+    let queue = std::fs::read_to_string(agent.config.spool_dir.join("queue.json")).unwrap();
+    assert!(
+        !queue.contains(&fileagent_sha(&old)),
+        "the old version stays forgotten: {queue}"
+    );
+    client.close().await;
+    agent.stop().await;
+}
+
+fn fileagent_sha(path: &std::path::Path) -> String {
+    crate::support::sha256(&std::fs::read(path).unwrap())
+}

@@ -18,6 +18,8 @@
 //! - `load`: slowloris, idle and silent clients cut off while 64 clients transfer.
 //! - `octoprint`: a real OctoPrint with its Virtual Printer (scripts/octoprint-dev.sh).
 //! - `forward`: forwarding end to end against that OctoPrint.
+//! - `bridge`: `fileagent bridge` driven by curl replaying slicers and by real OctoPrint clients.
+//! - `bridged`: a bridge served in the test process; curl; the pinned client programs.
 //! - `choice`: the sender's print choice (upload only, upload and print) and `watch`.
 //! - `bed`: the print policy against it: the bed rule, arrival order, taken names, held files.
 //! - `pairing`: pairing codes, fake agents, revocation, listing, renewal.
@@ -25,6 +27,8 @@
 //! - `fake_octoprint`: faults a real OctoPrint cannot produce on demand (5xx, resets).
 
 mod bed;
+mod bridge;
+mod bridged;
 mod choice;
 mod cli;
 mod compression;

@@ -85,6 +85,7 @@ mod tests {
             client: "alice".into(),
             overwrite: false,
             print: None,
+            inode: None,
             arrived,
         };
         record_while_off(tmp.path(), &stored("a.gcode", "aa", 100));

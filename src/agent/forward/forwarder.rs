@@ -116,6 +116,7 @@ impl Forwarder {
             overwrite: stored.overwrite,
             backlog: false,
             print: stored.print,
+            inode: stored.inode,
         };
         self.register(&stored.name, &stored.sha256, stored.size, arrival);
     }
@@ -139,6 +140,7 @@ impl Forwarder {
             overwrite: true,
             backlog,
             print: None,
+            inode: None,
         };
         match digest {
             Ok(Ok(sha256)) => self.register(&appeared.name, &sha256, appeared.size, arrival),
@@ -173,6 +175,7 @@ impl Forwarder {
             overwrite,
             backlog,
             print,
+            inode,
         } = arrival;
         let printable = Path::new(name)
             .extension()
@@ -206,6 +209,7 @@ impl Forwarder {
             if let Some(e) = self.queue.get_mut(id) {
                 e.overwrite = overwrite;
                 e.print = print;
+                e.inode = inode;
             }
             let print = print.map_or("as auto_print says", |p| match p {
                 true => "asked",
@@ -329,6 +333,8 @@ struct Arrival {
     backlog: bool,
     /// The sender's print choice (`None`: `auto_print` decides).
     print: Option<bool>,
+    /// Its device and inode in `ready/`, when the receiver knows them.
+    inode: Option<(u64, u64)>,
 }
 
 /// Device and inode of the file at `path`.

@@ -46,6 +46,8 @@ struct Stored {
     overwrite: bool,
     /// The sender's print choice.
     print: Option<bool>,
+    /// Its device and inode in `ready/`.
+    inode: Option<(u64, u64)>,
     /// When it was stored (Unix seconds).
     arrived: u64,
 }
@@ -143,6 +145,7 @@ impl Handle {
                 client: client.into(),
                 overwrite: sent.overwrite,
                 print: sent.print,
+                inode: file.inode,
                 arrived: queue::now(),
             }));
         }

@@ -106,6 +106,8 @@ pub struct PrinterState {
     pub print_time: Option<u64>,
     /// OctoPrint's estimate of the seconds left.
     pub print_time_left: Option<u64>,
+    /// The heaters (`tool0`, `bed`, ...).
+    pub temperatures: std::collections::BTreeMap<String, crate::wire::protocol::Temperature>,
 }
 
 /// Result of an upload.
@@ -236,13 +238,13 @@ impl OctoPrint {
                     .timeout(REQUEST_TIMEOUT),
             )
             .await?;
-        let flags: std::collections::BTreeMap<String, bool> = match printer.status() {
-            StatusCode::CONFLICT => Default::default(),
-            _ => {
-                let value: Value = check(printer).await?.json().await.unwrap_or(Value::Null);
-                serde_json::from_value(value["state"]["flags"].clone()).unwrap_or_default()
-            }
+        let value: Value = match printer.status() {
+            StatusCode::CONFLICT => Value::Null,
+            _ => check(printer).await?.json().await.unwrap_or(Value::Null),
         };
+        let flags: std::collections::BTreeMap<String, bool> =
+            serde_json::from_value(value["state"]["flags"].clone()).unwrap_or_default();
+        let temperatures = temperatures(&value["temperature"]);
         let flag = |name: &str| flags.get(name).copied().unwrap_or(false);
         let operational = flag("operational");
         let busy_flags = ["printing", "paused", "pausing", "cancelling", "finishing"]
@@ -265,6 +267,7 @@ impl OctoPrint {
             print_time: seconds(progress.as_ref().and_then(|p| p.print_time)),
             print_time_left: seconds(progress.as_ref().and_then(|p| p.print_time_left)),
             flags,
+            temperatures,
         })
     }
 
@@ -289,10 +292,11 @@ impl OctoPrint {
         ))
     }
 
-    /// Uploads `file` as `name` into `folder`, streamed from disk, with
+    /// Uploads the opened `handle` (the file at `file`) as `name` into `folder`, streamed from disk, with
     /// `userdata` (JSON) stored beside it; `print` asks OctoPrint to start it.
     pub async fn upload(
         &self,
+        handle: tokio::fs::File,
         file: &Path,
         name: &str,
         folder: Option<&str>,
@@ -303,7 +307,6 @@ impl OctoPrint {
             path: file.display().to_string(),
             error,
         };
-        let handle = tokio::fs::File::open(file).await.map_err(local)?;
         let size = handle.metadata().await.map_err(local)?.len();
         let stream = ReaderStream::with_capacity(handle, UPLOAD_CHUNK);
         let part =
@@ -420,7 +423,29 @@ pub(crate) fn printer_for_test(
             .collect(),
         print_time: None,
         print_time_left: None,
+        temperatures: Default::default(),
     }
+}
+
+/// The heaters in OctoPrint's `temperature` object (`tool0`, `bed`, ...;
+/// not its `history`).
+fn temperatures(
+    value: &Value,
+) -> std::collections::BTreeMap<String, crate::wire::protocol::Temperature> {
+    let Some(heaters) = value.as_object() else {
+        return Default::default();
+    };
+    heaters
+        .iter()
+        .filter(|(_, t)| t.get("actual").is_some() || t.get("target").is_some())
+        .map(|(name, t)| {
+            let temperature = crate::wire::protocol::Temperature {
+                actual: t["actual"].as_f64(),
+                target: t["target"].as_f64(),
+            };
+            (name.clone(), temperature)
+        })
+        .collect()
 }
 
 #[cfg(test)]

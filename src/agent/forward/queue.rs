@@ -107,6 +107,10 @@ pub struct Entry {
     /// `Some(false)` "upload only", `None` as `auto_print` says.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub print: Option<bool>,
+    /// Device and inode of its file in `ready/`, when the receiver stored
+    /// it: a file renamed over it later (a newer version) is not it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inode: Option<(u64, u64)>,
     /// Path in OctoPrint's local storage, once uploaded.
     pub octoprint_path: Option<String>,
     /// When it arrived (Unix seconds).
@@ -140,6 +144,7 @@ impl Entry {
             backlog: false,
             overwrite: false,
             print: None,
+            inode: None,
             octoprint_path: None,
             arrived: time,
             updated: time,

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use tracing::{info, warn};
 
-use super::forwarder::{Forwarder, inode_of};
+use super::forwarder::Forwarder;
 use super::octoprint::{self, OctoError, PrinterState};
 use super::policy::{self, Policy};
 use super::queue::{self, FileState};
@@ -22,20 +22,28 @@ impl Forwarder {
             return;
         };
         let source = self.ready.join(&entry.name);
-        // The file this entry is about: a newer file renamed over it while
-        // it uploads (send --overwrite) must stay in ready/ for its own turn.
-        let Some(inode) = inode_of(&source) else {
+        // The file this entry is about, opened: what is uploaded is what was
+        // opened, and a newer file renamed over it meanwhile (send
+        // --overwrite) stays in ready/ for its own turn.
+        let Some((file, inode)) = open_with_inode(&source).await else {
             info!(file_name = %entry.name, "removed from ready/ before it was uploaded");
             self.queue.remove_where(|e| e.id == id);
             return self.save();
         };
+        if entry.inode.is_some_and(|own| own != inode) {
+            // A newer version took the name before this one was uploaded:
+            // this one's content is gone; the newer one has its own entry.
+            info!(file_name = %entry.name, sha256 = %entry.sha256, "replaced in ready/ by a newer version before it was uploaded");
+            self.queue.remove_where(|e| e.id == id);
+            return self.save();
+        }
         let rules = Policy::of(&self.config.octoprint);
         let print = person
             || policy::starts_by_itself(self.queue.entries(), id, rules, &self.queue.bed, state);
         self.queue.set(id, FileState::Uploading, None);
         self.save();
         let started = Instant::now();
-        match self.put(&entry, &source, print).await {
+        match self.put(&entry, file, &source, print).await {
             Ok(uploaded) => {
                 self.healthy();
                 info!(
@@ -64,6 +72,7 @@ impl Forwarder {
     async fn put(
         &self,
         entry: &queue::Entry,
+        file: tokio::fs::File,
         source: &Path,
         print: bool,
     ) -> Result<octoprint::Uploaded, OctoError> {
@@ -87,7 +96,7 @@ impl Forwarder {
                     "agent": concat!("fileagent ", env!("CARGO_PKG_VERSION")),
                 });
                 self.octo
-                    .upload(source, &entry.name, folder, print, &userdata)
+                    .upload(file, source, &entry.name, folder, print, &userdata)
                     .await
             }
         }
@@ -132,6 +141,14 @@ impl Forwarder {
             }
         }
     }
+}
+
+/// The file at `path`, opened, with its device and inode.
+async fn open_with_inode(path: &Path) -> Option<(tokio::fs::File, (u64, u64))> {
+    use std::os::unix::fs::MetadataExt;
+    let file = tokio::fs::File::open(path).await.ok()?;
+    let meta = file.metadata().await.ok()?;
+    Some((file, (meta.dev(), meta.ino())))
 }
 
 /// A file's state after its upload, why it waits (if that is not said

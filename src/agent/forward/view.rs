@@ -179,6 +179,7 @@ impl View {
             completion: state.completion,
             print_time: state.print_time,
             print_time_left: state.print_time_left,
+            temperatures: state.temperatures.clone(),
         }
     }
 

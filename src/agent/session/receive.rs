@@ -229,6 +229,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     sha256: held.sha256,
                     unchanged: true,
                     replaced: false,
+                    inode: None,
                 }))
             }
             _ if overwrite => None,

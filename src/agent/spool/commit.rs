@@ -45,27 +45,28 @@ impl Verified {
             sha256,
             target,
         } = self;
-        let stored = |unchanged, replaced| Stored {
+        let stored = |unchanged, replaced, inode| Stored {
             name: name.clone(),
             size,
             sha256: sha256.clone(),
             unchanged,
             replaced,
+            inode,
         };
         let destination = dest.clone();
         let outcome = tokio::task::spawn_blocking(move || persist(target, &destination, overwrite))
             .await
             .map_err(|e| SpoolError::io("renaming into ready/")(io::Error::other(e)))?;
         match outcome {
-            Ok(replaced) => {
+            Ok((replaced, inode)) => {
                 sync_dir(dest.parent().unwrap_or(Path::new(".")).to_path_buf()).await?;
-                Ok(stored(false, replaced))
+                Ok(stored(false, replaced, inode))
             }
             // Another upload of the same name won the race: fine if it is
             // the same content (the temp file is gone with the error).
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                 match existing_digest(&dest, Some(size)).await? {
-                    Some(existing) if existing == sha256 => Ok(stored(true, false)),
+                    Some(existing) if existing == sha256 => Ok(stored(true, false, None)),
                     _ => Err(SpoolError::Exists { name: name.clone() }),
                 }
             }
@@ -75,9 +76,25 @@ impl Verified {
 }
 
 /// Renames the body into `target`; without `overwrite` never replaces a
-/// file (`AlreadyExists`). Returns whether a file was replaced. A partial
-/// file that could not be renamed is removed.
-fn persist(body: Target, target: &Path, overwrite: bool) -> io::Result<bool> {
+/// file (`AlreadyExists`). Returns whether a file was replaced, and the
+/// body's device and inode (a rename keeps them). A partial file that
+/// could not be renamed is removed.
+fn persist(body: Target, target: &Path, overwrite: bool) -> io::Result<(bool, Option<(u64, u64)>)> {
+    let inode = {
+        use std::os::unix::fs::MetadataExt;
+        let path = match &body {
+            Target::Temp(temp) => temp.as_ref(),
+            Target::Partial { path, .. } => path.as_path(),
+        };
+        std::fs::symlink_metadata(path)
+            .ok()
+            .map(|m| (m.dev(), m.ino()))
+    };
+    renamed(body, target, overwrite).map(|replaced| (replaced, inode))
+}
+
+/// The rename of [`persist`]: whether a file was replaced.
+fn renamed(body: Target, target: &Path, overwrite: bool) -> io::Result<bool> {
     match body {
         Target::Temp(path) if overwrite => {
             let replaced = target.exists();

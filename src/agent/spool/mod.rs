@@ -73,6 +73,10 @@ pub struct Stored {
     pub unchanged: bool,
     /// A different file of that name was replaced.
     pub replaced: bool,
+    /// Device and inode of the file this upload put in `ready/` (`None`
+    /// when it was there already): which file in `ready/` is this one, even
+    /// after a newer one took its name.
+    pub inode: Option<(u64, u64)>,
 }
 
 /// The spool directories and limits.
@@ -314,6 +318,7 @@ async fn unchanged(
             sha256: existing,
             unchanged: true,
             replaced: false,
+            inode: None,
         }))
 }
 

@@ -188,6 +188,18 @@ pub struct PrinterReport {
     /// OctoPrint's estimate of the seconds left.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub print_time_left: Option<u64>,
+    /// Heaters by OctoPrint's names (`tool0`, `bed`, ...), in °C.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub temperatures: std::collections::BTreeMap<String, Temperature>,
+}
+
+/// One heater's temperatures, in °C.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Temperature {
+    /// What it measures.
+    pub actual: Option<f64>,
+    /// What it is set to.
+    pub target: Option<f64>,
 }
 
 impl PrinterReport {

@@ -24,7 +24,8 @@ mod messages;
 pub use connection::{Connection, drain_for_fuzzing};
 
 pub use messages::{
-    AgentStatus, Encoding, ErrorCode, FileEntry, Issued, PrinterReport, Reply, Request, Watched,
+    AgentStatus, Encoding, ErrorCode, FileEntry, Issued, PrinterReport, Reply, Request,
+    Temperature, Watched,
 };
 
 /// ALPN protocol id; a future incompatible protocol gets a new id.

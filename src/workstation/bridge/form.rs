@@ -16,8 +16,21 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 
-/// The form fields the bridge takes; any other is refused.
-const FIELDS: &[&str] = &["file", "path", "print", "select", "plateindex", "userdata"];
+/// The form fields the bridge takes; any other is refused. Only `file`
+/// is stored; `plateindex` (Orca), `userdata` (OctoPrint's) and `filename`
+/// (octoprint-cli sends the local path as a second file part) are read and
+/// dropped.
+const FIELDS: &[&str] = &[
+    "file",
+    "path",
+    "print",
+    "select",
+    "plateindex",
+    "userdata",
+    "filename",
+];
+/// The dropped fields that may carry a filename.
+const IGNORED_FILES: &[&str] = &["filename"];
 /// Largest value of a field that is not the file.
 const MAX_FIELD_LEN: u64 = 64 * 1024;
 
@@ -106,7 +119,7 @@ pub(crate) async fn read_form(
             name = Some(filename);
             continue;
         }
-        if field.file_name().is_some() {
+        if field.file_name().is_some() && !IGNORED_FILES.contains(&field_name.as_str()) {
             return Err(BadForm::Client(format!(
                 "the field {field_name:?} carries a file; only \"file\" may"
             )));

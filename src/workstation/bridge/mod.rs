@@ -16,6 +16,7 @@ pub(crate) mod guard;
 mod octo;
 mod printers;
 mod routes;
+mod upload;
 
 use std::future::Future;
 use std::net::SocketAddr;

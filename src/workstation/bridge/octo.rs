@@ -58,6 +58,16 @@ fn flags(report: &PrinterReport) -> Value {
     Value::Object(flags)
 }
 
+/// The heaters as OctoPrint shows them: `{"tool0": {"actual", "target",
+/// "offset"}, "bed": ...}`.
+fn temperatures(report: &PrinterReport) -> Value {
+    let heaters = report.temperatures.iter().map(|(name, t)| {
+        let heater = json!({"actual": t.actual, "target": t.target, "offset": 0});
+        (name.clone(), heater)
+    });
+    Value::Object(heaters.collect())
+}
+
 /// `GET /api/printer`, or `None` when the printer is not connected (OctoPrint
 /// answers 409 "Printer is not operational" then).
 pub(crate) fn printer(watched: &Watched) -> Option<Value> {
@@ -65,7 +75,7 @@ pub(crate) fn printer(watched: &Watched) -> Option<Value> {
     report.connected.then(|| {
         json!({
             "state": {"text": report.text, "flags": flags(report)},
-            "temperature": {},
+            "temperature": temperatures(report),
             "sd": {"ready": false},
         })
     })
