@@ -19,6 +19,7 @@
 //! - `octoprint`: a real OctoPrint with its Virtual Printer (scripts/octoprint-dev.sh).
 //! - `forward`: forwarding end to end against that OctoPrint.
 //! - `bridge`: `fileagent bridge` driven by curl replaying slicers and by real OctoPrint clients.
+//! - `bridge_load`: 2 GiB through the bridge process, its peak memory constant.
 //! - `bridged`: a bridge served in the test process; curl; the pinned client programs.
 //! - `choice`: the sender's print choice (upload only, upload and print) and `watch`.
 //! - `bed`: the print policy against it: the bed rule, arrival order, taken names, held files.
@@ -28,6 +29,7 @@
 
 mod bed;
 mod bridge;
+mod bridge_load;
 mod bridged;
 mod choice;
 mod cli;
