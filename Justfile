@@ -101,6 +101,11 @@ bench-link file="../shared/data/gcode/plate-large.gcode" rate="20mbit":
 bench-forward plate="../shared/data/gcode/plate-large.gcode" repeat="9":
     benches/forward.sh {{plate}} {{repeat}}
 
+# The bridge: a slicer's upload through it vs straight to OctoPrint, on loopback and at 20 Mbit/s
+# (RATE in bytes/s), and its peak RSS during a 1 GiB upload.
+bench-bridge plate="../shared/data/gcode/plate-large.gcode" rate="2500000":
+    benches/bridge.sh {{plate}} {{rate}}
+
 # Run a dev OctoPrint with its Virtual Printer on 127.0.0.1 (installs it on first use).
 octoprint port="5000":
     scripts/octoprint-dev.sh run {{port}}

@@ -9,7 +9,9 @@
 #   2. memory: the agent's peak RSS during 1, 8 and 32 concurrent 256 MiB uploads;
 #   3. latency: `fileagent send` of a small G-code returning -> OctoPrint Printing;
 #   4. plain vs zstd over loopback shaped to 20 Mbit/s (benches/compressed-link.sh);
-#   5. handshakes per second (cargo bench --bench handshakes).
+#   5. handshakes per second (cargo bench --bench handshakes);
+#   6. the bridge: a slicer-style upload through it vs straight to OctoPrint,
+#      on loopback and at 20 Mbit/s, and its peak RSS (benches/bridge.sh).
 #
 # Needs: socat, openssh-server (sshd, scp), curl, iproute2 (tc), and root for
 # sshd and the network namespace (apt-get install socat openssh-server curl iproute2).
@@ -253,6 +255,11 @@ per_s=$(echo "$hs" | sed -n 's/^fileagent: .* \([0-9]*\)$/\1/p')
 tcp_s=$(echo "$hs" | sed -n 's/^baseline: .* \([0-9]*\)$/\1/p')
 row "handshakes per second (TLS 1.3 mutual auth + ping)" "$per_s /s" "tcp $tcp_s" "$(calc "$per_s / $tcp_s" 2) of plain TCP"
 
+echo "== 6. the bridge (benches/bridge.sh)" >&2
+bridge_table=$(benches/bridge.sh)
+
 echo
 printf '%-58s %12s %10s  %s\n' "what" "figure" "" "against the baseline"
 printf '%s\n' "${results[@]}"
+echo
+echo "$bridge_table"

@@ -125,13 +125,16 @@ pub(crate) async fn connect(dest: &Destination) -> Result<Client, Failure> {
 /// retrying a network failure (resuming where it stopped).
 pub(crate) async fn send(
     dest: &Destination,
-    path: &Path,
+    file: &super::form::Spooled,
     name: &str,
     print: bool,
     overwrite: bool,
 ) -> Result<Sent, Failure> {
+    let path = file.file.path();
     let mut client = connect(dest).await?;
     client.set_print(Some(print));
+    // Hashed as it was spooled: not read once more for that.
+    let _ = client.know_digest(path, file.sha256.clone());
     let mut attempt = 0;
     let result = loop {
         match client.send_file(path, name, overwrite, &mut ()).await {

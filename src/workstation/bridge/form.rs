@@ -41,6 +41,8 @@ pub(crate) struct Spooled {
     pub(crate) file: tempfile::NamedTempFile,
     /// Bytes in it.
     pub(crate) size: u64,
+    /// Its SHA-256 (lower-case hex), computed as it was written.
+    pub(crate) sha256: String,
 }
 
 /// OctoPrint's upload form, read.
@@ -170,6 +172,7 @@ struct Sink {
     file: tempfile::NamedTempFile,
     out: tokio::fs::File,
     size: u64,
+    hasher: sha2::Sha256,
     dir: std::path::PathBuf,
 }
 
@@ -184,12 +187,14 @@ impl Sink {
             file,
             out,
             size: 0,
+            hasher: sha2::Sha256::default(),
             dir: dir.to_path_buf(),
         })
     }
 
     async fn write(&mut self, chunk: &Bytes) -> Result<(), BadForm> {
         self.out.write_all(chunk).await.map_err(local(&self.dir))?;
+        sha2::Digest::update(&mut self.hasher, chunk);
         self.size += chunk.len() as u64;
         Ok(())
     }
@@ -199,6 +204,7 @@ impl Sink {
         Ok(Spooled {
             file: self.file,
             size: self.size,
+            sha256: hex::encode(sha2::Digest::finalize(self.hasher)),
         })
     }
 }
@@ -265,6 +271,9 @@ mod tests {
         let content = std::fs::read_to_string(form.file.file.path()).unwrap();
         assert_eq!(content, "G28\n--XyZ is not a boundary here\nG1 X1\n");
         assert_eq!(form.file.size, content.len() as u64);
+        let digest =
+            sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(&content));
+        assert_eq!(form.file.sha256, hex::encode(digest));
         // PrusaSlicer: print and path first; Orca adds plateindex.
         let body = [
             part("print", None, "false"),

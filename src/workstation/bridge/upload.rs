@@ -124,10 +124,9 @@ async fn carry(
     overwrite: bool,
 ) -> Result<Vec<Sent>, Failure> {
     let started = Instant::now();
-    let path = file.file.path();
     let sends = dests
         .iter()
-        .map(|d| deliver::send(d, path, name, print, overwrite));
+        .map(|d| deliver::send(d, file, name, print, overwrite));
     let results = futures_util::future::join_all(sends).await;
     let mut stored = Vec::new();
     let mut failed: Option<Failure> = None;
