@@ -45,7 +45,35 @@ pub(super) async fn bridge(args: BridgeArgs) -> Result<()> {
     );
     say!("Ctrl-C stops the bridge");
     let spool = std::env::temp_dir();
-    bridge::serve(listener, Bridge::new(dir, key, spool), stop_signal()).await
+    serve_until_stopped(listener, Bridge::new(dir, key, spool)).await
+}
+
+/// Serves until Ctrl-C (or SIGTERM); uploads under way finish first,
+/// unless a second one comes (then they are abandoned: the agent stores
+/// nothing of them, and keeps what it received for a resume).
+async fn serve_until_stopped(listener: tokio::net::TcpListener, bridge: Bridge) -> Result<()> {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = bridge::serve(listener, bridge, async {
+        let _ = stopped.await;
+    });
+    tokio::pin!(server);
+    tokio::select! {
+        result = &mut server => return result,
+        () = stop_signal() => {}
+    }
+    eprintln!(
+        "fileagent: stopping once the uploads under way are done (Ctrl-C again abandons them: nothing of an abandoned upload is stored)"
+    );
+    let _ = stop.send(());
+    tokio::select! {
+        result = &mut server => result?,
+        () = stop_signal() => {
+            eprintln!("fileagent: stopped; the uploads under way were abandoned and not stored");
+            return Ok(());
+        }
+    }
+    eprintln!("fileagent: bridge stopped");
+    Ok(())
 }
 
 /// Ctrl-C, or SIGTERM where there is one.

@@ -4,6 +4,8 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use std::io::Write as _;
+
 use anyhow::{Context, Result};
 
 use crate::cli::args::{Command, Interrupted};
@@ -64,12 +66,17 @@ pub fn run(command: Command, logging: &crate::logging::Logging) -> Result<()> {
         let mut interrupt = ctrl_c().context("cannot watch for Ctrl-C")?;
         tokio::select! {
             result = dispatch(command, logging, &sending) => result,
-            _ = interrupt.recv() => Err(Interrupted {
+            _ = interrupt.recv() => Err({
+                // A live line (status --watch) ends before the message.
+                if sending.following.load(Ordering::SeqCst) && std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+                    let _ = writeln!(std::io::stdout());
+                }
+                Interrupted {
                 sending: sending.active.load(Ordering::SeqCst),
                 resumable: sending.resumable.load(Ordering::SeqCst),
                 committing: sending.committing.load(Ordering::SeqCst),
                 following: sending.following.load(Ordering::SeqCst),
-            }
+            }}
             .into()),
         }
     })
