@@ -71,7 +71,7 @@ test_under_wine() {
 		say "$bin missing: run cross/windows.sh build first"
 		exit 2
 	}
-	[ $# -gt 0 ] || set -- cli:: pairing:: resume:: progress::
+	[ $# -gt 0 ] || set -- cli:: pairing:: resume:: progress:: bridge_load::
 	# One wineserver for the whole run, with wine's own services started
 	# here: started by a test's first command, they would inherit its pipes
 	# and keep the test waiting for their end.

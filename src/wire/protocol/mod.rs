@@ -62,6 +62,7 @@ pub(crate) const PROGRESS_INTERVAL: std::time::Duration = std::time::Duration::f
 pub const WATCH_HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(15);
 /// During a `watch`, changes that come this close together are reported
 /// as one.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))] // used by the agent (Linux only)
 pub(crate) const WATCH_COALESCE: std::time::Duration = std::time::Duration::from_millis(200);
 /// Read buffer of a connection: enough for headers and frame prefixes
 /// (grown for a larger frame); body data goes straight to its destination
