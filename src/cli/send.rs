@@ -420,7 +420,7 @@ impl Report {
             let Outcome::Sent { sent, print } = result else {
                 continue;
             };
-            let fate = match client.fate(&sent.name, FATE_WITHIN).await {
+            let fate = match client.fate(&sent.name, sent.unchanged, FATE_WITHIN).await {
                 Ok(fate) => fate,
                 Err(e) => Fate::Waiting(format!("cannot tell: {e}")),
             };

@@ -56,7 +56,10 @@ pub enum Fate {
 
 impl Fate {
     /// The file's fate in a `watch` report, once there is one to tell.
-    pub fn of(watched: &Watched) -> Option<Fate> {
+    /// `again`: the file was there already (sent unchanged), so an ended
+    /// state is its last print's, not news, until the agent puts it back
+    /// in line.
+    pub fn of(watched: &Watched, again: bool) -> Option<Fate> {
         let printer = &watched.printer;
         let Some(file) = &watched.file else {
             // Not taken up by the forwarder (yet); if it cannot be, say why.
@@ -64,6 +67,9 @@ impl Fate {
         };
         let reason = || file.reason.clone().unwrap_or_default();
         match file.state.as_deref() {
+            Some("printed" | "failed" | "skipped" | "interrupted" | "unknown") if again => None,
+            // Back in line, before the agent has looked at it.
+            Some("uploaded") if again && file.reason.is_none() => None,
             Some("printing" | "printed") => Some(Fate::Started),
             Some("uploaded") => Some(Fate::Waiting(match file.reason.clone() {
                 Some(reason) => reason,
@@ -84,16 +90,18 @@ impl Fate {
 
 impl Client {
     /// Follows the file `name` until its fate is known, at most `within`
-    /// (then it waits, for the reason the last report gives).
+    /// (then it waits, for the reason the last report gives); `again` as in
+    /// [`Fate::of`].
     pub async fn fate(
         &mut self,
         name: &str,
+        again: bool,
         within: std::time::Duration,
     ) -> Result<Fate, ClientError> {
         let deadline = tokio::time::Instant::now() + within;
         let mut report = self.watch(Some(name)).await?;
         loop {
-            if let Some(fate) = Fate::of(&report) {
+            if let Some(fate) = Fate::of(&report, again) {
                 return Ok(fate);
             }
             match tokio::time::timeout_at(deadline, self.next_watched()).await {
@@ -139,36 +147,52 @@ mod tests {
 
     #[test]
     fn a_files_fate_is_told_once_there_is_one() {
+        // Sent again, unchanged: the last print's end is not this one's.
+        assert_eq!(Fate::of(&report(Some("printed"), None, true), true), None);
+        assert_eq!(Fate::of(&report(Some("uploaded"), None, true), true), None);
         assert_eq!(
-            Fate::of(&report(None, None, true)),
-            None,
-            "not taken up yet"
-        );
-        assert_eq!(Fate::of(&report(Some("received"), None, true)), None);
-        assert_eq!(Fate::of(&report(Some("uploading"), None, true)), None);
-        assert_eq!(
-            Fate::of(&report(Some("printing"), None, true)),
-            Some(Fate::Started)
-        );
-        assert_eq!(
-            Fate::of(&report(Some("printed"), None, true)),
-            Some(Fate::Started)
-        );
-        assert_eq!(
-            Fate::of(&report(Some("uploaded"), Some("the printer is busy"), true)),
+            Fate::of(
+                &report(Some("uploaded"), Some("the printer is busy"), true),
+                true
+            ),
             Some(Fate::Waiting("the printer is busy".into()))
         );
         assert_eq!(
-            Fate::of(&report(Some("failed"), Some("refused"), true)),
+            Fate::of(&report(None, None, true), false),
+            None,
+            "not taken up yet"
+        );
+        assert_eq!(Fate::of(&report(Some("received"), None, true), false), None);
+        assert_eq!(
+            Fate::of(&report(Some("uploading"), None, true), false),
+            None
+        );
+        assert_eq!(
+            Fate::of(&report(Some("printing"), None, true), false),
+            Some(Fate::Started)
+        );
+        assert_eq!(
+            Fate::of(&report(Some("printed"), None, true), false),
+            Some(Fate::Started)
+        );
+        assert_eq!(
+            Fate::of(
+                &report(Some("uploaded"), Some("the printer is busy"), true),
+                false
+            ),
+            Some(Fate::Waiting("the printer is busy".into()))
+        );
+        assert_eq!(
+            Fate::of(&report(Some("failed"), Some("refused"), true), false),
             Some(Fate::Failed("refused".into()))
         );
         // OctoPrint cannot be reached: that is why it waits.
         assert_eq!(
-            Fate::of(&report(Some("received"), None, false)),
+            Fate::of(&report(Some("received"), None, false), false),
             Some(Fate::Waiting("error: OctoPrint unreachable".into()))
         );
         assert_eq!(
-            Fate::of(&report(None, None, false)),
+            Fate::of(&report(None, None, false), false),
             Some(Fate::Waiting("error: OctoPrint unreachable".into()))
         );
     }

@@ -88,6 +88,60 @@ async fn the_senders_choice_counts_within_the_agents_rules_and_a_watch_follows_i
     let last = seen.last().unwrap();
     assert!(!last.printer.busy(), "{last:?}");
 
+    // The same file sent again to print (a slicer's "Upload and Print" of
+    // the same part): not taken for started by its last print's "printed";
+    // the bed holds that print, so it waits for a person, and says so.
+    let mut again = agent.client("slicer-pc").await;
+    again.set_print(Some(true));
+    let sent = again
+        .send_file(&print, "print.gcode", false, &mut ())
+        .await
+        .unwrap();
+    assert!(sent.unchanged, "{sent:?}");
+    let fate = again
+        .fate("print.gcode", true, std::time::Duration::from_secs(20))
+        .await
+        .unwrap();
+    match &fate {
+        fileagent::workstation::Fate::Waiting(why) => {
+            assert!(why.contains("the last print (print.gcode) ended"), "{why}")
+        }
+        other => panic!("{other:?}"),
+    }
+    // A person clears the bed (selects another file in OctoPrint): the
+    // next one sent again starts by itself.
+    assert_eq!(
+        octo.command(
+            "/api/files/local/only.gcode",
+            serde_json::json!({"command": "select"})
+        )
+        .await,
+        204
+    );
+    wait_state(&agent, &octo, "print.gcode", &["uploaded"]).await;
+    let mut bed_clear = false;
+    for _ in 0..100 {
+        let status = agent.client("lister").await.status().await.unwrap();
+        if status.bed.is_none() {
+            bed_clear = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(bed_clear, "the selection did not clear the bed");
+    let mut third = agent.client("slicer-pc").await;
+    third.set_print(Some(true));
+    third
+        .send_file(&print, "print.gcode", false, &mut ())
+        .await
+        .unwrap();
+    let fate = third
+        .fate("print.gcode", true, std::time::Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert_eq!(fate, fileagent::workstation::Fate::Started);
+    wait_state(&agent, &octo, "print.gcode", &["printed"]).await;
+
     // An agent that takes no print starts from workstations.
     agent.reconfigure(|c| c.octoprint.remote_start = false);
     let refused = dwell_file(tmp.path(), "refused.gcode", 1);

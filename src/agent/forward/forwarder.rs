@@ -44,6 +44,9 @@ pub(super) struct Forwarder {
     /// Files found in `ready/` when forwarding started that the queue did
     /// not know: registered as backlog once they settle.
     pub(super) backlog: HashSet<String>,
+    /// An entry sent again to print, to start at the next look if the
+    /// rules allow.
+    pub(super) again: Option<u64>,
 }
 
 impl Forwarder {
@@ -155,9 +158,13 @@ impl Forwarder {
         if let Some(known) = self.queue.find(name, sha256)
             && !known.upload_refused()
         {
+            let id = known.id;
             if !matches!(known.state, FileState::Received | FileState::Skipped) {
                 info!(file_name = %name, sha256 = %sha256, state = known.state.as_str(), "already forwarded, not uploaded again");
                 self.move_out(name, &self.done.clone(), None);
+            }
+            if arrival.print == Some(true) {
+                self.asked_again(id);
             }
             return;
         }
@@ -235,6 +242,7 @@ impl Forwarder {
         };
         self.healthy();
         self.follow(&state);
+        self.start_again(&state).await;
         // `uploading` after a crash is simply retried: the digest check in
         // `upload` finds a copy OctoPrint already has. A held file waits for
         // the running print to end (OctoPrint will not overwrite the file it

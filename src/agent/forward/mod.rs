@@ -11,6 +11,7 @@
 //! snapshot of its state ([`View`]) for `list` and `status`, and ask it to
 //! `forget` a forwarded file on `delete`.
 
+mod again;
 mod backlog;
 mod forwarder;
 pub(crate) mod octoprint;

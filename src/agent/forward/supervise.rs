@@ -227,6 +227,7 @@ fn build(config: &Config, view: &Arc<Published>) -> Result<Option<Built>> {
         was_busy: None,
         last_job: None,
         backlog,
+        again: None,
     };
     Ok(Some(Built {
         forwarder,

@@ -42,6 +42,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if let Some(answer) =
             self.taken_by_forwarded(&offer.name, offer.size, sha256, offer.overwrite)
         {
+            self.again_if_asked(&answer, &offer);
             return self.send(&answer).await;
         }
         let upload = match self.begin(&offer).await {
@@ -248,6 +249,36 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     ),
                 })
             }
+        }
+    }
+
+    /// A forwarded file sent once more, identical, to be printed: the
+    /// forwarder puts it back in line (see `forward::again`).
+    fn again_if_asked(&self, answer: &Reply, offer: &Offer) {
+        if let (
+            Reply::Stored {
+                name,
+                size,
+                sha256,
+                unchanged: true,
+                ..
+            },
+            Some(true),
+        ) = (answer, offer.print)
+        {
+            let file = crate::agent::spool::Stored {
+                name: name.clone(),
+                size: *size,
+                sha256: sha256.clone(),
+                unchanged: true,
+                replaced: false,
+                inode: None,
+            };
+            let sent = crate::agent::forward::Sent {
+                overwrite: offer.overwrite,
+                print: offer.print,
+            };
+            self.shared.forward.stored(&file, &self.client, sent);
         }
     }
 
