@@ -220,6 +220,13 @@ async fn slicers_upload_and_print_through_the_bridge() {
         String::from_utf8_lossy(&out.stdout).contains("OctoPrint v1.11.0"),
         "{out:?}"
     );
+    let out = cli(&["files", "list"]).await;
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        listed.contains("cli.gcode") && listed.contains("Free space"),
+        "{listed}"
+    );
     let out = cli(&["print", "status"]).await;
     assert!(out.status.success(), "{out:?}");
     assert!(

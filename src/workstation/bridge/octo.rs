@@ -105,6 +105,30 @@ pub(crate) fn job(watched: &Watched) -> Value {
     })
 }
 
+/// `GET /api/files`: the agent's files (`list`), each at `resource(name)`,
+/// with fileagent's state and note beside OctoPrint's keys, and the
+/// agent's free space.
+pub(crate) fn files(
+    entries: &[crate::wire::protocol::FileEntry],
+    free: u64,
+    resource: impl Fn(&str) -> String,
+) -> Value {
+    let files: Vec<Value> = entries
+        .iter()
+        .map(|f| {
+            let url = resource(&f.name);
+            json!({
+                "name": f.name, "display": f.name, "path": f.name, "origin": "local",
+                "type": "machinecode", "typePath": ["machinecode", "gcode"],
+                "size": f.size, "date": f.modified,
+                "refs": {"resource": url, "download": url},
+                "fileagent": {"state": f.state, "note": f.reason},
+            })
+        })
+        .collect();
+    json!({"files": files, "free": free})
+}
+
 /// The answer to an upload: where the file is (`refs.resource`, also the
 /// `Location` header, which Cura splits on "api/"), and whether it prints.
 pub(crate) fn uploaded(name: &str, resource: &str, print: bool, select: bool) -> Value {

@@ -44,7 +44,8 @@ pub(super) fn router(bridge: Arc<Bridge>) -> Router {
         .route("/api/login", post(login))
         .route("/api/printer", get(printer))
         .route("/api/job", get(job))
-        .route("/api/files/local", post(upload))
+        .route("/api/files", get(files))
+        .route("/api/files/local", post(upload).get(files))
         .route("/api/files/local/{*path}", post(command))
         .route("/api/v1/storage", get(storage))
         .route("/api/v1/files/{storage}/{*path}", put(put_upload));
@@ -164,6 +165,41 @@ async fn storage(State(bridge): Shared, Path(params): Params) -> Response {
         "available": true, "read_only": false,
     }]});
     known(&bridge, &params, storage)
+}
+
+/// `GET api/files[/local]`: the agent's files, as `fileagent list` shows
+/// them; one agent's (a group has no one list).
+async fn files(
+    State(bridge): Shared,
+    Path(params): Params,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    let dest = match scope(&bridge, &params) {
+        Ok(dests) if dests.len() == 1 => dests.into_iter().next(),
+        Ok(_) => None,
+        Err(f) => return failure(f),
+    };
+    let Some(dest) = dest else {
+        let text = "a group has no one file list: ask each agent at /a/AGENT";
+        return failure(Failure::new(StatusCode::BAD_REQUEST, text));
+    };
+    let listed = async {
+        let mut client = deliver::connect(&dest).await?;
+        let found = async {
+            Ok::<_, crate::workstation::ClientError>((client.list().await?, client.status().await?))
+        }
+        .await;
+        client.close().await;
+        found.map_err(|e| deliver::failure(&dest.name, e))
+    };
+    match listed.await {
+        Ok((entries, status)) => {
+            let place = place(&bridge, &params).ok();
+            let resource = |name: &str| super::upload::resource(&headers, place.clone(), name);
+            axum::Json(octo::files(&entries, status.free_bytes, resource)).into_response()
+        }
+        Err(f) => failure(f),
+    }
 }
 
 /// The reports of each agent in scope, or the first failure.

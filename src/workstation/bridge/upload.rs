@@ -197,7 +197,7 @@ pub(super) async fn command(
 
 /// The URL of an uploaded file on the bridge the client called, under the
 /// prefix it used.
-fn resource(headers: &HeaderMap, place: Option<(String, String)>, name: &str) -> String {
+pub(super) fn resource(headers: &HeaderMap, place: Option<(String, String)>, name: &str) -> String {
     use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
     const SEGMENT: &AsciiSet = &CONTROLS
         .add(b' ')
