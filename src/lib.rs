@@ -40,8 +40,8 @@
 //!     named groups of agents.
 //! - [`cli`]: the commands; [`cli::run`] dispatches them.
 //!   - [`cli::args`]: the clap definitions (their doc comments are the help), exit codes.
-//!   - `cli::send`, `cli::fleet`, `cli::files`, `cli::identities`: `send` to one agent and to
-//!     several at once; `print`, `list`, `get`, `delete`, `status`, `ping`; pairing and connecting
+//!   - `cli::send`, `cli::fleet`, `cli::report`, `cli::files`, `cli::identities`: `send` to one
+//!     agent and to several at once, and what it says of each file; `print`, `list`, `get`, `delete`, `status`, `ping`; pairing and connecting
 //!     with an identity. `cli::follow`: a printer live. `cli::bridge`: the bridge's command.
 //!     `cli::output`: tables, JSON and the progress bars.
 //!   - `cli::agent`: the commands of the agent's machine (`serve`, `init`, `pair` for a code,

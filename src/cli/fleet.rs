@@ -11,7 +11,8 @@ use anyhow::Result;
 use indicatif::{MultiProgress, ProgressDrawTarget};
 
 use super::output::Lines;
-use super::send::{Delivered, Outcome, deliver};
+use super::report::{Delivered, Outcome};
+use super::send::deliver;
 use super::{Sending, print_json};
 use crate::cli::args::SendArgs;
 use crate::workstation::Fate;

@@ -31,6 +31,7 @@ mod follow;
 pub(crate) mod generate;
 mod identities;
 mod output;
+mod report;
 mod send;
 
 use identities::connect;
