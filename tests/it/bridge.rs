@@ -510,15 +510,7 @@ async fn an_agent_lost_mid_upload_is_a_clear_5xx_and_nothing_partial_lands() {
     let mut agent = Agent::start().await;
     let link = crate::support::SlowLink::start(agent.addr, 2 << 20).await;
     // The bridge reaches the agent through the slow link.
-    let home = tempfile::tempdir().unwrap();
-    let dir = home.path().join("fileagent");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("pi.pem"), agent.identity_pem("slicer-pc")).unwrap();
-    let config = format!(
-        "[agents.pi]\naddress = \"{}\"\nidentity = \"pi.pem\"\n",
-        link.addr
-    );
-    std::fs::write(dir.join("client.toml"), config).unwrap();
+    let home = crate::bridged::workstation_home(&[("pi", &agent, link.addr.to_string())]);
     let bridge = Bridged::serve(home).await;
     let tmp = tempfile::tempdir().unwrap();
     let big = tmp.path().join("big.bgcode");

@@ -47,15 +47,7 @@ async fn a_2_gib_upload_passes_the_bridge_in_constant_memory() {
     let foreign = emulated() || crate::support::foreign_workstation();
     let size: u64 = if foreign { 256 << 20 } else { 2 << 30 };
     let agent = Agent::start_with(|c| c.max_file_size = bytesize::ByteSize::gib(3)).await;
-    let home = tempfile::tempdir().unwrap();
-    let dir = home.path().join("fileagent");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("pi.pem"), agent.identity_pem("slicer-pc")).unwrap();
-    let config = format!(
-        "default_agent = \"pi\"\n[agents.pi]\naddress = \"{}\"\nidentity = \"pi.pem\"\n",
-        agent.agent_arg()
-    );
-    std::fs::write(dir.join("client.toml"), config).unwrap();
+    let home = crate::bridged::workstation_home(&[("pi", &agent, agent.agent_arg())]);
     let spool = tempfile::tempdir().unwrap();
     let mut bridge = crate::support::workstation_command()
         .args(["bridge", "--listen", "127.0.0.1:0"])

@@ -13,6 +13,25 @@ use tokio::task::JoinHandle;
 
 use crate::support::Agent;
 
+/// A workstation's config folder (`XDG_CONFIG_HOME`) naming each agent
+/// (name, agent, the address to reach it at), the first the default, each
+/// with an identity of its own.
+pub fn workstation_home(agents: &[(&str, &Agent, String)]) -> tempfile::TempDir {
+    let home = tempfile::tempdir().unwrap();
+    let dir = home.path().join("fileagent");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut config = format!("default_agent = \"{}\"\n", agents[0].0);
+    for (name, agent, address) in agents {
+        let pem = agent.identity_pem("slicer-pc");
+        std::fs::write(dir.join(format!("{name}.pem")), pem).unwrap();
+        config.push_str(&format!(
+            "[agents.{name}]\naddress = \"{address}\"\nidentity = \"{name}.pem\"\n"
+        ));
+    }
+    std::fs::write(dir.join("client.toml"), config).unwrap();
+    home
+}
+
 /// A running bridge.
 pub struct Bridged {
     /// `http://127.0.0.1:PORT`.
@@ -27,24 +46,15 @@ pub struct Bridged {
 }
 
 impl Bridged {
-    /// A bridge for `agents` (the first is the default agent) and `groups`;
-    /// `address` gives each agent's address (its own, or a proxy's).
+    /// A bridge for `agents` (the first is the default agent) and `groups`.
     pub async fn start(agents: &[(&str, &Agent)], groups: &[(&str, &[&str])]) -> Bridged {
-        let home = tempfile::tempdir().unwrap();
+        let at: Vec<(&str, &Agent, String)> = agents
+            .iter()
+            .map(|(n, a)| (*n, *a, a.agent_arg()))
+            .collect();
+        let home = workstation_home(&at);
         let dir = home.path().join("fileagent");
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut config = format!("default_agent = \"{}\"\n", agents[0].0);
-        for (name, agent) in agents {
-            std::fs::write(
-                dir.join(format!("{name}.pem")),
-                agent.identity_pem("slicer-pc"),
-            )
-            .unwrap();
-            config.push_str(&format!(
-                "[agents.{name}]\naddress = \"{}\"\nidentity = \"{name}.pem\"\n",
-                agent.agent_arg()
-            ));
-        }
+        let mut config = std::fs::read_to_string(dir.join("client.toml")).unwrap();
         config.push_str("[groups]\n");
         for (name, members) in groups {
             let members: Vec<String> = members.iter().map(|m| format!("\"{m}\"")).collect();

@@ -211,21 +211,43 @@ async fn forwarded_files_are_removed_after_keep_done() {
     assert!(!queue.contains("tiny.gcode"), "{queue}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_file_replaced_during_its_upload_is_forwarded_too() {
+/// An agent (`auto_print = never`) forwarding to a fake whose first upload
+/// is held until the test releases it; and the fake's record.
+async fn holding_first_upload() -> (Agent, Arc<Mutex<Seen>>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let seen = Arc::new(Mutex::new(Seen::default()));
     tokio::spawn(serve(listener, vec![Fault::Hold], seen.clone()));
-    let mut agent = Agent::start_with(|c| {
+    let agent = Agent::start_with(|c| {
         forwarding(url, "key".into(), false)(c);
         c.octoprint.auto_print = fileagent::agent::config::AutoPrint::Never;
     })
     .await;
-    let tmp = tempfile::tempdir().unwrap();
-    let (old, new) = (tmp.path().join("old.gcode"), tmp.path().join("new.gcode"));
+    (agent, seen)
+}
+
+/// Waits until the fake holds the first upload.
+async fn until_held(seen: &Mutex<Seen>) {
+    let held = poll(GUARD, EVERY, async || {
+        (!seen.lock().unwrap().accepted.is_empty()).then_some(())
+    })
+    .await;
+    assert!(held.is_some(), "the first upload never arrived");
+}
+
+/// Two versions of a print file in `dir`: (old, new).
+fn versions(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (old, new) = (dir.join("old.gcode"), dir.join("new.gcode"));
     std::fs::write(&old, "G28 ; old\n").unwrap();
     std::fs::write(&new, "G28 ; new, longer\n").unwrap();
+    (old, new)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_replaced_during_its_upload_is_forwarded_too() {
+    let (mut agent, seen) = holding_first_upload().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let (old, new) = versions(tmp.path());
     let mut client = agent.client("editor").await;
     client
         .send_file(&old, "part.gcode", false, &mut ())
@@ -233,11 +255,7 @@ async fn a_file_replaced_during_its_upload_is_forwarded_too() {
         .unwrap();
 
     // While OctoPrint sits on the first upload, a new version replaces it.
-    let arrived = poll(GUARD, EVERY, async || {
-        (!seen.lock().unwrap().accepted.is_empty()).then_some(())
-    })
-    .await;
-    assert!(arrived.is_some(), "first upload never arrived");
+    until_held(&seen).await;
     client
         .send_file(&new, "part.gcode", true, &mut ())
         .await
@@ -270,31 +288,17 @@ async fn a_version_replaced_before_its_upload_is_not_uploaded_in_its_name() {
     // Found through the bridge: a PUT and a PUT with Overwrite a moment
     // later, while the forwarder was busy, had the newer file uploaded
     // under the older one's digest and the newer one forgotten.
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let seen = Arc::new(Mutex::new(Seen::default()));
-    tokio::spawn(serve(listener, vec![Fault::Hold], seen.clone()));
-    let mut agent = Agent::start_with(|c| {
-        forwarding(url, "key".into(), false)(c);
-        c.octoprint.auto_print = fileagent::agent::config::AutoPrint::Never;
-    })
-    .await;
+    let (mut agent, seen) = holding_first_upload().await;
     let tmp = tempfile::tempdir().unwrap();
     let busy = tmp.path().join("busy.gcode");
     std::fs::copy(data("tiny.gcode"), &busy).unwrap();
-    let (old, new) = (tmp.path().join("old.gcode"), tmp.path().join("new.gcode"));
-    std::fs::write(&old, "G28 ; old\n").unwrap();
-    std::fs::write(&new, "G28 ; new, longer\n").unwrap();
+    let (old, new) = versions(tmp.path());
     let mut client = agent.client("slicer").await;
     client
         .send_file(&busy, "busy.gcode", false, &mut ())
         .await
         .unwrap();
-    let held = poll(GUARD, EVERY, async || {
-        (!seen.lock().unwrap().accepted.is_empty()).then_some(())
-    })
-    .await;
-    assert!(held.is_some(), "the first upload never arrived");
+    until_held(&seen).await;
     // While the forwarder waits on OctoPrint, a file and its new version.
     client
         .send_file(&old, "part.gcode", false, &mut ())
