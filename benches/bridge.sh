@@ -58,6 +58,23 @@ bridge() {
   bridge_key=$(XDG_CONFIG_HOME=$home "$bin" bridge --show-key)
 }
 
+# quiet: waits until the machine is idle again (OctoPrint analyses every
+# G-code file it gets, for seconds of CPU after the upload), so that no run
+# competes with the work the one before it left: under 10 % of the CPUs
+# busy for half a second.
+quiet() {
+  local a b
+  while :; do
+    a=$(busy_ticks)
+    sleep 0.5
+    b=$(busy_ticks)
+    [ "$(calc "(${b% *} - ${a% *}) < 0.1 * (${b#* } - ${a#* })" 0)" = 1 ] && return 0
+  done
+}
+
+# busy_ticks: "BUSY TOTAL" ticks of all CPUs since boot (/proc/stat).
+busy_ticks() { awk '/^cpu / { t = 0; for (i = 2; i <= 9; i++) t += $i; print t - $5 - $6, t; exit }' /proc/stat; }
+
 # in_octoprint NAME: waits until OctoPrint lists the file.
 in_octoprint() { until api "$octo/api/files/local/$1" > /dev/null 2>&1; do sleep 0.02; done; }
 
@@ -93,13 +110,17 @@ echo "== 1. slicer-style upload of $(basename "$plate") ($((bytes / 1048576)) Mi
 best() { printf '%s\n' "$@" | sort -n | head -1; }
 d=() b=() ba=() ds=() bs=() bsa=()
 for i in 1 2 3; do
+  quiet
   d+=("$(direct "$octo" "direct-$i.gcode")")
+  quiet
   read -r answered done < <(bridged "$fast_url" "$fast_key" "bridged-$i.gcode")
   ba+=("$answered") b+=("$done")
   echo "  loopback run $i: direct ${d[-1]} s, bridge answered $answered s, in OctoPrint $done s" >&2
 done
 for i in 1 2 3; do
+  quiet
   ds+=("$(direct "http://127.0.0.1:$link_octo" "direct-slow-$i.gcode")")
+  quiet
   read -r answered done < <(bridged "$slow_url" "$slow_key" "bridged-slow-$i.gcode")
   bsa+=("$answered") bs+=("$done")
   echo "  20 Mbit/s run $i: direct ${ds[-1]} s, bridge answered $answered s, in OctoPrint $done s" >&2
