@@ -91,8 +91,9 @@ pub enum Command {
     /// client says so: Ctrl-C (or a failure) never leaves a file stored or
     /// printed, and the same send again resumes what the agent kept. The
     /// progress bar shows what the agent has received. Whether a file then
-    /// prints by itself is the agent's print policy (`fileagent list` says
-    /// why one waits; `fileagent print` starts it).
+    /// prints is the agent's print policy, or what --print / --no-print ask
+    /// within its rules (`fileagent list` says why one waits; `fileagent
+    /// print` starts it).
     Send(SendArgs),
     /// List the files in the agent's spool with their state on the way to the printer.
     List(ListArgs),
