@@ -259,11 +259,15 @@ async fn slicers_upload_and_print_through_the_bridge() {
          p = PrusaLinkPy.PrusaLinkPy('127.0.0.1', '{}', port='{port}/a/pi')\n\
          print(p.put_gcode('link.gcode', 'link.gcode').status_code)\n\
          open('link.gcode', 'a').write('; changed\\n')\n\
-         print(p.put_gcode('link.gcode', 'link.gcode', overwrite=True).status_code)\n",
+         print(p.put_gcode('link.gcode', 'link.gcode', overwrite=True).status_code)\n\
+         print(p.exists_gcode('link.gcode'), p.exists_gcode('nothing.gcode'))\n",
         bridge.key
     );
     let said = python(&script, tmp.path()).await;
-    assert_eq!(said.lines().collect::<Vec<_>>(), ["201", "204"]);
+    assert_eq!(
+        said.lines().collect::<Vec<_>>(),
+        ["201", "204", "True False"]
+    );
     wait_state(&agent, &octo, "link.gcode", &["uploaded"]).await;
     assert_eq!(
         octo.download("link.gcode").await.unwrap(),

@@ -10,6 +10,8 @@
 //! | `GET api/settings`, `POST api/login` | Cura's connection check |
 //! | `GET api/printer`, `GET api/job` | Cura's polling, client libraries |
 //! | `PUT api/v1/files/local/PATH`, `GET api/v1/storage` | PrusaSlicer's PrusaLink type |
+//! | `HEAD api/v1/files/local/PATH` | PrusaLinkPy's exists check |
+//! | `GET api/files[/local]` | client programs' file lists (octoprint-cli) |
 //!
 //! Under `/a/AGENT/` and `/g/GROUP/`, and at the root for the default
 //! agent (octorest drops any path prefix).
@@ -19,7 +21,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Path, Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
@@ -29,7 +31,8 @@ use tracing::warn;
 use super::deliver::{self, Destination, Failure, Kind};
 use super::upload::{command, put_upload, upload};
 use super::{Bridge, guard, octo};
-use crate::wire::protocol::Watched;
+use crate::wire::protocol::{AgentStatus, FileEntry, Watched};
+use crate::workstation::ClientError;
 
 pub(super) type Shared = State<Arc<Bridge>>;
 /// A route's path parameters: `kind` and `target` (absent at the root),
@@ -48,7 +51,10 @@ pub(super) fn router(bridge: Arc<Bridge>) -> Router {
         .route("/api/files/local", post(upload).get(files))
         .route("/api/files/local/{*path}", post(command))
         .route("/api/v1/storage", get(storage))
-        .route("/api/v1/files/{storage}/{*path}", put(put_upload));
+        .route(
+            "/api/v1/files/{storage}/{*path}",
+            put(put_upload).head(exists),
+        );
     Router::new()
         .nest("/{kind}/{target}", scoped.clone())
         .merge(scoped)
@@ -167,37 +173,45 @@ async fn storage(State(bridge): Shared, Path(params): Params) -> Response {
     known(&bridge, &params, storage)
 }
 
-/// `GET api/files[/local]`: the agent's files, as `fileagent list` shows
-/// them; one agent's (a group has no one list).
-async fn files(
-    State(bridge): Shared,
-    Path(params): Params,
-    headers: axum::http::HeaderMap,
-) -> Response {
-    let dest = match scope(&bridge, &params) {
-        Ok(dests) if dests.len() == 1 => dests.into_iter().next(),
-        Ok(_) => None,
-        Err(f) => return failure(f),
-    };
-    let Some(dest) = dest else {
+/// The one agent's files and status (a group has no one list).
+async fn listing(
+    bridge: &Bridge,
+    params: &HashMap<String, String>,
+) -> Result<(Vec<FileEntry>, AgentStatus), Failure> {
+    let mut dests = scope(bridge, params)?;
+    let (Some(dest), true) = (dests.pop(), dests.is_empty()) else {
         let text = "a group has no one file list: ask each agent at /a/AGENT";
-        return failure(Failure::new(StatusCode::BAD_REQUEST, text));
+        return Err(Failure::new(StatusCode::BAD_REQUEST, text));
     };
-    let listed = async {
-        let mut client = deliver::connect(&dest).await?;
-        let found = async {
-            Ok::<_, crate::workstation::ClientError>((client.list().await?, client.status().await?))
-        }
-        .await;
-        client.close().await;
-        found.map_err(|e| deliver::failure(&dest.name, e))
-    };
-    match listed.await {
+    let mut client = deliver::connect(&dest).await?;
+    let found = async { Ok::<_, ClientError>((client.list().await?, client.status().await?)) };
+    let found = found.await;
+    client.close().await;
+    found.map_err(|e| deliver::failure(&dest.name, e))
+}
+
+/// `GET api/files[/local]`: the agent's files, as `fileagent list` shows
+/// them.
+async fn files(State(bridge): Shared, Path(params): Params, headers: HeaderMap) -> Response {
+    match listing(&bridge, &params).await {
         Ok((entries, status)) => {
             let place = place(&bridge, &params).ok();
             let resource = |name: &str| super::upload::resource(&headers, place.clone(), name);
             axum::Json(octo::files(&entries, status.free_bytes, resource)).into_response()
         }
+        Err(f) => failure(f),
+    }
+}
+
+/// `HEAD api/v1/files/STORAGE/NAME` (PrusaLink): 200 when the agent has a
+/// file of that name, 404 when not.
+async fn exists(State(bridge): Shared, Path(params): Params) -> Response {
+    let path = params.get("path").map_or("", String::as_str);
+    match listing(&bridge, &params).await {
+        Ok((entries, _)) if entries.iter().any(|f| f.name == path) => {
+            StatusCode::OK.into_response()
+        }
+        Ok(_) => StatusCode::NOT_FOUND.into_response(),
         Err(f) => failure(f),
     }
 }
