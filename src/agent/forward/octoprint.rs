@@ -247,7 +247,7 @@ impl OctoPrint {
         let temperatures = temperatures(&value["temperature"]);
         let flag = |name: &str| flags.get(name).copied().unwrap_or(false);
         let operational = flag("operational");
-        let busy_flags = ["printing", "paused", "pausing", "cancelling", "finishing"]
+        let busy_flags = crate::wire::protocol::BUSY_FLAGS
             .iter()
             .any(|name| flag(name));
         let file = job.job.and_then(|j| j.file);

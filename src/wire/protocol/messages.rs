@@ -202,19 +202,24 @@ pub struct Temperature {
     pub target: Option<f64>,
 }
 
+/// OctoPrint's state flags that mean a job is running: printing, paused,
+/// or on its way to or from either. The agent reads a busy printer by them;
+/// `watch` clients do too.
+pub const BUSY_FLAGS: &[&str] = &[
+    "printing",
+    "paused",
+    "pausing",
+    "cancelling",
+    "finishing",
+    "resuming",
+];
+
 impl PrinterReport {
-    /// Whether a job is running (printing, paused, or on its way to either).
+    /// Whether a job is running (any of [`BUSY_FLAGS`]).
     pub fn busy(&self) -> bool {
-        [
-            "printing",
-            "paused",
-            "pausing",
-            "cancelling",
-            "finishing",
-            "resuming",
-        ]
-        .iter()
-        .any(|f| self.flags.get(*f).copied().unwrap_or(false))
+        BUSY_FLAGS
+            .iter()
+            .any(|f| self.flags.get(*f).copied().unwrap_or(false))
     }
 }
 

@@ -24,7 +24,7 @@ mod messages;
 pub use connection::{Connection, drain_for_fuzzing};
 
 pub use messages::{
-    AgentStatus, Encoding, ErrorCode, FileEntry, Issued, PrinterReport, Reply, Request,
+    AgentStatus, BUSY_FLAGS, Encoding, ErrorCode, FileEntry, Issued, PrinterReport, Reply, Request,
     Temperature, Watched,
 };
 
