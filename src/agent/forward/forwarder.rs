@@ -300,7 +300,7 @@ impl Forwarder {
     /// `inode` (a newer file of the same name took its place).
     pub(super) fn move_out(&self, name: &str, to: &Path, inode: Option<(u64, u64)>) {
         let from = self.ready.join(name);
-        if inode.is_some() && inode_of(&from) != inode {
+        if inode.is_some() && crate::agent::spool::inode_of(&from) != inode {
             info!(file_name = %name, "a newer file of this name arrived meanwhile; it stays in ready/");
             return;
         }
@@ -343,12 +343,4 @@ struct Arrival {
     print: Option<bool>,
     /// Its device and inode in `ready/`, when the receiver knows them.
     inode: Option<(u64, u64)>,
-}
-
-/// Device and inode of the file at `path`.
-pub(super) fn inode_of(path: &Path) -> Option<(u64, u64)> {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::symlink_metadata(path)
-        .ok()
-        .map(|m| (m.dev(), m.ino()))
 }

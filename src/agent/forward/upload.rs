@@ -145,10 +145,9 @@ impl Forwarder {
 
 /// The file at `path`, opened, with its device and inode.
 async fn open_with_inode(path: &Path) -> Option<(tokio::fs::File, (u64, u64))> {
-    use std::os::unix::fs::MetadataExt;
     let file = tokio::fs::File::open(path).await.ok()?;
     let meta = file.metadata().await.ok()?;
-    Some((file, (meta.dev(), meta.ino())))
+    Some((file, crate::agent::spool::file_id(&meta)))
 }
 
 /// A file's state after its upload, why it waits (if that is not said

@@ -80,16 +80,10 @@ impl Verified {
 /// body's device and inode (a rename keeps them). A partial file that
 /// could not be renamed is removed.
 fn persist(body: Target, target: &Path, overwrite: bool) -> io::Result<(bool, Option<(u64, u64)>)> {
-    let inode = {
-        use std::os::unix::fs::MetadataExt;
-        let path = match &body {
-            Target::Temp(temp) => temp.as_ref(),
-            Target::Partial { path, .. } => path.as_path(),
-        };
-        std::fs::symlink_metadata(path)
-            .ok()
-            .map(|m| (m.dev(), m.ino()))
-    };
+    let inode = inode_of(match &body {
+        Target::Temp(temp) => temp.as_ref(),
+        Target::Partial { path, .. } => path.as_path(),
+    });
     renamed(body, target, overwrite).map(|replaced| (replaced, inode))
 }
 
@@ -121,6 +115,18 @@ fn renamed(body: Target, target: &Path, overwrite: bool) -> io::Result<bool> {
             renamed.map(|()| replaced)
         }
     }
+}
+
+/// Device and inode of the file at `path` (not following a symlink): which
+/// file a name stands for, as a rename keeps them.
+pub(crate) fn inode_of(path: &Path) -> Option<(u64, u64)> {
+    std::fs::symlink_metadata(path).ok().map(|m| file_id(&m))
+}
+
+/// Device and inode in `meta`.
+pub(crate) fn file_id(meta: &std::fs::Metadata) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    (meta.dev(), meta.ino())
 }
 
 pub(super) async fn sync_dir(dir: PathBuf) -> Result<(), SpoolError> {

@@ -15,6 +15,7 @@ use std::sync::atomic::AtomicU64;
 
 mod budget;
 mod commit;
+pub(crate) use commit::{file_id, inode_of};
 mod digest;
 mod error;
 mod name;
