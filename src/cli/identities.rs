@@ -177,8 +177,7 @@ pub(super) async fn connect(target: &TargetArgs) -> Result<Client> {
     let resolved = config
         .resolve(&dir, target.agent.as_deref(), target.identity.as_deref())
         .map_err(|e| UsageError(format!("{e:#}")))?;
-    let identity = Identity::load(&resolved.identity)
-        .and_then(|id| id.check_validity().map(|()| id))
+    let identity = Identity::load_valid(&resolved.identity)
         .map_err(|e| {
             let saved = match config.saved_agents() {
                 none if none.is_empty() => String::new(),

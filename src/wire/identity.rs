@@ -36,6 +36,14 @@ impl Identity {
             .with_context(|| format!("{} is not a fileagent identity file", path.display()))
     }
 
+    /// Reads an identity file whose certificate is valid now; fails with
+    /// advice otherwise (see [`Identity::check_validity`]).
+    pub fn load_valid(path: &Path) -> Result<Identity> {
+        let identity = Identity::load(path)?;
+        identity.check_validity()?;
+        Ok(identity)
+    }
+
     /// Parses an identity file's text.
     pub fn parse(text: &[u8]) -> Result<Identity> {
         let key = PrivateKeyDer::from_pem_slice(text).context("no private key found")?;

@@ -105,17 +105,15 @@ fn none_if_empty(list: String) -> String {
 
 /// A connection to `dest` with its identity.
 pub(crate) async fn connect(dest: &Destination) -> Result<Client, Failure> {
-    let identity = Identity::load(&dest.identity)
-        .and_then(|id| id.check_validity().map(|()| id))
-        .map_err(|e| {
-            Failure::new(
-                StatusCode::BAD_GATEWAY,
-                format!(
-                    "{}: {e:#} (pair again: `fileagent pair HOST CODE`)",
-                    dest.name
-                ),
-            )
-        })?;
+    let identity = Identity::load_valid(&dest.identity).map_err(|e| {
+        Failure::new(
+            StatusCode::BAD_GATEWAY,
+            format!(
+                "{}: {e:#} (pair again: `fileagent pair HOST CODE`)",
+                dest.name
+            ),
+        )
+    })?;
     Client::connect(&dest.address, identity)
         .await
         .map_err(|e| failure(&dest.name, e))
