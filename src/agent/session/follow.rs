@@ -11,6 +11,10 @@ use tracing::debug;
 use super::{Session, SessionError, stopped};
 use crate::wire::protocol::{Reply, Request, WATCH_COALESCE, WATCH_HEARTBEAT, Watched};
 
+/// How long a watching client may send nothing: it is not expected to
+/// (the agent's heartbeat writes find a client that is gone).
+const CLIENT_SILENCE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
 /// Why a watch ended.
 enum End {
     /// The client closed the connection (or sent something: a watch takes
@@ -49,8 +53,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 last = Some(now);
                 heartbeat = Instant::now() + WATCH_HEARTBEAT;
             }
-            // Anything from the client ends the watch: read with no idle limit.
-            let idle = WATCH_HEARTBEAT * 1000;
+            // Anything from the client ends the watch; its silence does not.
+            let idle = CLIENT_SILENCE;
             tokio::select! {
                 woke = changed.changed() => {
                     if woke.is_ok() {

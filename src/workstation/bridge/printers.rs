@@ -35,6 +35,18 @@ pub(crate) struct Printers {
     follows: Mutex<HashMap<String, Follow>>,
 }
 
+/// What a client hears while `dest` has not reported.
+fn silent(dest: &Destination) -> String {
+    format!(
+        "{}: the agent at {} has not reported the printer within {} s: check that it runs and is \
+         reachable (`fileagent ping --agent {}`)",
+        dest.name,
+        dest.address,
+        FIRST_REPORT.as_secs(),
+        dest.name
+    )
+}
+
 impl Printers {
     /// What `dest` last reported (waiting briefly for a first report), or
     /// why it cannot say.
@@ -42,8 +54,8 @@ impl Printers {
         let mut report = self.follow(dest);
         let first = tokio::time::timeout(FIRST_REPORT, report.wait_for(Option::is_some)).await;
         match first {
-            Ok(Ok(now)) => now.clone().unwrap_or_else(|| Err("no report".into())),
-            _ => Err(format!("{}: no answer from the agent yet", dest.name)),
+            Ok(Ok(now)) => now.clone().unwrap_or_else(|| Err(silent(dest))),
+            _ => Err(silent(dest)),
         }
     }
 
