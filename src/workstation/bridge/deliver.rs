@@ -119,17 +119,24 @@ pub(crate) async fn connect(dest: &Destination) -> Result<Client, Failure> {
         .map_err(|e| failure(&dest.name, e))
 }
 
-/// Sends the file at `path` to `dest` as `name` with the print choice,
-/// retrying a network failure (resuming where it stopped).
+/// Connections to every one of `dests` at once, in their order.
+pub(crate) async fn connect_all(dests: &[Destination]) -> Vec<Result<Client, Failure>> {
+    futures_util::future::join_all(dests.iter().map(connect)).await
+}
+
+/// Sends the file at `path` to `dest` as `name` with the print choice over
+/// `client` (opened while the upload was spooled), retrying a network
+/// failure (resuming where it stopped).
 pub(crate) async fn send(
     dest: &Destination,
+    client: Result<Client, Failure>,
     file: &super::form::Spooled,
     name: &str,
     print: bool,
     overwrite: bool,
 ) -> Result<Sent, Failure> {
     let path = file.file.path();
-    let mut client = connect(dest).await?;
+    let mut client = client?;
     client.set_print(Some(print));
     // Hashed as it was spooled: not read once more for that.
     let _ = client.know_digest(path, file.sha256.clone());

@@ -1,7 +1,8 @@
 //! The routes that carry a file: OctoPrint's multipart upload, PrusaLink's
 //! `PUT`, and `select` with `print`. The body is spooled first (strictly,
-//! see [`super::form`]), then sent to every agent in scope at once; the
-//! client hears "created" only once each has stored and verified it.
+//! see [`super::form`]) while the connections to the agents in scope are
+//! opened, then sent to every one at once; the client hears "created" only
+//! once each has stored and verified it.
 
 use std::time::Instant;
 
@@ -16,7 +17,7 @@ use super::deliver::{self, Destination, Failure};
 use super::form::{self, BadForm, Spooled};
 use super::octo;
 use super::routes::{Params, Shared, failure, place, scope};
-use crate::workstation::Sent;
+use crate::workstation::{Client, Sent};
 
 /// A client error in the body, or a local one (disk full) in spooling it.
 fn bad_form(e: BadForm) -> Failure {
@@ -53,7 +54,12 @@ pub(super) async fn upload(
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
-    let form = match form::read_form(content_type, body, &bridge.spool).await {
+    // The agents' handshakes happen while the body arrives.
+    let (form, clients) = tokio::join!(
+        form::read_form(content_type, body, &bridge.spool),
+        deliver::connect_all(&dests)
+    );
+    let form = match form {
         Ok(form) => form,
         Err(e) => return failure(bad_form(e)),
     };
@@ -62,7 +68,7 @@ pub(super) async fn upload(
         Err(f) => return failure(f),
     };
     // OctoPrint replaces a file of the same name; so does its bridge.
-    match carry(&dests, &form.file, &name, form.print, true).await {
+    match carry(&dests, clients, &form.file, &name, form.print, true).await {
         Ok(_) => {
             let resource = resource(&headers, place(&bridge, &params).ok(), &name);
             let answer = octo::uploaded(&name, &resource, form.print, form.select);
@@ -100,12 +106,16 @@ pub(super) async fn put_upload(
         Err(f) => return failure(f),
     };
     let yes = |h: &str| headers.get(h).is_some_and(|v| v.as_bytes() == b"?1");
-    let file = match form::read_raw(body, &bridge.spool).await {
+    let (file, clients) = tokio::join!(
+        form::read_raw(body, &bridge.spool),
+        deliver::connect_all(&dests)
+    );
+    let file = match file {
         Ok(file) => file,
         Err(e) => return failure(bad_form(e)),
     };
     let print = yes("print-after-upload");
-    match carry(&dests, &file, &name, print, yes("overwrite")).await {
+    match carry(&dests, clients, &file, &name, print, yes("overwrite")).await {
         Ok(sent) if sent.iter().all(|s| !s.unchanged && !s.replaced) => {
             StatusCode::CREATED.into_response()
         }
@@ -118,6 +128,7 @@ pub(super) async fn put_upload(
 /// failures (said with where it was stored nonetheless).
 async fn carry(
     dests: &[Destination],
+    clients: Vec<Result<Client, Failure>>,
     file: &Spooled,
     name: &str,
     print: bool,
@@ -126,7 +137,8 @@ async fn carry(
     let started = Instant::now();
     let sends = dests
         .iter()
-        .map(|d| deliver::send(d, file, name, print, overwrite));
+        .zip(clients)
+        .map(|(d, client)| deliver::send(d, client, file, name, print, overwrite));
     let results = futures_util::future::join_all(sends).await;
     let mut stored = Vec::new();
     let mut failed: Option<Failure> = None;
