@@ -123,6 +123,12 @@ pub enum Command {
     /// idle and its bed clear. The slicer hears "uploaded" only once the
     /// agent has stored and verified the file.
     Bridge(BridgeArgs),
+    /// Open the web page: drop files on your printers and watch them.
+    ///
+    /// The page is served by the bridge's process on this machine (started
+    /// here in the foreground if none runs yet). A one-time link lets this
+    /// browser in; the page never sees a key or a certificate.
+    Ui(UiArgs),
     /// Write the man pages or print a shell completion script.
     #[command(subcommand)]
     Generate(Generate),
@@ -350,6 +356,17 @@ pub struct BridgeArgs {
     pub show_key: bool,
 }
 
+/// `fileagent ui`
+#[derive(Debug, Args)]
+pub struct UiArgs {
+    /// Address of the bridge's process (loopback only)
+    #[arg(long, default_value = crate::workstation::bridge::DEFAULT_LISTEN, value_name = "ADDR:PORT")]
+    pub listen: std::net::SocketAddr,
+    /// Print the one-time link instead of opening a browser.
+    #[arg(long)]
+    pub no_open: bool,
+}
+
 /// `fileagent status`
 #[derive(Debug, Args)]
 pub struct StatusArgs {
@@ -368,7 +385,11 @@ impl Command {
     pub fn is_agent_side(&self) -> bool {
         matches!(
             self,
-            Command::Serve(_) | Command::Init(_) | Command::Client(_) | Command::Bridge(_)
+            Command::Serve(_)
+                | Command::Init(_)
+                | Command::Client(_)
+                | Command::Bridge(_)
+                | Command::Ui(_)
         ) || matches!(self, Command::Pair(args) if args.agent.is_none())
     }
 }

@@ -41,7 +41,10 @@ use output::{Bar, plural, print_json};
 pub fn run(command: Command, logging: &crate::logging::Logging) -> Result<()> {
     // The agent and the bridge serve until told to stop, and stop
     // gracefully on Ctrl-C (SIGINT) themselves.
-    let serve = matches!(command, Command::Serve(_) | Command::Bridge(_));
+    let serve = matches!(
+        command,
+        Command::Serve(_) | Command::Bridge(_) | Command::Ui(_)
+    );
     // The agent serves many connections at once. Any other command is one
     // operation on one connection: a worker pool would only make its
     // wake-ups hop between threads (file reading runs on a blocking thread
@@ -159,5 +162,6 @@ async fn dispatch(
         Command::Generate(what) => crate::cli::generate::run(what),
         Command::Ping(target) => files::ping(target).await,
         Command::Bridge(args) => bridge::bridge(args).await,
+        Command::Ui(args) => bridge::ui(args).await,
     }
 }

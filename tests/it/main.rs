@@ -44,6 +44,7 @@ mod hostile_table;
 mod layout;
 mod load;
 mod octoprint;
+mod page;
 mod pairing;
 mod progress;
 mod resume;

@@ -38,6 +38,8 @@ pub(crate) struct Destination {
 pub(crate) struct Failure {
     pub(crate) status: StatusCode,
     pub(crate) text: String,
+    /// The agent's error code, when the agent refused.
+    pub(crate) code: Option<ErrorCode>,
 }
 
 impl Failure {
@@ -45,6 +47,7 @@ impl Failure {
         Failure {
             status,
             text: text.into(),
+            code: None,
         }
     }
 }
@@ -124,25 +127,42 @@ pub(crate) async fn connect_all(dests: &[Destination]) -> Vec<Result<Client, Fai
     futures_util::future::join_all(dests.iter().map(connect)).await
 }
 
-/// Sends the file at `path` to `dest` as `name` with the print choice over
-/// `client` (opened while the upload was spooled), retrying a network
-/// failure (resuming where it stopped).
+/// What one send carries: the spooled file, its name on the agent, the
+/// print choice, and whether it may replace a different file of that name.
+pub(crate) struct Parcel<'a> {
+    pub(crate) file: &'a super::form::Spooled,
+    pub(crate) name: &'a str,
+    pub(crate) print: bool,
+    pub(crate) overwrite: bool,
+}
+
+/// Sends `parcel` to `dest` over `client` (opened while the upload was
+/// spooled), retrying a network failure (resuming where it stopped);
+/// `observer` hears its phases and progress. The client is handed back
+/// (when there is one) for questions after the send.
 pub(crate) async fn send(
     dest: &Destination,
     client: Result<Client, Failure>,
-    file: &super::form::Spooled,
-    name: &str,
-    print: bool,
-    overwrite: bool,
-) -> Result<Sent, Failure> {
+    parcel: &Parcel<'_>,
+    observer: &mut (dyn crate::workstation::Observer + Send),
+) -> (Result<Sent, Failure>, Option<Client>) {
+    let Parcel {
+        file,
+        name,
+        print,
+        overwrite,
+    } = *parcel;
     let path = file.file.path();
-    let mut client = client?;
+    let mut client = match client {
+        Ok(client) => client,
+        Err(f) => return (Err(f), None),
+    };
     client.set_print(Some(print));
     // Hashed as it was spooled: not read once more for that.
     let _ = client.know_digest(path, file.sha256.clone());
     let mut attempt = 0;
     let result = loop {
-        match client.send_file(path, name, overwrite, &mut ()).await {
+        match client.send_file(path, name, overwrite, observer).await {
             Err(e) if e.is_transient() && attempt < crate::workstation::DEFAULT_RETRIES => {
                 attempt += 1;
                 tracing::info!(agent = %dest.name, error = %e, attempt, "send failed, retrying");
@@ -156,8 +176,7 @@ pub(crate) async fn send(
             other => break other,
         }
     };
-    client.close().await;
-    result.map_err(|e| failure(&dest.name, e))
+    (result.map_err(|e| failure(&dest.name, e)), Some(client))
 }
 
 /// `print` on `dest`: a person starts `name` from the slicer.
@@ -196,7 +215,11 @@ pub(crate) fn failure(agent: &str, e: ClientError) -> Failure {
         ),
         _ => format!("{agent}: {e}"),
     };
-    Failure { status, text }
+    let code = match &e {
+        ClientError::Refused { code, .. } => Some(*code),
+        _ => None,
+    };
+    Failure { status, text, code }
 }
 
 #[cfg(test)]

@@ -8,7 +8,8 @@
 //! answered only once each agent has stored and verified it.
 //!
 //! Loopback only, a loopback `Host` only, the bridge's key on every route,
-//! no CORS: see `guard`.
+//! no CORS: see `guard`. The same process serves the web page under `/ui`
+//! (`ui`), behind its own session rules.
 
 mod deliver;
 mod form;
@@ -16,6 +17,7 @@ pub(crate) mod guard;
 mod octo;
 mod printers;
 mod routes;
+mod ui;
 mod upload;
 
 use std::future::Future;
@@ -38,6 +40,8 @@ pub struct Bridge {
     spool: PathBuf,
     /// The agents' printer state, followed while asked for.
     printers: Arc<printers::Printers>,
+    /// The web page's sessions, transfers and board.
+    ui: ui::Ui,
 }
 
 impl Bridge {
@@ -49,7 +53,14 @@ impl Bridge {
             key,
             spool,
             printers: Arc::default(),
+            ui: ui::Ui::default(),
         }
+    }
+
+    /// A one-time launch token for the web page: `/ui/launch?token=T`
+    /// lets one browser in, within two minutes.
+    pub fn launch_token(&self) -> String {
+        self.ui.sessions.mint_launch()
     }
 }
 
@@ -64,15 +75,16 @@ pub fn check_listen(listen: SocketAddr) -> Result<()> {
     Ok(())
 }
 
-/// Serves on `listener` until `shutdown` completes (running requests
-/// finish first).
+/// Serves the slicers' routes and the web page on `listener` until
+/// `shutdown` completes (running requests finish first).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     bridge: Bridge,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     check_listen(listener.local_addr()?)?;
-    let app = routes::router(Arc::new(bridge));
+    let bridge = Arc::new(bridge);
+    let app = ui::router(Arc::clone(&bridge)).merge(routes::router(bridge));
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await

@@ -21,7 +21,7 @@ const RETRY: Duration = Duration::from_secs(2);
 const FIRST_REPORT: Duration = Duration::from_secs(5);
 
 /// The last report of an agent, or why there is none.
-type Report = Option<Result<Watched, String>>;
+pub(crate) type Report = Option<Result<Watched, String>>;
 
 /// One agent's watch.
 struct Follow {
@@ -60,7 +60,7 @@ impl Printers {
     }
 
     /// The watch of `dest`, opened if need be; notes that it was asked.
-    fn follow(self: &Arc<Self>, dest: &Destination) -> watch::Receiver<Report> {
+    pub(crate) fn follow(self: &Arc<Self>, dest: &Destination) -> watch::Receiver<Report> {
         let mut follows = self.follows.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(follow) = follows.get(&dest.name) {
             *follow.asked.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();

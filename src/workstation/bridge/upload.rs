@@ -135,10 +135,19 @@ async fn carry(
     overwrite: bool,
 ) -> Result<Vec<Sent>, Failure> {
     let started = Instant::now();
-    let sends = dests
-        .iter()
-        .zip(clients)
-        .map(|(d, client)| deliver::send(d, client, file, name, print, overwrite));
+    let sends = dests.iter().zip(clients).map(|(d, client)| async move {
+        let parcel = deliver::Parcel {
+            file,
+            name,
+            print,
+            overwrite,
+        };
+        let (result, client) = deliver::send(d, client, &parcel, &mut ()).await;
+        if let Some(client) = client {
+            client.close().await;
+        }
+        result
+    });
     let results = futures_util::future::join_all(sends).await;
     let mut stored = Vec::new();
     let mut failed: Option<Failure> = None;

@@ -1,0 +1,365 @@
+//! Transfers started from the page: one job per file and printer, each a
+//! task that sends the spooled file to its agent (as the bridge's upload
+//! does: resumed after a network failure, answered once stored and
+//! verified), reporting its phase, bytes, rate and time left, then the
+//! outcome: stored, started, waiting and why, or failed and why.
+//!
+//! A job can be cancelled while it runs: its task is dropped, the agent is
+//! never told to store the file, so nothing lands (after the final word
+//! was given, cancelling is too late, and the job says so). A failed or
+//! cancelled job can be tried again from the same spooled copy; a file of
+//! the same name on the agent is not replaced unless the person says so.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use serde::Serialize;
+use tokio::sync::watch;
+
+use crate::wire::protocol::ErrorCode;
+use crate::workstation::bridge::deliver::{self, Destination, Parcel};
+use crate::workstation::bridge::form::Spooled;
+use crate::workstation::{Fate, Observer, Phase};
+
+/// Jobs kept for the page, at most: the oldest finished ones go first.
+const MAX_JOBS: usize = 200;
+/// How long a job that sent a file to print follows it for its fate.
+const FATE_WITHIN: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Where a job is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum State {
+    Connecting,
+    Sending,
+    /// The agent verified the body and was told to store it.
+    Storing,
+    /// Stored; for a print, its fate is being followed.
+    Following,
+    Stored,
+    Started,
+    Waiting,
+    /// A different file of that name is on the agent.
+    Exists,
+    Failed,
+    Cancelled,
+}
+
+impl State {
+    fn running(self) -> bool {
+        matches!(
+            self,
+            State::Connecting | State::Sending | State::Storing | State::Following
+        )
+    }
+}
+
+/// One job as the page shows it.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct View {
+    pub(crate) id: u64,
+    pub(crate) file: String,
+    pub(crate) agent: String,
+    pub(crate) size: u64,
+    pub(crate) print: bool,
+    pub(crate) state: State,
+    /// Bytes the agent has.
+    pub(crate) done: u64,
+    /// Bytes per second over the send so far.
+    pub(crate) rate: Option<f64>,
+    /// Seconds left at that rate.
+    pub(crate) eta: Option<f64>,
+    /// What happened, in words (the reason it waits or failed).
+    pub(crate) text: String,
+}
+
+struct Job {
+    view: View,
+    dest: Destination,
+    spool: Arc<Spooled>,
+    sending_since: Option<Instant>,
+    task: Option<tokio::task::AbortHandle>,
+}
+
+/// Every job, and a counter that moves on every change (the page's feed
+/// waits on it).
+pub(crate) struct Jobs {
+    jobs: Mutex<BTreeMap<u64, Job>>,
+    next: Mutex<u64>,
+    changed: watch::Sender<u64>,
+}
+
+impl Default for Jobs {
+    fn default() -> Jobs {
+        Jobs {
+            jobs: Mutex::default(),
+            next: Mutex::new(1),
+            changed: watch::channel(0).0,
+        }
+    }
+}
+
+impl Jobs {
+    /// Starts sending `spool` as `file` to each of `dests`; the new jobs' ids.
+    pub(crate) fn start(
+        self: &Arc<Self>,
+        dests: Vec<Destination>,
+        spool: Arc<Spooled>,
+        file: &str,
+        print: bool,
+    ) -> Vec<u64> {
+        let ids: Vec<u64> = dests
+            .into_iter()
+            .map(|dest| {
+                let id = self.new_id();
+                let view = View {
+                    id,
+                    file: file.to_string(),
+                    agent: dest.name.clone(),
+                    size: spool.size,
+                    print,
+                    state: State::Connecting,
+                    done: 0,
+                    rate: None,
+                    eta: None,
+                    text: String::new(),
+                };
+                let job = Job {
+                    view,
+                    dest,
+                    spool: Arc::clone(&spool),
+                    sending_since: None,
+                    task: None,
+                };
+                lock(&self.jobs).insert(id, job);
+                id
+            })
+            .collect();
+        for &id in &ids {
+            self.spawn(id, false);
+        }
+        self.trim();
+        ids
+    }
+
+    /// Tries a failed or cancelled job again (`replace`: over a different
+    /// file of that name). False if it is running or unknown.
+    pub(crate) fn retry(self: &Arc<Self>, id: u64, replace: bool) -> bool {
+        let restartable = self.update(id, |job| {
+            if job.view.state.running() {
+                return false;
+            }
+            job.view.state = State::Connecting;
+            job.view.done = 0;
+            job.view.text.clear();
+            (job.view.rate, job.view.eta, job.sending_since) = (None, None, None);
+            true
+        });
+        if restartable == Some(true) {
+            self.spawn(id, replace);
+            return true;
+        }
+        false
+    }
+
+    /// Cancels a running job. False if it is not running.
+    pub(crate) fn cancel(&self, id: u64) -> bool {
+        self.update(id, |job| {
+            if !job.view.state.running() {
+                return false;
+            }
+            if let Some(task) = job.task.take() {
+                task.abort();
+            }
+            job.view.text = match job.view.state {
+                State::Storing | State::Following => {
+                    "cancelled after the agent was told to store it: it may be stored; see the board"
+                }
+                _ => "cancelled: nothing was stored",
+            }
+            .into();
+            job.view.state = State::Cancelled;
+            (job.view.rate, job.view.eta) = (None, None);
+            true
+        })
+        .unwrap_or(false)
+    }
+
+    /// Forgets a job that is not running. False if it is running or unknown.
+    pub(crate) fn dismiss(&self, id: u64) -> bool {
+        let mut jobs = lock(&self.jobs);
+        match jobs.get(&id) {
+            Some(job) if !job.view.state.running() => {
+                jobs.remove(&id);
+                drop(jobs);
+                self.changed.send_modify(|n| *n += 1);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Every job, oldest first.
+    pub(crate) fn views(&self) -> Vec<View> {
+        lock(&self.jobs).values().map(|j| j.view.clone()).collect()
+    }
+
+    /// A receiver that changes whenever a job does.
+    pub(crate) fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    fn new_id(&self) -> u64 {
+        let mut next = lock(&self.next);
+        *next += 1;
+        *next - 1
+    }
+
+    /// Runs `f` on job `id` and tells the page; `None` if there is none.
+    fn update<T>(&self, id: u64, f: impl FnOnce(&mut Job) -> T) -> Option<T> {
+        let out = lock(&self.jobs).get_mut(&id).map(f);
+        self.changed.send_modify(|n| *n += 1);
+        out
+    }
+
+    fn spawn(self: &Arc<Self>, id: u64, replace: bool) {
+        let jobs = Arc::clone(self);
+        let task = tokio::spawn(async move { jobs.run(id, replace).await });
+        let handle = task.abort_handle();
+        self.update(id, |job| job.task = Some(handle));
+    }
+
+    /// One job: connect, send, then (for a print) the file's fate.
+    async fn run(self: Arc<Self>, id: u64, replace: bool) {
+        let Some((dest, spool, file, print)) = self.update(id, |job| {
+            let v = &job.view;
+            (
+                job.dest.clone(),
+                Arc::clone(&job.spool),
+                v.file.clone(),
+                v.print,
+            )
+        }) else {
+            return;
+        };
+        let client = deliver::connect(&dest).await;
+        let parcel = Parcel {
+            file: &spool,
+            name: &file,
+            print,
+            overwrite: replace,
+        };
+        let mut observer = Progress { jobs: &self, id };
+        let (sent, client) = deliver::send(&dest, client, &parcel, &mut observer).await;
+        let (state, text) = match (&sent, print, client) {
+            (Err(f), _, client) => {
+                close(client).await;
+                match f.code {
+                    Some(ErrorCode::Exists) => (State::Exists, f.text.clone()),
+                    _ => (State::Failed, f.text.clone()),
+                }
+            }
+            (Ok(sent), false, client) => {
+                close(client).await;
+                (State::Stored, stored_text(sent.unchanged, sent.replaced))
+            }
+            (Ok(sent), true, Some(mut client)) => {
+                self.update(id, |job| job.view.state = State::Following);
+                let fate = client.fate(&file, sent.unchanged, FATE_WITHIN).await;
+                client.close().await;
+                match fate {
+                    Ok(Fate::Started) => (State::Started, "printing".into()),
+                    Ok(Fate::Waiting(why)) => (State::Waiting, why),
+                    Ok(Fate::Failed(why)) => {
+                        (State::Failed, format!("stored, but will not print: {why}"))
+                    }
+                    Err(e) => (
+                        State::Waiting,
+                        format!("stored; cannot tell whether it started: {e}"),
+                    ),
+                }
+            }
+            (Ok(sent), true, None) => (State::Stored, stored_text(sent.unchanged, sent.replaced)),
+        };
+        self.update(id, |job| {
+            job.view.state = state;
+            job.view.text = text;
+            job.view.eta = None;
+            if matches!(state, State::Stored | State::Started | State::Waiting) {
+                job.view.done = job.view.size;
+            }
+            job.task = None;
+        });
+    }
+
+    /// Drops the oldest finished jobs beyond [`MAX_JOBS`].
+    fn trim(&self) {
+        let mut jobs = lock(&self.jobs);
+        let finished: Vec<u64> = jobs
+            .iter()
+            .filter(|(_, j)| !j.view.state.running())
+            .map(|(id, _)| *id)
+            .collect();
+        let excess = jobs.len().saturating_sub(MAX_JOBS);
+        for id in finished.into_iter().take(excess) {
+            jobs.remove(&id);
+        }
+    }
+}
+
+fn stored_text(unchanged: bool, replaced: bool) -> String {
+    match (unchanged, replaced) {
+        (true, _) => "stored (the agent had this very file already)",
+        (false, true) => "stored, replacing a different file of that name",
+        (false, false) => "stored",
+    }
+    .into()
+}
+
+async fn close(client: Option<crate::workstation::Client>) {
+    if let Some(client) = client {
+        client.close().await;
+    }
+}
+
+/// A job's send as it goes: phase, bytes, rate.
+struct Progress<'a> {
+    jobs: &'a Jobs,
+    id: u64,
+}
+
+impl Observer for Progress<'_> {
+    fn phase(&mut self, phase: Phase, _total: u64) {
+        if phase == Phase::Sending {
+            self.jobs.update(self.id, |job| {
+                job.view.state = State::Sending;
+                job.sending_since.get_or_insert_with(Instant::now);
+            });
+        }
+    }
+
+    fn progress(&mut self, done: u64) {
+        self.jobs.update(self.id, |job| {
+            job.view.done = done;
+            let Some(since) = job.sending_since else {
+                return;
+            };
+            let secs = since.elapsed().as_secs_f64();
+            if secs > 0.2 && done > 0 {
+                let rate = done as f64 / secs;
+                job.view.rate = Some(rate);
+                job.view.eta = Some(job.view.size.saturating_sub(done) as f64 / rate);
+            }
+        });
+    }
+
+    fn committing(&mut self) {
+        self.jobs
+            .update(self.id, |job| job.view.state = State::Storing);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}

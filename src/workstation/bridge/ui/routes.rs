@@ -1,0 +1,384 @@
+//! The page's routes (listed in the module above), each checked first by
+//! [`admit`]: launch, page, event stream, send, and the actions on a
+//! transfer or a waiting file.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Path, RawQuery, Request, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use futures_util::Stream;
+use serde_json::json;
+use tracing::{info, warn};
+
+use super::session::{Denied, Provenance, set_cookie};
+use super::{board, page};
+use crate::workstation::bridge::deliver::{self, Destination, Failure, Kind};
+use crate::workstation::bridge::{Bridge, form, guard};
+use crate::workstation::config::ClientConfig;
+
+type Shared = State<Arc<Bridge>>;
+
+/// Changes closer together than this reach the page as one.
+const COALESCE: Duration = Duration::from_millis(200);
+/// The page's stream is refreshed at least this often (the printers'
+/// watches stay open while it is, and new pairings show up).
+const REFRESH: Duration = Duration::from_secs(10);
+
+/// The router of every `/ui` route.
+pub(crate) fn router(bridge: Arc<Bridge>) -> Router {
+    Router::new()
+        .route("/ui", get(|| async { Redirect::to("/ui/") }))
+        .route("/ui/launch", get(launch))
+        .route("/ui/launch-token", post(launch_token))
+        .route("/ui/", get(page::index))
+        .route("/ui/app.js", get(page::script))
+        .route("/ui/style.css", get(page::style))
+        .route("/ui/events", get(events))
+        .route("/ui/send", post(send))
+        .route("/ui/jobs/{id}/{action}", post(job_action))
+        .route("/ui/agents/{agent}/{action}", post(agent_action))
+        .layer(DefaultBodyLimit::disable())
+        .layer(middleware::from_fn_with_state(bridge.clone(), admit))
+        .with_state(bridge)
+}
+
+/// Checks every request: the launch routes by their own rules, the rest
+/// by the session (and, for changes, its CSRF token).
+async fn admit(State(bridge): Shared, request: Request, next: Next) -> Response {
+    let path = request.uri().path();
+    let headers = request.headers();
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let from = Provenance {
+        host: text(header::HOST.as_str()),
+        origin: text(header::ORIGIN.as_str()),
+        fetch_site: text("sec-fetch-site"),
+        cookie: text(header::COOKIE.as_str()),
+        csrf: text("x-csrf-token"),
+    };
+    let change = request.method() != Method::GET && request.method() != Method::HEAD;
+    let verdict = match path {
+        "/ui/launch" => from.same_origin(true),
+        // `fileagent ui` of this user, with the bridge's key.
+        "/ui/launch-token" => {
+            let key = text("x-api-key");
+            if let Err(refusal) = guard::admit(from.host, from.origin, key, &bridge.key) {
+                warn!(path, "launch token refused");
+                let status = match refusal {
+                    guard::Refusal::Host(_) => StatusCode::MISDIRECTED_REQUEST,
+                    _ => StatusCode::FORBIDDEN,
+                };
+                return plain(status, refusal.text());
+            }
+            Ok(())
+        }
+        // A person's navigation: typed, a bookmark, a reload.
+        "/ui" | "/ui/" => bridge.ui.sessions.admit(&from, true, false).map(drop),
+        _ => bridge.ui.sessions.admit(&from, false, change).map(drop),
+    };
+    match verdict {
+        Ok(()) => next.run(request).await,
+        Err(denied) => {
+            let status = match denied {
+                Denied::Host(_) => StatusCode::MISDIRECTED_REQUEST,
+                Denied::NoSession => StatusCode::UNAUTHORIZED,
+                Denied::CrossSite(_) | Denied::Csrf => StatusCode::FORBIDDEN,
+            };
+            warn!(path = %request.uri().path(), status = status.as_u16(), "page request refused");
+            plain(status, denied.text())
+        }
+    }
+}
+
+/// A plain-text answer.
+fn plain(status: StatusCode, text: String) -> Response {
+    let plain = [(header::CONTENT_TYPE, "text/plain; charset=utf-8")];
+    (status, plain, text).into_response()
+}
+
+fn failure(f: Failure) -> Response {
+    plain(f.status, f.text)
+}
+
+/// The value of `key` in a query string, decoded.
+fn param(query: &Option<String>, key: &str) -> Option<String> {
+    let query = query.as_deref()?;
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.into_owned())
+}
+
+/// `GET /ui/launch?token=T`: a session for this browser, then the page.
+async fn launch(State(bridge): Shared, RawQuery(query): RawQuery) -> Response {
+    let token = param(&query, "token").unwrap_or_default();
+    match bridge.ui.sessions.redeem(&token) {
+        Some(id) => {
+            info!("the page was opened with a launch link");
+            let cookie = [(header::SET_COOKIE, set_cookie(&id))];
+            (cookie, Redirect::to("/ui/")).into_response()
+        }
+        None => plain(
+            StatusCode::UNAUTHORIZED,
+            "this link was used already or is too old: run `fileagent ui` again for a new one"
+                .into(),
+        ),
+    }
+}
+
+/// `POST /ui/launch-token` (with the bridge's key): a new launch token.
+async fn launch_token(State(bridge): Shared) -> String {
+    bridge.ui.sessions.mint_launch()
+}
+
+/// Every paired agent and the groups, from client.toml.
+fn paired(bridge: &Bridge) -> Result<(Vec<Destination>, board::Groups), String> {
+    let config = ClientConfig::load(&bridge.dir).map_err(|e| format!("{e:#}"))?;
+    let dests = config
+        .agents
+        .keys()
+        .map(|name| {
+            let target = config
+                .resolve(&bridge.dir, Some(name), None)
+                .map_err(|e| format!("{e:#}"))?;
+            Ok(Destination {
+                name: name.clone(),
+                address: target.address,
+                identity: target.identity,
+            })
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    Ok((dests, config.groups))
+}
+
+/// The whole state as the page gets it, and the agents' streams to wait on.
+fn snapshot(
+    bridge: &Bridge,
+) -> (
+    serde_json::Value,
+    Vec<tokio::sync::watch::Receiver<crate::workstation::bridge::printers::Report>>,
+) {
+    let (dests, groups, error) = match paired(bridge) {
+        Ok((dests, groups)) => (dests, groups, None),
+        Err(e) => (Vec::new(), board::Groups::new(), Some(e)),
+    };
+    let (cards, streams) = board::cards(&bridge.ui.board, &bridge.printers, &dests);
+    let state = json!({
+        "agents": cards,
+        "groups": groups,
+        "jobs": bridge.ui.jobs.views(),
+        "config_error": error,
+    });
+    (state, streams)
+}
+
+/// `GET /ui/events`: the state now, then again after every change.
+async fn events(State(bridge): Shared) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let jobs = bridge.ui.jobs.subscribe();
+    let lists = bridge.ui.board.subscribe();
+    let stream = futures_util::stream::unfold(
+        (bridge, jobs, lists, true),
+        |(bridge, mut jobs, mut lists, first)| async move {
+            let (state, mut streams) = snapshot(&bridge);
+            if !first {
+                // Wait for a change anywhere, then let the burst settle.
+                let agents = async {
+                    if streams.is_empty() {
+                        return std::future::pending().await;
+                    }
+                    let changed = streams.iter_mut().map(|s| Box::pin(s.changed()));
+                    let _ = futures_util::future::select_all(changed).await;
+                };
+                tokio::select! {
+                    _ = jobs.changed() => {}
+                    _ = lists.changed() => {}
+                    () = agents => {}
+                    () = tokio::time::sleep(REFRESH) => {}
+                }
+                tokio::time::sleep(COALESCE).await;
+                let (state, _) = snapshot(&bridge);
+                let event = Event::default().event("state").data(state.to_string());
+                return Some((Ok(event), (bridge, jobs, lists, false)));
+            }
+            let event = Event::default().event("state").data(state.to_string());
+            Some((Ok(event), (bridge, jobs, lists, false)))
+        },
+    );
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+/// The agents `to` names, each once, in order.
+fn targets(bridge: &Bridge, to: &str) -> Result<Vec<Destination>, Failure> {
+    let mut out: Vec<Destination> = Vec::new();
+    for item in to.split(',').filter(|s| !s.is_empty()) {
+        let (kind, name) = match item.split_once(':') {
+            Some(("a", name)) => (Kind::Agent, name),
+            Some(("g", name)) => (Kind::Group, name),
+            _ => {
+                let text = format!("{item:?} is neither a:AGENT nor g:GROUP");
+                return Err(Failure::new(StatusCode::BAD_REQUEST, text));
+            }
+        };
+        for dest in deliver::destinations(&bridge.dir, kind, name)? {
+            if !out.iter().any(|d| d.name == dest.name) {
+                out.push(dest);
+            }
+        }
+    }
+    if out.is_empty() {
+        return Err(Failure::new(
+            StatusCode::BAD_REQUEST,
+            "choose at least one printer",
+        ));
+    }
+    Ok(out)
+}
+
+/// `POST /ui/send?to=a:AGENT,g:GROUP&name=NAME&print=true`: the body is
+/// the file; a job per agent.
+async fn send(State(bridge): Shared, RawQuery(query): RawQuery, body: Body) -> Response {
+    let to = param(&query, "to").unwrap_or_default();
+    let q = Named {
+        name: param(&query, "name").unwrap_or_default(),
+    };
+    let print = param(&query, "print").is_some_and(|p| p == "true");
+    let dests = match targets(&bridge, &to) {
+        Ok(dests) => dests,
+        Err(f) => return failure(f),
+    };
+    if q.name.is_empty() || q.name.contains(['/', '\\']) {
+        let text = format!("{:?} is not a plain file name", q.name);
+        return plain(StatusCode::BAD_REQUEST, text);
+    }
+    let spooled = match form::read_raw(body, &bridge.spool).await {
+        Ok(spooled) => Arc::new(spooled),
+        Err(e) => return plain(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    info!(file_name = %q.name, bytes = spooled.size, agents = dests.len(), print, "sending from the page");
+    let ids = bridge.ui.jobs.start(dests, spooled, &q.name, print);
+    axum::Json(json!({ "jobs": ids })).into_response()
+}
+
+/// `POST /ui/jobs/ID/ACTION`.
+async fn job_action(State(bridge): Shared, Path((id, action)): Path<(u64, String)>) -> Response {
+    let jobs = &bridge.ui.jobs;
+    let done = match action.as_str() {
+        "cancel" => jobs.cancel(id),
+        "retry" => jobs.retry(id, false),
+        "replace" => jobs.retry(id, true),
+        "dismiss" => jobs.dismiss(id),
+        _ => return plain(StatusCode::NOT_FOUND, format!("no action {action:?}")),
+    };
+    match done {
+        true => StatusCode::NO_CONTENT.into_response(),
+        false => plain(
+            StatusCode::CONFLICT,
+            format!("transfer {id} cannot be {action}ed now (it is running, finished or gone)"),
+        ),
+    }
+}
+
+/// A file named in a query.
+struct Named {
+    name: String,
+}
+
+/// `POST /ui/agents/AGENT/{print,remove}?name=N`: a person starts a
+/// waiting file (as `fileagent print`), or removes one from the spool.
+async fn agent_action(
+    State(bridge): Shared,
+    Path((agent, action)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let q = Named {
+        name: param(&query, "name").unwrap_or_default(),
+    };
+    let dest = match deliver::destinations(&bridge.dir, Kind::Agent, &agent) {
+        Ok(mut dests) if dests.len() == 1 => dests.remove(0),
+        Ok(_) => return plain(StatusCode::NOT_FOUND, format!("no agent {agent:?}")),
+        Err(f) => return failure(f),
+    };
+    let result = match action.as_str() {
+        "print" => deliver::print(&dest, &q.name).await.map(|()| "started"),
+        "remove" => remove(&dest, &q.name).await,
+        _ => return plain(StatusCode::NOT_FOUND, format!("no action {action:?}")),
+    };
+    bridge.ui.board.stale(&agent);
+    match result {
+        Ok(what) => {
+            info!(agent = %agent, file_name = %q.name, action = %action, "done from the page");
+            axum::Json(json!({ "text": format!("{}: {what}", q.name) })).into_response()
+        }
+        Err(f) => failure(f),
+    }
+}
+
+async fn remove(dest: &Destination, name: &str) -> Result<&'static str, Failure> {
+    let mut client = deliver::connect(dest).await?;
+    let result = client.delete(name).await;
+    client.close().await;
+    match result.map_err(|e| deliver::failure(&dest.name, e))? {
+        true => Ok("removed"),
+        false => Ok("was not there"),
+    }
+}
+
+/// Headers every page answer carries: no framing, no sniffing, no
+/// referrer, nothing but this origin's own scripts and styles.
+pub(super) fn hardened(headers: &mut HeaderMap) {
+    let set = |headers: &mut HeaderMap, name: &'static str, value: &'static str| {
+        headers.insert(name, header::HeaderValue::from_static(value));
+    };
+    set(
+        headers,
+        "content-security-policy",
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+         connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+    );
+    set(headers, "x-content-type-options", "nosniff");
+    set(headers, "referrer-policy", "no-referrer");
+    set(headers, "x-frame-options", "DENY");
+    set(headers, "cache-control", "no-store");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_are_agents_and_groups_each_once() {
+        let tmp = tempfile::tempdir().unwrap();
+        let config = "[agents.pi1]\naddress = \"127.0.0.1:9001\"\n\
+                      [agents.pi2]\naddress = \"127.0.0.1:9002\"\n\
+                      [groups]\nfarm = [\"pi2\", \"pi1\"]\n";
+        std::fs::write(tmp.path().join("client.toml"), config).unwrap();
+        let bridge = Bridge::new(tmp.path().into(), "K".into(), tmp.path().into());
+        let names = |to: &str| -> Vec<String> {
+            targets(&bridge, to)
+                .unwrap()
+                .into_iter()
+                .map(|d| d.name)
+                .collect()
+        };
+        assert_eq!(names("a:pi1"), ["pi1"]);
+        assert_eq!(names("a:pi1,g:farm"), ["pi1", "pi2"]);
+        assert_eq!(
+            targets(&bridge, "").unwrap_err().status,
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            targets(&bridge, "x:pi1").unwrap_err().status,
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            targets(&bridge, "a:nope").unwrap_err().status,
+            StatusCode::NOT_FOUND
+        );
+    }
+}
