@@ -12,6 +12,11 @@ test:
 ci:
     .ci/run
 
+# The web page's screenshots in docs/, from the browser test (Debian's chromium and chromium-driver).
+screenshots:
+    cargo test --test it browser::
+    cp target/ui-screenshots/ui-light.png target/ui-screenshots/ui-dark-narrow.png docs/
+
 # Format the code.
 fmt:
     cargo fmt --all

@@ -34,7 +34,8 @@ install() {
 # The client programs the bridge's tests drive, pinned, in a venv of their
 # own (their dependencies need not agree with OctoPrint's).
 clients_venv=${FILEAGENT_CLIENTS_VENV:-$here/target/octoprint/clients}
-clients_pins="octoprint-cli==3.3.2.post1 octorest==0.4 PrusaLinkPy==2.2.1"
+# selenium drives Debian's chromium (through chromium-driver) in the web page's tests.
+clients_pins="octoprint-cli==3.3.2.post1 octorest==0.4 PrusaLinkPy==2.2.1 selenium==4.51.0"
 
 clients() {
   local stamp=$clients_venv/.pins

@@ -31,6 +31,7 @@ mod bed;
 mod bridge;
 mod bridge_load;
 mod bridged;
+mod browser;
 mod choice;
 mod cli;
 mod compression;

@@ -2,7 +2,8 @@
 //! own state streams (the bridge's `printers` watches, kept open while a
 //! page is), plus each agent's file list, fetched again whenever what the
 //! agent reports about its line or its printer changes (not on every
-//! progress tick of a print).
+//! progress tick of a print), when a transfer from the page ends, and at
+//! the page's periodic refresh (files may come from elsewhere).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -137,12 +138,22 @@ impl Board {
         });
     }
 
-    /// Forgets a list, so that the next report fetches it again (after the
+    /// Forgets a list, so that the next look fetches it again (after the
     /// page changed the agent's files).
     pub(crate) fn stale(&self, agent: &str) {
         if let Some(listing) = lock(&self.lists).get_mut(agent) {
             listing.key = None;
         }
+        self.changed.send_modify(|n| *n += 1);
+    }
+
+    /// Forgets every list: files may come from elsewhere (a slicer, the
+    /// CLI) without the agent's report changing (no forwarding).
+    pub(crate) fn stale_all(&self) {
+        for listing in lock(&self.lists).values_mut() {
+            listing.key = None;
+        }
+        self.changed.send_modify(|n| *n += 1);
     }
 }
 

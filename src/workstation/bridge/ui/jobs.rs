@@ -17,6 +17,7 @@ use std::time::Instant;
 use serde::Serialize;
 use tokio::sync::watch;
 
+use super::board::Board;
 use crate::wire::protocol::ErrorCode;
 use crate::workstation::bridge::deliver::{self, Destination, Parcel};
 use crate::workstation::bridge::form::Spooled;
@@ -88,19 +89,20 @@ pub(crate) struct Jobs {
     jobs: Mutex<BTreeMap<u64, Job>>,
     next: Mutex<u64>,
     changed: watch::Sender<u64>,
+    /// Told when a job ends: the agent's file list changed.
+    board: Arc<Board>,
 }
 
-impl Default for Jobs {
-    fn default() -> Jobs {
+impl Jobs {
+    pub(crate) fn new(board: Arc<Board>) -> Jobs {
         Jobs {
             jobs: Mutex::default(),
             next: Mutex::new(1),
             changed: watch::channel(0).0,
+            board,
         }
     }
-}
 
-impl Jobs {
     /// Starts sending `spool` as `file` to each of `dests`; the new jobs' ids.
     pub(crate) fn start(
         self: &Arc<Self>,
@@ -282,6 +284,7 @@ impl Jobs {
             }
             (Ok(sent), true, None) => (State::Stored, stored_text(sent.unchanged, sent.replaced)),
         };
+        self.board.stale(&dest.name);
         self.update(id, |job| {
             job.view.state = state;
             job.view.text = text;

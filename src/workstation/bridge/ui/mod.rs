@@ -25,9 +25,19 @@ pub(crate) mod session;
 pub(crate) use routes::router;
 
 /// The page's shared state.
-#[derive(Default)]
 pub(crate) struct Ui {
     pub(crate) sessions: session::Sessions,
     jobs: std::sync::Arc<jobs::Jobs>,
     board: std::sync::Arc<board::Board>,
+}
+
+impl Default for Ui {
+    fn default() -> Ui {
+        let board = std::sync::Arc::new(board::Board::default());
+        Ui {
+            sessions: session::Sessions::default(),
+            jobs: std::sync::Arc::new(jobs::Jobs::new(std::sync::Arc::clone(&board))),
+            board,
+        }
+    }
 }

@@ -199,7 +199,7 @@ async fn events(State(bridge): Shared) -> Sse<impl Stream<Item = Result<Event, I
                     _ = jobs.changed() => {}
                     _ = lists.changed() => {}
                     () = agents => {}
-                    () = tokio::time::sleep(REFRESH) => {}
+                    () = tokio::time::sleep(REFRESH) => bridge.ui.board.stale_all(),
                 }
                 tokio::time::sleep(COALESCE).await;
                 let (state, _) = snapshot(&bridge);

@@ -23,6 +23,26 @@ function el(tag, attrs = {}, ...children) {
   return node;
 }
 
+/** Where the keyboard focus is, as a selector that finds it again after a redraw. */
+function focusKey() {
+  const active = document.activeElement;
+  if (!active || active === document.body) return null;
+  const parts = [];
+  for (let node = active; node && node !== document.body; node = node.parentElement) {
+    for (const attr of ['data-job', 'data-agent', 'data-file', 'data-local', 'data-action']) {
+      if (node.hasAttribute?.(attr)) parts.unshift(`[${attr}="${CSS.escape(node.getAttribute(attr))}"]`);
+    }
+  }
+  return parts.length ? parts.join(' ') : null;
+}
+
+/** Replaces a container's children, keeping the keyboard focus where it was. */
+function redraw(container, children) {
+  const key = container.contains(document.activeElement) ? focusKey() : null;
+  container.replaceChildren(...children);
+  if (key) container.querySelector(key)?.focus();
+}
+
 function bytes(n) {
   if (n === undefined || n === null) return '';
   const units = ['B', 'KiB', 'MiB', 'GiB'];
@@ -170,12 +190,16 @@ class FaSend extends HTMLElement {
     }
     this.message.classList.remove('error');
     this.message.textContent = `Sending ${files.length} file${files.length === 1 ? '' : 's'}…`;
-    for (const file of files) upload(file, to, this.print);
+    let left = files.length;
+    const done = () => {
+      if (--left === 0) this.message.textContent = `${files.length} file${files.length === 1 ? '' : 's'} handed to fileagent: the transfers below go on without this page.`;
+    };
+    for (const file of files) upload(file, to, this.print, done);
   }
 }
 
 /** Hands one file to fileagent (the agents' transfers follow as jobs). */
-function upload(file, to, print) {
+function upload(file, to, print, done) {
   const id = local.next++;
   const xhr = new XMLHttpRequest();
   const item = { id, name: file.name, size: file.size, sent: 0, error: null, xhr };
@@ -188,6 +212,7 @@ function upload(file, to, print) {
     if (xhr.status === 200) local.items.delete(id);
     else item.error = xhr.responseText || `${xhr.status}`;
     local.changed();
+    done();
   });
   xhr.addEventListener('error', () => { item.error = 'fileagent could not be reached'; local.changed(); });
   xhr.addEventListener('abort', () => { local.items.delete(id); local.changed(); });
@@ -229,12 +254,12 @@ class FaJobs extends HTMLElement {
         el('td', { class: 'hide-narrow num' }), el('td', { class: 'hide-narrow num' }),
         el('td', { class: item.error ? 'state-failed' : '' }, item.error ?? 'reading…'),
         el('td', {}, el('div', { class: 'actions' }, item.error
-          ? el('button', { type: 'button', onclick: () => { local.items.delete(item.id); local.changed(); } }, 'Dismiss')
-          : el('button', { type: 'button', onclick: () => item.xhr.abort() }, 'Cancel')))));
+          ? el('button', { type: 'button', 'data-action': 'dismiss', onclick: () => { local.items.delete(item.id); local.changed(); } }, 'Dismiss')
+          : el('button', { type: 'button', 'data-action': 'cancel', onclick: () => item.xhr.abort() }, 'Cancel')))));
     }
     for (const job of state.jobs) rows.push(this.row(job));
     this.section.hidden = rows.length === 0;
-    this.body.replaceChildren(...rows);
+    redraw(this.body, rows);
     this.summary.textContent = summary(state.jobs);
   }
 
@@ -300,7 +325,7 @@ class FaBoard extends HTMLElement {
       this.cards.replaceChildren(el('p', { class: 'note' }, 'No paired printer yet: pair with one first (`fileagent pair HOST CODE`).'));
       return;
     }
-    this.cards.replaceChildren(...state.agents.map((a) => card(a)));
+    redraw(this.cards, state.agents.map((a) => card(a)));
   }
 }
 
