@@ -14,7 +14,6 @@ use std::path::Path;
 use axum::body::Body;
 use bytes::Bytes;
 use futures_util::StreamExt;
-use tokio::io::AsyncWriteExt;
 
 /// The form fields the bridge takes; any other is refused. Only `file`
 /// is stored; `plateindex` (Orca), `userdata` (OctoPrint's) and `filename`
@@ -167,12 +166,22 @@ pub(crate) async fn read_raw(body: Body, dir: &Path) -> Result<Spooled, BadForm>
     sink.finish().await
 }
 
-/// A temp file being written.
+/// Bytes gathered before they go to the writer thread: a browser's upload
+/// arrives in pieces of about 24 KiB, too small to hand over one by one
+/// (a piece this big or bigger goes as it is, uncopied).
+const BATCH: usize = 256 * 1024;
+/// Batches queued for the writer thread, at most: memory stays bounded
+/// (about `(SINK_QUEUE + 2) * BATCH`), and receiving goes on while the
+/// disk and the hash catch up.
+const SINK_QUEUE: usize = 2;
+
+/// A temp file being written and hashed on a thread of its own, beside the
+/// receiving of the body, in batches of [`BATCH`] bytes.
 struct Sink {
     file: tempfile::NamedTempFile,
-    out: tokio::fs::File,
-    size: u64,
-    hasher: sha2::Sha256,
+    batch: bytes::BytesMut,
+    batches: Option<tokio::sync::mpsc::Sender<Bytes>>,
+    writer: tokio::task::JoinHandle<std::io::Result<(u64, String)>>,
     dir: std::path::PathBuf,
 }
 
@@ -182,31 +191,90 @@ impl Sink {
             .prefix(".fileagent-bridge-")
             .tempfile_in(dir)
             .map_err(local(dir))?;
-        let out = tokio::fs::File::from_std(file.reopen().map_err(local(dir))?);
+        let out = file.reopen().map_err(local(dir))?;
+        let (batches, queue) = tokio::sync::mpsc::channel(SINK_QUEUE);
+        let writer = tokio::task::spawn_blocking(move || write_and_hash(out, queue));
         Ok(Sink {
             file,
-            out,
-            size: 0,
-            hasher: sha2::Sha256::default(),
+            batch: bytes::BytesMut::with_capacity(BATCH),
+            batches: Some(batches),
+            writer,
             dir: dir.to_path_buf(),
         })
     }
 
     async fn write(&mut self, chunk: &Bytes) -> Result<(), BadForm> {
-        self.out.write_all(chunk).await.map_err(local(&self.dir))?;
-        sha2::Digest::update(&mut self.hasher, chunk);
-        self.size += chunk.len() as u64;
+        if chunk.len() >= BATCH {
+            self.hand_over().await?;
+            return self.send(chunk.clone()).await;
+        }
+        self.batch.extend_from_slice(chunk);
+        if self.batch.len() >= BATCH {
+            self.hand_over().await?;
+        }
+        Ok(())
+    }
+
+    /// The gathered bytes, if any, to the writer thread.
+    async fn hand_over(&mut self) -> Result<(), BadForm> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::replace(&mut self.batch, bytes::BytesMut::with_capacity(BATCH));
+        self.send(batch.freeze()).await
+    }
+
+    async fn send(&mut self, batch: Bytes) -> Result<(), BadForm> {
+        let taken = match &self.batches {
+            Some(batches) => batches.send(batch).await.is_ok(),
+            None => false,
+        };
+        if !taken {
+            // The writer stopped: its error says why.
+            self.batches = None;
+            return Err(self.writer_error().await);
+        }
         Ok(())
     }
 
     async fn finish(mut self) -> Result<Spooled, BadForm> {
-        self.out.flush().await.map_err(local(&self.dir))?;
-        Ok(Spooled {
-            file: self.file,
-            size: self.size,
-            sha256: hex::encode(sha2::Digest::finalize(self.hasher)),
-        })
+        self.hand_over().await?;
+        self.batches = None;
+        match (&mut self.writer).await {
+            Ok(Ok((size, sha256))) => Ok(Spooled {
+                file: self.file,
+                size,
+                sha256,
+            }),
+            Ok(Err(e)) => Err(local(&self.dir)(e)),
+            Err(e) => Err(local(&self.dir)(std::io::Error::other(e))),
+        }
     }
+
+    async fn writer_error(&mut self) -> BadForm {
+        match (&mut self.writer).await {
+            Ok(Err(e)) => local(&self.dir)(e),
+            Ok(Ok(_)) => local(&self.dir)(std::io::Error::other("the writer stopped early")),
+            Err(e) => local(&self.dir)(std::io::Error::other(e)),
+        }
+    }
+}
+
+/// The writer thread: each batch to `out` and into the hash; the size and
+/// SHA-256 (lower-case hex) once the queue closes.
+fn write_and_hash(
+    mut out: std::fs::File,
+    mut queue: tokio::sync::mpsc::Receiver<Bytes>,
+) -> std::io::Result<(u64, String)> {
+    use std::io::Write;
+    let mut hasher = sha2::Sha256::default();
+    let mut size = 0u64;
+    while let Some(batch) = queue.blocking_recv() {
+        out.write_all(&batch)?;
+        sha2::Digest::update(&mut hasher, &batch);
+        size += batch.len() as u64;
+    }
+    Ok((size, hex::encode(sha2::Digest::finalize(hasher))))
 }
 
 /// A local failure to spool.

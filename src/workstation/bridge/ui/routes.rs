@@ -27,7 +27,7 @@ use crate::workstation::config::ClientConfig;
 type Shared = State<Arc<Bridge>>;
 
 /// Changes closer together than this reach the page as one.
-const COALESCE: Duration = Duration::from_millis(200);
+const COALESCE: Duration = Duration::from_millis(50);
 /// The page's stream is refreshed at least this often (the printers'
 /// watches stay open while it is, and new pairings show up).
 const REFRESH: Duration = Duration::from_secs(10);
@@ -178,16 +178,23 @@ fn snapshot(
     (state, streams)
 }
 
-/// `GET /ui/events`: the state now, then again after every change.
-async fn events(State(bridge): Shared) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    let jobs = bridge.ui.jobs.subscribe();
-    let lists = bridge.ui.board.subscribe();
-    let stream = futures_util::stream::unfold(
-        (bridge, jobs, lists, true),
-        |(bridge, mut jobs, mut lists, first)| async move {
-            let (state, mut streams) = snapshot(&bridge);
-            if !first {
-                // Wait for a change anywhere, then let the burst settle.
+/// One page's event stream: what it waits on, and when it last sent.
+struct Feed {
+    bridge: Arc<Bridge>,
+    jobs: tokio::sync::watch::Receiver<u64>,
+    lists: tokio::sync::watch::Receiver<u64>,
+    sent: Option<tokio::time::Instant>,
+}
+
+impl Feed {
+    /// The next state to send: at once the first time; then after a
+    /// change anywhere, at most one per [`COALESCE`] (a change after a
+    /// quiet spell goes out at once, a burst as one).
+    async fn next(&mut self) -> Event {
+        let (state, mut streams) = snapshot(&self.bridge);
+        let state = match self.sent {
+            None => state,
+            Some(sent) => {
                 let agents = async {
                     if streams.is_empty() {
                         return std::future::pending().await;
@@ -196,20 +203,32 @@ async fn events(State(bridge): Shared) -> Sse<impl Stream<Item = Result<Event, I
                     let _ = futures_util::future::select_all(changed).await;
                 };
                 tokio::select! {
-                    _ = jobs.changed() => {}
-                    _ = lists.changed() => {}
+                    _ = self.jobs.changed() => {}
+                    _ = self.lists.changed() => {}
                     () = agents => {}
-                    () = tokio::time::sleep(REFRESH) => bridge.ui.board.stale_all(),
+                    () = tokio::time::sleep(REFRESH) => self.bridge.ui.board.stale_all(),
                 }
-                tokio::time::sleep(COALESCE).await;
-                let (state, _) = snapshot(&bridge);
-                let event = Event::default().event("state").data(state.to_string());
-                return Some((Ok(event), (bridge, jobs, lists, false)));
+                tokio::time::sleep_until(sent + COALESCE).await;
+                snapshot(&self.bridge).0
             }
-            let event = Event::default().event("state").data(state.to_string());
-            Some((Ok(event), (bridge, jobs, lists, false)))
-        },
-    );
+        };
+        self.sent = Some(tokio::time::Instant::now());
+        Event::default().event("state").data(state.to_string())
+    }
+}
+
+/// `GET /ui/events`: the state now, then again after every change.
+async fn events(State(bridge): Shared) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let feed = Feed {
+        jobs: bridge.ui.jobs.subscribe(),
+        lists: bridge.ui.board.subscribe(),
+        bridge,
+        sent: None,
+    };
+    let stream = futures_util::stream::unfold(feed, |mut feed| async move {
+        let event = feed.next().await;
+        Some((Ok(event), feed))
+    });
     Sse::new(stream).keep_alive(KeepAlive::default())
 }
 

@@ -97,7 +97,11 @@ function follow() {
     store.set(JSON.parse(e.data));
   });
   events.addEventListener('error', () => {
-    link.textContent = 'lost the connection to fileagent: is `fileagent ui` (or the bridge) still running? Retrying…';
+    // The browser retries by itself unless the answer was a refusal (a
+    // restarted process knows no session): then only a new link helps.
+    link.textContent = events.readyState === EventSource.CLOSED
+      ? 'this page is no longer let in (was fileagent restarted?): run `fileagent ui` for a new link'
+      : 'lost the connection to fileagent: is `fileagent ui` (or the bridge) still running? Retrying…';
     link.classList.add('bad');
   });
 }
