@@ -28,10 +28,12 @@
 //!     failures explained; one path for connections and for pairing.
 //!   - `workstation::send`, `workstation::outgoing`, `workstation::body`, `workstation::digest`:
 //!     a send, its body on its way (read and hashed on a thread, compressed, counted), the
-//!     digest known early or late.
+//!     digest known early or late; [`workstation::growing`]: a file sent while it is still
+//!     being written (the web page's upload).
 //!   - `workstation::get`: a fetch, renamed into place once verified.
 //!   - `workstation::follow`: `watch`, the printer's (and a file's) state as it changes; a sent file's fate.
-//!   - [`workstation::bridge`]: `fileagent bridge`, the local OctoPrint-compatible server for slicers.
+//!   - [`workstation::bridge`]: `fileagent bridge`, the local OctoPrint-compatible server for
+//!     slicers, and the web page (`fileagent ui`) it serves too.
 //!   - `workstation::local_name`: which names from the agent can be files here (Windows' rules as data).
 //!   - `workstation::enrol`: the key and request of a new certificate, the checks of what comes back.
 //!   - `workstation::error`: [`workstation::ClientError`], failures with their cause and remedy.

@@ -16,6 +16,7 @@
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::mpsc as std_mpsc;
 use std::time::Duration;
 
@@ -23,6 +24,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use super::growing::Growth;
 use crate::wire::protocol::CHUNK_LEN;
 
 /// Buffers of [`CHUNK_LEN`] the reader may fill before the connection has
@@ -82,7 +84,19 @@ impl Body {
     /// `hash`, the whole file is hashed on the way (bytes before `offset`
     /// are read for the digest only).
     pub(super) fn start(path: &Path, offset: u64, size: u64, hash: bool) -> (Body, Hashing) {
-        Body::start_waiting(path, offset, size, hash, HASH_AHEAD_AFTER)
+        Body::start_waiting(path, offset, size, hash, HASH_AHEAD_AFTER, None)
+    }
+
+    /// [`start`](Body::start) on a file still being written: each read
+    /// waits until `growth` says its bytes are there.
+    pub(super) fn start_growing(
+        path: &Path,
+        offset: u64,
+        size: u64,
+        hash: bool,
+        growth: Arc<Growth>,
+    ) -> (Body, Hashing) {
+        Body::start_waiting(path, offset, size, hash, HASH_AHEAD_AFTER, Some(growth))
     }
 
     /// [`start`](Body::start), waiting up to `patience` for a buffer before
@@ -93,6 +107,7 @@ impl Body {
         size: u64,
         hash: bool,
         patience: Duration,
+        growth: Option<Arc<Growth>>,
     ) -> (Body, Hashing) {
         // Room for every buffer and the digest: the reader never waits to send.
         let (chunk_tx, chunks) = mpsc::channel(READ_AHEAD + 1);
@@ -106,6 +121,7 @@ impl Body {
             spare: spare_rx,
             allocated: 0,
             patience,
+            growth,
         };
         let task = tokio::task::spawn_blocking(move || reader.run());
         (Body { chunks, spare }, task)
@@ -135,6 +151,8 @@ struct Reader {
     allocated: usize,
     /// How long to wait for a buffer before hashing ahead.
     patience: Duration,
+    /// The file is still being written: how far.
+    growth: Option<Arc<Growth>>,
 }
 
 impl Reader {
@@ -152,6 +170,8 @@ impl Reader {
     /// as it is wanted; the digest if hashing was asked for.
     fn read(&mut self) -> Result<Option<String>, ReadError> {
         let fail = |what| move |source| ReadError { what, source };
+        // A file still being written whose writing broke off is gone.
+        self.written(0).map_err(fail("cannot read"))?;
         let file = File::open(&self.path).map_err(fail("cannot open"))?;
         let mut send_pos = self.offset;
         let mut hash_pos = 0;
@@ -185,6 +205,8 @@ impl Reader {
             };
             if let Some(mut buf) = buf {
                 let want = (self.size - send_pos).min(CHUNK_LEN as u64) as usize;
+                self.written(send_pos + want as u64)
+                    .map_err(fail("cannot read"))?;
                 let n =
                     read_full_at(&file, &mut buf[..want], send_pos).map_err(fail("cannot read"))?;
                 if n == 0 {
@@ -211,6 +233,8 @@ impl Reader {
                 _ => behind.min(CHUNK_LEN as u64) as usize,
             };
             scratch.resize(want, 0);
+            self.written(hash_pos + want as u64)
+                .map_err(fail("cannot read"))?;
             let n = read_full_at(&file, &mut scratch, hash_pos).map_err(fail("cannot read"))?;
             if n > 0 {
                 self.hash(&scratch[..n]);
@@ -257,6 +281,15 @@ impl Reader {
                 self.chunks = None;
                 None
             }
+        }
+    }
+
+    /// Waits, for a file still being written, until its first `upto`
+    /// bytes are (or it is complete).
+    fn written(&self, upto: u64) -> io::Result<()> {
+        match &self.growth {
+            Some(growth) => growth.wait_for(upto),
+            None => Ok(()),
         }
     }
 
@@ -381,7 +414,7 @@ mod tests {
         // Patient enough for any test machine: every buffer comes back in
         // time, however slowly.
         let patience = Duration::from_secs(60);
-        let (mut body, hashing) = Body::start_waiting(&path, 0, len as u64, true, patience);
+        let (mut body, hashing) = Body::start_waiting(&path, 0, len as u64, true, patience, None);
         let mut got = Vec::new();
         let mut digest = None;
         while let Some(piece) = body.next().await {

@@ -24,6 +24,7 @@ mod error;
 mod follow;
 mod get;
 mod groups;
+pub mod growing;
 mod local_name;
 mod outgoing;
 pub mod pair;
@@ -151,6 +152,8 @@ pub struct Client {
     hash_while_sending_min: u64,
     /// The connection is out of step; reopened before the next request.
     out_of_step: bool,
+    /// During `send_growing`: the file is still being written.
+    growing: Option<std::sync::Arc<growing::Growth>>,
 }
 
 impl Client {
@@ -180,6 +183,7 @@ impl Client {
             digest_cache: None,
             hash_while_sending_min: HASH_WHILE_SENDING_MIN,
             out_of_step: false,
+            growing: None,
         })
     }
 

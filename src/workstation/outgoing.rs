@@ -56,7 +56,13 @@ impl Client {
         // The request went without the digest: it follows inside the body.
         let mut digest_due = digest.now().is_none();
         let hash = digest.is_unstarted();
-        let (mut body, hashing) = Body::start(offer.path, accepted.offset, offer.size, hash);
+        let (mut body, hashing) = match &self.growing {
+            Some(growth) => {
+                let growth = std::sync::Arc::clone(growth);
+                Body::start_growing(offer.path, accepted.offset, offer.size, hash, growth)
+            }
+            None => Body::start(offer.path, accepted.offset, offer.size, hash),
+        };
         if hash {
             digest.hashed_by(hashing);
         }

@@ -168,13 +168,44 @@ impl Client {
         overwrite: bool,
         observer: &mut (dyn Observer + Send),
     ) -> Result<Sent, ClientError> {
-        let started = Instant::now();
-        let local = local_error(path);
         let meta = tokio::fs::metadata(path)
             .await
-            .map_err(local("cannot read"))?;
-        let size = meta.len();
-        let stamp = (path.to_path_buf(), size, meta.modified().ok());
+            .map_err(local_error(path)("cannot read"))?;
+        let stamp = (path.to_path_buf(), meta.len(), meta.modified().ok());
+        self.send_stamped(stamp, name, overwrite, observer).await
+    }
+
+    /// Sends the file at `path`, `size` bytes once complete, while it is
+    /// still being written (see [`Growth`](super::growing::Growth)): the
+    /// body follows the writing, the digest comes at its end, and the
+    /// send fails (nothing is stored) if the writing breaks off.
+    pub async fn send_growing(
+        &mut self,
+        path: &Path,
+        size: u64,
+        growth: std::sync::Arc<super::growing::Growth>,
+        name: &str,
+        overwrite: bool,
+        observer: &mut (dyn Observer + Send),
+    ) -> Result<Sent, ClientError> {
+        self.growing = Some(growth);
+        let stamp = (path.to_path_buf(), size, None);
+        let result = self.send_stamped(stamp, name, overwrite, observer).await;
+        self.growing = None;
+        result
+    }
+
+    /// Sends the file `stamp` names.
+    async fn send_stamped(
+        &mut self,
+        stamp: FileStamp,
+        name: &str,
+        overwrite: bool,
+        observer: &mut (dyn Observer + Send),
+    ) -> Result<Sent, ClientError> {
+        let started = Instant::now();
+        let (path, size) = (stamp.0.as_path(), stamp.1);
+        let local = local_error(path);
         let mut digest = self.digest_for(&stamp, observer).await?;
         let compress = self.compresses(path, name, size).await?;
         let offer = Offer {
@@ -235,7 +266,7 @@ impl Client {
         {
             return Ok(PendingDigest::known(sha256.clone()));
         }
-        if *size >= self.hash_while_sending_min {
+        if *size >= self.hash_while_sending_min || self.growing.is_some() {
             // The body starts at once and the digest follows inside it.
             return Ok(PendingDigest::later(path));
         }
@@ -252,6 +283,13 @@ impl Client {
     async fn compresses(&self, path: &Path, name: &str, size: u64) -> Result<bool, ClientError> {
         Ok(match self.compression {
             Compression::Auto => {
+                if let Some(growth) = &self.growing {
+                    let head = (crate::wire::codec::SNIFF_LEN as u64).min(size);
+                    growth
+                        .wait_for_async(head)
+                        .await
+                        .map_err(local_error(path)("cannot read"))?;
+                }
                 let head = head_of(path)
                     .await
                     .map_err(local_error(path)("cannot read"))?;

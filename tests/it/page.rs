@@ -475,3 +475,40 @@ async fn fileagent_ui_starts_the_process_or_asks_the_running_one_for_a_link() {
     served.kill().unwrap();
     served.wait().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_that_breaks_off_while_it_goes_on_to_the_agent_leaves_nothing() {
+    use tokio::io::AsyncWriteExt;
+    let agent = Agent::start().await;
+    let bridge = Bridged::start(&[("pi", &agent)], &[]).await;
+    let browser = Browser::open(&bridge).await;
+    // The browser announces 8 MiB, hands over 3 MiB, and goes away (a tab
+    // closed mid-upload): the agent has been getting the file meanwhile.
+    let addr = bridge.url.trim_start_matches("http://").to_string();
+    let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "POST /ui/send?to=a:pi&name=half.bgcode HTTP/1.1\r\nHost: {addr}\r\nCookie: {}\r\n\
+         X-CSRF-Token: {}\r\nOrigin: {}\r\nContent-Length: {}\r\n\r\n",
+        browser.cookie,
+        browser.csrf,
+        browser.origin,
+        8 << 20
+    );
+    conn.write_all(head.as_bytes()).await.unwrap();
+    conn.write_all(&content(5, 3 << 20)).await.unwrap();
+    let state = browser
+        .until("the transfer under way", |jobs| {
+            jobs.iter().any(|j| j["file"] == "half.bgcode")
+        })
+        .await;
+    assert!(job(&state, "pi", "half.bgcode").is_object());
+    drop(conn);
+    let state = browser
+        .until("the transfer failed", |jobs| jobs[0]["state"] == "failed")
+        .await;
+    let text = job(&state, "pi", "half.bgcode")["text"].as_str().unwrap();
+    assert!(text.contains("broke off"), "{text}");
+    assert!(agent.ready().is_empty(), "{:?}", agent.ready());
+    assert!(bridge.spooled().is_empty(), "{:?}", bridge.spooled());
+    bridge.stop().await;
+}

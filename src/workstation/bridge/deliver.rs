@@ -5,12 +5,14 @@
 //! does), and every failure as the HTTP status and text a slicer shows.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use axum::http::StatusCode;
 
 use crate::wire::identity::Identity;
 use crate::wire::protocol::ErrorCode;
 use crate::workstation::config::ClientConfig;
+use crate::workstation::growing::Growth;
 use crate::workstation::{Client, ClientError, Sent};
 
 /// What a bridge URL names.
@@ -127,13 +129,36 @@ pub(crate) async fn connect_all(dests: &[Destination]) -> Vec<Result<Client, Fai
     futures_util::future::join_all(dests.iter().map(connect)).await
 }
 
-/// What one send carries: the spooled file, its name on the agent, the
-/// print choice, and whether it may replace a different file of that name.
+/// What one send carries: the file (spooled and hashed, or still being
+/// spooled), its name on the agent, the print choice, and whether it may
+/// replace a different file of that name.
 pub(crate) struct Parcel<'a> {
-    pub(crate) file: &'a super::form::Spooled,
+    pub(crate) path: &'a Path,
+    /// Its SHA-256, when it was hashed as it was spooled.
+    pub(crate) sha256: Option<&'a str>,
+    /// Still being written: its size once complete, and how far it is.
+    pub(crate) growing: Option<(u64, Arc<Growth>)>,
     pub(crate) name: &'a str,
     pub(crate) print: bool,
     pub(crate) overwrite: bool,
+}
+
+impl<'a> Parcel<'a> {
+    /// A spooled file.
+    pub(crate) fn spooled(
+        file: &'a super::form::Spooled,
+        name: &'a str,
+        print: bool,
+    ) -> Parcel<'a> {
+        Parcel {
+            path: file.file.path(),
+            sha256: Some(&file.sha256),
+            growing: None,
+            name,
+            print,
+            overwrite: false,
+        }
+    }
 }
 
 /// Sends `parcel` to `dest` over `client` (opened while the upload was
@@ -146,23 +171,32 @@ pub(crate) async fn send(
     parcel: &Parcel<'_>,
     observer: &mut (dyn crate::workstation::Observer + Send),
 ) -> (Result<Sent, Failure>, Option<Client>) {
-    let Parcel {
-        file,
-        name,
-        print,
-        overwrite,
-    } = *parcel;
-    let path = file.file.path();
+    let (path, name) = (parcel.path, parcel.name);
     let mut client = match client {
         Ok(client) => client,
         Err(f) => return (Err(f), None),
     };
-    client.set_print(Some(print));
-    // Hashed as it was spooled: not read once more for that.
-    let _ = client.know_digest(path, file.sha256.clone());
+    client.set_print(Some(parcel.print));
+    if let Some(sha256) = parcel.sha256 {
+        // Hashed as it was spooled: not read once more for that.
+        let _ = client.know_digest(path, sha256.to_string());
+    }
     let mut attempt = 0;
     let result = loop {
-        match client.send_file(path, name, overwrite, observer).await {
+        let sent = match &parcel.growing {
+            Some((size, growth)) => {
+                let growth = Arc::clone(growth);
+                client
+                    .send_growing(path, *size, growth, name, parcel.overwrite, observer)
+                    .await
+            }
+            None => {
+                client
+                    .send_file(path, name, parcel.overwrite, observer)
+                    .await
+            }
+        };
+        match sent {
             Err(e) if e.is_transient() && attempt < crate::workstation::DEFAULT_RETRIES => {
                 attempt += 1;
                 tracing::info!(agent = %dest.name, error = %e, attempt, "send failed, retrying");

@@ -10,10 +10,13 @@
 
 use std::collections::HashSet;
 use std::path::Path;
+use std::sync::Arc;
 
 use axum::body::Body;
 use bytes::Bytes;
 use futures_util::StreamExt;
+
+use crate::workstation::growing::Growth;
 
 /// The form fields the bridge takes; any other is refused. Only `file`
 /// is stored; `plateindex` (Orca), `userdata` (OctoPrint's) and `filename`
@@ -148,7 +151,7 @@ pub(crate) async fn read_form(
 
 /// Spools one field's content into a temp file in `dir`.
 async fn spool(field: &mut multer::Field<'_>, dir: &Path) -> Result<Spooled, BadForm> {
-    let mut sink = Sink::new(dir)?;
+    let mut sink = Sink::new(dir, None)?;
     while let Some(chunk) = field.chunk().await.map_err(explain)? {
         sink.write(&chunk).await?;
     }
@@ -157,13 +160,47 @@ async fn spool(field: &mut multer::Field<'_>, dir: &Path) -> Result<Spooled, Bad
 
 /// Spools a raw body (PrusaLink's `PUT`) into a temp file in `dir`.
 pub(crate) async fn read_raw(body: Body, dir: &Path) -> Result<Spooled, BadForm> {
-    let mut sink = Sink::new(dir)?;
+    let sink = Sink::new(dir, None)?;
+    fill(sink, body).await
+}
+
+/// Spools a raw body into a temp file in `dir` that others read as it
+/// grows: `started` gets its path and its [`Growth`] before the first byte
+/// is read, and the growth ends as the spooling does (broken off on an
+/// error, so that nothing incomplete is sent on).
+pub(crate) async fn read_raw_growing(
+    body: Body,
+    dir: &Path,
+    started: impl FnOnce(&Path, Arc<Growth>),
+) -> Result<Spooled, BadForm> {
+    let growth = Arc::new(Growth::default());
+    let mut sink = Sink::new(dir, Some(Arc::clone(&growth)))?;
+    started(sink.file.path(), Arc::clone(&growth));
+    if let Err(e) = pour(&mut sink, body).await {
+        // Said before the temp file goes (with `sink`): a reader opening
+        // it from now on hears why, not that it is missing.
+        growth.ended(Err(e.to_string()));
+        return Err(e);
+    }
+    let spooled = sink.finish().await;
+    growth.ended(spooled.as_ref().map(drop).map_err(BadForm::to_string));
+    spooled
+}
+
+/// Writes `body` through `sink`.
+async fn fill(mut sink: Sink, body: Body) -> Result<Spooled, BadForm> {
+    pour(&mut sink, body).await?;
+    sink.finish().await
+}
+
+/// Writes every piece of `body` into `sink`.
+async fn pour(sink: &mut Sink, body: Body) -> Result<(), BadForm> {
     let mut chunks = body.into_data_stream();
     while let Some(chunk) = chunks.next().await {
         let chunk = chunk.map_err(|e| BadForm::Client(format!("the upload broke off: {e}")))?;
         sink.write(&chunk).await?;
     }
-    sink.finish().await
+    Ok(())
 }
 
 /// Bytes gathered before they go to the writer thread: a browser's upload
@@ -186,14 +223,16 @@ struct Sink {
 }
 
 impl Sink {
-    fn new(dir: &Path) -> Result<Sink, BadForm> {
+    /// A sink into a new temp file in `dir`, telling `growth` (if any) how
+    /// far it is written.
+    fn new(dir: &Path, growth: Option<Arc<Growth>>) -> Result<Sink, BadForm> {
         let file = tempfile::Builder::new()
             .prefix(".fileagent-bridge-")
             .tempfile_in(dir)
             .map_err(local(dir))?;
         let out = file.reopen().map_err(local(dir))?;
         let (batches, queue) = tokio::sync::mpsc::channel(SINK_QUEUE);
-        let writer = tokio::task::spawn_blocking(move || write_and_hash(out, queue));
+        let writer = tokio::task::spawn_blocking(move || write_and_hash(out, queue, growth));
         Ok(Sink {
             file,
             batch: bytes::BytesMut::with_capacity(BATCH),
@@ -265,14 +304,18 @@ impl Sink {
 fn write_and_hash(
     mut out: std::fs::File,
     mut queue: tokio::sync::mpsc::Receiver<Bytes>,
+    growth: Option<Arc<Growth>>,
 ) -> std::io::Result<(u64, String)> {
     use std::io::Write;
     let mut hasher = sha2::Sha256::default();
     let mut size = 0u64;
     while let Some(batch) = queue.blocking_recv() {
         out.write_all(&batch)?;
-        sha2::Digest::update(&mut hasher, &batch);
         size += batch.len() as u64;
+        if let Some(growth) = &growth {
+            growth.grew(size);
+        }
+        sha2::Digest::update(&mut hasher, &batch);
     }
     Ok((size, hex::encode(sha2::Digest::finalize(hasher))))
 }

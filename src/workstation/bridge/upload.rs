@@ -137,10 +137,8 @@ async fn carry(
     let started = Instant::now();
     let sends = dests.iter().zip(clients).map(|(d, client)| async move {
         let parcel = deliver::Parcel {
-            file,
-            name,
-            print,
             overwrite,
+            ..deliver::Parcel::spooled(file, name, print)
         };
         let (result, client) = deliver::send(d, client, &parcel, &mut ()).await;
         if let Some(client) = client {

@@ -21,6 +21,7 @@ use super::board::Board;
 use crate::wire::protocol::ErrorCode;
 use crate::workstation::bridge::deliver::{self, Destination, Parcel};
 use crate::workstation::bridge::form::Spooled;
+use crate::workstation::growing::Growth;
 use crate::workstation::{Fate, Observer, Phase};
 
 /// Jobs kept for the page, at most: the oldest finished ones go first.
@@ -75,10 +76,47 @@ pub(crate) struct View {
     pub(crate) text: String,
 }
 
+/// A job's file: the page's upload, while it is spooled and after.
+pub(crate) struct Source {
+    path: std::path::PathBuf,
+    size: u64,
+    /// How far it is written, while it is.
+    growth: Option<Arc<Growth>>,
+    /// The finished spool: keeps the temp file, and knows its digest.
+    spooled: Mutex<Option<Arc<Spooled>>>,
+}
+
+impl Source {
+    /// An upload still being spooled at `path`, `size` bytes when complete.
+    pub(crate) fn growing(path: &std::path::Path, size: u64, growth: Arc<Growth>) -> Source {
+        Source {
+            path: path.to_path_buf(),
+            size,
+            growth: Some(growth),
+            spooled: Mutex::default(),
+        }
+    }
+
+    /// An upload spooled whole.
+    pub(crate) fn spooled(spooled: Spooled) -> Source {
+        Source {
+            path: spooled.file.path().to_path_buf(),
+            size: spooled.size,
+            growth: None,
+            spooled: Mutex::new(Some(Arc::new(spooled))),
+        }
+    }
+
+    /// The spooling ended well: what it made.
+    pub(crate) fn complete(&self, spooled: Spooled) {
+        *lock(&self.spooled) = Some(Arc::new(spooled));
+    }
+}
+
 struct Job {
     view: View,
     dest: Destination,
-    spool: Arc<Spooled>,
+    spool: Arc<Source>,
     sending_since: Option<Instant>,
     task: Option<tokio::task::AbortHandle>,
 }
@@ -89,6 +127,9 @@ pub(crate) struct Jobs {
     jobs: Mutex<BTreeMap<u64, Job>>,
     next: Mutex<u64>,
     changed: watch::Sender<u64>,
+    /// Moves when a job's state changes (not its progress): news the page
+    /// gets at once.
+    settled: watch::Sender<u64>,
     /// Told when a job ends: the agent's file list changed.
     board: Arc<Board>,
 }
@@ -99,6 +140,7 @@ impl Jobs {
             jobs: Mutex::default(),
             next: Mutex::new(1),
             changed: watch::channel(0).0,
+            settled: watch::channel(0).0,
             board,
         }
     }
@@ -107,7 +149,7 @@ impl Jobs {
     pub(crate) fn start(
         self: &Arc<Self>,
         dests: Vec<Destination>,
-        spool: Arc<Spooled>,
+        spool: Arc<Source>,
         file: &str,
         print: bool,
     ) -> Vec<u64> {
@@ -207,9 +249,10 @@ impl Jobs {
         lock(&self.jobs).values().map(|j| j.view.clone()).collect()
     }
 
-    /// A receiver that changes whenever a job does.
-    pub(crate) fn subscribe(&self) -> watch::Receiver<u64> {
-        self.changed.subscribe()
+    /// Receivers that change whenever a job does, and whenever a job's
+    /// state does.
+    pub(crate) fn subscribe(&self) -> (watch::Receiver<u64>, watch::Receiver<u64>) {
+        (self.changed.subscribe(), self.settled.subscribe())
     }
 
     fn new_id(&self) -> u64 {
@@ -220,8 +263,18 @@ impl Jobs {
 
     /// Runs `f` on job `id` and tells the page; `None` if there is none.
     fn update<T>(&self, id: u64, f: impl FnOnce(&mut Job) -> T) -> Option<T> {
-        let out = lock(&self.jobs).get_mut(&id).map(f);
+        let (out, moved) = match lock(&self.jobs).get_mut(&id) {
+            Some(job) => {
+                let before = job.view.state;
+                let out = f(job);
+                (Some(out), job.view.state != before)
+            }
+            None => (None, false),
+        };
         self.changed.send_modify(|n| *n += 1);
+        if moved {
+            self.settled.send_modify(|n| *n += 1);
+        }
         out
     }
 
@@ -246,8 +299,15 @@ impl Jobs {
             return;
         };
         let client = deliver::connect(&dest).await;
+        // Spooled by now (a retry, or a slow connection), or still arriving.
+        let spooled = lock(&spool.spooled).clone();
         let parcel = Parcel {
-            file: &spool,
+            path: &spool.path,
+            sha256: spooled.as_ref().map(|s| s.sha256.as_str()),
+            growing: match (&spooled, &spool.growth) {
+                (None, Some(growth)) => Some((spool.size, Arc::clone(growth))),
+                _ => None,
+            },
             name: &file,
             print,
             overwrite: replace,

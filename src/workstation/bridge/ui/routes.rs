@@ -18,6 +18,7 @@ use futures_util::Stream;
 use serde_json::json;
 use tracing::{info, warn};
 
+use super::jobs::Source;
 use super::session::{Denied, Provenance, set_cookie};
 use super::{board, page};
 use crate::workstation::bridge::deliver::{self, Destination, Failure, Kind};
@@ -182,6 +183,8 @@ fn snapshot(
 struct Feed {
     bridge: Arc<Bridge>,
     jobs: tokio::sync::watch::Receiver<u64>,
+    /// Moves when a job's state changes: sent at once.
+    settled: tokio::sync::watch::Receiver<u64>,
     lists: tokio::sync::watch::Receiver<u64>,
     sent: Option<tokio::time::Instant>,
 }
@@ -189,7 +192,8 @@ struct Feed {
 impl Feed {
     /// The next state to send: at once the first time; then after a
     /// change anywhere, at most one per [`COALESCE`] (a change after a
-    /// quiet spell goes out at once, a burst as one).
+    /// quiet spell goes out at once, a burst as one), but a transfer's new
+    /// state (stored, failed, ...) at once.
     async fn next(&mut self) -> Event {
         let (state, mut streams) = snapshot(&self.bridge);
         let state = match self.sent {
@@ -202,13 +206,19 @@ impl Feed {
                     let changed = streams.iter_mut().map(|s| Box::pin(s.changed()));
                     let _ = futures_util::future::select_all(changed).await;
                 };
-                tokio::select! {
-                    _ = self.jobs.changed() => {}
-                    _ = self.lists.changed() => {}
-                    () = agents => {}
-                    () = tokio::time::sleep(REFRESH) => self.bridge.ui.board.stale_all(),
+                let urgent = tokio::select! {
+                    _ = self.settled.changed() => true,
+                    _ = self.jobs.changed() => false,
+                    _ = self.lists.changed() => false,
+                    () = agents => false,
+                    () = tokio::time::sleep(REFRESH) => {
+                        self.bridge.ui.board.stale_all();
+                        false
+                    }
+                };
+                if !urgent {
+                    tokio::time::sleep_until(sent + COALESCE).await;
                 }
-                tokio::time::sleep_until(sent + COALESCE).await;
                 snapshot(&self.bridge).0
             }
         };
@@ -219,8 +229,10 @@ impl Feed {
 
 /// `GET /ui/events`: the state now, then again after every change.
 async fn events(State(bridge): Shared) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let (jobs, settled) = bridge.ui.jobs.subscribe();
     let feed = Feed {
-        jobs: bridge.ui.jobs.subscribe(),
+        jobs,
+        settled,
         lists: bridge.ui.board.subscribe(),
         bridge,
         sent: None,
@@ -261,7 +273,12 @@ fn targets(bridge: &Bridge, to: &str) -> Result<Vec<Destination>, Failure> {
 
 /// `POST /ui/send?to=a:AGENT,g:GROUP&name=NAME&print=true`: the body is
 /// the file; a job per agent.
-async fn send(State(bridge): Shared, RawQuery(query): RawQuery, body: Body) -> Response {
+async fn send(
+    State(bridge): Shared,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let to = param(&query, "to").unwrap_or_default();
     let q = Named {
         name: param(&query, "name").unwrap_or_default(),
@@ -275,13 +292,42 @@ async fn send(State(bridge): Shared, RawQuery(query): RawQuery, body: Body) -> R
         let text = format!("{:?} is not a plain file name", q.name);
         return plain(StatusCode::BAD_REQUEST, text);
     }
-    let spooled = match form::read_raw(body, &bridge.spool).await {
-        Ok(spooled) => Arc::new(spooled),
-        Err(e) => return plain(StatusCode::BAD_REQUEST, e.to_string()),
+    let size = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let jobs = &bridge.ui.jobs;
+    info!(file_name = %q.name, bytes = ?size, agents = dests.len(), print, "sending from the page");
+    let (spooled, ids) = match size {
+        // The size is known: the agents get the file as it arrives.
+        Some(size) => {
+            let mut started = None;
+            let spooled = form::read_raw_growing(body, &bridge.spool, |path, growth| {
+                let source = Arc::new(Source::growing(path, size, growth));
+                let ids = jobs.start(dests, Arc::clone(&source), &q.name, print);
+                started = Some((source, ids));
+            })
+            .await;
+            match started {
+                Some((source, ids)) => (spooled.map(|s| source.complete(s)), ids),
+                // No temp file could be made: nothing started.
+                None => (spooled.map(drop), Vec::new()),
+            }
+        }
+        None => match form::read_raw(body, &bridge.spool).await {
+            Ok(spooled) => {
+                let source = Arc::new(Source::spooled(spooled));
+                (Ok(()), jobs.start(dests, source, &q.name, print))
+            }
+            Err(e) => (Err(e), Vec::new()),
+        },
     };
-    info!(file_name = %q.name, bytes = spooled.size, agents = dests.len(), print, "sending from the page");
-    let ids = bridge.ui.jobs.start(dests, spooled, &q.name, print);
-    axum::Json(json!({ "jobs": ids })).into_response()
+    match spooled {
+        Ok(()) => axum::Json(json!({ "jobs": ids })).into_response(),
+        // The transfers under way stop with the same reason; nothing is stored.
+        Err(form::BadForm::Client(text)) => plain(StatusCode::BAD_REQUEST, text),
+        Err(form::BadForm::Local(text)) => plain(StatusCode::INSUFFICIENT_STORAGE, text),
+    }
 }
 
 /// `POST /ui/jobs/ID/ACTION`.
