@@ -111,6 +111,10 @@ bench-forward plate="../shared/data/gcode/plate-large.gcode" repeat="9":
 bench-bridge plate="../shared/data/gcode/plate-large.gcode" rate="2500000":
     benches/bridge.sh {{plate}} {{rate}}
 
+# The web page: a plate picked in it (headless chromium) until stored vs fileagent send; its weight; RSS.
+bench-ui plate="../shared/data/gcode/plate-large.gcode":
+    benches/ui.sh {{plate}}
+
 # Run a dev OctoPrint with its Virtual Printer on 127.0.0.1 (installs it on first use).
 octoprint port="5000":
     scripts/octoprint-dev.sh run {{port}}

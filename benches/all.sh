@@ -11,7 +11,10 @@
 #   4. plain vs zstd over loopback shaped to 20 Mbit/s (benches/compressed-link.sh);
 #   5. handshakes per second (cargo bench --bench handshakes);
 #   6. the bridge: a slicer-style upload through it vs straight to OctoPrint,
-#      on loopback and at 20 Mbit/s, and its peak RSS (benches/bridge.sh).
+#      on loopback and at 20 Mbit/s, and its peak RSS (benches/bridge.sh);
+#   7. the web page: a plate picked in it until stored vs `fileagent send`,
+#      its weight, the process's RSS with it open (benches/ui.sh; Debian's
+#      chromium and chromium-driver).
 #
 # Needs: socat, openssh-server (sshd, scp), curl, iproute2 (tc), and root for
 # sshd and the network namespace (apt-get install socat openssh-server curl iproute2).
@@ -257,9 +260,13 @@ row "handshakes per second (TLS 1.3 mutual auth + ping)" "$per_s /s" "tcp $tcp_s
 
 echo "== 6. the bridge (benches/bridge.sh)" >&2
 bridge_table=$(benches/bridge.sh)
+echo "== 7. the web page (benches/ui.sh)" >&2
+ui_table=$(benches/ui.sh)
 
 echo
 printf '%-58s %12s %10s  %s\n' "what" "figure" "" "against the baseline"
 printf '%s\n' "${results[@]}"
 echo
 echo "$bridge_table"
+echo
+echo "$ui_table"

@@ -20,7 +20,6 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/fileagent-ui.XXXXXX")
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2> /dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
-[ -n "${KEEP_LOG:-}" ] && trap 'cp "$work/ui.log" /tmp/exp/ui-bench.log; cleanup' EXIT
 
 start_agent "$bin" "$work" 'max_file_size = "4 GiB"'
 pids+=("$agent_pid")
