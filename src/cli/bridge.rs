@@ -168,16 +168,20 @@ fn browser(url: &str) -> std::io::Result<()> {
     };
     #[cfg(not(any(target_os = "macos", windows)))]
     let mut command = std::process::Command::new("xdg-open");
+    let program = command.get_program().to_string_lossy().into_owned();
     let status = command
         .arg(url)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
-        .status()?;
+        .status()
+        .map_err(|e| std::io::Error::new(e.kind(), format!("{program}: {e}")))?;
     if status.success() {
         Ok(())
     } else {
-        Err(std::io::Error::other(format!("it exited with {status}")))
+        Err(std::io::Error::other(format!(
+            "{program} exited with {status}"
+        )))
     }
 }
 
