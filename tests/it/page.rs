@@ -195,44 +195,25 @@ async fn other_sites_cannot_send_or_listen() {
     let body = format!("@{}", file.display());
     let cookie = format!("Cookie: {}", browser.cookie);
     let csrf = format!("X-CSRF-Token: {}", browser.csrf);
-    let post = ["-X", "POST", "--data-binary", body.as_str()];
+    // The page's send, with these headers only.
+    let posted = async |headers: &[&str]| {
+        let mut args: Vec<&str> = headers.iter().flat_map(|h| ["-H", *h]).collect();
+        args.extend_from_slice(&["-X", "POST", "--data-binary", body.as_str(), url.as_str()]);
+        curl(&args).await
+    };
 
     // A forged cross-site POST: the browser would add the cookie only for
     // SameSite=Lax, but even with it, no CSRF token.
-    let mut forged: Vec<&str> = vec!["-H", &cookie, "-H", "Origin: http://evil.example"];
-    forged.extend_from_slice(&post);
-    forged.push(&url);
-    assert_eq!(curl(&forged).await.status, 403);
+    let forged = posted(&[&cookie, "Origin: http://evil.example"]).await;
+    assert_eq!(forged.status, 403);
     // The token leaked somehow: still another site.
-    let mut leaked: Vec<&str> = vec![
-        "-H",
-        &cookie,
-        "-H",
-        &csrf,
-        "-H",
-        "Origin: http://evil.example",
-    ];
-    leaked.extend_from_slice(&post);
-    leaked.push(&url);
-    let reply = curl(&leaked).await;
-    assert_eq!(reply.status, 403);
-    assert!(reply.body.contains("other sites"), "{reply:?}");
-    let mut fetched: Vec<&str> = vec![
-        "-H",
-        &cookie,
-        "-H",
-        &csrf,
-        "-H",
-        "Sec-Fetch-Site: cross-site",
-    ];
-    fetched.extend_from_slice(&post);
-    fetched.push(&url);
-    assert_eq!(curl(&fetched).await.status, 403);
-    // Same cookie and token, but no token header at all.
-    let mut tokenless: Vec<&str> = vec!["-H", &cookie];
-    tokenless.extend_from_slice(&post);
-    tokenless.push(&url);
-    assert_eq!(curl(&tokenless).await.status, 403);
+    let leaked = posted(&[&cookie, &csrf, "Origin: http://evil.example"]).await;
+    assert_eq!(leaked.status, 403);
+    assert!(leaked.body.contains("other sites"), "{leaked:?}");
+    let fetched = posted(&[&cookie, &csrf, "Sec-Fetch-Site: cross-site"]).await;
+    assert_eq!(fetched.status, 403);
+    // Same cookie, but no token header at all.
+    assert_eq!(posted(&[&cookie]).await.status, 403);
     // Another origin's page listening to the event stream.
     let events = format!("{}/events", browser.base);
     let listen = curl(&["-H", &cookie, "-H", "Origin: http://evil.example", &events]).await;

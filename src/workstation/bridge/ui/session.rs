@@ -271,24 +271,21 @@ mod tests {
         let sessions = Sessions::default();
         let id = sessions.redeem(&sessions.mint_launch()).unwrap();
         let cookie = format!("{COOKIE}={id}");
+        let cross = |request: &Provenance<'_>, navigation| {
+            matches!(
+                sessions.admit(request, navigation, false),
+                Err(Denied::CrossSite(_))
+            )
+        };
         let mut request = from_page(&cookie, None);
         request.origin = Some("http://evil.example");
-        assert!(matches!(
-            sessions.admit(&request, false, false),
-            Err(Denied::CrossSite(_))
-        ));
+        assert!(cross(&request, false));
         // Same host, another port: another origin.
         request.origin = Some("http://127.0.0.1:8080");
-        assert!(matches!(
-            sessions.admit(&request, false, false),
-            Err(Denied::CrossSite(_))
-        ));
+        assert!(cross(&request, false));
         let mut request = from_page(&cookie, None);
         request.fetch_site = Some("cross-site");
-        assert!(matches!(
-            sessions.admit(&request, true, false),
-            Err(Denied::CrossSite(_))
-        ));
+        assert!(cross(&request, true));
         request.fetch_site = Some("none");
         assert!(sessions.admit(&request, true, false).is_ok());
         assert!(sessions.admit(&request, false, false).is_err());
