@@ -61,7 +61,8 @@ exe() {
 }
 
 # The tests that run workstation commands (pair, send with progress,
-# resume after a cut and Ctrl-C, get, delete, list, status, ping): the
+# resume after a cut and Ctrl-C, get, delete, list, status, ping, the
+# bridge under load, `fileagent ui` starting or asking a running one): the
 # suite is built natively and starts the agent natively; Home::cmd runs the
 # workstation's commands through FILEAGENT_WORKSTATION_RUNNER.
 test_under_wine() {
@@ -71,7 +72,7 @@ test_under_wine() {
 		say "$bin missing: run cross/windows.sh build first"
 		exit 2
 	}
-	[ $# -gt 0 ] || set -- cli:: pairing:: resume:: progress:: bridge_load::
+	[ $# -gt 0 ] || set -- cli:: pairing:: resume:: progress:: bridge_load:: page::fileagent_ui
 	# One wineserver for the whole run, with wine's own services started
 	# here: started by a test's first command, they would inherit its pipes
 	# and keep the test waiting for their end.
