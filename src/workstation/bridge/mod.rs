@@ -17,6 +17,7 @@ pub(crate) mod guard;
 mod octo;
 mod printers;
 mod routes;
+mod sink;
 mod ui;
 mod upload;
 

@@ -18,10 +18,9 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use super::board::Board;
+pub(crate) use super::source::Source;
 use crate::wire::protocol::ErrorCode;
 use crate::workstation::bridge::deliver::{self, Destination, Parcel};
-use crate::workstation::bridge::form::Spooled;
-use crate::workstation::growing::Growth;
 use crate::workstation::{Fate, Observer, Phase};
 
 /// Jobs kept for the page, at most: the oldest finished ones go first.
@@ -74,43 +73,6 @@ pub(crate) struct View {
     pub(crate) eta: Option<f64>,
     /// What happened, in words (the reason it waits or failed).
     pub(crate) text: String,
-}
-
-/// A job's file: the page's upload, while it is spooled and after.
-pub(crate) struct Source {
-    path: std::path::PathBuf,
-    size: u64,
-    /// How far it is written, while it is.
-    growth: Option<Arc<Growth>>,
-    /// The finished spool: keeps the temp file, and knows its digest.
-    spooled: Mutex<Option<Arc<Spooled>>>,
-}
-
-impl Source {
-    /// An upload still being spooled at `path`, `size` bytes when complete.
-    pub(crate) fn growing(path: &std::path::Path, size: u64, growth: Arc<Growth>) -> Source {
-        Source {
-            path: path.to_path_buf(),
-            size,
-            growth: Some(growth),
-            spooled: Mutex::default(),
-        }
-    }
-
-    /// An upload spooled whole.
-    pub(crate) fn spooled(spooled: Spooled) -> Source {
-        Source {
-            path: spooled.file.path().to_path_buf(),
-            size: spooled.size,
-            growth: None,
-            spooled: Mutex::new(Some(Arc::new(spooled))),
-        }
-    }
-
-    /// The spooling ended well: what it made.
-    pub(crate) fn complete(&self, spooled: Spooled) {
-        *lock(&self.spooled) = Some(Arc::new(spooled));
-    }
 }
 
 struct Job {
@@ -300,7 +262,7 @@ impl Jobs {
         };
         let client = deliver::connect(&dest).await;
         // Spooled by now (a retry, or a slow connection), or still arriving.
-        let spooled = lock(&spool.spooled).clone();
+        let spooled = spool.finished();
         let parcel = Parcel {
             path: &spool.path,
             sha256: spooled.as_ref().map(|s| s.sha256.as_str()),

@@ -17,10 +17,12 @@
 //! Sessions, CSRF and origin checks: see `session`.
 
 mod board;
+mod feed;
 mod jobs;
 mod page;
 mod routes;
 pub(crate) mod session;
+mod source;
 
 pub(crate) use routes::router;
 
