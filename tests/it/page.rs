@@ -270,6 +270,8 @@ async fn files_sent_from_the_page_reach_each_printer_and_say_what_became_of_them
     );
     assert_eq!(waits["done"], waits["size"]);
     assert_eq!(pi2.read_ready(hostile), std::fs::read(&path).unwrap());
+    // Stored everywhere: the local process keeps no copy.
+    assert!(bridge.spooled().is_empty(), "{:?}", bridge.spooled());
     wait_state(&pi1, &octo, hostile, &["printing", "printed"]).await;
 
     // The board: pi1 printing, pi2 with the file waiting (the name is text
@@ -386,6 +388,8 @@ async fn a_cancelled_transfer_leaves_nothing_and_can_be_tried_again() {
         agent.read_ready("big.bgcode"),
         std::fs::read(&path).unwrap()
     );
+    // Kept while a retry could need it, gone once each stored.
+    assert!(bridge.spooled().is_empty(), "{:?}", bridge.spooled());
     bridge.stop().await;
 }
 

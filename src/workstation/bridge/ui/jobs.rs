@@ -78,7 +78,9 @@ pub(crate) struct View {
 struct Job {
     view: View,
     dest: Destination,
-    spool: Arc<Source>,
+    /// The file, kept while the job may be tried again (not once it
+    /// stored: the spooled copy goes when no job needs it).
+    spool: Option<Arc<Source>>,
     sending_since: Option<Instant>,
     task: Option<tokio::task::AbortHandle>,
 }
@@ -134,7 +136,7 @@ impl Jobs {
                 let job = Job {
                     view,
                     dest,
-                    spool: Arc::clone(&spool),
+                    spool: Some(Arc::clone(&spool)),
                     sending_since: None,
                     task: None,
                 };
@@ -150,10 +152,10 @@ impl Jobs {
     }
 
     /// Tries a failed or cancelled job again (`replace`: over a different
-    /// file of that name). False if it is running or unknown.
+    /// file of that name). False if it is running, stored or unknown.
     pub(crate) fn retry(self: &Arc<Self>, id: u64, replace: bool) -> bool {
         let restartable = self.update(id, |job| {
-            if job.view.state.running() {
+            if job.view.state.running() || job.spool.is_none() {
                 return false;
             }
             job.view.state = State::Connecting;
@@ -249,14 +251,10 @@ impl Jobs {
 
     /// One job: connect, send, then (for a print) the file's fate.
     async fn run(self: Arc<Self>, id: u64, replace: bool) {
-        let Some((dest, spool, file, print)) = self.update(id, |job| {
+        let Some(Some((dest, spool, file, print))) = self.update(id, |job| {
             let v = &job.view;
-            (
-                job.dest.clone(),
-                Arc::clone(&job.spool),
-                v.file.clone(),
-                v.print,
-            )
+            let spool = Arc::clone(job.spool.as_ref()?);
+            Some((job.dest.clone(), spool, v.file.clone(), v.print))
         }) else {
             return;
         };
@@ -306,6 +304,9 @@ impl Jobs {
             }
             (Ok(sent), true, None) => (State::Stored, stored_text(sent.unchanged, sent.replaced)),
         };
+        // Let go of the file before saying the job ended: once no job
+        // keeps it, the spooled copy is gone.
+        drop((spooled, spool));
         self.board.stale(&dest.name);
         self.update(id, |job| {
             job.view.state = state;
@@ -313,6 +314,7 @@ impl Jobs {
             job.view.eta = None;
             if matches!(state, State::Stored | State::Started | State::Waiting) {
                 job.view.done = job.view.size;
+                job.spool = None;
             }
             job.task = None;
         });
