@@ -103,7 +103,7 @@ async fn running_token(addr: std::net::SocketAddr, key: &str) -> Result<Option<S
     let mut answer = Vec::new();
     let exchange = async {
         stream.write_all(request.as_bytes()).await?;
-        stream.take(64 * 1024).read_to_end(&mut answer).await
+        stream.take(MAX_ANSWER).read_to_end(&mut answer).await
     };
     tokio::time::timeout(ASK_RUNNING, exchange)
         .await
@@ -134,6 +134,9 @@ async fn running_token(addr: std::net::SocketAddr, key: &str) -> Result<Option<S
     Ok(Some(body.trim().to_string()))
 }
 
+/// The most of a running bridge's answer `fileagent ui` reads (a token is
+/// 32 characters; anything else answering may send a page).
+const MAX_ANSWER: u64 = 64 * 1024;
 /// How long `fileagent ui` waits for a running bridge's answer.
 const ASK_RUNNING: std::time::Duration = std::time::Duration::from_secs(10);
 

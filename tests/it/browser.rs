@@ -62,9 +62,12 @@ async fn the_page_in_a_real_browser() {
         .arg(args.to_string())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    // What the script says on stderr (a traceback) goes into the failure.
+    let stderr = browser.stderr.take().unwrap();
+    let errors = std::thread::spawn(move || std::io::read_to_string(stderr).unwrap_or_default());
     let mut answers = browser.stdin.take().unwrap();
     let (lines_tx, mut lines) = tokio::sync::mpsc::unbounded_channel();
     let stdout = browser.stdout.take().unwrap();
@@ -114,9 +117,10 @@ async fn the_page_in_a_real_browser() {
         answers.flush().unwrap();
     }
     let status = browser.wait().unwrap();
+    let errors = errors.join().unwrap();
     assert!(
         status.success(),
-        "the browser script failed; it said:\n{}",
+        "the browser script failed ({status}); it said:\n{}\n{errors}",
         said.join("\n")
     );
     assert!(shots.join("ui-light.png").exists() && shots.join("ui-dark-narrow.png").exists());

@@ -91,17 +91,24 @@ pub(crate) fn destinations(
     };
     members
         .into_iter()
-        .map(|member| {
-            let target = config
-                .resolve(dir, Some(&member), None)
-                .map_err(|e| Failure::new(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")))?;
-            Ok(Destination {
-                name: member,
-                address: target.address,
-                identity: target.identity,
-            })
-        })
+        .map(|member| destination(&config, dir, member))
         .collect()
+}
+
+/// Where `name` (a paired agent, or an address) is, by `config` in `dir`.
+pub(crate) fn destination(
+    config: &ClientConfig,
+    dir: &Path,
+    name: String,
+) -> Result<Destination, Failure> {
+    let target = config
+        .resolve(dir, Some(&name), None)
+        .map_err(|e| Failure::new(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")))?;
+    Ok(Destination {
+        name,
+        address: target.address,
+        identity: target.identity,
+    })
 }
 
 fn none_if_empty(list: String) -> String {
@@ -219,6 +226,15 @@ pub(crate) async fn print(dest: &Destination, name: &str) -> Result<(), Failure>
     let result = client.print(Some(name)).await;
     client.close().await;
     result.map(|_| ()).map_err(|e| failure(&dest.name, e))
+}
+
+/// `delete` on `dest`: a person removes `name` from the agent's spool;
+/// whether it was there.
+pub(crate) async fn remove(dest: &Destination, name: &str) -> Result<bool, Failure> {
+    let mut client = connect(dest).await?;
+    let result = client.delete(name).await;
+    client.close().await;
+    result.map_err(|e| failure(&dest.name, e))
 }
 
 /// What a failure with agent `agent` means for the HTTP client.

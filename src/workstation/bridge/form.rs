@@ -73,6 +73,20 @@ pub(crate) enum BadForm {
     Local(String),
 }
 
+impl BadForm {
+    /// How the client hears it: 400 for its body, 507 for a local failure
+    /// (a full disk).
+    pub(crate) fn failure(self) -> super::deliver::Failure {
+        use axum::http::StatusCode;
+        match self {
+            BadForm::Client(text) => super::deliver::Failure::new(StatusCode::BAD_REQUEST, text),
+            BadForm::Local(text) => {
+                super::deliver::Failure::new(StatusCode::INSUFFICIENT_STORAGE, text)
+            }
+        }
+    }
+}
+
 /// OctoPrint's truth values for form fields.
 fn truthy(value: &str) -> bool {
     matches!(

@@ -26,6 +26,14 @@ pub(crate) enum Refusal {
 }
 
 impl Refusal {
+    /// The HTTP status it is answered with: 421 for a foreign `Host`, else 403.
+    pub(crate) fn status(&self) -> axum::http::StatusCode {
+        match self {
+            Refusal::Host(_) => axum::http::StatusCode::MISDIRECTED_REQUEST,
+            _ => axum::http::StatusCode::FORBIDDEN,
+        }
+    }
+
     /// What the client is told (never the key).
     pub(crate) fn text(&self) -> String {
         match self {
@@ -130,12 +138,18 @@ pub(crate) fn key_path(dir: &Path) -> PathBuf {
 
 /// A new random key: upper-case hex, as OctoPrint's keys look.
 fn new_key() -> Result<String> {
+    Ok(hex::encode_upper(random_bytes::<{ KEY_LEN / 2 }>()?))
+}
+
+/// `N` bytes from the system's random source: for the bridge's key and the
+/// web page's tokens.
+pub(crate) fn random_bytes<const N: usize>() -> Result<[u8; N]> {
     use ring::rand::SecureRandom;
-    let mut bytes = [0u8; KEY_LEN / 2];
+    let mut bytes = [0u8; N];
     ring::rand::SystemRandom::new()
         .fill(&mut bytes)
         .map_err(|_| anyhow::anyhow!("the system's random source failed"))?;
-    Ok(hex::encode_upper(bytes))
+    Ok(bytes)
 }
 
 #[cfg(test)]

@@ -83,10 +83,7 @@ async fn admit(State(bridge): Shared, request: Request, next: Next) -> Response 
     match verdict {
         Ok(()) => next.run(request).await,
         Err(refusal) => {
-            let status = match refusal {
-                guard::Refusal::Host(_) => StatusCode::MISDIRECTED_REQUEST,
-                _ => StatusCode::FORBIDDEN,
-            };
+            let status = refusal.status();
             warn!(path = %request.uri().path(), status = status.as_u16(), "request refused");
             failure(Failure::new(status, refusal.text()))
         }

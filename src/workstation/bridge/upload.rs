@@ -14,18 +14,10 @@ use serde::Deserialize;
 use tracing::{info, warn};
 
 use super::deliver::{self, Destination, Failure};
-use super::form::{self, BadForm, Spooled};
+use super::form::{self, Spooled};
 use super::octo;
 use super::routes::{Params, Shared, failure, place, scope};
 use crate::workstation::{Client, Sent};
-
-/// A client error in the body, or a local one (disk full) in spooling it.
-fn bad_form(e: BadForm) -> Failure {
-    match e {
-        BadForm::Client(text) => Failure::new(StatusCode::BAD_REQUEST, text),
-        BadForm::Local(text) => Failure::new(StatusCode::INSUFFICIENT_STORAGE, text),
-    }
-}
 
 /// The plain file name of an upload to `folder`/`name`: fileagent keeps no
 /// folders.
@@ -61,7 +53,7 @@ pub(super) async fn upload(
     );
     let form = match form {
         Ok(form) => form,
-        Err(e) => return failure(bad_form(e)),
+        Err(e) => return failure(e.failure()),
     };
     let name = match plain_name(&form.path, &form.name) {
         Ok(name) => name,
@@ -112,7 +104,7 @@ pub(super) async fn put_upload(
     );
     let file = match file {
         Ok(file) => file,
-        Err(e) => return failure(bad_form(e)),
+        Err(e) => return failure(e.failure()),
     };
     let print = yes("print-after-upload");
     match carry(&dests, clients, &file, &name, print, yes("overwrite")).await {

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use serde::Serialize;
 use tokio::sync::watch;
 
+use super::lock;
 use crate::wire::protocol::{FileEntry, PrinterReport, Watched};
 use crate::workstation::bridge::deliver::{self, Destination};
 use crate::workstation::bridge::printers::{Printers, Report};
@@ -185,10 +186,6 @@ pub(crate) fn cards(
 
 /// The groups of client.toml, for the page's choice of printers.
 pub(crate) type Groups = BTreeMap<String, Vec<String>>;
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 #[cfg(test)]
 mod tests {

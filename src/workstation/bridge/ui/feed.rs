@@ -16,7 +16,7 @@ use serde_json::json;
 use super::board;
 use super::routes::Shared;
 use crate::workstation::bridge::Bridge;
-use crate::workstation::bridge::deliver::Destination;
+use crate::workstation::bridge::deliver::{self, Destination};
 use crate::workstation::config::ClientConfig;
 
 /// Changes closer together than this reach the page as one.
@@ -31,27 +31,13 @@ fn paired(bridge: &Bridge) -> Result<(Vec<Destination>, board::Groups), String> 
     let dests = config
         .agents
         .keys()
-        .map(|name| {
-            let target = config
-                .resolve(&bridge.dir, Some(name), None)
-                .map_err(|e| format!("{e:#}"))?;
-            Ok(Destination {
-                name: name.clone(),
-                address: target.address,
-                identity: target.identity,
-            })
-        })
+        .map(|name| deliver::destination(&config, &bridge.dir, name.clone()).map_err(|f| f.text))
         .collect::<Result<Vec<_>, String>>()?;
     Ok((dests, config.groups))
 }
 
 /// The whole state as the page gets it, and the agents' streams to wait on.
-fn snapshot(
-    bridge: &Bridge,
-) -> (
-    serde_json::Value,
-    Vec<tokio::sync::watch::Receiver<crate::workstation::bridge::printers::Report>>,
-) {
+fn snapshot(bridge: &Bridge) -> (serde_json::Value, Vec<Watch>) {
     let (dests, groups, error) = match paired(bridge) {
         Ok((dests, groups)) => (dests, groups, None),
         Err(e) => (Vec::new(), board::Groups::new(), Some(e)),
@@ -73,8 +59,13 @@ struct Feed {
     /// Moves when a job's state changes: sent at once.
     settled: tokio::sync::watch::Receiver<u64>,
     lists: tokio::sync::watch::Receiver<u64>,
+    /// The agents' state streams as of the last state sent.
+    streams: Vec<Watch>,
     sent: Option<tokio::time::Instant>,
 }
+
+/// One agent's state stream.
+type Watch = tokio::sync::watch::Receiver<crate::workstation::bridge::printers::Report>;
 
 impl Feed {
     /// The next state to send: at once the first time; then after a
@@ -82,33 +73,31 @@ impl Feed {
     /// quiet spell goes out at once, a burst as one), but a transfer's new
     /// state (stored, failed, ...) at once.
     async fn next(&mut self) -> Event {
-        let (state, mut streams) = snapshot(&self.bridge);
-        let state = match self.sent {
-            None => state,
-            Some(sent) => {
-                let agents = async {
-                    if streams.is_empty() {
-                        return std::future::pending().await;
-                    }
-                    let changed = streams.iter_mut().map(|s| Box::pin(s.changed()));
-                    let _ = futures_util::future::select_all(changed).await;
-                };
-                let urgent = tokio::select! {
-                    _ = self.settled.changed() => true,
-                    _ = self.jobs.changed() => false,
-                    _ = self.lists.changed() => false,
-                    () = agents => false,
-                    () = tokio::time::sleep(REFRESH) => {
-                        self.bridge.ui.board.stale_all();
-                        false
-                    }
-                };
-                if !urgent {
-                    tokio::time::sleep_until(sent + COALESCE).await;
+        if let Some(sent) = self.sent {
+            let streams = &mut self.streams;
+            let agents = async {
+                if streams.is_empty() {
+                    return std::future::pending().await;
                 }
-                snapshot(&self.bridge).0
+                let changed = streams.iter_mut().map(|s| Box::pin(s.changed()));
+                let _ = futures_util::future::select_all(changed).await;
+            };
+            let urgent = tokio::select! {
+                _ = self.settled.changed() => true,
+                _ = self.jobs.changed() => false,
+                _ = self.lists.changed() => false,
+                () = agents => false,
+                () = tokio::time::sleep(REFRESH) => {
+                    self.bridge.ui.board.stale_all();
+                    false
+                }
+            };
+            if !urgent {
+                tokio::time::sleep_until(sent + COALESCE).await;
             }
-        };
+        }
+        let (state, streams) = snapshot(&self.bridge);
+        self.streams = streams;
         self.sent = Some(tokio::time::Instant::now());
         Event::default().event("state").data(state.to_string())
     }
@@ -122,6 +111,7 @@ pub(super) async fn events(
     let feed = Feed {
         jobs,
         settled,
+        streams: Vec::new(),
         lists: bridge.ui.board.subscribe(),
         bridge,
         sent: None,

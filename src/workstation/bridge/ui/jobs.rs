@@ -18,6 +18,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use super::board::Board;
+use super::lock;
 pub(crate) use super::source::Source;
 use crate::wire::protocol::ErrorCode;
 use crate::workstation::bridge::deliver::{self, Destination, Parcel};
@@ -89,7 +90,7 @@ struct Job {
 /// waits on it).
 pub(crate) struct Jobs {
     jobs: Mutex<BTreeMap<u64, Job>>,
-    next: Mutex<u64>,
+    next: std::sync::atomic::AtomicU64,
     changed: watch::Sender<u64>,
     /// Moves when a job's state changes (not its progress): news the page
     /// gets at once.
@@ -102,7 +103,7 @@ impl Jobs {
     pub(crate) fn new(board: Arc<Board>) -> Jobs {
         Jobs {
             jobs: Mutex::default(),
-            next: Mutex::new(1),
+            next: std::sync::atomic::AtomicU64::new(1),
             changed: watch::channel(0).0,
             settled: watch::channel(0).0,
             board,
@@ -220,9 +221,7 @@ impl Jobs {
     }
 
     fn new_id(&self) -> u64 {
-        let mut next = lock(&self.next);
-        *next += 1;
-        *next - 1
+        self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Runs `f` on job `id` and tells the page; `None` if there is none.
@@ -385,8 +384,4 @@ impl Observer for Progress<'_> {
         self.jobs
             .update(self.id, |job| job.view.state = State::Storing);
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }

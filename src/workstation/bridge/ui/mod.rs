@@ -26,6 +26,12 @@ mod source;
 
 pub(crate) use routes::router;
 
+/// A lock that a panic elsewhere does not poison for the page: each state
+/// behind these locks is whole between statements.
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// The page's shared state.
 pub(crate) struct Ui {
     pub(crate) sessions: session::Sessions,

@@ -18,6 +18,7 @@ use super::jobs::Source;
 use super::session::{Denied, Provenance, set_cookie};
 use super::{feed, page};
 use crate::workstation::bridge::deliver::{self, Destination, Failure, Kind};
+use crate::workstation::bridge::routes::failure;
 use crate::workstation::bridge::{Bridge, form, guard};
 
 pub(super) type Shared = State<Arc<Bridge>>;
@@ -61,11 +62,7 @@ async fn admit(State(bridge): Shared, request: Request, next: Next) -> Response 
             let key = text("x-api-key");
             if let Err(refusal) = guard::admit(from.host, from.origin, key, &bridge.key) {
                 warn!(path, "launch token refused");
-                let status = match refusal {
-                    guard::Refusal::Host(_) => StatusCode::MISDIRECTED_REQUEST,
-                    _ => StatusCode::FORBIDDEN,
-                };
-                return plain(status, refusal.text());
+                return plain(refusal.status(), refusal.text());
             }
             Ok(())
         }
@@ -87,14 +84,9 @@ async fn admit(State(bridge): Shared, request: Request, next: Next) -> Response 
     }
 }
 
-/// A plain-text answer.
+/// A plain-text answer, as the bridge's routes give theirs.
 fn plain(status: StatusCode, text: String) -> Response {
-    let plain = [(header::CONTENT_TYPE, "text/plain; charset=utf-8")];
-    (status, plain, text).into_response()
-}
-
-fn failure(f: Failure) -> Response {
-    plain(f.status, f.text)
+    failure(Failure::new(status, text))
 }
 
 /// The value of `key` in a query string, decoded.
@@ -163,16 +155,14 @@ async fn send(
     body: Body,
 ) -> Response {
     let to = param(&query, "to").unwrap_or_default();
-    let q = Named {
-        name: param(&query, "name").unwrap_or_default(),
-    };
+    let name = param(&query, "name").unwrap_or_default();
     let print = param(&query, "print").is_some_and(|p| p == "true");
     let dests = match targets(&bridge, &to) {
         Ok(dests) => dests,
         Err(f) => return failure(f),
     };
-    if q.name.is_empty() || q.name.contains(['/', '\\']) {
-        let text = format!("{:?} is not a plain file name", q.name);
+    if name.is_empty() || name.contains(['/', '\\']) {
+        let text = format!("{name:?} is not a plain file name: drop a file, not a folder");
         return plain(StatusCode::BAD_REQUEST, text);
     }
     let size = headers
@@ -180,14 +170,14 @@ async fn send(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     let jobs = &bridge.ui.jobs;
-    info!(file_name = %q.name, bytes = ?size, agents = dests.len(), print, "sending from the page");
+    info!(file_name = %name, bytes = ?size, agents = dests.len(), print, "sending from the page");
     let (spooled, ids) = match size {
         // The size is known: the agents get the file as it arrives.
         Some(size) => {
             let mut started = None;
             let spooled = form::read_raw_growing(body, &bridge.spool, |path, growth| {
                 let source = Arc::new(Source::growing(path, size, growth));
-                let ids = jobs.start(dests, Arc::clone(&source), &q.name, print);
+                let ids = jobs.start(dests, Arc::clone(&source), &name, print);
                 started = Some((source, ids));
             })
             .await;
@@ -200,7 +190,7 @@ async fn send(
         None => match form::read_raw(body, &bridge.spool).await {
             Ok(spooled) => {
                 let source = Arc::new(Source::spooled(spooled));
-                (Ok(()), jobs.start(dests, source, &q.name, print))
+                (Ok(()), jobs.start(dests, source, &name, print))
             }
             Err(e) => (Err(e), Vec::new()),
         },
@@ -208,33 +198,29 @@ async fn send(
     match spooled {
         Ok(()) => axum::Json(json!({ "jobs": ids })).into_response(),
         // The transfers under way stop with the same reason; nothing is stored.
-        Err(form::BadForm::Client(text)) => plain(StatusCode::BAD_REQUEST, text),
-        Err(form::BadForm::Local(text)) => plain(StatusCode::INSUFFICIENT_STORAGE, text),
+        Err(e) => failure(e.failure()),
     }
 }
 
 /// `POST /ui/jobs/ID/ACTION`.
 async fn job_action(State(bridge): Shared, Path((id, action)): Path<(u64, String)>) -> Response {
     let jobs = &bridge.ui.jobs;
-    let done = match action.as_str() {
-        "cancel" => jobs.cancel(id),
-        "retry" => jobs.retry(id, false),
-        "replace" => jobs.retry(id, true),
-        "dismiss" => jobs.dismiss(id),
+    let (done, unless) = match action.as_str() {
+        "cancel" => (jobs.cancel(id), "only a running transfer can be cancelled"),
+        "retry" | "replace" => (
+            jobs.retry(id, action == "replace"),
+            "only a failed or cancelled transfer can be tried again (a stored one keeps no copy: drop the file again)",
+        ),
+        "dismiss" => (
+            jobs.dismiss(id),
+            "a running transfer cannot be dismissed: cancel it first",
+        ),
         _ => return plain(StatusCode::NOT_FOUND, format!("no action {action:?}")),
     };
     match done {
         true => StatusCode::NO_CONTENT.into_response(),
-        false => plain(
-            StatusCode::CONFLICT,
-            format!("transfer {id} cannot be {action}ed now (it is running, finished or gone)"),
-        ),
+        false => plain(StatusCode::CONFLICT, format!("transfer {id}: {unless}")),
     }
-}
-
-/// A file named in a query.
-struct Named {
-    name: String,
 }
 
 /// `POST /ui/agents/AGENT/{print,remove}?name=N`: a person starts a
@@ -244,36 +230,27 @@ async fn agent_action(
     Path((agent, action)): Path<(String, String)>,
     RawQuery(query): RawQuery,
 ) -> Response {
-    let q = Named {
-        name: param(&query, "name").unwrap_or_default(),
-    };
+    let name = param(&query, "name").unwrap_or_default();
+    // An agent's name gives exactly one destination, or a 404 that says
+    // which agents there are.
     let dest = match deliver::destinations(&bridge.dir, Kind::Agent, &agent) {
-        Ok(mut dests) if dests.len() == 1 => dests.remove(0),
-        Ok(_) => return plain(StatusCode::NOT_FOUND, format!("no agent {agent:?}")),
+        Ok(mut dests) => dests.remove(0),
         Err(f) => return failure(f),
     };
     let result = match action.as_str() {
-        "print" => deliver::print(&dest, &q.name).await.map(|()| "started"),
-        "remove" => remove(&dest, &q.name).await,
+        "print" => deliver::print(&dest, &name).await.map(|()| "started"),
+        "remove" => deliver::remove(&dest, &name)
+            .await
+            .map(|there| if there { "removed" } else { "was not there" }),
         _ => return plain(StatusCode::NOT_FOUND, format!("no action {action:?}")),
     };
     bridge.ui.board.stale(&agent);
     match result {
         Ok(what) => {
-            info!(agent = %agent, file_name = %q.name, action = %action, "done from the page");
-            axum::Json(json!({ "text": format!("{}: {what}", q.name) })).into_response()
+            info!(agent = %agent, file_name = %name, action = %action, "done from the page");
+            axum::Json(json!({ "text": format!("{name}: {what}") })).into_response()
         }
         Err(f) => failure(f),
-    }
-}
-
-async fn remove(dest: &Destination, name: &str) -> Result<&'static str, Failure> {
-    let mut client = deliver::connect(dest).await?;
-    let result = client.delete(name).await;
-    client.close().await;
-    match result.map_err(|e| deliver::failure(&dest.name, e))? {
-        true => Ok("removed"),
-        false => Ok("was not there"),
     }
 }
 

@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use super::lock;
 use crate::workstation::bridge::guard;
 
 /// How long a launch URL may wait before it is opened.
@@ -195,18 +196,10 @@ fn cookie_value(header: &str) -> Option<&str> {
 
 /// A new random token (hex).
 fn new_token() -> String {
-    use ring::rand::SecureRandom;
-    let mut bytes = [0u8; TOKEN_BYTES];
     // The system's random source failing leaves no safe way on: the
     // process cannot make any secret.
-    ring::rand::SystemRandom::new()
-        .fill(&mut bytes)
-        .expect("the system's random source failed");
+    let bytes = guard::random_bytes::<TOKEN_BYTES>().expect("the system's random source failed");
     hex::encode(bytes)
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]

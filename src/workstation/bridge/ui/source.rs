@@ -49,6 +49,6 @@ impl Source {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<Arc<Spooled>>> {
-        self.spooled.lock().unwrap_or_else(|e| e.into_inner())
+        super::lock(&self.spooled)
     }
 }
