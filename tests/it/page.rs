@@ -497,3 +497,26 @@ async fn an_upload_that_breaks_off_while_it_goes_on_to_the_agent_leaves_nothing(
     assert!(bridge.spooled().is_empty(), "{:?}", bridge.spooled());
     bridge.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_the_process_lets_the_transfers_from_the_page_finish() {
+    let agent = Agent::start().await;
+    let link = SlowLink::start(agent.addr, 2 << 20).await;
+    let home = crate::bridged::workstation_home(&[("pi", &agent, link.addr.to_string())]);
+    let bridge = Bridged::serve(home).await;
+    let browser = Browser::open(&bridge).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("big.bgcode");
+    std::fs::write(&path, content(6, 6 << 20)).unwrap();
+    let sent = browser.send(&path, "a:pi", "big.bgcode", false).await;
+    assert_eq!(sent.status, 200, "{sent:?}");
+    browser
+        .until("sending", |jobs| jobs[0]["state"] == "sending")
+        .await;
+    // The first Ctrl-C: what is under way finishes, then the process stops.
+    bridge.stop().await;
+    assert_eq!(
+        agent.read_ready("big.bgcode"),
+        std::fs::read(&path).unwrap()
+    );
+}

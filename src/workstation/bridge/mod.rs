@@ -85,9 +85,13 @@ pub async fn serve(
 ) -> Result<()> {
     check_listen(listener.local_addr()?)?;
     let bridge = Arc::new(bridge);
-    let app = ui::router(Arc::clone(&bridge)).merge(routes::router(bridge));
+    let app = ui::router(Arc::clone(&bridge)).merge(routes::router(Arc::clone(&bridge)));
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
-        .context("the bridge's server failed")
+        .context("the bridge's server failed")?;
+    // Transfers started from the web page run beside the requests: they
+    // finish too before the process stops.
+    bridge.ui.jobs_idle().await;
+    Ok(())
 }

@@ -209,6 +209,19 @@ impl Jobs {
         }
     }
 
+    /// Returns once no job is carrying a file (the process stops after
+    /// them, as after the requests under way).
+    pub(crate) async fn idle(&self) {
+        let mut changed = self.changed.subscribe();
+        // Following a stored file's fate is not worth waiting for.
+        let carrying = |s| matches!(s, State::Connecting | State::Sending | State::Storing);
+        while lock(&self.jobs).values().any(|j| carrying(j.view.state)) {
+            if changed.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
     /// Every job, oldest first.
     pub(crate) fn views(&self) -> Vec<View> {
         lock(&self.jobs).values().map(|j| j.view.clone()).collect()

@@ -39,6 +39,13 @@ pub(crate) struct Ui {
     board: std::sync::Arc<board::Board>,
 }
 
+impl Ui {
+    /// Returns once no transfer from the page is running.
+    pub(crate) async fn jobs_idle(&self) {
+        self.jobs.idle().await;
+    }
+}
+
 impl Default for Ui {
     fn default() -> Ui {
         let board = std::sync::Arc::new(board::Board::default());
