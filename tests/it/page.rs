@@ -135,6 +135,17 @@ impl Browser {
     }
 }
 
+/// An agent "pi" that the bridge reaches through a link of
+/// `bytes_per_sec`, and a browser on the page.
+async fn behind_slow_link(bytes_per_sec: u64) -> (Agent, SlowLink, Bridged, Browser) {
+    let agent = Agent::start().await;
+    let link = SlowLink::start(agent.addr, bytes_per_sec).await;
+    let home = crate::bridged::workstation_home(&[("pi", &agent, link.addr.to_string())]);
+    let bridge = Bridged::serve(home).await;
+    let browser = Browser::open(&bridge).await;
+    (agent, link, bridge, browser)
+}
+
 fn job<'a>(state: &'a serde_json::Value, agent: &str, file: &str) -> &'a serde_json::Value {
     state["jobs"]
         .as_array()
@@ -317,11 +328,7 @@ async fn files_sent_from_the_page_reach_each_printer_and_say_what_became_of_them
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancelled_transfer_leaves_nothing_and_can_be_tried_again() {
-    let agent = Agent::start().await;
-    let link = SlowLink::start(agent.addr, 1 << 20).await;
-    let home = crate::bridged::workstation_home(&[("pi", &agent, link.addr.to_string())]);
-    let bridge = Bridged::serve(home).await;
-    let browser = Browser::open(&bridge).await;
+    let (agent, _link, bridge, browser) = behind_slow_link(1 << 20).await;
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("big.bgcode");
     std::fs::write(&path, content(3, 8 << 20)).unwrap();
@@ -500,11 +507,7 @@ async fn an_upload_that_breaks_off_while_it_goes_on_to_the_agent_leaves_nothing(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stopping_the_process_lets_the_transfers_from_the_page_finish() {
-    let agent = Agent::start().await;
-    let link = SlowLink::start(agent.addr, 2 << 20).await;
-    let home = crate::bridged::workstation_home(&[("pi", &agent, link.addr.to_string())]);
-    let bridge = Bridged::serve(home).await;
-    let browser = Browser::open(&bridge).await;
+    let (agent, _link, bridge, browser) = behind_slow_link(2 << 20).await;
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("big.bgcode");
     std::fs::write(&path, content(6, 6 << 20)).unwrap();
