@@ -80,7 +80,15 @@ def card(driver, agent):
 
 
 def badge(driver, agent):
-    return card(driver, agent).find_element(By.CSS_SELECTOR, ".badge").text
+    """A printer card's badge, read at once (the board is redrawn on every change)."""
+    return driver.execute_script(
+        "const b = document.querySelector(`article[data-agent=\"${arguments[0]}\"] .badge`);"
+        "return b ? b.textContent : null;", agent)
+
+
+def count(driver, selector):
+    """How many elements SELECTOR finds now, in one step."""
+    return driver.execute_script("return document.querySelectorAll(arguments[0]).length", selector)
 
 
 def choose(driver, printers, print_too):
@@ -180,7 +188,7 @@ def main():
         # The board: pi1 printing, with its progress; pi2 (no printer to
         # forward to) holding both files.
         until(driver, "pi1 printing", lambda d: badge(d, "pi1") == "Printing")
-        assert card(driver, "pi1").find_elements(By.TAG_NAME, "progress")
+        assert count(driver, 'article[data-agent="pi1"] progress') == 1
         until(driver, "pi2's two files on its card", lambda d: len(
             card(d, "pi2").find_elements(By.CSS_SELECTOR, "li[data-file]")) == 2)
         assert badge(driver, "pi2") == "no printer"
