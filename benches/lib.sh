@@ -61,6 +61,11 @@ now() { date +%s.%N; }
 # hypervisor took (steal) and all of them (user to steal, /proc/stat).
 cpu_ticks() { awk '/^cpu / { t = 0; for (i = 2; i <= 9; i++) t += $i; print $9, t; exit }' /proc/stat; }
 
+# busy_secs: CPU seconds all CPUs have spent busy since boot (user, nice,
+# system, irq, softirq; not idle, iowait or steal), for what a whole
+# machine spent on one run, whichever processes did it.
+busy_secs() { awk -v t="$(getconf CLK_TCK)" '/^cpu / { printf "%.2f", ($2 + $3 + $4 + $7 + $8) / t; exit }' /proc/stat; }
+
 # api CURL-ARGS...: curl against OctoPrint with the API key in $key.
 api() { curl -fsS -H "X-Api-Key: $key" "$@"; }
 
