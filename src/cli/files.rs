@@ -44,7 +44,7 @@ pub(super) async fn delete(args: DeleteArgs) -> Result<()> {
     client.close().await;
     if forwarded {
         say!(
-            "deleted {} from the agent (it was forwarded: OctoPrint keeps its copy)",
+            "deleted {} from the agent (it was forwarded: the print server keeps its copy)",
             args.name
         );
     } else {

@@ -18,7 +18,7 @@ use crate::support::{Agent, data, sha256};
 pub fn forwarding(url: String, key: String, queue: bool) -> impl FnOnce(&mut Config) {
     move |c| {
         c.octoprint.enabled = true;
-        c.octoprint.url = url;
+        c.octoprint.url = Some(url);
         c.octoprint.api_key = Some(ApiKey::new(&key));
         c.octoprint.queue = queue;
         c.octoprint.poll_interval = Duration::from_millis(200);
@@ -298,7 +298,7 @@ async fn an_api_key_put_in_place_and_reloaded_turns_forwarding_on() {
     let mut agent = Agent::start_with(|c| {
         setup(c);
         c.octoprint.api_key = None;
-        c.octoprint.api_key_file = key_file.clone();
+        c.octoprint.api_key_file = Some(key_file.clone());
     })
     .await;
     let mut client = agent.client("early").await;

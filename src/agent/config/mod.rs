@@ -15,9 +15,9 @@ use serde::Deserialize;
 
 use crate::wire::protocol::DEFAULT_PORT;
 
-mod octoprint;
+mod printer;
 
-pub use octoprint::{ApiKey, AutoPrint, OctoPrintConfig};
+pub use printer::{ApiKey, AutoPrint, PrinterConfig, Server};
 
 /// Where the agent looks for its config when `--config` is not given.
 pub(crate) const DEFAULT_CONFIG_PATH: &str = "/etc/fileagent/config.toml";
@@ -95,7 +95,7 @@ pub struct Config {
     /// that sending the same file again resumes where it stopped.
     #[serde(with = "humantime_serde")]
     pub keep_partial_uploads: Duration,
-    /// Extensions (without dot, any case) of files forwarded to OctoPrint.
+    /// Extensions (without dot, any case) of files forwarded to the print server.
     pub print_extensions: Vec<String>,
     /// Time forwarded files are kept in `done/` (and failed ones in `failed/`).
     #[serde(with = "humantime_serde")]
@@ -105,8 +105,10 @@ pub struct Config {
     pub rescan_interval: Duration,
     /// Log level or `tracing` filter directives; `RUST_LOG` wins.
     pub log_level: String,
-    /// Forwarding to OctoPrint.
-    pub octoprint: OctoPrintConfig,
+    /// Forwarding to OctoPrint (unless `[moonraker]` is there).
+    pub octoprint: PrinterConfig,
+    /// Forwarding to Moonraker (Klipper) instead.
+    pub moonraker: Option<PrinterConfig>,
 }
 
 impl Default for Config {
@@ -131,7 +133,8 @@ impl Default for Config {
             keep_done: DEFAULT_KEEP_DONE,
             rescan_interval: DEFAULT_RESCAN_INTERVAL,
             log_level: DEFAULT_LOG_LEVEL.into(),
-            octoprint: OctoPrintConfig::default(),
+            octoprint: PrinterConfig::default(),
+            moonraker: None,
         }
     }
 }
@@ -206,12 +209,26 @@ impl Config {
             listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), DEFAULT_PORT),
             state_dir: data.join("state"),
             spool_dir: data.join("spool"),
-            octoprint: OctoPrintConfig {
-                api_key_file: data.join("octoprint.key"),
-                ..OctoPrintConfig::default()
+            octoprint: PrinterConfig {
+                api_key_file: Some(data.join("octoprint.key")),
+                ..PrinterConfig::default()
             },
             ..Config::default()
         }
+    }
+
+    /// The print server files are forwarded to, and its table:
+    /// `[moonraker]` when the config has it, else `[octoprint]`.
+    pub fn forwarding(&self) -> (Server, &PrinterConfig) {
+        match &self.moonraker {
+            Some(moonraker) => (Server::Moonraker, moonraker),
+            None => (Server::OctoPrint, &self.octoprint),
+        }
+    }
+
+    /// The print server's table (see [`forwarding`](Config::forwarding)).
+    pub fn printer(&self) -> &PrinterConfig {
+        self.forwarding().1
     }
 
     /// Loads the config: `explicit` must exist; without it
@@ -238,6 +255,7 @@ impl Config {
         })?;
         config
             .validate()
+            .and_then(|()| one_print_server(text))
             .map_err(|(key, problem)| ConfigError::Invalid {
                 path: path.to_path_buf(),
                 line: line_of_key(text, key),
@@ -250,7 +268,8 @@ impl Config {
     /// Checks values serde cannot: returns the offending key and the problem.
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
         self.validate_timeouts()?;
-        self.octoprint.validate()?;
+        let (server, printer) = self.forwarding();
+        printer.validate(server)?;
         self.validate_limits()?;
         self.validate_names()
     }
@@ -331,6 +350,17 @@ impl Config {
     }
 }
 
+/// A config names one print server: `[octoprint]` or `[moonraker]`.
+fn one_print_server(text: &str) -> Result<(), (&'static str, String)> {
+    let tables: toml::Table = toml::from_str(text).unwrap_or_default();
+    if tables.contains_key("octoprint") && tables.contains_key("moonraker") {
+        let problem = "the agent forwards to one print server: keep [octoprint] (OctoPrint) or \
+                       [moonraker] (Klipper), not both";
+        return Err(("moonraker", problem.into()));
+    }
+    Ok(())
+}
+
 /// 1-based line on which `key` (dotted for tables, e.g. `octoprint.url`)
 /// is set, or 0 when it is not set.
 fn line_of_key(text: &str, key: &str) -> usize {
@@ -362,8 +392,47 @@ mod tests {
     fn shipped_example_parses_to_the_production_defaults() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/fileagent.toml");
         let text = std::fs::read_to_string(&path).unwrap();
-        let config = Config::parse(&text, &path).unwrap();
+        let mut config = Config::parse(&text, &path).unwrap();
+        // It spells out the server's URL and key file; their defaults.
+        let (server, printer) = config.forwarding();
+        assert_eq!(server, Server::OctoPrint);
+        assert_eq!(printer.url(server), printer::DEFAULT_OCTOPRINT_URL);
+        assert_eq!(
+            printer.key_file(server),
+            Path::new(printer::DEFAULT_API_KEY_FILE)
+        );
+        (config.octoprint.url, config.octoprint.api_key_file) = (None, None);
         assert_eq!(config, Config::default());
+    }
+
+    #[test]
+    fn moonraker_is_the_other_print_server_with_its_own_defaults() {
+        let path = Path::new("agent.toml");
+        let config = Config::parse("[moonraker]\nqueue = true\n", path).unwrap();
+        let (server, printer) = config.forwarding();
+        assert_eq!(server, Server::Moonraker);
+        assert_eq!(printer.url(server), "http://127.0.0.1:7125");
+        assert_eq!(
+            printer.key_file(server),
+            Path::new("/etc/fileagent/moonraker.key")
+        );
+        assert!(printer.queue);
+        // The switch the shipped config's comment describes.
+        let shipped = std::fs::read_to_string("config/fileagent.toml").unwrap();
+        let switched = shipped
+            .replace("\n[octoprint]\n", "\n[moonraker]\n")
+            .replace(
+                "url = \"http://127.0.0.1:5000\"",
+                "url = \"http://127.0.0.1:7125\"",
+            );
+        let config = Config::parse(&switched, path).unwrap();
+        assert_eq!(config.forwarding().0, Server::Moonraker);
+        // Both tables: which one is meant is not guessed.
+        let both = "[octoprint]\nqueue = true\n\n[moonraker]\nqueue = true\n";
+        let e = Config::parse(both, path).unwrap_err().to_string();
+        assert!(e.contains("line 4") && e.contains("not both"), "{e}");
+        let e = Config::parse("[moonraker]\nurl = \"ftp://x\"\n", path).unwrap_err();
+        assert!(e.to_string().contains("moonraker.url"), "{e}");
     }
 
     #[test]

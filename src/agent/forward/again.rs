@@ -9,8 +9,8 @@
 use tracing::{info, warn};
 
 use super::forwarder::Forwarder;
-use super::octoprint::{OctoError, PrinterState};
 use super::policy::{self, Policy};
+use super::printer::{PrinterError, PrinterState};
 use super::queue::FileState;
 
 impl Forwarder {
@@ -52,7 +52,7 @@ impl Forwarder {
         let (name, path) = (entry.name.clone(), entry.octoprint_path.clone());
         self.queue.set(id, FileState::Uploaded, None);
         info!(file_name = %name, "sent again to print");
-        let rules = Policy::of(&self.config.octoprint);
+        let rules = Policy::of(self.config.printer());
         let entries = self.queue.entries();
         let allowed = policy::starts_by_itself(entries, id, rules, &self.queue.bed, state);
         if let (Some(path), true) = (path, allowed) {
@@ -63,14 +63,14 @@ impl Forwarder {
                     // Running now: its end is a print ending.
                     self.was_busy = Some(true);
                 }
-                Err(OctoError::Conflict(why)) => {
+                Err(PrinterError::Conflict { message: why, .. }) => {
                     info!(file_name = %name, reason = %why, "the printer did not take it again");
                     let reason = format!("the printer did not take it: {why}");
                     self.queue.set(id, FileState::Uploaded, Some(reason));
                 }
                 Err(e) if e.is_transient() => self.trouble(e),
                 Err(e) => {
-                    warn!(file_name = %name, error = %e, "OctoPrint cannot print it again");
+                    warn!(file_name = %name, error = %e, "the print server cannot print it again");
                     self.queue.set(id, FileState::Failed, Some(e.to_string()));
                 }
             }

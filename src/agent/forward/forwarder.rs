@@ -13,7 +13,7 @@ use std::future::Future;
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
-use super::octoprint::{OctoError, OctoPrint};
+use super::printer::{Printer, PrinterError};
 use super::queue::{FileState, Queue};
 use super::watch::{self, Change, Settler};
 use super::{Message, Published, Stored};
@@ -21,7 +21,7 @@ use crate::agent::config::Config;
 
 /// The forwarding task's state.
 pub(super) struct Forwarder {
-    pub(super) octo: OctoPrint,
+    pub(super) octo: Printer,
     pub(super) config: Config,
     pub(super) settler: Settler,
     pub(super) ready: PathBuf,
@@ -29,7 +29,7 @@ pub(super) struct Forwarder {
     pub(super) failed: PathBuf,
     pub(super) queue: Queue,
     pub(super) view: Arc<Published>,
-    /// The OctoPrint failure being retried, if any (logged once).
+    /// The print server failure being retried, if any (logged once).
     pub(super) problem: Option<String>,
     pub(super) backoff: Duration,
     pub(super) retry_at: Instant,
@@ -81,7 +81,7 @@ impl Forwarder {
             .flatten()
             .chain(self.settler.next_check(now).map(|d| now + d))
             .min()
-            .unwrap_or(now + self.config.octoprint.poll_interval);
+            .unwrap_or(now + self.config.printer().poll_interval);
             tokio::select! {
                 () = &mut stop => break,
                 Some(message) = messages.recv() => match message {
@@ -222,7 +222,7 @@ impl Forwarder {
                 true => "asked",
                 false => "not asked (upload only)",
             });
-            info!(file_name = %name, sha256 = %sha256, bytes = size, client_cn = %client_label, backlog, print, "queued for OctoPrint");
+            info!(file_name = %name, sha256 = %sha256, bytes = size, client_cn = %client_label, backlog, print, server = %self.octo.server(), "queued for the print server");
             self.next_poll = Instant::now();
         }
         self.save();
@@ -235,7 +235,7 @@ impl Forwarder {
         if now < self.retry_at || now < self.next_poll {
             return;
         }
-        self.next_poll = now + self.config.octoprint.poll_interval;
+        self.next_poll = now + self.config.printer().poll_interval;
         let state = match self.octo.state().await {
             Ok(state) => state,
             Err(e) => return self.trouble(e),
@@ -263,7 +263,7 @@ impl Forwarder {
             self.next_poll = Instant::now(); // more may be waiting
             return;
         }
-        if self.config.octoprint.queue {
+        if self.config.printer().queue {
             self.start_next(&state).await;
         }
         self.clean_up();
@@ -276,24 +276,24 @@ impl Forwarder {
         }
     }
 
-    /// OctoPrint failed: back off, and log only when the problem changes.
-    pub(super) fn trouble(&mut self, e: OctoError) {
+    /// The print server failed: back off, and log only when the problem changes.
+    pub(super) fn trouble(&mut self, e: PrinterError) {
         let text = e.to_string();
         if self.problem.as_deref() != Some(text.as_str()) {
-            warn!(error = %text, retry_in = ?self.backoff, "OctoPrint not usable, will retry");
+            warn!(error = %text, retry_in = ?self.backoff, server = %self.octo.server(), "print server not usable, will retry");
             self.problem = Some(text.clone());
         }
         self.set_printer(format!("error: {text}"));
         self.view.update(|view| view.printer_state = None);
         self.retry_at = Instant::now() + self.backoff;
-        self.backoff = (self.backoff * 2).min(self.config.octoprint.retry_max);
+        self.backoff = (self.backoff * 2).min(self.config.printer().retry_max);
     }
 
     pub(super) fn healthy(&mut self) {
         if self.problem.take().is_some() {
-            info!("OctoPrint is usable again");
+            info!(server = %self.octo.server(), "print server usable again");
         }
-        self.backoff = self.config.octoprint.retry_initial;
+        self.backoff = self.config.printer().retry_initial;
     }
 
     /// Moves `ready/NAME` to `to`, unless it is no longer the file with

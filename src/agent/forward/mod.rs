@@ -1,12 +1,13 @@
 //! Forwarding: every print file that lands in `ready/` is uploaded to the
-//! local OctoPrint and, per the print policy, printed, without ever
+//! local print server (OctoPrint, or Moonraker for Klipper: one interface,
+//! `printer::Printer`) and, per the print policy, printed, without ever
 //! disturbing a running job.
 //!
 //! One task, the `Forwarder`, owns the durable `queue::Queue` and does
 //! everything in order: it hears of files from the receiver (complete and
 //! verified) and from the `watch`er (other tools), polls the printer,
 //! uploads one file at a time, starts queued prints, follows running ones
-//! and cleans `done/`. While OctoPrint is unreachable or failing it backs
+//! and cleans `done/`. While the server is unreachable or failing it backs
 //! off exponentially and logs once per change of state. Sessions read a
 //! snapshot of its state ([`View`]) for `list` and `status`, and ask it to
 //! `forget` a forwarded file on `delete`.
@@ -14,9 +15,11 @@
 mod again;
 mod backlog;
 mod forwarder;
+pub(crate) mod moonraker;
 pub(crate) mod octoprint;
 mod person;
 pub(crate) mod policy;
+pub(crate) mod printer;
 mod printing;
 pub(crate) mod queue;
 mod retention;
@@ -180,7 +183,7 @@ impl Handle {
             Ok(Ok(answer)) => answer,
             Ok(Err(_)) => Err(off()),
             Err(_) => Err(PrintRefused::Busy(
-                "the agent is busy with OctoPrint and did not start the print: try again in a minute"
+                "the agent is busy with the print server and did not start the print: try again in a minute"
                     .into(),
             )),
         }

@@ -1,7 +1,7 @@
 //! The OctoPrint REST API as fileagent uses it: printer and job state,
 //! file lookup, streamed uploads and starting a print.
 //!
-//! Every non-success answer is mapped to an [`OctoError`] variant the
+//! Every non-success answer is mapped to a [`PrinterError`] variant the
 //! forwarder branches on: retry later (unreachable, 5xx, 409, bad API key)
 //! or give the file up (400, 415). The API key is sent as `X-Api-Key` and is
 //! never logged or shown in errors.
@@ -15,6 +15,12 @@ use serde::Deserialize;
 use serde_json::Value;
 use tokio_util::io::ReaderStream;
 
+use super::printer::{PrinterError, PrinterState, Server, Uploaded, error_chain, join};
+use crate::agent::config::ApiKey;
+
+/// Which server this module speaks to, for errors.
+const SERVER: Server = Server::OctoPrint;
+
 /// Time for OctoPrint to answer a state request.
 pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time OctoPrint may stay silent while answering; bounds an upload whose
@@ -25,99 +31,7 @@ pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest piece of a non-JSON error body quoted in an error.
 const MAX_ERROR_TEXT: usize = 200;
 /// Read size when streaming a file to OctoPrint.
-use crate::agent::config::ApiKey;
-
-const UPLOAD_CHUNK: usize = 256 * 1024;
-
-/// Why an OctoPrint request failed.
-#[derive(Debug, thiserror::Error)]
-pub enum OctoError {
-    /// No connection (OctoPrint down, starting, or wrong URL).
-    #[error("OctoPrint at {url} is unreachable: {reason}")]
-    Unreachable {
-        /// Base URL.
-        url: String,
-        /// What happened.
-        reason: String,
-    },
-    /// OctoPrint refused the API key (403).
-    #[error("OctoPrint refused the API key (403): check [octoprint] api_key or api_key_file")]
-    Forbidden,
-    /// A 5xx answer.
-    #[error("OctoPrint failed with {status}: {message}")]
-    Server {
-        /// HTTP status.
-        status: u16,
-        /// OctoPrint's error text.
-        message: String,
-    },
-    /// 409: not possible right now (printer busy, file in use).
-    #[error("OctoPrint says conflict (409): {0}")]
-    Conflict(String),
-    /// 415: not a file type OctoPrint accepts.
-    #[error("OctoPrint does not accept this file type (415): {0}")]
-    Unsupported(String),
-    /// 400 or another 4xx: the request or the file is bad.
-    #[error("OctoPrint rejected the request ({status}): {message}")]
-    Rejected {
-        /// HTTP status.
-        status: u16,
-        /// OctoPrint's error text.
-        message: String,
-    },
-    /// The local file could not be read.
-    #[error("cannot read {path}: {error}")]
-    Local {
-        /// The file.
-        path: String,
-        /// The error (in the message, so not its `source()`).
-        error: std::io::Error,
-    },
-}
-
-impl OctoError {
-    /// True when trying again later can succeed; false when the file itself
-    /// is the problem.
-    pub(crate) fn is_transient(&self) -> bool {
-        !matches!(
-            self,
-            OctoError::Unsupported(_) | OctoError::Rejected { .. } | OctoError::Local { .. }
-        )
-    }
-}
-
-/// What the forwarder needs to know about the printer.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PrinterState {
-    /// OctoPrint's state text ("Operational", "Printing", "Offline", ...).
-    pub text: String,
-    /// Connected and able to take a job.
-    pub operational: bool,
-    /// A job is running, paused or being cancelled.
-    pub busy: bool,
-    /// Path (in OctoPrint's local storage) of the selected job file.
-    pub job_path: Option<String>,
-    /// Job progress in percent, if a job is selected.
-    pub completion: Option<f64>,
-    /// OctoPrint's state flags as it reported them (empty while the
-    /// printer is not connected).
-    pub flags: std::collections::BTreeMap<String, bool>,
-    /// Seconds the job has printed.
-    pub print_time: Option<u64>,
-    /// OctoPrint's estimate of the seconds left.
-    pub print_time_left: Option<u64>,
-    /// The heaters (`tool0`, `bed`, ...).
-    pub temperatures: std::collections::BTreeMap<String, crate::wire::protocol::Temperature>,
-}
-
-/// Result of an upload.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Uploaded {
-    /// Path of the file in OctoPrint's local storage.
-    pub path: String,
-    /// OctoPrint started printing it.
-    pub printing: bool,
-}
+pub(super) const UPLOAD_CHUNK: usize = 256 * 1024;
 
 /// An OctoPrint API client.
 #[derive(Debug, Clone)]
@@ -164,12 +78,7 @@ impl OctoPrint {
         if base.cannot_be_a_base() {
             anyhow::bail!("invalid OctoPrint URL {base}: it cannot take a path such as /api/job");
         }
-        let http = reqwest::Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .read_timeout(READ_TIMEOUT)
-            .user_agent(concat!("fileagent/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .context("cannot set up the HTTP client for OctoPrint")?;
+        let http = super::printer::http_client(SERVER)?;
         Ok(OctoPrint { http, base, key })
     }
 
@@ -207,17 +116,21 @@ impl OctoPrint {
         )
     }
 
-    async fn send(&self, request: reqwest::RequestBuilder) -> Result<Response, OctoError> {
-        let response = request.send().await.map_err(|e| OctoError::Unreachable {
-            url: self.url().to_string(),
-            reason: error_chain(&e),
-        })?;
+    async fn send(&self, request: reqwest::RequestBuilder) -> Result<Response, PrinterError> {
+        let response = request
+            .send()
+            .await
+            .map_err(|e| PrinterError::Unreachable {
+                server: SERVER,
+                url: self.url().to_string(),
+                reason: error_chain(&e),
+            })?;
         Ok(response)
     }
 
     /// Printer and job state. A printer that is not connected is reported
     /// as not operational (OctoPrint answers 409 on `/api/printer` then).
-    pub async fn state(&self) -> Result<PrinterState, OctoError> {
+    pub async fn state(&self) -> Result<PrinterState, PrinterError> {
         let job = self
             .send(
                 self.request(reqwest::Method::GET, ["api", "job"])
@@ -228,7 +141,8 @@ impl OctoPrint {
             .await?
             .json()
             .await
-            .map_err(|e| OctoError::Server {
+            .map_err(|e| PrinterError::Failed {
+                server: SERVER,
                 status: 200,
                 message: format!("unreadable /api/job answer: {e}"),
             })?;
@@ -273,7 +187,7 @@ impl OctoPrint {
 
     /// The `userdata.sha256` stored with a file OctoPrint already has, or
     /// `None` when it has no file at `path`.
-    pub(crate) async fn stored_digest(&self, path: &str) -> Result<Option<String>, OctoError> {
+    pub(crate) async fn stored_digest(&self, path: &str) -> Result<Option<String>, PrinterError> {
         let response = self
             .send(
                 self.file_request(reqwest::Method::GET, path)
@@ -302,8 +216,8 @@ impl OctoPrint {
         folder: Option<&str>,
         print: bool,
         userdata: &Value,
-    ) -> Result<Uploaded, OctoError> {
-        let local = |error| OctoError::Local {
+    ) -> Result<Uploaded, PrinterError> {
+        let local = |error| PrinterError::Local {
             path: file.display().to_string(),
             error,
         };
@@ -313,7 +227,8 @@ impl OctoPrint {
             reqwest::multipart::Part::stream_with_length(reqwest::Body::wrap_stream(stream), size)
                 .file_name(name.to_string())
                 .mime_str("application/octet-stream")
-                .map_err(|e| OctoError::Rejected {
+                .map_err(|e| PrinterError::Rejected {
+                    server: SERVER,
                     status: 0,
                     message: e.to_string(),
                 })?;
@@ -343,7 +258,7 @@ impl OctoPrint {
     }
 
     /// Selects the file at `path` and starts printing it.
-    pub async fn print(&self, path: &str) -> Result<(), OctoError> {
+    pub async fn print(&self, path: &str) -> Result<(), PrinterError> {
         let body = serde_json::json!({ "command": "select", "print": true });
         let response = self
             .send(
@@ -356,19 +271,8 @@ impl OctoPrint {
     }
 }
 
-/// `folder/name`, or `name` without a folder.
-pub fn join(folder: Option<&str>, name: &str) -> String {
-    match folder
-        .map(|f| f.trim_matches('/'))
-        .filter(|f| !f.is_empty())
-    {
-        Some(folder) => format!("{folder}/{name}"),
-        None => name.to_string(),
-    }
-}
-
-/// Maps an HTTP status to success or the matching [`OctoError`].
-async fn check(response: Response) -> Result<Response, OctoError> {
+/// Maps an HTTP status to success or the matching [`PrinterError`].
+async fn check(response: Response) -> Result<Response, PrinterError> {
     let status = response.status();
     if status.is_success() {
         return Ok(response);
@@ -378,53 +282,22 @@ async fn check(response: Response) -> Result<Response, OctoError> {
         .ok()
         .and_then(|v| v["error"].as_str().map(str::to_owned))
         .unwrap_or_else(|| text.chars().take(MAX_ERROR_TEXT).collect());
+    let server = SERVER;
     Err(match status.as_u16() {
-        403 | 401 => OctoError::Forbidden,
-        409 => OctoError::Conflict(message),
-        415 => OctoError::Unsupported(message),
-        code @ 500..=599 => OctoError::Server {
-            status: code,
+        status @ (403 | 401) => PrinterError::Forbidden { server, status },
+        409 => PrinterError::Conflict { server, message },
+        415 => PrinterError::Unsupported { server, message },
+        status @ 500..=599 => PrinterError::Failed {
+            server,
+            status,
             message,
         },
-        code => OctoError::Rejected {
-            status: code,
+        status => PrinterError::Rejected {
+            server,
+            status,
             message,
         },
     })
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
-/// A printer state for tests: operational, printing `job` when `busy`.
-#[cfg(test)]
-pub(crate) fn printer_for_test(
-    busy: bool,
-    job: Option<&str>,
-    completion: Option<f64>,
-) -> PrinterState {
-    PrinterState {
-        text: if busy { "Printing" } else { "Operational" }.into(),
-        operational: true,
-        busy,
-        job_path: job.map(str::to_owned),
-        completion,
-        flags: [("operational", true), ("printing", busy), ("ready", !busy)]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect(),
-        print_time: None,
-        print_time_left: None,
-        temperatures: Default::default(),
-    }
 }
 
 /// The heaters in OctoPrint's `temperature` object (`tool0`, `bed`, ...;
@@ -479,9 +352,6 @@ mod tests {
         }
         assert!(OctoPrint::new("not a url", ApiKey::new("k")).is_err());
         assert!(OctoPrint::new("mailto:x@y", ApiKey::new("k")).is_err());
-        assert_eq!(join(Some("/fileagent/"), "a.gcode"), "fileagent/a.gcode");
-        assert_eq!(join(Some(""), "a.gcode"), "a.gcode");
-        assert_eq!(join(None, "a.gcode"), "a.gcode");
     }
 
     #[test]
@@ -491,26 +361,5 @@ mod tests {
         let client = OctoPrint::new("http://127.0.0.1:5000/", key).unwrap();
         assert!(!format!("{client:?}").contains("secret"));
         assert_eq!(client.url(), "http://127.0.0.1:5000");
-    }
-
-    #[test]
-    fn only_file_problems_are_permanent() {
-        assert!(!OctoError::Unsupported("x".into()).is_transient());
-        assert!(
-            !OctoError::Rejected {
-                status: 400,
-                message: "x".into()
-            }
-            .is_transient()
-        );
-        assert!(OctoError::Forbidden.is_transient());
-        assert!(OctoError::Conflict("busy".into()).is_transient());
-        assert!(
-            OctoError::Server {
-                status: 503,
-                message: "x".into()
-            }
-            .is_transient()
-        );
     }
 }

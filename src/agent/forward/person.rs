@@ -7,7 +7,7 @@ use tracing::info;
 
 use super::PrintRefused;
 use super::forwarder::Forwarder;
-use super::octoprint::{OctoError, PrinterState};
+use super::printer::{PrinterError, PrinterState, Server};
 use super::printing::printer_text;
 use super::queue::{Entry, FileState};
 
@@ -19,20 +19,22 @@ impl Forwarder {
         name: Option<&str>,
         client: &str,
     ) -> Result<String, PrintRefused> {
-        if !self.config.octoprint.remote_start {
-            return Err(PrintRefused::Forbidden(
+        if !self.config.printer().remote_start {
+            return Err(PrintRefused::Forbidden(format!(
                 "this agent takes no print starts from workstations (remote_start = false in its \
-                 config): start the print in OctoPrint, at the printer"
-                    .into(),
-            ));
+                 config): start the print in {}, at the printer",
+                self.octo.server()
+            )));
         }
         let entry = self.chosen(name)?;
+        let server = self.octo.server();
         let state = self.octo.state().await.map_err(|e| {
             PrintRefused::NotReady(format!(
-                "cannot print: OctoPrint is not usable ({e}); start it, or check [octoprint] in the agent's config, then try again"
+                "cannot print: {server} is not usable ({e}); start it, or check [{}] in the agent's config, then try again",
+                server.table()
             ))
         })?;
-        printer_takes(&state, &entry.name)?;
+        printer_takes(&state, &entry.name, server)?;
         self.start(&entry, &state).await?;
         self.queue.bed.cleared_by_person();
         // Running now: its end is a print ending even if the next poll
@@ -44,7 +46,7 @@ impl Forwarder {
     }
 
     /// Starts the entry's file: uploaded first (and started by that upload)
-    /// if OctoPrint does not have it yet, else selected and printed there.
+    /// if the print server does not have it yet, else selected and printed there.
     async fn start(&mut self, entry: &Entry, state: &PrinterState) -> Result<(), PrintRefused> {
         match (entry.state, entry.octoprint_path.clone()) {
             (FileState::Received | FileState::Uploading, _) => {
@@ -55,7 +57,8 @@ impl Forwarder {
                     Some((_, reason)) => Err(PrintRefused::Refused(format!(
                         "{} could not be started: {}",
                         entry.name,
-                        reason.unwrap_or_else(|| "OctoPrint did not start it".into())
+                        reason
+                            .unwrap_or_else(|| format!("{} did not start it", self.octo.server()))
                     ))),
                     None => Err(PrintRefused::NotFound(format!("{} is gone", entry.name))),
                 }
@@ -65,15 +68,16 @@ impl Forwarder {
                     self.mark_printing(entry.id);
                     Ok(())
                 }
-                Err(OctoError::Conflict(why)) => Err(PrintRefused::Busy(why)),
+                Err(PrinterError::Conflict { message: why, .. }) => Err(PrintRefused::Busy(why)),
                 Err(e) if e.is_transient() => {
                     Err(PrintRefused::NotReady(format!("cannot print: {e}")))
                 }
                 Err(e) => Err(PrintRefused::Refused(e.to_string())),
             },
             (_, None) => Err(PrintRefused::Refused(format!(
-                "{} is not in OctoPrint: {}",
+                "{} is not in {}: {}",
                 entry.name,
+                self.octo.server(),
                 entry.reason.as_deref().unwrap_or("it was never uploaded")
             ))),
         }
@@ -115,10 +119,10 @@ impl Forwarder {
     }
 }
 /// Whether the printer can take a print now: connected, and not busy.
-fn printer_takes(state: &PrinterState, name: &str) -> Result<(), PrintRefused> {
+fn printer_takes(state: &PrinterState, name: &str, server: Server) -> Result<(), PrintRefused> {
     if !state.operational {
         return Err(PrintRefused::NotReady(format!(
-            "cannot print: the printer is not ready ({}); connect it in OctoPrint first",
+            "cannot print: the printer is not ready ({}); connect it in {server} first",
             state.text
         )));
     }

@@ -15,7 +15,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::octoprint::PrinterState;
+use super::printer::PrinterState;
 use super::queue::{Entry, FileState};
 use crate::agent::config::AutoPrint;
 
@@ -136,7 +136,7 @@ pub struct Policy {
 
 impl Policy {
     /// The settings in `[octoprint]`.
-    pub(crate) fn of(octo: &crate::agent::config::OctoPrintConfig) -> Policy {
+    pub(crate) fn of(octo: &crate::agent::config::PrinterConfig) -> Policy {
         Policy {
             auto_print: octo.auto_print,
             queue: octo.queue,
@@ -261,7 +261,7 @@ fn shell_word(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::agent::forward::octoprint::printer_for_test as printer;
+    use crate::agent::forward::printer::printer_for_test as printer;
 
     fn entry(id: u64, name: &str, state: FileState) -> Entry {
         Entry::for_test(id, name, state)

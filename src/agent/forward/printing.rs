@@ -6,8 +6,8 @@
 use tracing::{info, warn};
 
 use super::forwarder::Forwarder;
-use super::octoprint::{OctoError, PrinterState};
 use super::policy::{BedChange, PRINTED_AT_PERCENT};
+use super::printer::{PrinterError, PrinterState};
 use super::queue::{self, Entry, FileState};
 
 /// What the printer's state says about one forwarded file.
@@ -92,12 +92,13 @@ impl Forwarder {
                     self.queue.set(*id, FileState::Failed, Some(reason));
                 }
                 Transition::Vanished => {
-                    warn!(file_name = %name, "OctoPrint lost the job before its end was seen (restarted or disconnected)");
-                    let reason = "OctoPrint lost the job before it ended (it restarted, or the \
-                                  printer disconnected): check the printer; the print is \
-                                  probably not whole";
-                    self.queue
-                        .set(*id, FileState::Interrupted, Some(reason.into()));
+                    let server = self.octo.server();
+                    warn!(file_name = %name, %server, "the print server lost the job before its end was seen (restarted or disconnected)");
+                    let reason = format!(
+                        "{server} lost the job before it ended (it restarted, or the printer \
+                         disconnected): check the printer; the print is probably not whole"
+                    );
+                    self.queue.set(*id, FileState::Interrupted, Some(reason));
                 }
                 Transition::Replaced => {
                     info!(file_name = %name, "no longer the printer's job; outcome not observed");
@@ -135,7 +136,7 @@ impl Forwarder {
         let job = state.job_path.as_deref().unwrap_or("-");
         match &change {
             None => return false,
-            Some(BedChange::PrintEnded) if self.config.octoprint.queue => {
+            Some(BedChange::PrintEnded) if self.config.printer().queue => {
                 info!(
                     job,
                     "print ended; the next queued file starts when the printer is free"
@@ -150,11 +151,11 @@ impl Forwarder {
             Some(BedChange::FoundFinished) => {
                 info!(
                     job,
-                    "OctoPrint shows a finished print: nothing starts by itself until a person starts a file"
+                    "the print server shows a finished print: nothing starts by itself until a person starts a file"
                 )
             }
             Some(BedChange::Selected(path)) => {
-                info!(selected = %path, "a file was selected in OctoPrint: a person is at the printer, the bed counts as clear")
+                info!(selected = %path, "a file was selected at the printer: a person is there, the bed counts as clear")
             }
         }
         true
@@ -186,12 +187,12 @@ impl Forwarder {
                 self.mark_printing(entry.id);
                 self.save();
             }
-            Err(OctoError::Conflict(why)) => {
+            Err(PrinterError::Conflict { message: why, .. }) => {
                 info!(file_name = %entry.name, reason = %why, "printer not ready for the next print yet")
             }
             Err(e) if e.is_transient() => self.trouble(e),
             Err(e) => {
-                warn!(file_name = %entry.name, error = %e, "OctoPrint cannot print the queued file");
+                warn!(file_name = %entry.name, error = %e, "the print server cannot print the queued file");
                 self.queue
                     .set(entry.id, FileState::Failed, Some(e.to_string()));
                 self.save();
@@ -200,11 +201,14 @@ impl Forwarder {
     }
 
     /// Entry `id` is the printer's running job: no longer waiting in line.
+    /// Its end is a print ending even if no poll sees it running (a short
+    /// file on Klipper can finish between two).
     pub(super) fn mark_printing(&mut self, id: u64) {
         if let Some(e) = self.queue.get_mut(id) {
             e.queued = false;
         }
         self.queue.set(id, FileState::Printing, None);
+        self.was_busy = Some(true);
     }
 }
 
@@ -225,7 +229,7 @@ pub(super) fn printer_text(state: &PrinterState) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::agent::forward::octoprint::printer_for_test as printer;
+    use crate::agent::forward::printer::printer_for_test as printer;
 
     fn entry(state: FileState, path: Option<&str>) -> Entry {
         Entry {

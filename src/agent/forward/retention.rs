@@ -52,7 +52,7 @@ impl Forwarder {
             return Forget::Unknown;
         }
         self.remove_copies(name);
-        info!(file_name = %name, "deleted the agent's copy of a forwarded file (OctoPrint keeps its own)");
+        info!(file_name = %name, "deleted the agent's copy of a forwarded file (the print server keeps its own)");
         self.save();
         Forget::Forgotten
     }

@@ -12,12 +12,14 @@ use tokio::task::JoinHandle;
 use tracing::{Instrument, error, info, info_span, warn};
 
 use super::forwarder::Forwarder;
+use super::moonraker::Moonraker;
 use super::octoprint::OctoPrint;
 use super::policy::Policy;
+use super::printer::Printer;
 use super::queue::{QUEUE_FILE, Queue};
 use super::watch::{self, Settler};
 use super::{Forget, Handle, Message, PrintRefused, Published, View, backlog};
-use crate::agent::config::{ApiKey, Config, OctoPrintConfig};
+use crate::agent::config::{ApiKey, Config, PrinterConfig, Server};
 use crate::agent::spool::{DONE_DIR, FAILED_DIR};
 
 /// The forwarding supervisor: runs one `Forwarder` at a time for the
@@ -85,13 +87,13 @@ async fn supervise(
                 watcher,
                 changes,
             }) => {
-                let url = forwarder.octo.url().to_string();
+                let (server, url) = (forwarder.octo.server(), forwarder.octo.url().to_string());
                 let mut changed = Ok(());
                 forwarder
                     .run(&mut arrivals, changes, async {
                         changed = desired.changed().await
                     })
-                    .instrument(info_span!("octoprint", url = %url))
+                    .instrument(info_span!("printer", %server, url = %url))
                     .await;
                 drop(watcher);
                 changed
@@ -156,8 +158,11 @@ fn set_disabled(view: &Published, reason: &str) {
 
 /// The API key: `api_key`, else the key file's text; an empty one is no
 /// key.
-fn api_key(octo: &OctoPrintConfig) -> Option<ApiKey> {
-    match (&octo.api_key, std::fs::read_to_string(&octo.api_key_file)) {
+fn api_key(server: Server, settings: &PrinterConfig) -> Option<ApiKey> {
+    match (
+        &settings.api_key,
+        std::fs::read_to_string(settings.key_file(server)),
+    ) {
         (Some(key), _) if !key.is_empty() => Some(key.clone()),
         (None, Ok(key)) if !key.trim().is_empty() => Some(ApiKey::new(&key)),
         _ => None,
@@ -165,14 +170,14 @@ fn api_key(octo: &OctoPrintConfig) -> Option<ApiKey> {
 }
 
 /// What sessions see of a forwarder about to run.
-fn set_enabled(view: &Published, queue: &Queue, octo: &OctoPrintConfig) {
+fn set_enabled(view: &Published, queue: &Queue, settings: &PrinterConfig) {
     view.update(|view| {
         *view = View {
             enabled: true,
             printer: "not contacted yet".into(),
             entries: queue.entries().to_vec(),
             bed: queue.bed.clone(),
-            policy: Some(Policy::of(octo)),
+            policy: Some(Policy::of(settings)),
             printer_busy: false,
             printer_state: None,
         }
@@ -180,21 +185,38 @@ fn set_enabled(view: &Published, queue: &Queue, octo: &OctoPrintConfig) {
 }
 
 /// Sets up a forwarder for `config`, or none (with the reason in `view`)
-/// when forwarding is off or has no API key.
+/// when forwarding is off or OctoPrint has no API key (Moonraker may do
+/// without one: it can trust the agent's address).
 fn build(config: &Config, view: &Arc<Published>) -> Result<Option<Built>> {
-    let octo = &config.octoprint;
-    if !octo.enabled {
-        set_disabled(view, "forwarding is off ([octoprint] enabled = false)");
+    let (server, settings) = config.forwarding();
+    let table = server.table();
+    if !settings.enabled {
+        set_disabled(
+            view,
+            &format!("forwarding is off ([{table}] enabled = false)"),
+        );
         return Ok(None);
     }
-    let Some(key) = api_key(octo) else {
-        let reason = format!(
-            "forwarding is off: no OctoPrint API key (put it in {} or set [octoprint] api_key, then reload)",
-            octo.api_key_file.display()
-        );
-        warn!("{reason}");
-        set_disabled(view, &reason);
-        return Ok(None);
+    let key = api_key(server, settings);
+    let printer = match (server, key) {
+        (Server::OctoPrint, Some(key)) => {
+            Printer::OctoPrint(OctoPrint::new(settings.url(server), key)?)
+        }
+        (Server::OctoPrint, None) => {
+            let reason = format!(
+                "forwarding is off: no OctoPrint API key (put it in {} or set [octoprint] api_key, then reload)",
+                settings.key_file(server).display()
+            );
+            warn!("{reason}");
+            set_disabled(view, &reason);
+            return Ok(None);
+        }
+        (Server::Moonraker, key) => {
+            if key.is_none() {
+                info!(key_file = %settings.key_file(server).display(), "no Moonraker API key: Moonraker must trust this address ([authorization] trusted_clients)");
+            }
+            Printer::Moonraker(Moonraker::new(settings.url(server), key)?)
+        }
     };
     let spool = &config.spool_dir;
     for dir in [DONE_DIR, FAILED_DIR] {
@@ -207,10 +229,10 @@ fn build(config: &Config, view: &Arc<Published>) -> Result<Option<Built>> {
     backlog::announce(&queue, backlog.len());
     let (watcher, changes) = watch::start(&ready)
         .with_context(|| format!("cannot watch {} for new files", ready.display()))?;
-    set_enabled(view, &queue, octo);
-    info!(url = %octo.url, auto_print = octo.auto_print.name(), queue = octo.queue, "forwarding to OctoPrint");
+    set_enabled(view, &queue, settings);
+    info!(server = server.name(), url = %printer.url(), auto_print = settings.auto_print.name(), queue = settings.queue, "forwarding");
     let forwarder = Forwarder {
-        octo: OctoPrint::new(&octo.url, key)?,
+        octo: printer,
         config: config.clone(),
         settler: Settler::new(&ready, config.settle_time),
         ready,
@@ -219,7 +241,7 @@ fn build(config: &Config, view: &Arc<Published>) -> Result<Option<Built>> {
         queue,
         view: view.clone(),
         problem: None,
-        backoff: config.octoprint.retry_initial,
+        backoff: settings.retry_initial,
         retry_at: Instant::now(),
         next_poll: Instant::now(),
         next_scan: Instant::now(),
@@ -250,7 +272,7 @@ mod tests {
         };
         config.octoprint.enabled = true;
         config.octoprint.api_key = Some(ApiKey::new(""));
-        config.octoprint.api_key_file = tmp.path().join("absent.key");
+        config.octoprint.api_key_file = Some(tmp.path().join("absent.key"));
         let view = Arc::new(Published::new(View::default()));
         assert!(build(&config, &view).unwrap().is_none());
         let view = view.snapshot();
@@ -261,7 +283,7 @@ mod tests {
             view.printer
         );
         // Blank in the key file: off too.
-        std::fs::write(&config.octoprint.api_key_file, " \n").unwrap();
+        std::fs::write(config.octoprint.api_key_file.as_ref().unwrap(), " \n").unwrap();
         config.octoprint.api_key = None;
         let view = Arc::new(Published::new(View::default()));
         assert!(build(&config, &view).unwrap().is_none());

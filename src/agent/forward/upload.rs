@@ -9,8 +9,8 @@ use std::time::Instant;
 use tracing::{info, warn};
 
 use super::forwarder::Forwarder;
-use super::octoprint::{self, OctoError, PrinterState};
 use super::policy::{self, Policy};
+use super::printer::{self, PrinterError, PrinterState};
 use super::queue::{self, FileState};
 use crate::agent::config::AutoPrint;
 
@@ -37,7 +37,7 @@ impl Forwarder {
             self.queue.remove_where(|e| e.id == id);
             return self.save();
         }
-        let rules = Policy::of(&self.config.octoprint);
+        let rules = Policy::of(self.config.printer());
         let print = person
             || policy::starts_by_itself(self.queue.entries(), id, rules, &self.queue.bed, state);
         self.queue.set(id, FileState::Uploading, None);
@@ -48,15 +48,26 @@ impl Forwarder {
                 self.healthy();
                 info!(
                     file_name = %entry.name, sha256 = %entry.sha256, bytes = entry.size, path = %uploaded.path,
-                    printing = uploaded.printing, secs = started.elapsed().as_secs_f64(), "uploaded to OctoPrint"
+                    printing = uploaded.printing, secs = started.elapsed().as_secs_f64(), "uploaded"
                 );
-                let (state, reason, queued) =
+                let (after, reason, queued) =
                     after_upload(uploaded.printing, print, rules, entry.print);
+                let reason = match reason {
+                    Some("the print server did not start it (printer busy)") => Some(format!(
+                        "{} did not start it (printer busy)",
+                        self.octo.server()
+                    )),
+                    Some(reason) => Some(reason.to_string()),
+                    None => unready(after, state),
+                };
                 if let Some(e) = self.queue.get_mut(id) {
                     e.octoprint_path = Some(uploaded.path);
                     e.queued = queued;
                 }
-                self.queue.set(id, state, reason.map(str::to_string));
+                match after {
+                    FileState::Printing => self.mark_printing(id),
+                    _ => self.queue.set(id, after, reason),
+                }
                 self.move_out(&entry.name, &self.done.clone(), Some(inode));
             }
             Err(e) => self.not_uploaded(&entry, e, state, inode),
@@ -75,18 +86,20 @@ impl Forwarder {
         file: tokio::fs::File,
         source: &Path,
         print: bool,
-    ) -> Result<octoprint::Uploaded, OctoError> {
-        let folder = Some(self.config.octoprint.upload_folder.as_str());
-        let path = octoprint::join(folder, &entry.name);
+    ) -> Result<printer::Uploaded, PrinterError> {
+        let folder = Some(self.config.printer().upload_folder.as_str());
+        let path = printer::join(folder, &entry.name);
         match self.octo.stored_digest(&path).await? {
-            Some(digest) if digest == entry.sha256 => Ok(octoprint::Uploaded {
+            Some(digest) if digest == entry.sha256 => Ok(printer::Uploaded {
                 path,
                 printing: false,
             }),
-            Some(_) if !entry.overwrite => Err(OctoError::Rejected {
+            Some(_) if !entry.overwrite => Err(PrinterError::Rejected {
+                server: self.octo.server(),
                 status: 409,
                 message: format!(
-                    "OctoPrint already has a different {path}: send the file again with --overwrite to replace it, or under another name (--as)"
+                    "{} already has a different {path}: send the file again with --overwrite to replace it, or under another name (--as)",
+                    self.octo.server()
                 ),
             }),
             _ => {
@@ -95,8 +108,9 @@ impl Forwarder {
                     "client": entry.client,
                     "agent": concat!("fileagent ", env!("CARGO_PKG_VERSION")),
                 });
+                let (name, sha256) = (&entry.name, &entry.sha256);
                 self.octo
-                    .upload(file, source, &entry.name, folder, print, &userdata)
+                    .upload(file, source, name, folder, print, sha256, &userdata)
                     .await
             }
         }
@@ -108,19 +122,24 @@ impl Forwarder {
     fn not_uploaded(
         &mut self,
         entry: &queue::Entry,
-        e: OctoError,
+        e: PrinterError,
         state: &PrinterState,
         inode: (u64, u64),
     ) {
         let id = entry.id;
         match e {
-            // OctoPrint is fine; it will not overwrite the file it prints.
-            OctoError::Conflict(why) => {
+            // The server is fine; it will not overwrite the file it prints.
+            PrinterError::Conflict {
+                message: why,
+                server,
+            } => {
                 info!(file_name = %entry.name, reason = %why, "waits for the running print to end");
                 self.hold(id);
-                let reason = "waits for the running print to end: OctoPrint does not overwrite \
-                              a file being printed; then it does not start by itself";
-                self.queue.set(id, FileState::Received, Some(reason.into()));
+                let reason = format!(
+                    "waits for the running print to end: {server} does not overwrite a file \
+                     being printed; then it does not start by itself"
+                );
+                self.queue.set(id, FileState::Received, Some(reason));
             }
             e if e.is_transient() => {
                 let printer_free = state.operational && !state.busy;
@@ -131,7 +150,7 @@ impl Forwarder {
                 self.trouble(e);
             }
             e => {
-                warn!(file_name = %entry.name, error = %e, "OctoPrint refused the file for good, moved to failed/");
+                warn!(file_name = %entry.name, error = %e, "the print server refused the file for good, moved to failed/");
                 self.queue.set(id, FileState::Failed, Some(e.to_string()));
                 self.move_out(&entry.name, &self.failed.clone(), Some(inode));
                 let reason = self.failed.join(format!("{}.reason", entry.name));
@@ -150,6 +169,18 @@ async fn open_with_inode(path: &Path) -> Option<(tokio::fs::File, (u64, u64))> {
     Some((file, crate::agent::spool::file_id(&meta)))
 }
 
+/// Why an uploaded file that would have started did not: the printer was
+/// not ready (not connected, klippy down). Nothing starts it by itself
+/// later, so the reason stays with it for `list` and `status`.
+fn unready(after: FileState, printer: &PrinterState) -> Option<String> {
+    (after == FileState::Uploaded && !printer.operational).then(|| {
+        format!(
+            "not started: the printer was not ready when it was uploaded ({})",
+            printer.text
+        )
+    })
+}
+
 /// A file's state after its upload, why it waits (if that is not said
 /// live by `list`, see `policy::why_waiting`), and whether it is queued to
 /// print when the printer is free.
@@ -166,7 +197,7 @@ fn after_upload(
     } else if print {
         (
             FileState::Uploaded,
-            Some("OctoPrint did not start it (printer busy)"),
+            Some("the print server did not start it (printer busy)"),
         )
     } else if choice == Some(false) {
         (
@@ -237,6 +268,17 @@ mod tests {
             after_upload(false, false, on, None),
             (FileState::Uploaded, None, false)
         );
+        // Unless the printer was not ready: nothing starts it later.
+        let mut down = crate::agent::forward::printer::printer_for_test(false, None, None);
+        assert_eq!(unready(FileState::Uploaded, &down), None);
+        down.operational = false;
+        down.text = "Klipper not connected (klippy disconnected)".into();
+        let why = unready(FileState::Uploaded, &down).unwrap();
+        assert!(
+            why.contains("not ready when it was uploaded (Klipper not connected"),
+            "{why}"
+        );
+        assert_eq!(unready(FileState::Printing, &down), None);
     }
 
     #[test]

@@ -8,8 +8,8 @@ use std::sync::Mutex;
 
 use tokio::sync::watch;
 
-use super::octoprint::PrinterState;
 use super::policy::{self, Bed, Policy};
+use super::printer::PrinterState;
 use super::queue::{self, Entry, FileState};
 use crate::wire::protocol::{FileEntry, PrinterReport, Watched};
 

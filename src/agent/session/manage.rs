@@ -90,7 +90,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     return Reply::Error {
                         code: ErrorCode::Busy,
                         message: format!(
-                            "{name:?} is being printed: cancel the print in OctoPrint first, or delete it once the print has ended"
+                            "{name:?} is being printed: cancel the print at the printer first, or delete it once the print has ended"
                         ),
                     };
                 }
@@ -98,7 +98,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     return Reply::Error {
                         code: ErrorCode::Busy,
                         message: format!(
-                            "the agent is busy with OctoPrint and could not delete {name:?} now: try again in a minute"
+                            "the agent is busy with the print server and could not delete {name:?} now: try again in a minute"
                         ),
                     };
                 }

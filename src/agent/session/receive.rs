@@ -245,7 +245,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 Some(Reply::Error {
                     code: ErrorCode::Exists,
                     message: format!(
-                        "{name:?} was sent before {what} and is {state} (the agent or OctoPrint holds it) (send with --overwrite to replace it, or --as another name)"
+                        "{name:?} was sent before {what} and is {state} (the agent or the print server holds it) (send with --overwrite to replace it, or --as another name)"
                     ),
                 })
             }
