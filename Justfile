@@ -115,6 +115,10 @@ bench-bridge plate="../shared/data/gcode/plate-large.gcode" rate="2500000":
 bench-ui plate="../shared/data/gcode/plate-large.gcode":
     benches/ui.sh {{plate}}
 
+# A Klipper printer (real Moonraker and klippy): fileagent send -> printing, vs curl to Moonraker.
+bench-klipper:
+    benches/klipper.sh
+
 # Run a dev OctoPrint with its Virtual Printer on 127.0.0.1 (installs it on first use).
 octoprint port="5000":
     scripts/octoprint-dev.sh run {{port}}

@@ -14,7 +14,9 @@
 #      on loopback and at 20 Mbit/s, and its peak RSS (benches/bridge.sh);
 #   7. the web page: a plate picked in it until stored vs `fileagent send`,
 #      its weight, the process's RSS with it open (benches/ui.sh; Debian's
-#      chromium and chromium-driver).
+#      chromium and chromium-driver);
+#   8. a Klipper printer: `fileagent send` -> Klipper printing through the
+#      real Moonraker, vs curl uploading to Moonraker (benches/klipper.sh).
 #
 # Needs: socat, openssh-server (sshd, scp), curl, iproute2 (tc), and root for
 # sshd and the network namespace (apt-get install socat openssh-server curl iproute2).
@@ -262,6 +264,8 @@ echo "== 6. the bridge (benches/bridge.sh)" >&2
 bridge_table=$(benches/bridge.sh)
 echo "== 7. the web page (benches/ui.sh)" >&2
 ui_table=$(benches/ui.sh)
+echo "== 8. a Klipper printer: send -> printing (benches/klipper.sh)" >&2
+klipper_table=$(benches/klipper.sh)
 
 echo
 printf '%-58s %12s %10s  %s\n' "what" "figure" "" "against the baseline"
@@ -270,3 +274,5 @@ echo
 echo "$bridge_table"
 echo
 echo "$ui_table"
+echo
+echo "$klipper_table"

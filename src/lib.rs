@@ -19,7 +19,8 @@
 //!   - `agent::tls`: server configs and the revocation-aware client verifier.
 //!   - `agent::session`: the agent's side of one connection (request loop).
 //!   - `agent::spool`: `incoming/` and `ready/`, name checks, atomic verified commits.
-//!   - [`agent::forward`]: the watched spool, the durable queue, uploads to OctoPrint, prints.
+//!   - [`agent::forward`]: the watched spool, the durable queue, uploads and prints through one
+//!     interface to OctoPrint or Moonraker (Klipper).
 //!   - [`agent::pki`]: the CA, the server certificate, issued client certificates and their register.
 //!   - [`agent::pairing`]: pending pairing codes and the agent's side of a pairing connection.
 //!   - `agent::systemd`: readiness, status and watchdog notifications.

@@ -133,11 +133,15 @@ async fn a_spool_copy_changed_after_its_check_is_refused_by_moonrakers_checksum(
     target
         .wait_state(&agent, "bitrot.gcode", &["received"])
         .await;
-    // The agent's copy changes behind its back (same size, one byte).
+    // The agent's copy changes behind its back while the agent is down
+    // (same size, one byte: a change it would see while it runs counts
+    // as a new version put there by another tool).
+    agent.stop().await;
     let ready = agent.config.spool_dir.join("ready/bitrot.gcode");
     let mut bytes = std::fs::read(&ready).unwrap();
     bytes[2] ^= 0x20;
     std::fs::write(&ready, &bytes).unwrap();
+    agent.restart().await;
 
     target.resume().await;
     let failed = target.wait_state(&agent, "bitrot.gcode", &["failed"]).await;

@@ -146,10 +146,14 @@ impl Moonraker {
     /// The logs, for failure messages.
     pub fn log(&self) -> String {
         let logs = self.data.path().join("logs");
-        ["moonraker.log", "klippy.log"]
+        let outs = ["moonraker.out", "klipper.out"].map(|name| self.data.path().join(name));
+        let names = ["moonraker.log", "klippy.log", "mcu.out"].map(|name| logs.join(name));
+        names
             .iter()
-            .map(|name| {
-                let text = std::fs::read_to_string(logs.join(name)).unwrap_or_default();
+            .chain(&outs)
+            .map(|path| {
+                let name = path.file_name().unwrap().to_string_lossy();
+                let text = std::fs::read_to_string(path).unwrap_or_default();
                 let tail: Vec<&str> = text.lines().rev().take(40).collect();
                 let tail: Vec<&str> = tail.into_iter().rev().collect();
                 format!("== {name}\n{}", tail.join("\n"))

@@ -15,6 +15,7 @@
 mod again;
 mod backlog;
 mod forwarder;
+mod klipper;
 pub(crate) mod moonraker;
 pub(crate) mod octoprint;
 mod person;
