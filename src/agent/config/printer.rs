@@ -128,13 +128,13 @@ impl AutoPrint {
 pub struct PrinterConfig {
     /// Forward at all.
     pub enabled: bool,
-    /// Base URL of the local server (default: [`DEFAULT_OCTOPRINT_URL`],
-    /// [`DEFAULT_MOONRAKER_URL`]).
+    /// Base URL of the local server (default: `http://127.0.0.1:5000` for
+    /// OctoPrint, `http://127.0.0.1:7125` for Moonraker).
     pub url: Option<String>,
     /// API key (prefer `api_key_file`); never logged or shown by `Debug`.
     pub api_key: Option<ApiKey>,
     /// File holding the API key, used when `api_key` is not set (default:
-    /// [`DEFAULT_API_KEY_FILE`], [`DEFAULT_MOONRAKER_KEY_FILE`]).
+    /// `/etc/fileagent/octoprint.key`, `/etc/fileagent/moonraker.key`).
     pub api_key_file: Option<PathBuf>,
     /// Folder in the server's storage to upload into ("" = top level).
     pub upload_folder: String,
