@@ -47,6 +47,8 @@ pub(super) struct Forwarder {
     /// An entry sent again to print, to start at the next look if the
     /// rules allow.
     pub(super) again: Option<u64>,
+    /// Messages that came during a step and wait for its end.
+    pub(super) deferred: std::collections::VecDeque<Message>,
 }
 
 impl Forwarder {
@@ -72,7 +74,11 @@ impl Forwarder {
             for appeared in settled {
                 self.appeared(appeared).await;
             }
-            self.step().await;
+            self.step(messages).await;
+            // Messages a step set aside (see `step`), in their order.
+            while let Some(message) = self.deferred.pop_front() {
+                self.handle(message).await;
+            }
             let wake = [
                 Some(self.next_poll.max(self.retry_at)),
                 Some(self.next_scan),
@@ -84,15 +90,7 @@ impl Forwarder {
             .unwrap_or(now + self.config.printer().poll_interval);
             tokio::select! {
                 () = &mut stop => break,
-                Some(message) = messages.recv() => match message {
-                    Message::Stored(stored) => self.arrived(stored),
-                    Message::Forget { name, reply } => {
-                        let _ = reply.send(self.forget(&name));
-                    }
-                    Message::Print { name, client, reply } => {
-                        let _ = reply.send(self.print_now(name.as_deref(), &client).await);
-                    }
-                },
+                Some(message) = messages.recv() => self.handle(message).await,
                 Some(change) = changes.recv() => {
                     let now = Instant::now();
                     match change {
@@ -105,6 +103,35 @@ impl Forwarder {
                     }
                 }
                 () = tokio::time::sleep_until(wake.into()) => {}
+            }
+        }
+    }
+
+    async fn handle(&mut self, message: Message) {
+        match message {
+            Message::Stored(stored) => self.arrived(stored),
+            Message::Forget { name, reply } => {
+                let _ = reply.send(self.forget(&name));
+            }
+            Message::Print {
+                name,
+                client,
+                reply,
+            } => {
+                let _ = reply.send(self.print_now(name.as_deref(), &client).await);
+            }
+        }
+    }
+
+    /// Files the receiver stored while the printer was being read: they
+    /// arrived before this state was known, so it decides their upload now
+    /// rather than after another read (Moonraker answers a state query at
+    /// klippy's next 250 ms tick). Other messages wait for the step's end.
+    fn take_arrivals(&mut self, messages: &mut mpsc::UnboundedReceiver<Message>) {
+        while let Ok(message) = messages.try_recv() {
+            match message {
+                Message::Stored(stored) => self.arrived(stored),
+                other => self.deferred.push_back(other),
             }
         }
     }
@@ -230,7 +257,7 @@ impl Forwarder {
 
     /// One round: read the printer, follow prints, upload the next file,
     /// start the next queued print, clean up.
-    async fn step(&mut self) {
+    async fn step(&mut self, messages: &mut mpsc::UnboundedReceiver<Message>) {
         let now = Instant::now();
         if now < self.retry_at || now < self.next_poll {
             return;
@@ -240,6 +267,7 @@ impl Forwarder {
             Ok(state) => state,
             Err(e) => return self.trouble(e),
         };
+        self.take_arrivals(messages);
         self.healthy();
         self.follow(&state);
         self.start_again(&state).await;

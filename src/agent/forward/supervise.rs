@@ -250,6 +250,7 @@ fn build(config: &Config, view: &Arc<Published>) -> Result<Option<Built>> {
         last_job: None,
         backlog,
         again: None,
+        deferred: Default::default(),
     };
     Ok(Some(Built {
         forwarder,
