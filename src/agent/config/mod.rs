@@ -354,8 +354,8 @@ impl Config {
 fn one_print_server(text: &str) -> Result<(), (&'static str, String)> {
     let tables: toml::Table = toml::from_str(text).unwrap_or_default();
     if tables.contains_key("octoprint") && tables.contains_key("moonraker") {
-        let problem = "the agent forwards to one print server: keep [octoprint] (OctoPrint) or \
-                       [moonraker] (Klipper), not both";
+        let problem = "names a second print server: the agent forwards to one, so keep \
+                       [octoprint] (OctoPrint) or [moonraker] (Klipper), not both";
         return Err(("moonraker", problem.into()));
     }
     Ok(())

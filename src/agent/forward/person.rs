@@ -121,8 +121,14 @@ impl Forwarder {
 /// Whether the printer can take a print now: connected, and not busy.
 fn printer_takes(state: &PrinterState, name: &str, server: Server) -> Result<(), PrintRefused> {
     if !state.operational {
+        let fix = match server {
+            Server::OctoPrint => "connect it in OctoPrint first",
+            Server::Moonraker => {
+                "start Klipper (klippy) or clear its error first (Mainsail, Fluidd)"
+            }
+        };
         return Err(PrintRefused::NotReady(format!(
-            "cannot print: the printer is not ready ({}); connect it in {server} first",
+            "cannot print: the printer is not ready ({}); {fix}",
             state.text
         )));
     }
