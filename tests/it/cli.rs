@@ -188,8 +188,18 @@ impl Served {
             let _ = tx.send(None);
         });
         let addr = rx.recv_timeout(GUARD).ok().flatten();
-        let addr = addr.unwrap_or_else(|| panic!("agent did not start: {:?}", log.lock().unwrap()));
-        Served { child, addr, log }
+        let served = Served {
+            child,
+            addr: addr.unwrap_or_default(),
+            log,
+        };
+        // One that did not start is stopped too (by `drop`), not left running.
+        assert!(
+            !served.addr.is_empty(),
+            "agent did not start: {}",
+            served.log()
+        );
+        served
     }
 
     pub(crate) fn log(&self) -> String {
@@ -212,6 +222,10 @@ impl Drop for Served {
     /// SIGTERM first, so a wrapper (the disk-full test's shell) can stop the
     /// agent it started instead of leaving it behind; SIGKILL after 5 s.
     fn drop(&mut self) {
+        // Already waited for (`terminate`): its pid may be another's now.
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
         let pid = rustix::process::Pid::from_child(&self.child);
         let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
