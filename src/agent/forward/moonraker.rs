@@ -19,14 +19,14 @@ use sha2::Digest;
 use tokio_util::io::ReaderStream;
 
 use super::klipper::{Objects, not_operational, state_of};
-use super::octoprint::{REQUEST_TIMEOUT, UPLOAD_CHUNK};
-use super::printer::{PrinterError, PrinterState, Server, Uploaded, error_chain};
+use super::printer::{
+    MAX_ERROR_TEXT, PrinterError, PrinterState, REQUEST_TIMEOUT, Server, UPLOAD_CHUNK, Uploaded,
+    error_chain,
+};
 use crate::agent::config::ApiKey;
 
 /// Which server this module speaks to, for errors.
 const SERVER: Server = Server::Moonraker;
-/// Longest piece of a non-JSON error body quoted in an error.
-const MAX_ERROR_TEXT: usize = 200;
 /// The Klipper objects a state request asks for.
 const OBJECTS: &str = "webhooks&print_stats&virtual_sdcard&extruder&heater_bed";
 /// The storage root print files go to.

@@ -7,7 +7,6 @@
 //! never logged or shown in errors.
 
 use std::path::Path;
-use std::time::Duration;
 
 use anyhow::Context;
 use reqwest::{Response, StatusCode, Url};
@@ -15,23 +14,14 @@ use serde::Deserialize;
 use serde_json::Value;
 use tokio_util::io::ReaderStream;
 
-use super::printer::{PrinterError, PrinterState, Server, Uploaded, error_chain, join};
+use super::printer::{
+    MAX_ERROR_TEXT, PrinterError, PrinterState, REQUEST_TIMEOUT, Server, UPLOAD_CHUNK, Uploaded,
+    error_chain, join,
+};
 use crate::agent::config::ApiKey;
 
 /// Which server this module speaks to, for errors.
 const SERVER: Server = Server::OctoPrint;
-
-/// Time for OctoPrint to answer a state request.
-pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-/// Time OctoPrint may stay silent while answering; bounds an upload whose
-/// answer never comes (OctoPrint hung) without limiting big, slow uploads.
-pub(crate) const READ_TIMEOUT: Duration = Duration::from_secs(120);
-/// Time to connect to OctoPrint.
-pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Longest piece of a non-JSON error body quoted in an error.
-const MAX_ERROR_TEXT: usize = 200;
-/// Read size when streaming a file to OctoPrint.
-pub(super) const UPLOAD_CHUNK: usize = 256 * 1024;
 
 /// An OctoPrint API client.
 #[derive(Debug, Clone)]

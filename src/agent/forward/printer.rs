@@ -7,6 +7,7 @@
 //! error type whose variants say what to do next (wait, retry, give up).
 
 use std::path::Path;
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -14,6 +15,18 @@ use super::moonraker::Moonraker;
 use super::octoprint::OctoPrint;
 
 pub use crate::agent::config::Server;
+
+/// Time for the print server to answer a state request or a print start.
+pub(super) const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time the server may stay silent while answering; bounds an upload whose
+/// answer never comes (the server hung) without limiting big, slow uploads.
+pub(super) const READ_TIMEOUT: Duration = Duration::from_secs(120);
+/// Time to connect to the server.
+pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest piece of a non-JSON error body quoted in an error.
+pub(super) const MAX_ERROR_TEXT: usize = 200;
+/// Read size when streaming a file to the server.
+pub(super) const UPLOAD_CHUNK: usize = 256 * 1024;
 
 /// Why a request to the print server failed.
 #[derive(Debug, thiserror::Error)]
@@ -233,8 +246,8 @@ pub(super) fn error_chain(e: &dyn std::error::Error) -> String {
 pub(super) fn http_client(server: Server) -> anyhow::Result<reqwest::Client> {
     use anyhow::Context;
     reqwest::Client::builder()
-        .connect_timeout(super::octoprint::CONNECT_TIMEOUT)
-        .read_timeout(super::octoprint::READ_TIMEOUT)
+        .connect_timeout(CONNECT_TIMEOUT)
+        .read_timeout(READ_TIMEOUT)
         .user_agent(concat!("fileagent/", env!("CARGO_PKG_VERSION")))
         .build()
         .with_context(|| format!("cannot set up the HTTP client for {server}"))
