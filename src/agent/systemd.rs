@@ -42,6 +42,11 @@ pub(crate) fn stopping() {
     send(&[NotifyState::Stopping, NotifyState::Status("shutting down")]);
 }
 
+/// Whether a service manager listens for notifications (`NOTIFY_SOCKET`).
+pub(crate) fn notifying() -> bool {
+    std::env::var_os("NOTIFY_SOCKET").is_some()
+}
+
 /// How often the main loop must call [`watchdog`]: half of `WatchdogSec`,
 /// or `None` when the unit has no watchdog.
 pub(crate) fn watchdog_interval() -> Option<Duration> {

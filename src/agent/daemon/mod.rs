@@ -35,7 +35,8 @@ pub use prepare::{Prepared, prepare};
 use prepare::{load_tls, reloaded};
 use status::StatusLine;
 
-/// How often the status line is refreshed when no watchdog asks for more.
+/// How often the status line is refreshed under a service manager without
+/// a watchdog (with one, at each of its beats).
 pub(crate) const STATUS_INTERVAL: Duration = Duration::from_secs(5);
 /// How often the agent checks whether its server certificate needs renewing.
 pub(crate) const SERVER_CERT_CHECK: Duration = Duration::from_secs(6 * 3600);
@@ -142,11 +143,16 @@ impl Agent {
     /// The main loop: signals, the certificate check and the heartbeat,
     /// until a stop is asked for or the server fails.
     async fn until_stopped(&mut self, signals: &mut Signals, logging: &Logging) -> Ended {
-        let every = self
-            .watchdog
-            .map_or(STATUS_INTERVAL, |w| w.min(STATUS_INTERVAL));
-        let mut heartbeat = tokio::time::interval(every);
-        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The watchdog's beat, or the status line's for a service manager
+        // without one; none at all outside one. What forwarding shows
+        // changes the status line when it changes, not on a timer.
+        let every = (self.watchdog).or_else(|| systemd::notifying().then_some(STATUS_INTERVAL));
+        let mut heartbeat = every.map(|every| {
+            let mut beat = tokio::time::interval(every);
+            beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            beat
+        });
+        let mut printer = self.live.borrow().shared.forward.subscribe();
         let mut cert_check = tokio::time::interval(SERVER_CERT_CHECK);
         cert_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -163,7 +169,8 @@ impl Agent {
                         error!(error = %format!("{e:#}"), "cannot renew the server certificate; will try again");
                     }
                 }
-                _ = heartbeat.tick() => self.heartbeat(),
+                () = beat(&mut heartbeat) => self.heartbeat(),
+                Ok(()) = printer.changed() => self.refresh_status(),
                 ended = &mut self.server => return Ended::ServerFailed(server_failure(ended)),
             }
         }
@@ -185,14 +192,19 @@ impl Agent {
     /// server and the forwarder are alive and the state they share can be
     /// read: a wedged agent stops feeding it and is restarted.
     fn heartbeat(&mut self) {
-        let text = self.status.text(&self.live.borrow());
-        if self.status.changed(&text) {
-            systemd::status(&text);
-        }
+        self.refresh_status();
         let healthy =
             !self.server.is_finished() && self.forwarder.as_ref().is_none_or(|f| !f.is_finished());
         if self.watchdog.is_some() && healthy {
             systemd::watchdog();
+        }
+    }
+
+    /// Sends the status line to the service manager if it changed.
+    fn refresh_status(&mut self) {
+        let text = self.status.text(&self.live.borrow());
+        if self.status.changed(&text) {
+            systemd::status(&text);
         }
     }
 
@@ -305,6 +317,16 @@ impl Signals {
             _ = self.int.recv() => Received::Stop("SIGINT"),
             _ = self.term.recv() => Received::Stop("SIGTERM"),
         }
+    }
+}
+
+/// The next beat of `heartbeat`; never without one.
+async fn beat(heartbeat: &mut Option<tokio::time::Interval>) {
+    match heartbeat {
+        Some(beat) => {
+            beat.tick().await;
+        }
+        None => std::future::pending().await,
     }
 }
 

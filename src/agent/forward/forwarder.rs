@@ -249,7 +249,7 @@ impl Forwarder {
                 true => "asked",
                 false => "not asked (upload only)",
             });
-            info!(file_name = %name, sha256 = %sha256, bytes = size, client_cn = %client_label, backlog, print, server = %self.octo.server(), "queued for the print server");
+            info!(file_name = %name, sha256 = %sha256, bytes = size, client_cn = %client_label, backlog, print, "queued for {}", self.octo.server());
             self.next_poll = Instant::now();
         }
         self.save();
@@ -308,7 +308,7 @@ impl Forwarder {
     pub(super) fn trouble(&mut self, e: PrinterError) {
         let text = e.to_string();
         if self.problem.as_deref() != Some(text.as_str()) {
-            warn!(error = %text, retry_in = ?self.backoff, server = %self.octo.server(), "print server not usable, will retry");
+            warn!(error = %text, retry_in = ?self.backoff, "{} not usable, will retry", self.octo.server());
             self.problem = Some(text.clone());
         }
         self.set_printer(format!("error: {text}"));
@@ -319,7 +319,7 @@ impl Forwarder {
 
     pub(super) fn healthy(&mut self) {
         if self.problem.take().is_some() {
-            info!(server = %self.octo.server(), "print server usable again");
+            info!("{} is usable again", self.octo.server());
         }
         self.backoff = self.config.printer().retry_initial;
     }

@@ -48,7 +48,7 @@ impl Forwarder {
                 self.healthy();
                 info!(
                     file_name = %entry.name, sha256 = %entry.sha256, bytes = entry.size, path = %uploaded.path,
-                    printing = uploaded.printing, secs = started.elapsed().as_secs_f64(), "uploaded"
+                    printing = uploaded.printing, secs = started.elapsed().as_secs_f64(), "uploaded to {}", self.octo.server()
                 );
                 let (after, reason, queued) =
                     after_upload(uploaded.printing, print, rules, entry.print);

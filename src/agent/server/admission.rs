@@ -11,7 +11,8 @@
 //! on another one out. Past that, a handshake that has run for
 //! `STALE_AFTER` is stale (a real one takes milliseconds) and makes room
 //! for a newcomer from an address holding fewer, or from its own. Refusals, cut-off handshakes and timeouts are
-//! logged once per address and then summed up every `SUMMARY_EVERY`.
+//! logged once per address and then summed up `SUMMARY_EVERY` after the
+//! first of them (no timer runs while nothing happens).
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
@@ -60,6 +61,8 @@ pub struct Admission {
     state: Mutex<State>,
     /// Told whenever a place frees up.
     freed: tokio::sync::Notify,
+    /// Told when the first event of a window is noted (see [`first_note`](Admission::first_note)).
+    noted: tokio::sync::Notify,
     waiting: std::sync::atomic::AtomicUsize,
 }
 
@@ -171,9 +174,22 @@ impl Admission {
         let Ok(mut state) = self.state.lock() else {
             return false;
         };
+        let opens_window = state.notes.counts.is_empty();
         let count = &mut state.notes.counts.entry(ip).or_default()[event as usize];
         *count += 1;
-        *count == 1
+        let first = *count == 1;
+        drop(state);
+        if opens_window {
+            self.noted.notify_one();
+        }
+        first
+    }
+
+    /// Returns once an event was noted since the last summary: a window
+    /// begins, to be summed up `SUMMARY_EVERY` later. Nothing to sum up,
+    /// no timer: an idle agent does not wake for it.
+    pub(crate) async fn first_note(&self) {
+        self.noted.notified().await;
     }
 
     /// Logs what was turned away in the window that ends now, beyond the

@@ -94,14 +94,26 @@ pub async fn run(
     let mut tasks = JoinSet::new();
     // Stops with the server, also when `run` is dropped instead of shut down.
     let sweeper = AbortOnDropHandle::new(tokio::spawn(sweep_partials(live.clone())));
-    let mut summary = tokio::time::interval(SUMMARY_EVERY);
-    summary.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The end of the window in which turned-away connections are summed
+    // up; none while nothing was turned away.
+    let mut window_end: Option<tokio::time::Instant> = None;
     tokio::pin!(shutdown);
     loop {
+        let summary_due = async {
+            match window_end {
+                Some(end) => tokio::time::sleep_until(end).await,
+                None => std::future::pending().await,
+            }
+        };
         let (tcp, peer) = tokio::select! {
             accepted = accept(&listener) => accepted,
-            _ = summary.tick() => {
+            () = admission.first_note(), if window_end.is_none() => {
+                window_end = Some(tokio::time::Instant::now() + SUMMARY_EVERY);
+                continue;
+            }
+            () = summary_due => {
                 admission.summarize();
+                window_end = None;
                 continue;
             }
             () = &mut shutdown => break,
