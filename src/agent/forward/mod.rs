@@ -13,6 +13,7 @@
 //! `forget` a forwarded file on `delete`.
 
 mod again;
+mod api;
 mod backlog;
 mod forwarder;
 mod klipper;

@@ -13,15 +13,15 @@
 
 use std::path::Path;
 
-use reqwest::{Response, StatusCode, Url};
+use reqwest::{Response, StatusCode};
 use serde_json::Value;
 use sha2::Digest;
 use tokio_util::io::ReaderStream;
 
+use super::api::Api;
 use super::klipper::{Objects, not_operational, state_of};
 use super::printer::{
     MAX_ERROR_TEXT, PrinterError, PrinterState, REQUEST_TIMEOUT, Server, UPLOAD_CHUNK, Uploaded,
-    error_chain,
 };
 use crate::agent::config::ApiKey;
 
@@ -35,39 +35,20 @@ const ROOT: &str = "gcodes";
 /// A Moonraker API client.
 #[derive(Debug, Clone)]
 pub struct Moonraker {
-    http: reqwest::Client,
-    base: Url,
-    key: Option<ApiKey>,
+    api: Api,
 }
 
 impl Moonraker {
     /// A client for the Moonraker at `base` (e.g. `http://127.0.0.1:7125`);
     /// `key` when Moonraker asks for one.
     pub fn new(base: &str, key: Option<ApiKey>) -> anyhow::Result<Moonraker> {
-        use anyhow::Context;
-        let base = Url::parse(base).with_context(|| format!("invalid Moonraker URL {base:?}"))?;
-        if base.cannot_be_a_base() {
-            anyhow::bail!(
-                "invalid Moonraker URL {base}: it cannot take a path such as /server/info"
-            );
-        }
-        let http = super::printer::http_client(SERVER)?;
-        Ok(Moonraker { http, base, key })
+        let api = Api::new(SERVER, base, key, "/server/info")?;
+        Ok(Moonraker { api })
     }
 
     /// Base URL, without a trailing `/`.
     pub fn url(&self) -> &str {
-        self.base.as_str().trim_end_matches('/')
-    }
-
-    /// The URL of an API path given as its segments, each percent-encoded.
-    fn endpoint<'a>(&self, segments: impl IntoIterator<Item = &'a str>) -> Url {
-        let mut url = self.base.clone();
-        url.path_segments_mut()
-            .expect("a base URL, checked in Moonraker::new")
-            .pop_if_empty()
-            .extend(segments);
-        url
+        self.api.url()
     }
 
     fn request<'a>(
@@ -75,32 +56,21 @@ impl Moonraker {
         method: reqwest::Method,
         segments: impl IntoIterator<Item = &'a str>,
     ) -> reqwest::RequestBuilder {
-        let request = self.http.request(method, self.endpoint(segments));
-        match &self.key {
-            Some(key) => request.header("X-Api-Key", key.secret()),
-            None => request,
-        }
+        self.api.request(method, segments)
     }
 
     async fn send(&self, request: reqwest::RequestBuilder) -> Result<Response, PrinterError> {
-        request.send().await.map_err(|e| PrinterError::Unreachable {
-            server: SERVER,
-            url: self.url().to_string(),
-            reason: error_chain(&e),
-        })
+        self.api.send(request).await
     }
 
     /// Printer and job state. While klippy is not connected (Moonraker
     /// answers 404 before it first connects, 503 after) or not ready
     /// (shut down, in error), the printer is not operational.
     pub async fn state(&self) -> Result<PrinterState, PrinterError> {
-        let mut url = self.endpoint(["printer", "objects", "query"]);
+        let mut url = self.api.endpoint(["printer", "objects", "query"]);
         url.set_query(Some(OBJECTS));
-        let mut request = self.http.get(url).timeout(REQUEST_TIMEOUT);
-        if let Some(key) = &self.key {
-            request = request.header("X-Api-Key", key.secret());
-        }
-        let response = self.send(request).await?;
+        let request = self.api.request_url(reqwest::Method::GET, url);
+        let response = self.send(request.timeout(REQUEST_TIMEOUT)).await?;
         if matches!(
             response.status(),
             StatusCode::NOT_FOUND | StatusCode::SERVICE_UNAVAILABLE
@@ -152,11 +122,7 @@ impl Moonraker {
         while let Some(chunk) = response
             .chunk()
             .await
-            .map_err(|e| PrinterError::Unreachable {
-                server: SERVER,
-                url: self.url().to_string(),
-                reason: format!("reading back {path}: {}", error_chain(&e)),
-            })?
+            .map_err(|e| self.api.unreachable(&e))?
         {
             hasher.update(&chunk);
         }
@@ -215,13 +181,10 @@ impl Moonraker {
 
     /// Starts printing the stored file at `path` (under `gcodes`).
     pub async fn print(&self, path: &str) -> Result<(), PrinterError> {
-        let mut url = self.endpoint(["printer", "print", "start"]);
+        let mut url = self.api.endpoint(["printer", "print", "start"]);
         url.query_pairs_mut().append_pair("filename", path);
-        let mut request = self.http.post(url).timeout(REQUEST_TIMEOUT);
-        if let Some(key) = &self.key {
-            request = request.header("X-Api-Key", key.secret());
-        }
-        match check(self.send(request).await?).await {
+        let request = self.api.request_url(reqwest::Method::POST, url);
+        match check(self.send(request.timeout(REQUEST_TIMEOUT)).await?).await {
             Ok(_) => Ok(()),
             // klippy refuses a second job while one runs ("SD busy"), and
             // any job while it is not ready: not now, rather than never.
@@ -310,7 +273,7 @@ mod tests {
     fn urls_are_encoded_and_the_key_never_shows() {
         let m = Moonraker::new("http://127.0.0.1:7125/", Some(ApiKey::new("secret"))).unwrap();
         assert_eq!(m.url(), "http://127.0.0.1:7125");
-        let url = m.endpoint(["server", "files", ROOT, "a b#1.gcode"]);
+        let url = m.api.endpoint(["server", "files", ROOT, "a b#1.gcode"]);
         assert_eq!(
             url.as_str(),
             "http://127.0.0.1:7125/server/files/gcodes/a%20b%231.gcode"

@@ -8,15 +8,15 @@
 
 use std::path::Path;
 
-use anyhow::Context;
-use reqwest::{Response, StatusCode, Url};
+use reqwest::{Response, StatusCode};
 use serde::Deserialize;
 use serde_json::Value;
 use tokio_util::io::ReaderStream;
 
+use super::api::Api;
 use super::printer::{
     MAX_ERROR_TEXT, PrinterError, PrinterState, REQUEST_TIMEOUT, Server, UPLOAD_CHUNK, Uploaded,
-    error_chain, join,
+    join,
 };
 use crate::agent::config::ApiKey;
 
@@ -26,9 +26,7 @@ const SERVER: Server = Server::OctoPrint;
 /// An OctoPrint API client.
 #[derive(Debug, Clone)]
 pub struct OctoPrint {
-    http: reqwest::Client,
-    base: Url,
-    key: ApiKey,
+    api: Api,
 }
 
 #[derive(Deserialize)]
@@ -61,31 +59,15 @@ struct Progress {
 impl OctoPrint {
     /// A client for the OctoPrint at `base` (e.g. `http://127.0.0.1:5000`,
     /// or with a path where a proxy serves it). Fails on a URL that cannot
-    /// take a path, or when the HTTP client cannot be set up with its
-    /// timeouts (an OctoPrint that hangs must not hang forwarding).
+    /// take a path, or when the HTTP client cannot be set up.
     pub fn new(base: &str, key: ApiKey) -> anyhow::Result<OctoPrint> {
-        let base = Url::parse(base).with_context(|| format!("invalid OctoPrint URL {base:?}"))?;
-        if base.cannot_be_a_base() {
-            anyhow::bail!("invalid OctoPrint URL {base}: it cannot take a path such as /api/job");
-        }
-        let http = super::printer::http_client(SERVER)?;
-        Ok(OctoPrint { http, base, key })
+        let api = Api::new(SERVER, base, Some(key), "/api/job")?;
+        Ok(OctoPrint { api })
     }
 
     /// Base URL, without a trailing `/`.
     pub fn url(&self) -> &str {
-        self.base.as_str().trim_end_matches('/')
-    }
-
-    /// The URL of an API path given as its segments; each segment is
-    /// percent-encoded (a file name may hold spaces, `#`, `?` or `%`).
-    fn endpoint<'a>(&self, segments: impl IntoIterator<Item = &'a str>) -> Url {
-        let mut url = self.base.clone();
-        url.path_segments_mut()
-            .expect("a base URL, checked in OctoPrint::new")
-            .pop_if_empty()
-            .extend(segments);
-        url
+        self.api.url()
     }
 
     fn request<'a>(
@@ -93,9 +75,7 @@ impl OctoPrint {
         method: reqwest::Method,
         segments: impl IntoIterator<Item = &'a str>,
     ) -> reqwest::RequestBuilder {
-        self.http
-            .request(method, self.endpoint(segments))
-            .header("X-Api-Key", self.key.secret())
+        self.api.request(method, segments)
     }
 
     /// `/api/files/local/<path>`: a file OctoPrint stores (`path` may hold folders).
@@ -107,15 +87,7 @@ impl OctoPrint {
     }
 
     async fn send(&self, request: reqwest::RequestBuilder) -> Result<Response, PrinterError> {
-        let response = request
-            .send()
-            .await
-            .map_err(|e| PrinterError::Unreachable {
-                server: SERVER,
-                url: self.url().to_string(),
-                reason: error_chain(&e),
-            })?;
-        Ok(response)
+        self.api.send(request).await
     }
 
     /// Printer and job state. A printer that is not connected is reported

@@ -229,30 +229,6 @@ pub fn join(folder: Option<&str>, name: &str) -> String {
     }
 }
 
-/// An error and its causes, on one line.
-pub(super) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
-/// The HTTP client both servers are spoken to with: bounded connect and
-/// read times (a server that hangs must not hang forwarding).
-pub(super) fn http_client(server: Server) -> anyhow::Result<reqwest::Client> {
-    use anyhow::Context;
-    reqwest::Client::builder()
-        .connect_timeout(CONNECT_TIMEOUT)
-        .read_timeout(READ_TIMEOUT)
-        .user_agent(concat!("fileagent/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .with_context(|| format!("cannot set up the HTTP client for {server}"))
-}
-
 /// A printer state for tests: operational, printing `job` when `busy`.
 #[cfg(test)]
 pub(crate) fn printer_for_test(

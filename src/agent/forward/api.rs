@@ -1,0 +1,134 @@
+//! What both print servers' clients share: the HTTP client with bounded
+//! connect and read times (a server that hangs must not hang forwarding),
+//! the base URL and API paths built from percent-encoded segments (a file
+//! name may hold spaces, `#`, `?` or `%`), the API key in `X-Api-Key`
+//! (never logged: [`ApiKey`]'s `Debug` hides it), and a connection failure
+//! mapped to [`PrinterError::Unreachable`].
+
+use anyhow::Context;
+use reqwest::{Response, Url};
+
+use super::printer::{CONNECT_TIMEOUT, PrinterError, READ_TIMEOUT, Server};
+use crate::agent::config::ApiKey;
+
+/// One print server's HTTP API.
+#[derive(Debug, Clone)]
+pub(super) struct Api {
+    server: Server,
+    http: reqwest::Client,
+    base: Url,
+    key: Option<ApiKey>,
+}
+
+impl Api {
+    /// The API of `server` at `base` (a proxy's path is kept); `example`
+    /// is a path of its API, for the message when `base` cannot take one.
+    pub(super) fn new(
+        server: Server,
+        base: &str,
+        key: Option<ApiKey>,
+        example: &str,
+    ) -> anyhow::Result<Api> {
+        let base = Url::parse(base).with_context(|| format!("invalid {server} URL {base:?}"))?;
+        if base.cannot_be_a_base() {
+            anyhow::bail!("invalid {server} URL {base}: it cannot take a path such as {example}");
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .read_timeout(READ_TIMEOUT)
+            .user_agent(concat!("fileagent/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .with_context(|| format!("cannot set up the HTTP client for {server}"))?;
+        Ok(Api {
+            server,
+            http,
+            base,
+            key,
+        })
+    }
+
+    /// Base URL, without a trailing `/`.
+    pub(super) fn url(&self) -> &str {
+        self.base.as_str().trim_end_matches('/')
+    }
+
+    /// The URL of an API path given as its segments, each percent-encoded.
+    pub(super) fn endpoint<'a>(&self, segments: impl IntoIterator<Item = &'a str>) -> Url {
+        let mut url = self.base.clone();
+        url.path_segments_mut()
+            .expect("a base URL, checked in Api::new")
+            .pop_if_empty()
+            .extend(segments);
+        url
+    }
+
+    /// A request to an API path given as its segments, with the key.
+    pub(super) fn request<'a>(
+        &self,
+        method: reqwest::Method,
+        segments: impl IntoIterator<Item = &'a str>,
+    ) -> reqwest::RequestBuilder {
+        self.request_url(method, self.endpoint(segments))
+    }
+
+    /// A request to `url` (an [`endpoint`](Api::endpoint) with a query), with the key.
+    pub(super) fn request_url(&self, method: reqwest::Method, url: Url) -> reqwest::RequestBuilder {
+        let request = self.http.request(method, url);
+        match &self.key {
+            Some(key) => request.header("X-Api-Key", key.secret()),
+            None => request,
+        }
+    }
+
+    /// Sends `request`; no answer at all is [`PrinterError::Unreachable`].
+    pub(super) async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<Response, PrinterError> {
+        request.send().await.map_err(|e| self.unreachable(&e))
+    }
+
+    /// The server cannot be reached (or stopped answering), because of `e`.
+    pub(super) fn unreachable(&self, e: &dyn std::error::Error) -> PrinterError {
+        PrinterError::Unreachable {
+            server: self.server,
+            url: self.url().to_string(),
+            reason: error_chain(e),
+        }
+    }
+}
+
+/// An error and its causes, on one line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_encoded_per_segment_and_the_key_never_shows() {
+        let key = Some(ApiKey::new(" secret-key\n"));
+        for base in ["http://pi/octoprint", "http://pi/octoprint/"] {
+            let api = Api::new(Server::OctoPrint, base, key.clone(), "/api/job").unwrap();
+            let url = api.endpoint(["api", "files", "local", "Benchy v2 (0.2mm)#1?%.gcode"]);
+            assert_eq!(
+                url.as_str(),
+                "http://pi/octoprint/api/files/local/Benchy%20v2%20(0.2mm)%231%3F%25.gcode"
+            );
+            assert_eq!(api.url(), "http://pi/octoprint");
+            assert!(!format!("{api:?}").contains("secret"));
+        }
+        let e = Api::new(Server::Moonraker, "mailto:x@y", None, "/server/info").unwrap_err();
+        assert!(e.to_string().contains("invalid Moonraker URL"), "{e}");
+        assert!(Api::new(Server::OctoPrint, "not a url", None, "/api/job").is_err());
+    }
+}
