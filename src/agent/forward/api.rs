@@ -2,13 +2,17 @@
 //! connect and read times (a server that hangs must not hang forwarding),
 //! the base URL and API paths built from percent-encoded segments (a file
 //! name may hold spaces, `#`, `?` or `%`), the API key in `X-Api-Key`
-//! (never logged: [`ApiKey`]'s `Debug` hides it), and a connection failure
-//! mapped to [`PrinterError::Unreachable`].
+//! (never logged: [`ApiKey`]'s `Debug` hides it), a connection failure
+//! mapped to [`PrinterError::Unreachable`], and a file streamed from disk
+//! as a multipart part.
+
+use std::path::Path;
 
 use anyhow::Context;
 use reqwest::{Response, Url};
+use tokio_util::io::ReaderStream;
 
-use super::printer::{CONNECT_TIMEOUT, PrinterError, READ_TIMEOUT, Server};
+use super::printer::{CONNECT_TIMEOUT, PrinterError, READ_TIMEOUT, Server, UPLOAD_CHUNK};
 use crate::agent::config::ApiKey;
 
 /// One print server's HTTP API.
@@ -96,6 +100,29 @@ impl Api {
             reason: error_chain(e),
         }
     }
+}
+
+/// The opened `handle` (the file at `file`) as the multipart part `name`,
+/// streamed from disk in [`UPLOAD_CHUNK`] reads with its length declared.
+pub(super) async fn file_part(
+    handle: tokio::fs::File,
+    file: &Path,
+    name: &str,
+) -> Result<reqwest::multipart::Part, PrinterError> {
+    let size = handle
+        .metadata()
+        .await
+        .map_err(|error| PrinterError::Local {
+            path: file.display().to_string(),
+            error,
+        })?;
+    let stream = ReaderStream::with_capacity(handle, UPLOAD_CHUNK);
+    let body = reqwest::Body::wrap_stream(stream);
+    let part = reqwest::multipart::Part::stream_with_length(body, size.len());
+    let part = part.file_name(name.to_string());
+    Ok(part
+        .mime_str("application/octet-stream")
+        .expect("a valid MIME type"))
 }
 
 /// An error and its causes, on one line.

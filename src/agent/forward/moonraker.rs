@@ -16,12 +16,11 @@ use std::path::Path;
 use reqwest::{Response, StatusCode};
 use serde_json::Value;
 use sha2::Digest;
-use tokio_util::io::ReaderStream;
 
 use super::api::Api;
 use super::klipper::{Objects, not_operational, state_of};
 use super::printer::{
-    MAX_ERROR_TEXT, PrinterError, PrinterState, REQUEST_TIMEOUT, Server, UPLOAD_CHUNK, Uploaded,
+    MAX_ERROR_TEXT, PrinterError, PrinterState, REQUEST_TIMEOUT, Server, Uploaded,
 };
 use crate::agent::config::ApiKey;
 
@@ -142,17 +141,7 @@ impl Moonraker {
         print: bool,
         sha256: &str,
     ) -> Result<Uploaded, PrinterError> {
-        let local = |error| PrinterError::Local {
-            path: file.display().to_string(),
-            error,
-        };
-        let size = handle.metadata().await.map_err(local)?.len();
-        let stream = ReaderStream::with_capacity(handle, UPLOAD_CHUNK);
-        let part =
-            reqwest::multipart::Part::stream_with_length(reqwest::Body::wrap_stream(stream), size)
-                .file_name(name.to_string())
-                .mime_str("application/octet-stream")
-                .map_err(|e| unreadable(e.to_string()))?;
+        let part = super::api::file_part(handle, file, name).await?;
         // The fields before the file: Moonraker reads them as they come.
         let mut form = reqwest::multipart::Form::new()
             .text("root", ROOT)

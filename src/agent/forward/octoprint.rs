@@ -11,12 +11,10 @@ use std::path::Path;
 use reqwest::{Response, StatusCode};
 use serde::Deserialize;
 use serde_json::Value;
-use tokio_util::io::ReaderStream;
 
 use super::api::Api;
 use super::printer::{
-    MAX_ERROR_TEXT, PrinterError, PrinterState, REQUEST_TIMEOUT, Server, UPLOAD_CHUNK, Uploaded,
-    join,
+    MAX_ERROR_TEXT, PrinterError, PrinterState, REQUEST_TIMEOUT, Server, Uploaded, join,
 };
 use crate::agent::config::ApiKey;
 
@@ -179,21 +177,7 @@ impl OctoPrint {
         print: bool,
         userdata: &Value,
     ) -> Result<Uploaded, PrinterError> {
-        let local = |error| PrinterError::Local {
-            path: file.display().to_string(),
-            error,
-        };
-        let size = handle.metadata().await.map_err(local)?.len();
-        let stream = ReaderStream::with_capacity(handle, UPLOAD_CHUNK);
-        let part =
-            reqwest::multipart::Part::stream_with_length(reqwest::Body::wrap_stream(stream), size)
-                .file_name(name.to_string())
-                .mime_str("application/octet-stream")
-                .map_err(|e| PrinterError::Rejected {
-                    server: SERVER,
-                    status: 0,
-                    message: e.to_string(),
-                })?;
+        let part = super::api::file_part(handle, file, name).await?;
         let mut form = reqwest::multipart::Form::new()
             .part("file", part)
             .text("select", if print { "true" } else { "false" })
