@@ -4,7 +4,6 @@
 //! port of 127.0.0.1. Moonraker and klippy can each be stopped and
 //! started again.
 
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -17,17 +16,12 @@ pub const MOON_GUARD: Duration = Duration::from_secs(90);
 static INSTALL: Mutex<bool> = Mutex::new(false);
 
 fn script() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/moonraker-dev.sh")
+    crate::support::script("moonraker-dev.sh")
 }
 
 /// Installs Moonraker and klippy into their cached venvs once per run.
 fn install() {
-    let mut done = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
-    if !*done {
-        let status = Command::new(script()).arg("install").status().unwrap();
-        assert!(status.success(), "scripts/moonraker-dev.sh install failed");
-        *done = true;
-    }
+    crate::support::install_once(&INSTALL, "moonraker-dev.sh");
 }
 
 /// A running Moonraker with klippy behind it, in a private data dir.
@@ -125,22 +119,14 @@ impl Moonraker {
         .await
     }
 
-    fn kill(child: &mut Option<Child>) {
-        if let Some(mut child) = child.take() {
-            let pid = rustix::process::Pid::from_child(&child);
-            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-            let _ = child.wait();
-        }
-    }
-
     /// Stops Moonraker (SIGTERM); klippy runs on.
     pub fn stop(&mut self) {
-        Moonraker::kill(&mut self.moonraker);
+        crate::support::stop_child(&mut self.moonraker);
     }
 
     /// Stops klippy and its MCU: Moonraker runs on, disconnected.
     pub fn stop_klipper(&mut self) {
-        Moonraker::kill(&mut self.klipper);
+        crate::support::stop_child(&mut self.klipper);
     }
 
     /// The logs, for failure messages.

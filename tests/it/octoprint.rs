@@ -1,7 +1,6 @@
 //! A real OctoPrint (installed by `scripts/octoprint-dev.sh`) with its
 //! Virtual Printer, on a free port of 127.0.0.1, for the forwarding tests.
 
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -14,17 +13,12 @@ pub const OCTO_GUARD: Duration = Duration::from_secs(90);
 static INSTALL: Mutex<bool> = Mutex::new(false);
 
 fn script() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/octoprint-dev.sh")
+    crate::support::script("octoprint-dev.sh")
 }
 
 /// Installs OctoPrint into the cached venv once per test run.
 fn install() {
-    let mut done = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
-    if !*done {
-        let status = Command::new(script()).arg("install").status().unwrap();
-        assert!(status.success(), "scripts/octoprint-dev.sh install failed");
-        *done = true;
-    }
+    crate::support::install_once(&INSTALL, "octoprint-dev.sh");
 }
 
 /// A running OctoPrint with a private basedir and API key.
@@ -90,11 +84,7 @@ impl OctoPrint {
 
     /// Stops the server (SIGTERM) and waits for it to exit.
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let pid = rustix::process::Pid::from_child(&child);
-            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-            let _ = child.wait();
-        }
+        crate::support::stop_child(&mut self.child);
     }
 
     /// The server's log, for failure messages.

@@ -343,6 +343,37 @@ impl Drop for Turn {
     }
 }
 
+/// A dev script of the project (`scripts/NAME`).
+pub fn script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("scripts")
+        .join(name)
+}
+
+/// Runs `scripts/NAME install` once per test run (`done` remembers it):
+/// the cached venvs of a real server the tests start.
+pub fn install_once(done: &std::sync::Mutex<bool>, name: &str) {
+    let mut done = done.lock().unwrap_or_else(|e| e.into_inner());
+    if !*done {
+        let status = std::process::Command::new(script(name))
+            .arg("install")
+            .status()
+            .unwrap();
+        assert!(status.success(), "scripts/{name} install failed");
+        *done = true;
+    }
+}
+
+/// Stops a server started by a dev script (SIGTERM, so its wrapper can
+/// stop what it started) and waits for it.
+pub fn stop_child(child: &mut Option<std::process::Child>) {
+    if let Some(mut child) = child.take() {
+        let pid = rustix::process::Pid::from_child(&child);
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        let _ = child.wait();
+    }
+}
+
 /// A loopback port that was free a moment ago (bound, then closed): where
 /// nothing listens, or where a server started next will listen.
 pub fn free_port() -> u16 {
