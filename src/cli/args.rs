@@ -106,8 +106,8 @@ pub enum Command {
     /// ended: the bed may still hold it. `fileagent list` shows the files
     /// that wait and why. The printer must be connected and idle.
     Print(PrintArgs),
-    /// Delete a file from the agent's spool (of a file forwarded to OctoPrint, the agent's copy:
-    /// OctoPrint keeps its own).
+    /// Delete a file from the agent's spool (of a file forwarded to OctoPrint or Moonraker, the
+    /// agent's copy: the print server keeps its own).
     Delete(DeleteArgs),
     /// Show the agent's version, uptime, spool counts, free space and the printer's state.
     Status(StatusArgs),
@@ -242,8 +242,8 @@ pub struct SendArgs {
     #[arg(long = "as", value_name = "NAME")]
     pub as_name: Option<String>,
     /// Replace a file of the same name with different content: one in the
-    /// spool, or one the agent forwarded to OctoPrint (a name stays taken
-    /// while the agent or OctoPrint holds its file).
+    /// spool, or one the agent forwarded to its print server (a name stays
+    /// taken while the agent or the print server holds its file).
     #[arg(long)]
     pub overwrite: bool,
     /// Retries after a network failure, with waits of 1 s, 2 s, 4 s, ... (an

@@ -37,7 +37,7 @@ pub(super) async fn list(args: ListArgs) -> Result<()> {
     }
 }
 
-/// `fileagent delete NAME`: the agent's copy (OctoPrint keeps its own).
+/// `fileagent delete NAME`: the agent's copy (the print server keeps its own).
 pub(super) async fn delete(args: DeleteArgs) -> Result<()> {
     let mut client = connect(&args.target).await?;
     let forwarded = client.delete(&args.name).await?;
