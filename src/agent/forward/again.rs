@@ -56,7 +56,7 @@ impl Forwarder {
         let entries = self.queue.entries();
         let allowed = policy::starts_by_itself(entries, id, rules, &self.queue.bed, state);
         if let (Some(path), true) = (path, allowed) {
-            match self.octo.print(&path).await {
+            match self.printer.print(&path).await {
                 Ok(()) => {
                     info!(file_name = %name, path = %path, "printing again");
                     self.mark_printing(id);

@@ -12,7 +12,9 @@ use anyhow::Context;
 use reqwest::{Response, Url};
 use tokio_util::io::ReaderStream;
 
-use super::printer::{CONNECT_TIMEOUT, PrinterError, READ_TIMEOUT, Server, UPLOAD_CHUNK};
+use super::printer::{
+    CONNECT_TIMEOUT, MAX_ERROR_TEXT, PrinterError, READ_TIMEOUT, Server, UPLOAD_CHUNK,
+};
 use crate::agent::config::ApiKey;
 
 /// One print server's HTTP API.
@@ -123,6 +125,20 @@ pub(super) async fn file_part(
     Ok(part
         .mime_str("application/octet-stream")
         .expect("a valid MIME type"))
+}
+
+/// A failed answer's status and what went wrong, in the server's words:
+/// the message its JSON carries (OctoPrint's `error`, Moonraker's
+/// `error.message`), else the start of the body.
+pub(super) async fn failure(response: Response) -> (u16, String) {
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap_or_default();
+    let json = serde_json::from_str::<serde_json::Value>(&text).unwrap_or_default();
+    let error = &json["error"];
+    let message = (error.as_str().or_else(|| error["message"].as_str()))
+        .map(str::to_owned)
+        .unwrap_or_else(|| text.chars().take(MAX_ERROR_TEXT).collect());
+    (status, message)
 }
 
 /// An error and its causes, on one line.

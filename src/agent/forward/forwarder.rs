@@ -21,7 +21,7 @@ use crate::agent::config::Config;
 
 /// The forwarding task's state.
 pub(super) struct Forwarder {
-    pub(super) octo: Printer,
+    pub(super) printer: Printer,
     pub(super) config: Config,
     pub(super) settler: Settler,
     pub(super) ready: PathBuf,
@@ -249,7 +249,7 @@ impl Forwarder {
                 true => "asked",
                 false => "not asked (upload only)",
             });
-            info!(file_name = %name, sha256 = %sha256, bytes = size, client_cn = %client_label, backlog, print, "queued for {}", self.octo.server());
+            info!(file_name = %name, sha256 = %sha256, bytes = size, client_cn = %client_label, backlog, print, "queued for {}", self.printer.server());
             self.next_poll = Instant::now();
         }
         self.save();
@@ -263,7 +263,7 @@ impl Forwarder {
             return;
         }
         self.next_poll = now + self.config.printer().poll_interval;
-        let state = match self.octo.state().await {
+        let state = match self.printer.state().await {
             Ok(state) => state,
             Err(e) => return self.trouble(e),
         };
@@ -308,7 +308,7 @@ impl Forwarder {
     pub(super) fn trouble(&mut self, e: PrinterError) {
         let text = e.to_string();
         if self.problem.as_deref() != Some(text.as_str()) {
-            warn!(error = %text, retry_in = ?self.backoff, "{} not usable, will retry", self.octo.server());
+            warn!(error = %text, retry_in = ?self.backoff, "{} not usable, will retry", self.printer.server());
             self.problem = Some(text.clone());
         }
         self.set_printer(format!("error: {text}"));
@@ -319,7 +319,7 @@ impl Forwarder {
 
     pub(super) fn healthy(&mut self) {
         if self.problem.take().is_some() {
-            info!("{} is usable again", self.octo.server());
+            info!("{} is usable again", self.printer.server());
         }
         self.backoff = self.config.printer().retry_initial;
     }

@@ -11,17 +11,13 @@
 //! key, if any, goes in `X-Api-Key` and is never logged; without one, Moonraker must trust the agent's address
 //! (`[authorization] trusted_clients`).
 
-use std::path::Path;
-
 use reqwest::{Response, StatusCode};
 use serde_json::Value;
 use sha2::Digest;
 
 use super::api::Api;
 use super::klipper::{Objects, not_operational, state_of};
-use super::printer::{
-    MAX_ERROR_TEXT, PrinterError, PrinterState, REQUEST_TIMEOUT, Server, Uploaded,
-};
+use super::printer::{Outgoing, PrinterError, PrinterState, REQUEST_TIMEOUT, Server, Uploaded};
 use crate::agent::config::ApiKey;
 
 /// Which server this module speaks to, for errors.
@@ -128,29 +124,22 @@ impl Moonraker {
         Ok(Some(hex::encode(hasher.finalize())))
     }
 
-    /// Uploads the opened `handle` (the file at `file`, whose SHA-256 is
-    /// `sha256`: Moonraker refuses it with 422 if what arrived differs) as
-    /// `name` into `folder` under `gcodes`; `print` asks Moonraker to start
-    /// it (it does only if klippy is idle, else stores it unstarted).
+    /// Uploads the opened `handle` as `file` says, under `gcodes`, with its
+    /// SHA-256 as `checksum` (Moonraker refuses it with 422 if what arrived
+    /// differs); `print` asks Moonraker to start it (it does only if klippy
+    /// is idle, else stores it unstarted).
     pub async fn upload(
         &self,
         handle: tokio::fs::File,
-        file: &Path,
-        name: &str,
-        folder: Option<&str>,
-        print: bool,
-        sha256: &str,
+        file: &Outgoing<'_>,
     ) -> Result<Uploaded, PrinterError> {
-        let part = super::api::file_part(handle, file, name).await?;
+        let part = super::api::file_part(handle, file.file, file.name).await?;
         // The fields before the file: Moonraker reads them as they come.
         let mut form = reqwest::multipart::Form::new()
             .text("root", ROOT)
-            .text("checksum", sha256.to_string())
-            .text("print", if print { "true" } else { "false" });
-        if let Some(folder) = folder
-            .map(|f| f.trim_matches('/'))
-            .filter(|f| !f.is_empty())
-        {
+            .text("checksum", file.sha256.to_string())
+            .text("print", if file.print { "true" } else { "false" });
+        if let Some(folder) = file.folder {
             form = form.text("path", folder.to_string());
         }
         let request = self
@@ -161,7 +150,7 @@ impl Moonraker {
         let path = value["item"]["path"]
             .as_str()
             .map(str::to_owned)
-            .unwrap_or_else(|| super::printer::join(folder, name));
+            .unwrap_or_else(|| file.path());
         Ok(Uploaded {
             path,
             printing: value["print_started"].as_bool().unwrap_or(false),
@@ -207,17 +196,12 @@ fn unreadable(message: String) -> PrinterError {
 
 /// Maps an HTTP status to success or the matching [`PrinterError`].
 async fn check(response: Response) -> Result<Response, PrinterError> {
-    let status = response.status();
-    if status.is_success() {
+    if response.status().is_success() {
         return Ok(response);
     }
-    let text = response.text().await.unwrap_or_default();
-    let message = serde_json::from_str::<Value>(&text)
-        .ok()
-        .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
-        .unwrap_or_else(|| text.chars().take(MAX_ERROR_TEXT).collect());
+    let (status, message) = super::api::failure(response).await;
     let server = SERVER;
-    Err(match status.as_u16() {
+    Err(match status {
         status @ 401 => PrinterError::Forbidden { server, status },
         // "File is loaded, upload not permitted", "File currently in use":
         // the file is being printed; it can be written once it ends.

@@ -6,16 +6,12 @@
 //! or give the file up (400, 415). The API key is sent as `X-Api-Key` and is
 //! never logged or shown in errors.
 
-use std::path::Path;
-
 use reqwest::{Response, StatusCode};
 use serde::Deserialize;
 use serde_json::Value;
 
 use super::api::Api;
-use super::printer::{
-    MAX_ERROR_TEXT, PrinterError, PrinterState, REQUEST_TIMEOUT, Server, Uploaded, join,
-};
+use super::printer::{Outgoing, PrinterError, PrinterState, REQUEST_TIMEOUT, Server, Uploaded};
 use crate::agent::config::ApiKey;
 
 /// Which server this module speaks to, for errors.
@@ -166,24 +162,29 @@ impl OctoPrint {
         ))
     }
 
-    /// Uploads the opened `handle` (the file at `file`) as `name` into `folder`, streamed from disk, with
-    /// `userdata` (JSON) stored beside it; `print` asks OctoPrint to start it.
+    /// Uploads the opened `handle` as `file` says, with the digest and the
+    /// sender in its userdata; `print` selects it and asks OctoPrint to
+    /// start it.
     pub async fn upload(
         &self,
         handle: tokio::fs::File,
-        file: &Path,
-        name: &str,
-        folder: Option<&str>,
-        print: bool,
-        userdata: &Value,
+        file: &Outgoing<'_>,
     ) -> Result<Uploaded, PrinterError> {
-        let part = super::api::file_part(handle, file, name).await?;
+        let part = super::api::file_part(handle, file.file, file.name).await?;
+        // Kept beside the file: the digest says later whether OctoPrint
+        // already has this content (see `stored_digest`).
+        let userdata = serde_json::json!({
+            "sha256": file.sha256,
+            "client": file.client,
+            "agent": concat!("fileagent ", env!("CARGO_PKG_VERSION")),
+        });
+        let print = if file.print { "true" } else { "false" };
         let mut form = reqwest::multipart::Form::new()
             .part("file", part)
-            .text("select", if print { "true" } else { "false" })
-            .text("print", if print { "true" } else { "false" })
+            .text("select", print)
+            .text("print", print)
             .text("userdata", userdata.to_string());
-        if let Some(folder) = folder.filter(|f| !f.is_empty()) {
+        if let Some(folder) = file.folder {
             form = form.text("path", folder.to_string());
         }
         let response = self
@@ -196,7 +197,7 @@ impl OctoPrint {
         let path = value["files"]["local"]["path"]
             .as_str()
             .map(str::to_owned)
-            .unwrap_or_else(|| join(folder, name));
+            .unwrap_or_else(|| file.path());
         Ok(Uploaded {
             path,
             printing: value["effectivePrint"].as_bool().unwrap_or(false),
@@ -219,17 +220,12 @@ impl OctoPrint {
 
 /// Maps an HTTP status to success or the matching [`PrinterError`].
 async fn check(response: Response) -> Result<Response, PrinterError> {
-    let status = response.status();
-    if status.is_success() {
+    if response.status().is_success() {
         return Ok(response);
     }
-    let text = response.text().await.unwrap_or_default();
-    let message = serde_json::from_str::<Value>(&text)
-        .ok()
-        .and_then(|v| v["error"].as_str().map(str::to_owned))
-        .unwrap_or_else(|| text.chars().take(MAX_ERROR_TEXT).collect());
+    let (status, message) = super::api::failure(response).await;
     let server = SERVER;
-    Err(match status.as_u16() {
+    Err(match status {
         status @ (403 | 401) => PrinterError::Forbidden { server, status },
         409 => PrinterError::Conflict { server, message },
         415 => PrinterError::Unsupported { server, message },

@@ -23,12 +23,12 @@ impl Forwarder {
             return Err(PrintRefused::Forbidden(format!(
                 "this agent takes no print starts from workstations (remote_start = false in its \
                  config): start the print in {}, at the printer",
-                self.octo.server()
+                self.printer.server()
             )));
         }
         let entry = self.chosen(name)?;
-        let server = self.octo.server();
-        let state = self.octo.state().await.map_err(|e| {
+        let server = self.printer.server();
+        let state = self.printer.state().await.map_err(|e| {
             PrintRefused::NotReady(format!(
                 "cannot print: {server} is not usable ({e}); start it, or check [{}] in the agent's config, then try again",
                 server.table()
@@ -57,13 +57,15 @@ impl Forwarder {
                     Some((_, reason)) => Err(PrintRefused::Refused(format!(
                         "{} could not be started: {}",
                         entry.name,
-                        reason
-                            .unwrap_or_else(|| format!("{} did not start it", self.octo.server()))
+                        reason.unwrap_or_else(|| format!(
+                            "{} did not start it",
+                            self.printer.server()
+                        ))
                     ))),
                     None => Err(PrintRefused::NotFound(format!("{} is gone", entry.name))),
                 }
             }
-            (_, Some(path)) => match self.octo.print(&path).await {
+            (_, Some(path)) => match self.printer.print(&path).await {
                 Ok(()) => {
                     self.mark_printing(entry.id);
                     Ok(())
@@ -77,7 +79,7 @@ impl Forwarder {
             (_, None) => Err(PrintRefused::Refused(format!(
                 "{} is not in {}: {}",
                 entry.name,
-                self.octo.server(),
+                self.printer.server(),
                 entry.reason.as_deref().unwrap_or("it was never uploaded")
             ))),
         }

@@ -126,21 +126,21 @@ fn older_waiting(entries: &[Entry], id: u64, policy: Policy) -> Option<&Entry> {
 /// The print settings the rules read.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Policy {
-    /// `[octoprint] auto_print`.
+    /// `auto_print` (of `[octoprint]` or `[moonraker]`).
     pub auto_print: AutoPrint,
-    /// `[octoprint] queue`: the printer clears its own bed.
+    /// `queue`: the printer clears its own bed.
     pub queue: bool,
-    /// `[octoprint] remote_start`: a sender's wish to print counts.
+    /// `remote_start`: a sender's wish to print counts.
     pub remote_start: bool,
 }
 
 impl Policy {
-    /// The settings in `[octoprint]`.
-    pub(crate) fn of(octo: &crate::agent::config::PrinterConfig) -> Policy {
+    /// The print server's table's settings.
+    pub(crate) fn of(settings: &crate::agent::config::PrinterConfig) -> Policy {
         Policy {
-            auto_print: octo.auto_print,
-            queue: octo.queue,
-            remote_start: octo.remote_start,
+            auto_print: settings.auto_print,
+            queue: settings.queue,
+            remote_start: settings.remote_start,
         }
     }
 

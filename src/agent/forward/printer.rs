@@ -9,8 +9,6 @@
 use std::path::Path;
 use std::time::Duration;
 
-use serde_json::Value;
-
 use super::moonraker::Moonraker;
 use super::octoprint::OctoPrint;
 
@@ -41,7 +39,7 @@ pub enum PrinterError {
         /// What happened.
         reason: String,
     },
-    /// The server refused the API key (401, 403).
+    /// The server refused the API key (401; OctoPrint also 403).
     #[error("{server} refused the API key ({status}): check [{table}] api_key or api_key_file", table = server.table())]
     Forbidden {
         /// Which server.
@@ -113,7 +111,7 @@ impl PrinterError {
 #[derive(Debug, Clone, PartialEq)]
 pub struct PrinterState {
     /// The state as the server words it ("Operational", "Printing",
-    /// "Offline"; for Klipper "Standby", "Printing", "Complete", ...).
+    /// "Offline"; for Klipper "Ready", "Printing", "Complete", ...).
     pub text: String,
     /// Connected and able to take a job.
     pub operational: bool,
@@ -188,24 +186,16 @@ impl Printer {
         }
     }
 
-    /// Uploads the opened `handle` (the file at `file`, whose SHA-256 is
-    /// `sha256`) as `name` into `folder`, streamed from disk; `print` asks
-    /// the server to start it. `userdata` is kept beside it where the
-    /// server can (OctoPrint).
-    #[allow(clippy::too_many_arguments)]
+    /// Uploads the opened `handle` (the file `file` describes), streamed
+    /// from disk.
     pub async fn upload(
         &self,
         handle: tokio::fs::File,
-        file: &Path,
-        name: &str,
-        folder: Option<&str>,
-        print: bool,
-        sha256: &str,
-        userdata: &Value,
+        file: &Outgoing<'_>,
     ) -> Result<Uploaded, PrinterError> {
         match self {
-            Printer::OctoPrint(o) => o.upload(handle, file, name, folder, print, userdata).await,
-            Printer::Moonraker(m) => m.upload(handle, file, name, folder, print, sha256).await,
+            Printer::OctoPrint(o) => o.upload(handle, file).await,
+            Printer::Moonraker(m) => m.upload(handle, file).await,
         }
     }
 
@@ -218,12 +208,39 @@ impl Printer {
     }
 }
 
+/// A file the forwarder uploads, as either server needs to know it.
+#[derive(Debug, Clone, Copy)]
+pub struct Outgoing<'a> {
+    /// The spool file (named in errors).
+    pub file: &'a Path,
+    /// Its name on the server.
+    pub name: &'a str,
+    /// The folder it goes into (see [`folder`]); `None`: the top level.
+    pub folder: Option<&'a str>,
+    /// Ask the server to start it.
+    pub print: bool,
+    /// Its SHA-256, as the agent verified it when it arrived.
+    pub sha256: &'a str,
+    /// The sender's certificate name, for a file sent through fileagent.
+    pub client: Option<&'a str>,
+}
+
+impl Outgoing<'_> {
+    /// Its path in the server's storage.
+    pub fn path(&self) -> String {
+        join(self.folder, self.name)
+    }
+}
+
+/// The `upload_folder` setting as a folder: without surrounding `/`,
+/// `None` for the top level.
+pub fn folder(setting: &str) -> Option<&str> {
+    Some(setting.trim_matches('/')).filter(|f| !f.is_empty())
+}
+
 /// `folder/name`, or `name` without a folder.
 pub fn join(folder: Option<&str>, name: &str) -> String {
-    match folder
-        .map(|f| f.trim_matches('/'))
-        .filter(|f| !f.is_empty())
-    {
+    match folder.and_then(self::folder) {
         Some(folder) => format!("{folder}/{name}"),
         None => name.to_string(),
     }

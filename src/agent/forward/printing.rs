@@ -92,7 +92,7 @@ impl Forwarder {
                     self.queue.set(*id, FileState::Failed, Some(reason));
                 }
                 Transition::Vanished => {
-                    let server = self.octo.server();
+                    let server = self.printer.server();
                     warn!(file_name = %name, %server, "the print server lost the job before its end was seen (restarted or disconnected)");
                     let reason = format!(
                         "{server} lost the job before it ended (it restarted, or the printer \
@@ -181,7 +181,7 @@ impl Forwarder {
         let Some(path) = entry.octoprint_path.clone() else {
             return;
         };
-        match self.octo.print(&path).await {
+        match self.printer.print(&path).await {
             Ok(()) => {
                 info!(file_name = %entry.name, path = %path, "started the next queued print");
                 self.mark_printing(entry.id);

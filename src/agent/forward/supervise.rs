@@ -87,7 +87,10 @@ async fn supervise(
                 watcher,
                 changes,
             }) => {
-                let (server, url) = (forwarder.octo.server(), forwarder.octo.url().to_string());
+                let (server, url) = (
+                    forwarder.printer.server(),
+                    forwarder.printer.url().to_string(),
+                );
                 let mut changed = Ok(());
                 forwarder
                     .run(&mut arrivals, changes, async {
@@ -232,7 +235,7 @@ fn build(config: &Config, view: &Arc<Published>) -> Result<Option<Built>> {
     set_enabled(view, &queue, settings);
     info!(server = server.name(), url = %printer.url(), auto_print = settings.auto_print.name(), queue = settings.queue, "forwarding");
     let forwarder = Forwarder {
-        octo: printer,
+        printer,
         config: config.clone(),
         settler: Settler::new(&ready, config.settle_time),
         ready,

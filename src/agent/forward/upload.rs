@@ -10,7 +10,7 @@ use tracing::{info, warn};
 
 use super::forwarder::Forwarder;
 use super::policy::{self, Policy};
-use super::printer::{self, PrinterError, PrinterState};
+use super::printer::{self, PrinterError, PrinterState, Server};
 use super::queue::{self, FileState};
 use crate::agent::config::AutoPrint;
 
@@ -48,18 +48,12 @@ impl Forwarder {
                 self.healthy();
                 info!(
                     file_name = %entry.name, sha256 = %entry.sha256, bytes = entry.size, path = %uploaded.path,
-                    printing = uploaded.printing, secs = started.elapsed().as_secs_f64(), "uploaded to {}", self.octo.server()
+                    printing = uploaded.printing, secs = started.elapsed().as_secs_f64(), "uploaded to {}", self.printer.server()
                 );
+                let server = self.printer.server();
                 let (after, reason, queued) =
-                    after_upload(uploaded.printing, print, rules, entry.print);
-                let reason = match reason {
-                    Some("the print server did not start it (printer busy)") => Some(format!(
-                        "{} did not start it (printer busy)",
-                        self.octo.server()
-                    )),
-                    Some(reason) => Some(reason.to_string()),
-                    None => unready(after, state),
-                };
+                    after_upload(uploaded.printing, print, rules, entry.print, server);
+                let reason = reason.or_else(|| unready(after, state));
                 if let Some(e) = self.queue.get_mut(id) {
                     e.octoprint_path = Some(uploaded.path);
                     e.queued = queued;
@@ -87,32 +81,29 @@ impl Forwarder {
         source: &Path,
         print: bool,
     ) -> Result<printer::Uploaded, PrinterError> {
-        let folder = Some(self.config.printer().upload_folder.as_str());
-        let path = printer::join(folder, &entry.name);
-        match self.octo.stored_digest(&path).await? {
+        let outgoing = printer::Outgoing {
+            file: source,
+            name: &entry.name,
+            folder: printer::folder(&self.config.printer().upload_folder),
+            print,
+            sha256: &entry.sha256,
+            client: entry.client.as_deref(),
+        };
+        let path = outgoing.path();
+        match self.printer.stored_digest(&path).await? {
             Some(digest) if digest == entry.sha256 => Ok(printer::Uploaded {
                 path,
                 printing: false,
             }),
             Some(_) if !entry.overwrite => Err(PrinterError::Rejected {
-                server: self.octo.server(),
+                server: self.printer.server(),
                 status: 409,
                 message: format!(
                     "{} already has a different {path}: send the file again with --overwrite to replace it, or under another name (--as)",
-                    self.octo.server()
+                    self.printer.server()
                 ),
             }),
-            _ => {
-                let userdata = serde_json::json!({
-                    "sha256": entry.sha256,
-                    "client": entry.client,
-                    "agent": concat!("fileagent ", env!("CARGO_PKG_VERSION")),
-                });
-                let (name, sha256) = (&entry.name, &entry.sha256);
-                self.octo
-                    .upload(file, source, name, folder, print, sha256, &userdata)
-                    .await
-            }
+            _ => self.printer.upload(file, &outgoing).await,
         }
     }
 
@@ -189,7 +180,8 @@ fn after_upload(
     print: bool,
     rules: Policy,
     choice: Option<bool>,
-) -> (FileState, Option<&'static str>, bool) {
+    server: Server,
+) -> (FileState, Option<String>, bool) {
     let auto_print = rules.for_file(choice);
     let queued = auto_print != AutoPrint::Never && rules.queue;
     let (state, reason) = if printing {
@@ -197,32 +189,33 @@ fn after_upload(
     } else if print {
         (
             FileState::Uploaded,
-            Some("the print server did not start it (printer busy)"),
+            Some(format!("{server} did not start it (printer busy)")),
         )
     } else if choice == Some(false) {
         (
             FileState::Uploaded,
             Some(
-                "uploaded only, as its sender asked: start it with `fileagent print` when you want it printed",
+                "uploaded only, as its sender asked: start it with `fileagent print` when you want it printed"
+                    .to_string(),
             ),
         )
     } else if choice == Some(true) && !rules.remote_start {
         (
             FileState::Uploaded,
-            Some(
+            Some(format!(
                 "its sender asked to print it, but this agent takes no print starts from \
-                 workstations (remote_start = false): start it in OctoPrint",
-            ),
+                 workstations (remote_start = false): start it in {server}"
+            )),
         )
     } else if auto_print == AutoPrint::Never {
         (
             FileState::Uploaded,
-            Some("uploaded only (auto_print = never)"),
+            Some("uploaded only (auto_print = never)".to_string()),
         )
     } else if queued {
         (
             FileState::Uploaded,
-            Some("waiting: prints when the printer is free"),
+            Some("waiting: prints when the printer is free".to_string()),
         )
     } else {
         (FileState::Uploaded, None)
@@ -243,29 +236,50 @@ mod tests {
         };
         let on = rules(AutoPrint::WhenIdle, false);
         assert_eq!(
-            after_upload(true, true, on, None),
+            after_upload(true, true, on, None, Server::OctoPrint),
             (FileState::Printing, None, false)
         );
-        let (state, why, _) = after_upload(false, true, on, None);
+        let (state, why, _) = after_upload(false, true, on, None, Server::OctoPrint);
         assert_eq!(state, FileState::Uploaded);
         assert!(why.unwrap().contains("did not start"));
-        let never = after_upload(false, false, rules(AutoPrint::Never, true), None);
+        let never = after_upload(
+            false,
+            false,
+            rules(AutoPrint::Never, true),
+            None,
+            Server::OctoPrint,
+        );
         assert_eq!(
             never,
             (
                 FileState::Uploaded,
-                Some("uploaded only (auto_print = never)"),
+                Some("uploaded only (auto_print = never)".to_string()),
                 false
             )
         );
-        let queued = after_upload(false, false, rules(AutoPrint::WhenIdle, true), None);
+        let queued = after_upload(
+            false,
+            false,
+            rules(AutoPrint::WhenIdle, true),
+            None,
+            Server::OctoPrint,
+        );
         assert!(queued.2, "queued to print when the printer is free");
         assert!(queued.1.unwrap().contains("when the printer is free"));
         // Printing already: not queued any more.
-        assert!(!after_upload(true, false, rules(AutoPrint::WhenIdle, true), None).2);
+        assert!(
+            !after_upload(
+                true,
+                false,
+                rules(AutoPrint::WhenIdle, true),
+                None,
+                Server::OctoPrint
+            )
+            .2
+        );
         // Why it waits is said live by `list`.
         assert_eq!(
-            after_upload(false, false, on, None),
+            after_upload(false, false, on, None, Server::OctoPrint),
             (FileState::Uploaded, None, false)
         );
         // Unless the printer was not ready: nothing starts it later.
@@ -289,7 +303,8 @@ mod tests {
             remote_start: true,
         };
         // Upload only: never queued, and it says so.
-        let (state, why, queued) = after_upload(false, false, when_idle, Some(false));
+        let (state, why, queued) =
+            after_upload(false, false, when_idle, Some(false), Server::OctoPrint);
         assert_eq!(state, FileState::Uploaded);
         assert!(
             why.unwrap()
@@ -302,7 +317,7 @@ mod tests {
             remote_start: false,
             ..when_idle
         };
-        let (_, why, queued) = after_upload(false, false, closed, Some(true));
+        let (_, why, queued) = after_upload(false, false, closed, Some(true), Server::OctoPrint);
         assert!(why.unwrap().contains("remote_start = false"));
         assert!(!queued);
         // Where remote starts are allowed, "print" makes a never-agent queue it.
@@ -310,6 +325,6 @@ mod tests {
             remote_start: true,
             ..closed
         };
-        assert!(after_upload(false, false, open, Some(true)).2);
+        assert!(after_upload(false, false, open, Some(true), Server::OctoPrint).2);
     }
 }
