@@ -165,3 +165,24 @@ async fn a_spool_copy_changed_after_its_check_is_refused_by_moonrakers_checksum(
     );
     agent.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_print_klipper_stops_with_an_error_says_the_error() {
+    let target = klipper().await;
+    let mut agent = Agent::start_with(target.forwarding(false)).await;
+    let tmp = tempfile::tempdir().unwrap();
+    // Slicer output asks for an extruder this printer does not have (a
+    // surprise from the trial: the row said only "print stopped at 0%").
+    let file = tmp.path().join("extrudes.gcode");
+    std::fs::write(&file, "M117 extrudes\nG4 P100\nG1 E1 F100\n").unwrap();
+    send(&agent, &file, "extrudes.gcode", false).await;
+    let failed = target
+        .wait_state(&agent, "extrudes.gcode", &["failed"])
+        .await;
+    let reason = failed.reason.unwrap();
+    assert!(
+        reason.starts_with("print stopped at") && reason.contains("Extrude when no extruder"),
+        "{reason}"
+    );
+    agent.stop().await;
+}

@@ -87,9 +87,9 @@ impl Forwarder {
                     self.queue.set(*id, FileState::Printed, None);
                 }
                 Transition::Stopped(done) => {
-                    warn!(file_name = %name, completion = done, "print stopped before the end");
-                    let reason = format!("print stopped at {done:.0}%");
-                    self.queue.set(*id, FileState::Failed, Some(reason));
+                    warn!(file_name = %name, completion = done, printer = %state.text, "print stopped before the end");
+                    self.queue
+                        .set(*id, FileState::Failed, Some(stopped(*done, state)));
                 }
                 Transition::Vanished => {
                     let server = self.printer.server();
@@ -212,6 +212,17 @@ impl Forwarder {
     }
 }
 
+/// Why a print stopped before its end, as its row says: where, and the
+/// printer's error when it shows one (Klipper's "Error: Extrude when no
+/// extruder present", OctoPrint's "Offline after error"), not only a
+/// cancel.
+fn stopped(done: f64, state: &PrinterState) -> String {
+    match state.flags.get("error") {
+        Some(true) => format!("print stopped at {done:.0}%: {}", state.text),
+        _ => format!("print stopped at {done:.0}%"),
+    }
+}
+
 /// The printer's state as `status` and systemd show it: OctoPrint's text,
 /// with the job and how far it has come while there is one
 /// ("Printing cube.gcode (12%)", "Paused cube.gcode (40%)").
@@ -313,5 +324,18 @@ mod tests {
                 None
             );
         }
+    }
+
+    #[test]
+    fn a_print_stopped_by_a_printer_error_says_which() {
+        let cancelled = printer(false, Some("cube.gcode"), Some(0.0));
+        assert_eq!(stopped(12.4, &cancelled), "print stopped at 12%");
+        let mut failed = cancelled.clone();
+        failed.flags.insert("error".into(), true);
+        failed.text = "Error: Extrude when no extruder present".into();
+        assert_eq!(
+            stopped(0.0, &failed),
+            "print stopped at 0%: Error: Extrude when no extruder present"
+        );
     }
 }
