@@ -336,10 +336,14 @@ class FaBoard extends HTMLElement {
 function card(agent) {
   const p = agent.printer;
   const busy = p && Object.entries(p.flags ?? {}).some(([k, v]) => v && ['printing', 'paused', 'pausing', 'cancelling', 'finishing'].includes(k));
+  // A printer that reports an error (Klipper's print_stats, OctoPrint's
+  // error flag) is not shown as ready, whatever else it says.
+  const failing = p?.flags?.error === true;
   const badge = !agent.reachable
     ? el('span', { class: 'badge down' }, 'unreachable')
     : busy ? el('span', { class: 'badge busy' }, p.text)
-      : p?.connected ? el('span', { class: 'badge up' }, p.text) : el('span', { class: 'badge down' }, 'no printer');
+      : failing ? el('span', { class: 'badge down' }, p.text)
+        : p?.connected ? el('span', { class: 'badge up' }, p.text) : el('span', { class: 'badge down' }, 'no printer');
   const facts = [];
   const fact = (term, ...value) => facts.push(el('dt', {}, term), el('dd', {}, ...value));
   if (!agent.reachable) fact('Why', agent.error ?? '');
