@@ -94,12 +94,15 @@ impl Api {
         request.send().await.map_err(|e| self.unreachable(&e))
     }
 
-    /// The server cannot be reached (or stopped answering), because of `e`.
-    pub(super) fn unreachable(&self, e: &dyn std::error::Error) -> PrinterError {
+    /// The server cannot be reached (or stopped answering), because of
+    /// `e`: said by its root cause ("Connection refused (os error 111)",
+    /// "operation timed out"); the request's URL and the HTTP client's
+    /// layers in between say nothing a person can act on.
+    pub(super) fn unreachable(&self, e: &reqwest::Error) -> PrinterError {
         PrinterError::Unreachable {
             server: self.server,
             url: self.url().to_string(),
-            reason: error_chain(e),
+            reason: root_cause(e),
         }
     }
 }
@@ -141,16 +144,13 @@ pub(super) async fn failure(response: Response) -> (u16, String) {
     (status, message)
 }
 
-/// An error and its causes, on one line.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
+/// The innermost cause of an error.
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = e;
+    while let Some(source) = cause.source() {
+        cause = source;
     }
-    text
+    cause.to_string()
 }
 
 #[cfg(test)]
@@ -173,5 +173,35 @@ mod tests {
         let e = Api::new(Server::Moonraker, "mailto:x@y", None, "/server/info").unwrap_err();
         assert!(e.to_string().contains("invalid Moonraker URL"), "{e}");
         assert!(Api::new(Server::OctoPrint, "not a url", None, "/api/job").is_err());
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_server_is_said_by_its_root_cause_and_what_to_check() {
+        // A loopback port nothing listens on.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let base = format!("http://127.0.0.1:{port}");
+        let api = Api::new(Server::Moonraker, &base, None, "/server/info").unwrap();
+        let e = api
+            .send(api.request(reqwest::Method::GET, ["server", "info"]))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with(&format!("Moonraker at {base} is unreachable (")),
+            "{e}"
+        );
+        assert!(e.contains("refused"), "{e}");
+        assert!(
+            !e.contains("/server/info") && !e.contains("error sending request"),
+            "{e}"
+        );
+        assert!(
+            e.ends_with("check that it runs and that [moonraker] url points at it"),
+            "{e}"
+        );
     }
 }

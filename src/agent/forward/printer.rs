@@ -30,7 +30,7 @@ pub(super) const UPLOAD_CHUNK: usize = 256 * 1024;
 #[derive(Debug, thiserror::Error)]
 pub enum PrinterError {
     /// No connection (the server down, starting, or a wrong URL).
-    #[error("{server} at {url} is unreachable: {reason}")]
+    #[error("{server} at {url} is unreachable ({reason}): check that it runs and that [{table}] url points at it", table = server.table())]
     Unreachable {
         /// Which server.
         server: Server,
