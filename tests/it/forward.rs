@@ -643,3 +643,39 @@ async fn a_queue_sent_during_an_outage_is_printed_once_each_in_order() {
     client.close().await;
     agent.stop().await;
 }
+
+/// A new version sent with `--overwrite` of a file already forwarded (its
+/// copy gone from ready/ to done/, the file in OctoPrint) replaced it: the
+/// send says so (the bridge answers PrusaLink's overwrite with 204 by it;
+/// under qemu the first version was sometimes forwarded before the second
+/// came, and the answer was 201).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overwriting_a_forwarded_file_says_it_replaced_it() {
+    let octo = OctoPrint::start().await;
+    let mut agent = Agent::start_with(forwarding(octo.url(), octo.key.clone(), false)).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let first = tmp.path().join("part.gcode");
+    std::fs::copy(data("tiny.gcode"), &first).unwrap();
+    let mut client = agent.client("designer").await;
+    let sent = client
+        .send_file(&first, "part.gcode", false, &mut ())
+        .await
+        .unwrap();
+    assert!(!sent.replaced);
+    wait_state(&agent, &octo, "part.gcode", &["printing", "printed"]).await;
+    assert!(agent.ready().is_empty(), "forwarded: out of ready/");
+
+    let second = tmp.path().join("part-v2.gcode");
+    let mut text = std::fs::read(&first).unwrap();
+    text.extend_from_slice(b"; v2\n");
+    std::fs::write(&second, text).unwrap();
+    let sent = client
+        .send_file(&second, "part.gcode", true, &mut ())
+        .await
+        .unwrap();
+    assert!(sent.replaced && !sent.unchanged, "{sent:?}");
+    client.close().await;
+    octo.command("/api/job", serde_json::json!({"command": "cancel"}))
+        .await;
+    agent.stop().await;
+}

@@ -363,7 +363,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             encoding,
         } = receipt;
         let reply = match result {
-            Ok(stored) => {
+            Ok(mut stored) => {
+                // A forwarded file of that name was replaced too, not only
+                // one in ready/: the name was taken until this send (see
+                // `taken_by_forwarded`), whether its file is still in
+                // ready/ or already in the print server's storage.
+                stored.replaced |= !stored.unchanged
+                    && sent.overwrite
+                    && self.shared.forward.holds(name).is_some();
                 let secs = started.elapsed().as_secs_f64();
                 info!(
                     client_cn = %self.client, file_name = %stored.name, bytes = stored.size, sha256 = %stored.sha256,
