@@ -37,13 +37,13 @@ deb:
 cross-setup:
     cross/setup-debian.sh
 
-# Release binary for 64-bit Raspberry Pi OS (aarch64).
+# The Pi package's binary for 64-bit Raspberry Pi OS (aarch64): built for size, no bridge.
 build-arm64:
-    cross/cargo.sh arm64 build --release --locked --bin fileagent
+    cross/cargo.sh arm64 build --profile pi --no-default-features --locked --bin fileagent
 
-# Release binary for 32-bit Raspberry Pi OS (armv7 hard-float).
+# The Pi package's binary for 32-bit Raspberry Pi OS (armv7 hard-float): built for size, no bridge.
 build-armhf:
-    cross/cargo.sh armhf build --release --locked --bin fileagent
+    cross/cargo.sh armhf build --profile pi --no-default-features --locked --bin fileagent
 
 # target/debian/fileagent_<version>_arm64.deb
 deb-arm64:

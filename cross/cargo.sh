@@ -2,7 +2,7 @@
 # Runs Debian's cargo-web for a Raspberry Pi target, set up by
 # cross/setup-debian.sh:
 #
-#   cross/cargo.sh arm64 build --release --locked --bin fileagent
+#   cross/cargo.sh arm64 build --profile pi --no-default-features --locked --bin fileagent
 #   cross/cargo.sh armhf test --locked
 #
 # TARGET is arm64 (aarch64-unknown-linux-gnu, 64-bit Raspberry Pi OS) or

@@ -9,20 +9,24 @@
 //! terminal.
 //!
 //! The level comes from `RUST_LOG` when it is set; otherwise from the
-//! config's `log_level`, which a reload can change.
+//! config's `log_level`, which a reload can change. Both are a level, or
+//! `target=level` directives (`info,fileagent::agent::forward=debug`):
+//! tracing-subscriber's `Targets`, which needs no regular-expression engine
+//! (`EnvFilter`'s span-field filters cost the binary a third of a MiB).
 
 use std::io::IsTerminal;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use tracing::warn;
+use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::{EnvFilter, Registry, reload};
+use tracing_subscriber::{Registry, reload};
 
 /// Control over the installed logger.
 #[cfg_attr(not(target_os = "linux"), allow(dead_code))] // used by the agent (Linux only)
 pub struct Logging {
-    filter: reload::Handle<EnvFilter, Registry>,
+    filter: reload::Handle<Targets, Registry>,
     /// `RUST_LOG` is set and wins over the config.
     from_env: bool,
     /// Events go to journald.
@@ -33,9 +37,15 @@ impl Logging {
     /// Installs the global logger with `default_level` (e.g. `"info"`) unless
     /// `RUST_LOG` says otherwise.
     pub fn init(default_level: &str) -> Logging {
-        let (filter, from_env) = match EnvFilter::try_from_default_env() {
-            Ok(filter) => (filter, true),
-            Err(_) => (EnvFilter::new(default_level), false),
+        let from_env = std::env::var("RUST_LOG")
+            .ok()
+            .and_then(|directives| parse_filter(&directives).ok());
+        let (filter, from_env) = match from_env {
+            Some(filter) => (filter, true),
+            None => (
+                parse_filter(default_level).unwrap_or_else(|_| Targets::new()),
+                false,
+            ),
         };
         let (filter, handle) = reload::Layer::new(filter);
         let journald = journald_layer();
@@ -64,13 +74,32 @@ impl Logging {
         if self.from_env {
             return Ok(());
         }
-        let filter = EnvFilter::try_new(directives)
-            .with_context(|| format!("invalid log_level {directives:?}"))?;
+        let filter = parse_filter(directives)
+            .map_err(|e| anyhow::anyhow!("invalid log_level {directives:?}: {e}"))?;
         if let Err(e) = self.filter.reload(filter) {
             warn!(error = %e, "cannot change the log level");
         }
         Ok(())
     }
+}
+
+/// A level (`info`) or `target=level` directives, separated by commas. A
+/// bare word must be a level: `verbose` would otherwise name a target and
+/// silence everything else.
+pub fn parse_filter(directives: &str) -> Result<Targets, String> {
+    let directives = directives.trim();
+    for directive in directives.split(',').map(str::trim) {
+        if !directive.contains('=')
+            && directive
+                .parse::<tracing_subscriber::filter::LevelFilter>()
+                .is_err()
+        {
+            return Err(format!(
+                "{directive:?} is not a level (error, warn, info, debug, trace or off)"
+            ));
+        }
+    }
+    directives.parse().map_err(|e| format!("{e}"))
 }
 
 /// The journald layer, when stderr is the journal.
@@ -104,4 +133,29 @@ fn stderr_is_journal() -> bool {
         return false;
     };
     dev.parse().ok() == Some(stat.st_dev) && ino.parse().ok() == Some(stat.st_ino)
+}
+
+#[cfg(test)]
+mod tests {
+    use tracing::Level;
+    use tracing_subscriber::filter::LevelFilter;
+
+    use super::*;
+
+    #[test]
+    fn a_level_or_target_directives_are_filters() {
+        let info = parse_filter("info").unwrap();
+        assert!(info.would_enable("fileagent::agent", &Level::INFO));
+        assert!(!info.would_enable("fileagent::agent", &Level::DEBUG));
+        let mixed = parse_filter(" warn,fileagent::agent::forward=debug ").unwrap();
+        assert!(mixed.would_enable("fileagent::agent::forward::octoprint", &Level::DEBUG));
+        assert!(!mixed.would_enable("fileagent::agent::session", &Level::INFO));
+        assert_eq!(mixed.default_level(), Some(LevelFilter::WARN));
+    }
+
+    #[test]
+    fn a_word_that_is_no_level_is_refused() {
+        assert!(parse_filter("loud").is_err());
+        assert!(parse_filter("fileagent=verbose").is_err());
+    }
 }

@@ -122,12 +122,14 @@ pub enum Command {
     /// the printer's Pi; "Upload and Print" starts it there if the printer is
     /// idle and its bed clear. The slicer hears "uploaded" only once the
     /// agent has stored and verified the file.
+    #[cfg_attr(not(feature = "bridge"), command(hide = true))]
     Bridge(BridgeArgs),
     /// Open the web page: drop files on your printers and watch them.
     ///
     /// The page is served by the bridge's process on this machine (started
     /// here in the foreground if none runs yet). A one-time link lets this
     /// browser in; the page never sees a key or a certificate.
+    #[cfg_attr(not(feature = "bridge"), command(hide = true))]
     Ui(UiArgs),
     /// Write the man pages or print a shell completion script.
     #[command(subcommand)]
@@ -349,7 +351,7 @@ pub struct DeleteArgs {
 #[derive(Debug, Args)]
 pub struct BridgeArgs {
     /// Address to listen on (loopback only)
-    #[arg(long, default_value = crate::workstation::bridge::DEFAULT_LISTEN, value_name = "ADDR:PORT")]
+    #[arg(long, default_value = crate::workstation::BRIDGE_LISTEN, value_name = "ADDR:PORT")]
     pub listen: std::net::SocketAddr,
     /// Print the bridge's API key (made on the first run) and exit.
     #[arg(long)]
@@ -360,7 +362,7 @@ pub struct BridgeArgs {
 #[derive(Debug, Args)]
 pub struct UiArgs {
     /// Address of the bridge's process (loopback only)
-    #[arg(long, default_value = crate::workstation::bridge::DEFAULT_LISTEN, value_name = "ADDR:PORT")]
+    #[arg(long, default_value = crate::workstation::BRIDGE_LISTEN, value_name = "ADDR:PORT")]
     pub listen: std::net::SocketAddr,
     /// Print the one-time link instead of opening a browser.
     #[arg(long)]

@@ -24,6 +24,7 @@ macro_rules! say {
 #[cfg(target_os = "linux")]
 mod agent;
 pub mod args;
+#[cfg(feature = "bridge")]
 mod bridge;
 mod files;
 mod fleet;
@@ -96,6 +97,17 @@ fn agent_only(command: &str) -> anyhow::Error {
     .into()
 }
 
+/// The workstation's commands in a build that leaves them out (the
+/// Raspberry Pi packages: no slicer or browser runs there).
+#[cfg(not(feature = "bridge"))]
+fn left_out(command: &str) -> anyhow::Error {
+    crate::cli::args::UsageError(format!(
+        "`fileagent {command}` is left out of this build (the Raspberry Pi package, kept small for the \
+         printer's host): run it on the computer you slice on, which reaches this agent over the network"
+    ))
+    .into()
+}
+
 /// Ctrl-C: SIGINT on Unix.
 #[cfg(unix)]
 fn ctrl_c() -> std::io::Result<tokio::signal::unix::Signal> {
@@ -161,7 +173,13 @@ async fn dispatch(
         Command::Status(args) => files::status(args, sending).await,
         Command::Generate(what) => crate::cli::generate::run(what),
         Command::Ping(target) => files::ping(target).await,
+        #[cfg(feature = "bridge")]
         Command::Bridge(args) => bridge::bridge(args).await,
+        #[cfg(feature = "bridge")]
         Command::Ui(args) => bridge::ui(args).await,
+        #[cfg(not(feature = "bridge"))]
+        Command::Bridge(_) => Err(left_out("bridge")),
+        #[cfg(not(feature = "bridge"))]
+        Command::Ui(_) => Err(left_out("ui")),
     }
 }

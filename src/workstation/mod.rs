@@ -15,6 +15,7 @@ use crate::wire::identity::Identity;
 use crate::wire::protocol::{AgentStatus, FileEntry, ProtocolError, Reply, Request};
 
 mod body;
+#[cfg(feature = "bridge")]
 pub mod bridge;
 pub(crate) mod config;
 mod connect;
@@ -40,6 +41,10 @@ use error::tls_advice;
 pub(crate) use error::unexpected;
 pub use follow::Fate;
 pub use get::Fetched;
+
+/// Where the bridge (`fileagent bridge`, and the web page) listens unless
+/// told otherwise.
+pub const BRIDGE_LISTEN: &str = "127.0.0.1:7342";
 pub(crate) use get::check_destination;
 use send::FileStamp;
 pub use send::Sent;

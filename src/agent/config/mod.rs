@@ -15,8 +15,10 @@ use serde::Deserialize;
 
 use crate::wire::protocol::DEFAULT_PORT;
 
+mod base_url;
 mod printer;
 
+pub use base_url::BaseUrl;
 pub use printer::{ApiKey, AutoPrint, PrinterConfig, Server};
 
 /// Where the agent looks for its config when `--config` is not given.
@@ -312,7 +314,7 @@ impl Config {
                 "must be more than 0 bytes, e.g. \"4 GiB\"".into(),
             ));
         }
-        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log_level) {
+        if let Err(e) = crate::logging::parse_filter(&self.log_level) {
             return Err((
                 "log_level",
                 format!("is not a level or filter ({e}): use error, warn, info, debug or trace"),

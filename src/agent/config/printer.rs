@@ -208,11 +208,11 @@ impl PrinterConfig {
             ));
         }
         let url = self.url(server);
-        if !url.starts_with("http://") || reqwest::Url::parse(url).is_err() {
+        if let Err(why) = super::BaseUrl::parse(url) {
             let example = server.default_url();
             return Err((
                 key("url"),
-                format!("must be an http:// URL of the local {server}, e.g. \"{example}\""),
+                format!("must be an http:// URL of the local {server}, e.g. \"{example}\" ({why})"),
             ));
         }
         Ok(())

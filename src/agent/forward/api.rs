@@ -1,104 +1,115 @@
-//! What both print servers' clients share: the HTTP client with bounded
+//! What both print servers' clients share: requests with bounded
 //! connect and read times (a server that hangs must not hang forwarding),
 //! the base URL and API paths built from percent-encoded segments (a file
 //! name may hold spaces, `#`, `?` or `%`), the API key in `X-Api-Key`
 //! (never logged: [`ApiKey`]'s `Debug` hides it), a connection failure
 //! mapped to [`PrinterError::Unreachable`], and a file streamed from disk
-//! as a multipart part.
+//! as a multipart part. The HTTP exchange itself is [`super::http`]'s.
 
 use std::path::Path;
 
-use anyhow::Context;
-use reqwest::{Response, Url};
-use tokio_util::io::ReaderStream;
+use percent_encoding::{AsciiSet, CONTROLS, NON_ALPHANUMERIC, utf8_percent_encode};
 
+use super::http::{self, Form, Limits, Method, Request, Response};
 use super::printer::{
     CONNECT_TIMEOUT, MAX_ERROR_TEXT, PrinterError, READ_TIMEOUT, Server, UPLOAD_CHUNK,
 };
-use crate::agent::config::ApiKey;
+use crate::agent::config::{ApiKey, BaseUrl};
+
+/// What a path segment percent-encodes (as URLs' path-segment set does):
+/// a file name may hold spaces, `#`, `?`, `%` or `/`-free anything.
+const SEGMENT: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'`')
+    .add(b'{')
+    .add(b'}')
+    .add(b'/')
+    .add(b'%');
+/// What a query value percent-encodes: all but letters, digits and `-._~`.
+const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
 /// One print server's HTTP API.
 #[derive(Debug, Clone)]
 pub(super) struct Api {
     server: Server,
-    http: reqwest::Client,
-    base: Url,
+    base: BaseUrl,
     key: Option<ApiKey>,
 }
 
 impl Api {
-    /// The API of `server` at `base` (a proxy's path is kept); `example`
-    /// is a path of its API, for the message when `base` cannot take one.
-    pub(super) fn new(
-        server: Server,
-        base: &str,
-        key: Option<ApiKey>,
-        example: &str,
-    ) -> anyhow::Result<Api> {
-        let base = Url::parse(base).with_context(|| format!("invalid {server} URL {base:?}"))?;
-        if base.cannot_be_a_base() {
-            anyhow::bail!("invalid {server} URL {base}: it cannot take a path such as {example}");
-        }
-        let http = reqwest::Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .read_timeout(READ_TIMEOUT)
-            .user_agent(concat!("fileagent/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .with_context(|| format!("cannot set up the HTTP client for {server}"))?;
-        Ok(Api {
-            server,
-            http,
-            base,
-            key,
-        })
+    /// The API of `server` at `base` (a proxy's path is kept).
+    pub(super) fn new(server: Server, base: &str, key: Option<ApiKey>) -> anyhow::Result<Api> {
+        let base = BaseUrl::parse(base)
+            .map_err(|why| anyhow::anyhow!("invalid {server} URL {base:?}: {why}"))?;
+        Ok(Api { server, base, key })
     }
 
     /// Base URL, without a trailing `/`.
     pub(super) fn url(&self) -> &str {
-        self.base.as_str().trim_end_matches('/')
+        self.base.as_str()
     }
 
-    /// The URL of an API path given as its segments, each percent-encoded.
-    pub(super) fn endpoint<'a>(&self, segments: impl IntoIterator<Item = &'a str>) -> Url {
-        let mut url = self.base.clone();
-        url.path_segments_mut()
-            .expect("a base URL, checked in Api::new")
-            .pop_if_empty()
-            .extend(segments);
-        url
+    /// `host[:port]`, as the `Host` header says it.
+    #[cfg(test)]
+    pub(super) fn authority(&self) -> String {
+        self.base.authority()
+    }
+
+    /// The path of an API endpoint given as its segments, each
+    /// percent-encoded, after the base's own path.
+    pub(super) fn endpoint<'a>(&self, segments: impl IntoIterator<Item = &'a str>) -> String {
+        let mut path = self.base.path().to_string();
+        for segment in segments {
+            path.push('/');
+            path.extend(utf8_percent_encode(segment, SEGMENT));
+        }
+        path
     }
 
     /// A request to an API path given as its segments, with the key.
     pub(super) fn request<'a>(
         &self,
-        method: reqwest::Method,
+        method: Method,
         segments: impl IntoIterator<Item = &'a str>,
-    ) -> reqwest::RequestBuilder {
-        self.request_url(method, self.endpoint(segments))
+    ) -> Request {
+        self.request_to(method, self.endpoint(segments))
     }
 
-    /// A request to `url` (an [`endpoint`](Api::endpoint) with a query), with the key.
-    pub(super) fn request_url(&self, method: reqwest::Method, url: Url) -> reqwest::RequestBuilder {
-        let request = self.http.request(method, url);
+    /// A request to `target` (an [`endpoint`](Api::endpoint), maybe with
+    /// a query), with the key.
+    pub(super) fn request_to(&self, method: Method, target: String) -> Request {
+        let request = Request::new(method, target);
         match &self.key {
-            Some(key) => request.header("X-Api-Key", key.secret()),
+            Some(key) => request.header("x-api-key", key.secret()),
             None => request,
         }
     }
 
     /// Sends `request`; no answer at all is [`PrinterError::Unreachable`].
-    pub(super) async fn send(
-        &self,
-        request: reqwest::RequestBuilder,
-    ) -> Result<Response, PrinterError> {
-        request.send().await.map_err(|e| self.unreachable(&e))
+    pub(super) async fn send(&self, request: Request) -> Result<Response, PrinterError> {
+        let limits = Limits {
+            connect: CONNECT_TIMEOUT,
+            silence: READ_TIMEOUT,
+        };
+        http::send(&self.base, limits, request)
+            .await
+            .map_err(|e| self.unreachable(&e))
     }
 
     /// The server cannot be reached (or stopped answering), because of
     /// `e`: said by its root cause ("Connection refused (os error 111)",
     /// "operation timed out"); the request's URL and the HTTP client's
     /// layers in between say nothing a person can act on.
-    pub(super) fn unreachable(&self, e: &reqwest::Error) -> PrinterError {
+    pub(super) fn unreachable(&self, e: &http::HttpError) -> PrinterError {
         PrinterError::Unreachable {
             server: self.server,
             url: self.url().to_string(),
@@ -107,27 +118,30 @@ impl Api {
     }
 }
 
-/// The opened `handle` (the file at `file`) as the multipart part `name`,
-/// streamed from disk in [`UPLOAD_CHUNK`] reads with its length declared.
-pub(super) async fn file_part(
+/// `name=value` with `value` percent-encoded, for a query string.
+pub(super) fn query_pair(name: &str, value: &str) -> String {
+    format!("{name}={}", utf8_percent_encode(value, QUERY_VALUE))
+}
+
+/// `form` with the opened `handle` (the file at `file`) added as the part
+/// `field` named `name`, streamed from disk in [`UPLOAD_CHUNK`] reads
+/// with its length declared.
+pub(super) async fn with_file(
+    form: Form,
+    field: &'static str,
     handle: tokio::fs::File,
     file: &Path,
     name: &str,
-) -> Result<reqwest::multipart::Part, PrinterError> {
+) -> Result<Form, PrinterError> {
     let size = handle
         .metadata()
         .await
         .map_err(|error| PrinterError::Local {
             path: file.display().to_string(),
             error,
-        })?;
-    let stream = ReaderStream::with_capacity(handle, UPLOAD_CHUNK);
-    let body = reqwest::Body::wrap_stream(stream);
-    let part = reqwest::multipart::Part::stream_with_length(body, size.len());
-    let part = part.file_name(name.to_string());
-    Ok(part
-        .mime_str("application/octet-stream")
-        .expect("a valid MIME type"))
+        })?
+        .len();
+    Ok(form.file(field, name, handle, size, UPLOAD_CHUNK))
 }
 
 /// A failed answer's status and what went wrong, in the server's words:
@@ -161,18 +175,22 @@ mod tests {
     fn paths_are_encoded_per_segment_and_the_key_never_shows() {
         let key = Some(ApiKey::new(" secret-key\n"));
         for base in ["http://pi/octoprint", "http://pi/octoprint/"] {
-            let api = Api::new(Server::OctoPrint, base, key.clone(), "/api/job").unwrap();
-            let url = api.endpoint(["api", "files", "local", "Benchy v2 (0.2mm)#1?%.gcode"]);
+            let api = Api::new(Server::OctoPrint, base, key.clone()).unwrap();
+            let path = api.endpoint(["api", "files", "local", "Benchy v2 (0.2mm)#1?%.gcode"]);
             assert_eq!(
-                url.as_str(),
-                "http://pi/octoprint/api/files/local/Benchy%20v2%20(0.2mm)%231%3F%25.gcode"
+                path,
+                "/octoprint/api/files/local/Benchy%20v2%20(0.2mm)%231%3F%25.gcode"
             );
             assert_eq!(api.url(), "http://pi/octoprint");
             assert!(!format!("{api:?}").contains("secret"));
         }
-        let e = Api::new(Server::Moonraker, "mailto:x@y", None, "/server/info").unwrap_err();
+        let e = Api::new(Server::Moonraker, "mailto:x@y", None).unwrap_err();
         assert!(e.to_string().contains("invalid Moonraker URL"), "{e}");
-        assert!(Api::new(Server::OctoPrint, "not a url", None, "/api/job").is_err());
+        assert!(Api::new(Server::OctoPrint, "not a url", None).is_err());
+        assert_eq!(
+            query_pair("filename", "queue/Benchy v2 (0.2mm)#1?&=%.gcode"),
+            "filename=queue%2FBenchy%20v2%20%280.2mm%29%231%3F%26%3D%25.gcode"
+        );
     }
 
     #[tokio::test]
@@ -184,21 +202,19 @@ mod tests {
             .unwrap()
             .port();
         let base = format!("http://127.0.0.1:{port}");
-        let api = Api::new(Server::Moonraker, &base, None, "/server/info").unwrap();
+        let api = Api::new(Server::Moonraker, &base, None).unwrap();
         let e = api
-            .send(api.request(reqwest::Method::GET, ["server", "info"]))
+            .send(api.request(Method::GET, ["server", "info"]))
             .await
-            .unwrap_err()
+            .err()
+            .unwrap()
             .to_string();
         assert!(
             e.starts_with(&format!("Moonraker at {base} is unreachable (")),
             "{e}"
         );
         assert!(e.contains("refused"), "{e}");
-        assert!(
-            !e.contains("/server/info") && !e.contains("error sending request"),
-            "{e}"
-        );
+        assert!(!e.contains("/server/info"), "{e}");
         assert!(
             e.ends_with("check that it runs and that [moonraker] url points at it"),
             "{e}"

@@ -16,6 +16,7 @@ mod again;
 mod api;
 mod backlog;
 mod forwarder;
+mod http;
 mod klipper;
 pub(crate) mod moonraker;
 pub(crate) mod octoprint;

@@ -11,11 +11,11 @@
 //! key, if any, goes in `X-Api-Key` and is never logged; without one, Moonraker must trust the agent's address
 //! (`[authorization] trusted_clients`).
 
-use reqwest::{Response, StatusCode};
 use serde_json::Value;
 use sha2::Digest;
 
-use super::api::Api;
+use super::api::{Api, query_pair};
+use super::http::{Form, Method, Request, Response, StatusCode};
 use super::klipper::{Objects, not_operational, state_of};
 use super::printer::{Outgoing, PrinterError, PrinterState, REQUEST_TIMEOUT, Server, Uploaded};
 use crate::agent::config::ApiKey;
@@ -37,7 +37,7 @@ impl Moonraker {
     /// A client for the Moonraker at `base` (e.g. `http://127.0.0.1:7125`);
     /// `key` when Moonraker asks for one.
     pub fn new(base: &str, key: Option<ApiKey>) -> anyhow::Result<Moonraker> {
-        let api = Api::new(SERVER, base, key, "/server/info")?;
+        let api = Api::new(SERVER, base, key)?;
         Ok(Moonraker { api })
     }
 
@@ -46,15 +46,11 @@ impl Moonraker {
         self.api.url()
     }
 
-    fn request<'a>(
-        &self,
-        method: reqwest::Method,
-        segments: impl IntoIterator<Item = &'a str>,
-    ) -> reqwest::RequestBuilder {
+    fn request<'a>(&self, method: Method, segments: impl IntoIterator<Item = &'a str>) -> Request {
         self.api.request(method, segments)
     }
 
-    async fn send(&self, request: reqwest::RequestBuilder) -> Result<Response, PrinterError> {
+    async fn send(&self, request: Request) -> Result<Response, PrinterError> {
         self.api.send(request).await
     }
 
@@ -62,9 +58,8 @@ impl Moonraker {
     /// answers 404 before it first connects, 503 after) or not ready
     /// (shut down, in error), the printer is not operational.
     pub async fn state(&self) -> Result<PrinterState, PrinterError> {
-        let mut url = self.api.endpoint(["printer", "objects", "query"]);
-        url.set_query(Some(OBJECTS));
-        let request = self.api.request_url(reqwest::Method::GET, url);
+        let target = self.api.endpoint(["printer", "objects", "query"]) + "?" + OBJECTS;
+        let request = self.api.request_to(Method::GET, target);
         let response = self.send(request.timeout(REQUEST_TIMEOUT)).await?;
         if matches!(
             response.status(),
@@ -86,7 +81,7 @@ impl Moonraker {
     /// `/server/info` (a 404 there too: no Moonraker at this URL).
     async fn klippy_away(&self) -> Result<PrinterState, PrinterError> {
         let request = self
-            .request(reqwest::Method::GET, ["server", "info"])
+            .request(Method::GET, ["server", "info"])
             .timeout(REQUEST_TIMEOUT);
         let info: Value = check(self.send(request).await?)
             .await?
@@ -106,9 +101,7 @@ impl Moonraker {
     /// `None` when it has no file there.
     pub(crate) async fn stored_digest(&self, path: &str) -> Result<Option<String>, PrinterError> {
         let segments = ["server", "files", ROOT].into_iter().chain(path.split('/'));
-        let mut response = self
-            .send(self.request(reqwest::Method::GET, segments))
-            .await?;
+        let mut response = self.send(self.request(Method::GET, segments)).await?;
         if response.status() == StatusCode::NOT_FOUND {
             return Ok(None);
         }
@@ -133,18 +126,18 @@ impl Moonraker {
         handle: tokio::fs::File,
         file: &Outgoing<'_>,
     ) -> Result<Uploaded, PrinterError> {
-        let part = super::api::file_part(handle, file.file, file.name).await?;
         // The fields before the file: Moonraker reads them as they come.
-        let mut form = reqwest::multipart::Form::new()
+        let mut form = Form::new()
             .text("root", ROOT)
-            .text("checksum", file.sha256.to_string())
+            .text("checksum", file.sha256)
             .text("print", if file.print { "true" } else { "false" });
         if let Some(folder) = file.folder {
-            form = form.text("path", folder.to_string());
+            form = form.text("path", folder);
         }
+        let form = super::api::with_file(form, "file", handle, file.file, file.name).await?;
         let request = self
-            .request(reqwest::Method::POST, ["server", "files", "upload"])
-            .multipart(form.part("file", part));
+            .request(Method::POST, ["server", "files", "upload"])
+            .multipart(form);
         let response = check(self.send(request).await?).await?;
         let value: Value = response.json().await.unwrap_or(Value::Null);
         let path = value["item"]["path"]
@@ -159,9 +152,9 @@ impl Moonraker {
 
     /// Starts printing the stored file at `path` (under `gcodes`).
     pub async fn print(&self, path: &str) -> Result<(), PrinterError> {
-        let mut url = self.api.endpoint(["printer", "print", "start"]);
-        url.query_pairs_mut().append_pair("filename", path);
-        let request = self.api.request_url(reqwest::Method::POST, url);
+        let target = self.api.endpoint(["printer", "print", "start"]);
+        let target = target + "?" + &query_pair("filename", path);
+        let request = self.api.request_to(Method::POST, target);
         match check(self.send(request.timeout(REQUEST_TIMEOUT)).await?).await {
             Ok(_) => Ok(()),
             // klippy refuses a second job while one runs ("SD busy"), and
@@ -247,10 +240,7 @@ mod tests {
         let m = Moonraker::new("http://127.0.0.1:7125/", Some(ApiKey::new("secret"))).unwrap();
         assert_eq!(m.url(), "http://127.0.0.1:7125");
         let url = m.api.endpoint(["server", "files", ROOT, "a b#1.gcode"]);
-        assert_eq!(
-            url.as_str(),
-            "http://127.0.0.1:7125/server/files/gcodes/a%20b%231.gcode"
-        );
+        assert_eq!(url, "/server/files/gcodes/a%20b%231.gcode");
         assert!(!format!("{m:?}").contains("secret"));
         assert!(Moonraker::new("mailto:x@y", None).is_err());
     }

@@ -6,11 +6,11 @@
 //! or give the file up (400, 415). The API key is sent as `X-Api-Key` and is
 //! never logged or shown in errors.
 
-use reqwest::{Response, StatusCode};
 use serde::Deserialize;
 use serde_json::Value;
 
 use super::api::Api;
+use super::http::{Form, Method, Request, Response, StatusCode};
 use super::printer::{Outgoing, PrinterError, PrinterState, REQUEST_TIMEOUT, Server, Uploaded};
 use crate::agent::config::ApiKey;
 
@@ -55,7 +55,7 @@ impl OctoPrint {
     /// or with a path where a proxy serves it). Fails on a URL that cannot
     /// take a path, or when the HTTP client cannot be set up.
     pub fn new(base: &str, key: ApiKey) -> anyhow::Result<OctoPrint> {
-        let api = Api::new(SERVER, base, Some(key), "/api/job")?;
+        let api = Api::new(SERVER, base, Some(key))?;
         Ok(OctoPrint { api })
     }
 
@@ -64,23 +64,19 @@ impl OctoPrint {
         self.api.url()
     }
 
-    fn request<'a>(
-        &self,
-        method: reqwest::Method,
-        segments: impl IntoIterator<Item = &'a str>,
-    ) -> reqwest::RequestBuilder {
+    fn request<'a>(&self, method: Method, segments: impl IntoIterator<Item = &'a str>) -> Request {
         self.api.request(method, segments)
     }
 
     /// `/api/files/local/<path>`: a file OctoPrint stores (`path` may hold folders).
-    fn file_request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+    fn file_request(&self, method: Method, path: &str) -> Request {
         self.request(
             method,
             ["api", "files", "local"].into_iter().chain(path.split('/')),
         )
     }
 
-    async fn send(&self, request: reqwest::RequestBuilder) -> Result<Response, PrinterError> {
+    async fn send(&self, request: Request) -> Result<Response, PrinterError> {
         self.api.send(request).await
     }
 
@@ -89,7 +85,7 @@ impl OctoPrint {
     pub async fn state(&self) -> Result<PrinterState, PrinterError> {
         let job = self
             .send(
-                self.request(reqwest::Method::GET, ["api", "job"])
+                self.request(Method::GET, ["api", "job"])
                     .timeout(REQUEST_TIMEOUT),
             )
             .await?;
@@ -104,7 +100,7 @@ impl OctoPrint {
             })?;
         let printer = self
             .send(
-                self.request(reqwest::Method::GET, ["api", "printer"])
+                self.request(Method::GET, ["api", "printer"])
                     .timeout(REQUEST_TIMEOUT),
             )
             .await?;
@@ -146,7 +142,7 @@ impl OctoPrint {
     pub(crate) async fn stored_digest(&self, path: &str) -> Result<Option<String>, PrinterError> {
         let response = self
             .send(
-                self.file_request(reqwest::Method::GET, path)
+                self.file_request(Method::GET, path)
                     .timeout(REQUEST_TIMEOUT),
             )
             .await?;
@@ -170,7 +166,6 @@ impl OctoPrint {
         handle: tokio::fs::File,
         file: &Outgoing<'_>,
     ) -> Result<Uploaded, PrinterError> {
-        let part = super::api::file_part(handle, file.file, file.name).await?;
         // Kept beside the file: the digest says later whether OctoPrint
         // already has this content (see `stored_digest`).
         let userdata = serde_json::json!({
@@ -179,17 +174,18 @@ impl OctoPrint {
             "agent": concat!("fileagent ", env!("CARGO_PKG_VERSION")),
         });
         let print = if file.print { "true" } else { "false" };
-        let mut form = reqwest::multipart::Form::new()
-            .part("file", part)
+        let form = Form::new();
+        let form = super::api::with_file(form, "file", handle, file.file, file.name).await?;
+        let mut form = form
             .text("select", print)
             .text("print", print)
             .text("userdata", userdata.to_string());
         if let Some(folder) = file.folder {
-            form = form.text("path", folder.to_string());
+            form = form.text("path", folder);
         }
         let response = self
             .send(
-                self.request(reqwest::Method::POST, ["api", "files", "local"])
+                self.request(Method::POST, ["api", "files", "local"])
                     .multipart(form),
             )
             .await?;
@@ -209,7 +205,7 @@ impl OctoPrint {
         let body = serde_json::json!({ "command": "select", "print": true });
         let response = self
             .send(
-                self.file_request(reqwest::Method::POST, path)
+                self.file_request(Method::POST, path)
                     .timeout(REQUEST_TIMEOUT)
                     .json(&body),
             )
@@ -275,11 +271,8 @@ mod tests {
     fn paths_are_encoded_per_segment() {
         let url = |base, path| {
             let octo = octoprint(base);
-            let request = octo
-                .file_request(reqwest::Method::GET, path)
-                .build()
-                .unwrap();
-            request.url().to_string()
+            let request = octo.file_request(Method::GET, path);
+            format!("http://{}{}", octo.api.authority(), request.target())
         };
         assert_eq!(
             url("http://127.0.0.1:5000", "queue/Benchy v2 (0.2mm)#1?%.gcode"),

@@ -28,8 +28,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 
-/// Where the bridge listens unless told otherwise.
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:7342";
+pub use crate::workstation::BRIDGE_LISTEN as DEFAULT_LISTEN;
 
 /// A bridge's settings and shared state.
 pub struct Bridge {
