@@ -30,10 +30,31 @@ pub enum Preference {
     ChaCha20,
 }
 
+/// Overrides the CPU's choice: `chacha20` or `aes-gcm`. What a Raspberry
+/// Pi without AES instructions negotiates can so be measured on any
+/// machine (`just bench`'s Pi-shaped row sets it on the agent, whose order
+/// wins). Any other value is ignored.
+pub const PREFER_ENV: &str = "FILEAGENT_TLS_PREFER";
+
 impl Preference {
-    /// Chooses by the CPU this process runs on (detected at run time).
+    /// Chooses by the CPU this process runs on (detected at run time),
+    /// unless [`PREFER_ENV`] says otherwise.
     pub fn detect() -> Preference {
-        Preference::for_cpu(cpu_has_aes())
+        Preference::forced().unwrap_or_else(|| Preference::for_cpu(cpu_has_aes()))
+    }
+
+    /// The preference [`PREFER_ENV`] sets, if it sets one.
+    fn forced() -> Option<Preference> {
+        Preference::named(&std::env::var(PREFER_ENV).ok()?)
+    }
+
+    /// `chacha20` or `aes-gcm`.
+    fn named(name: &str) -> Option<Preference> {
+        match name.trim().to_ascii_lowercase().as_str() {
+            "chacha20" => Some(Preference::ChaCha20),
+            "aes-gcm" => Some(Preference::AesGcm),
+            _ => None,
+        }
     }
 
     /// The preference for a CPU with or without AES acceleration.
@@ -47,6 +68,12 @@ impl Preference {
 
     /// Why, for the log and `fileagent status`.
     pub(crate) fn describe(self) -> &'static str {
+        if Preference::forced() == Some(self) {
+            return match self {
+                Preference::AesGcm => "prefers AES-GCM (set by FILEAGENT_TLS_PREFER)",
+                Preference::ChaCha20 => "prefers ChaCha20-Poly1305 (set by FILEAGENT_TLS_PREFER)",
+            };
+        }
         match self {
             Preference::AesGcm => "prefers AES-GCM (CPU has AES instructions)",
             Preference::ChaCha20 => "prefers ChaCha20-Poly1305 (CPU has no AES instructions)",
@@ -152,6 +179,13 @@ pub(crate) fn suite_name(suite: rustls::SupportedCipherSuite) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_preference_can_be_named() {
+        assert_eq!(Preference::named("chacha20"), Some(Preference::ChaCha20));
+        assert_eq!(Preference::named(" AES-GCM "), Some(Preference::AesGcm));
+        assert_eq!(Preference::named("rc4"), None);
+    }
 
     #[test]
     fn the_preference_follows_the_cpu() {
