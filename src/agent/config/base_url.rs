@@ -25,6 +25,16 @@ impl BaseUrl {
     /// Parses `url`, saying what is wrong with it.
     pub fn parse(url: &str) -> Result<BaseUrl, String> {
         let url = url.trim();
+        if url
+            .get(..8)
+            .is_some_and(|s| s.eq_ignore_ascii_case("https://"))
+        {
+            return Err(
+                "https:// is not supported: the agent speaks plain HTTP to the print server on this \
+                 machine (or beside it), so use http://"
+                    .into(),
+            );
+        }
         let rest = url
             .get(..7)
             .filter(|scheme| scheme.eq_ignore_ascii_case("http://"))
@@ -156,7 +166,7 @@ mod tests {
     #[test]
     fn what_is_wrong_is_said() {
         for (url, why) in [
-            ("https://127.0.0.1", "http://"),
+            ("https://127.0.0.1", "https:// is not supported"),
             ("127.0.0.1:5000", "http://"),
             ("not a url", "http://"),
             ("mailto:x@y", "http://"),
