@@ -327,7 +327,7 @@ async fn unchanged(
 mod tests {
     use std::sync::atomic::Ordering;
 
-    use super::budget::MAX_PIECE_LEN;
+    use super::budget::MID_PIECE_LEN;
 
     use super::*;
     use crate::wire::protocol::ErrorCode;
@@ -451,13 +451,13 @@ mod tests {
     async fn a_body_of_many_pieces_is_written_whole_in_order() {
         let tmp = tempfile::tempdir().unwrap();
         let (spool, _) = Spool::open(tmp.path(), LIMITS).unwrap();
-        let body: Vec<u8> = (0..3 * MAX_PIECE_LEN + 17)
+        let body: Vec<u8> = (0..3 * MID_PIECE_LEN + 17)
             .map(|i| (i % 241) as u8)
             .collect();
         let mut upload = receiving(&spool, "big.gcode", body.len() as u64, &body).await;
         // Straight into the upload's buffers, in uneven reads...
         let mut at = 0;
-        while at < MAX_PIECE_LEN + 100 {
+        while at < MID_PIECE_LEN + 100 {
             let room = upload.spare().await.unwrap();
             let n = room.len().min(7_000);
             room[..n].copy_from_slice(&body[at..at + n]);
