@@ -144,55 +144,38 @@ scp_run() {
 
 mkdir -p "$work/fa"
 start_agent "$bin" "$work/fa" 'max_file_size = "64 GiB"'
-fa_run() {
-  local s c0 a0 me=$BASHPID
-  s=$(now) c0=$(cpu_secs "$me") a0=$(cpu_secs "$agent_pid")
-  "$bin" send "$big" --compress never --agent "$addr" --identity "$work/fa/bench.pem" > /dev/null
-  took "$s" "$c0" "$agent_pid" "$a0"
-  # Wall, the client's CPU and the agent's, apart, for the per-end figures.
-  echo "$(calc "$(now) - $s" 3) $(calc "$(cpu_secs "$me") - $c0" 3) $(calc "$(cpu_secs "$agent_pid") - $a0" 3)" \
-    > "$work/fa-split"
-  cmp -s "$big" "$work/fa/spool/ready/big.bin" || { echo "fileagent's copy differs" >&2; exit 1; }
-  rm -f "$work/fa/spool/ready/big.bin"
+# another_agent BIN DIR: one more agent beside $agent_pid; sets $other_pid
+# and $other_addr.
+another_agent() {
+  local a=$agent_pid ad=$addr
+  start_agent "$1" "$2" 'max_file_size = "64 GiB"'
+  other_pid=$agent_pid other_addr=$addr agent_pid=$a addr=$ad
+  pids+=("$other_pid")
 }
 # The Pi-shaped row: an agent that prefers ChaCha20-Poly1305, as a board
 # without AES instructions does (its order wins the negotiation).
-mkdir -p "$work/pi"
-pi_agent() {
-  local a=$agent_pid ad=$addr
-  FILEAGENT_TLS_PREFER=chacha20 start_agent "$bin" "$work/pi" 'max_file_size = "64 GiB"'
-  pi_pid=$agent_pid pi_addr=$addr agent_pid=$a addr=$ad
-  pids+=("$pi_pid")
-}
-pi_agent
-pi_run() {
-  local s c0 a0 me=$BASHPID
-  s=$(now) c0=$(cpu_secs "$me") a0=$(cpu_secs "$pi_pid")
-  "$bin" send "$big" --compress never --agent "$pi_addr" --identity "$work/pi/bench.pem" > /dev/null
-  took "$s" "$c0" "$pi_pid" "$a0"
-  echo "$(calc "$(now) - $s" 3) $(calc "$(cpu_secs "$me") - $c0" 3) $(calc "$(cpu_secs "$pi_pid") - $a0" 3)" \
-    > "$work/pi-split"
-  cmp -s "$big" "$work/pi/spool/ready/big.bin" || { echo "fileagent's (ChaCha20) copy differs" >&2; exit 1; }
-  rm -f "$work/pi/spool/ready/big.bin"
-}
+mkdir -p "$work/pi" "$work/pibuild"
+FILEAGENT_TLS_PREFER=chacha20 another_agent "$bin" "$work/pi"
+pi_pid=$other_pid pi_addr=$other_addr
 # The same send to an agent built as the Pi packages build it.
-mkdir -p "$work/pibuild"
-pibuild_agent() {
-  local a=$agent_pid ad=$addr
-  start_agent "$pi_bin" "$work/pibuild" 'max_file_size = "64 GiB"'
-  pb_pid=$agent_pid pb_addr=$addr agent_pid=$a addr=$ad
-  pids+=("$pb_pid")
+another_agent "$pi_bin" "$work/pibuild"
+pb_pid=$other_pid pb_addr=$other_addr
+# send_run PID ADDR DIR: `fileagent send` of the file to the agent PID at
+# ADDR (state in DIR); prints "SECONDS CPU_SECONDS" (both ends) and writes
+# the wall, the client's CPU and the agent's, apart, to DIR/split.
+send_run() {
+  local pid=$1 to=$2 dir=$3 s c0 a0 me=$BASHPID
+  s=$(now) c0=$(cpu_secs "$me") a0=$(cpu_secs "$pid")
+  "$bin" send "$big" --compress never --agent "$to" --identity "$dir/bench.pem" > /dev/null
+  took "$s" "$c0" "$pid" "$a0"
+  echo "$(calc "$(now) - $s" 3) $(calc "$(cpu_secs "$me") - $c0" 3) $(calc "$(cpu_secs "$pid") - $a0" 3)" \
+    > "$dir/split"
+  cmp -s "$big" "$dir/spool/ready/big.bin" || { echo "the copy in $dir differs" >&2; exit 1; }
+  rm -f "$dir/spool/ready/big.bin"
 }
-pibuild_agent
-pibuild_run() {
-  local s c0 a0 me=$BASHPID
-  s=$(now) c0=$(cpu_secs "$me") a0=$(cpu_secs "$pb_pid")
-  "$bin" send "$big" --compress never --agent "$pb_addr" --identity "$work/pibuild/bench.pem" > /dev/null
-  took "$s" "$c0" "$pb_pid" "$a0"
-  echo "$(calc "$(now) - $s" 3) $(calc "$(cpu_secs "$pb_pid") - $a0" 3)" > "$work/pibuild-split"
-  cmp -s "$big" "$work/pibuild/spool/ready/big.bin" || { echo "fileagent's (Pi build) copy differs" >&2; exit 1; }
-  rm -f "$work/pibuild/spool/ready/big.bin"
-}
+fa_run() { send_run "$agent_pid" "$addr" "$work/fa"; }
+pi_run() { send_run "$pi_pid" "$pi_addr" "$work/pi"; }
+pibuild_run() { send_run "$pb_pid" "$pb_addr" "$work/pibuild"; }
 raw_run() {
   local port recv s c0 me=$BASHPID
   port=$(free_port)
@@ -255,7 +238,7 @@ read -r steal0 ticks0 <<< "$(cpu_ticks)"
 for _ in $(seq "$runs"); do
   line=$(once fa_run)
   best_fa=$(faster "$best_fa" "$line")
-  read -r t c a <<< "$(cat "$work/fa-split")"
+  read -r t c a <<< "$(cat "$work/fa/split")"
   fa_times+=("$t") fa_client+=("$c") fa_agent+=("$a")
   line=$(once raw_run)
   best_raw=$(faster "$best_raw" "$line")
@@ -264,10 +247,10 @@ for _ in $(seq "$runs"); do
   read -r c a <<< "$(cat "$work/scp-split")"
   scp_client+=("$c") scp_server+=("$a")
   line=$(once pi_run)
-  read -r t c a <<< "$(cat "$work/pi-split")"
+  read -r t c a <<< "$(cat "$work/pi/split")"
   pi_times+=("$t") pi_client+=("$c") pi_agent+=("$a")
   line=$(once pibuild_run)
-  read -r t a <<< "$(cat "$work/pibuild-split")"
+  read -r t c a <<< "$(cat "$work/pibuild/split")"
   pb_times+=("$t") pb_agent+=("$a")
   line=$(once net_run)
   net_times+=("${line% *}")
