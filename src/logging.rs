@@ -18,7 +18,7 @@ use std::io::IsTerminal;
 
 use anyhow::Result;
 use tracing::warn;
-use tracing_subscriber::filter::Targets;
+use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{Registry, reload};
@@ -89,13 +89,12 @@ impl Logging {
 pub fn parse_filter(directives: &str) -> Result<Targets, String> {
     let directives = directives.trim();
     for directive in directives.split(',').map(str::trim) {
-        if !directive.contains('=')
-            && directive
-                .parse::<tracing_subscriber::filter::LevelFilter>()
-                .is_err()
-        {
+        let level = directive
+            .rsplit_once('=')
+            .map_or(directive, |(_, level)| level);
+        if level.parse::<LevelFilter>().is_err() {
             return Err(format!(
-                "{directive:?} is not a level (error, warn, info, debug, trace or off)"
+                "in {directive:?}, {level:?} is not a level (error, warn, info, debug, trace or off)"
             ));
         }
     }
@@ -138,7 +137,6 @@ fn stderr_is_journal() -> bool {
 #[cfg(test)]
 mod tests {
     use tracing::Level;
-    use tracing_subscriber::filter::LevelFilter;
 
     use super::*;
 

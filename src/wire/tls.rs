@@ -66,18 +66,23 @@ impl Preference {
         }
     }
 
-    /// Why, for the log and `fileagent status`.
-    pub(crate) fn describe(self) -> &'static str {
-        if Preference::forced() == Some(self) {
-            return match self {
-                Preference::AesGcm => "prefers AES-GCM (set by FILEAGENT_TLS_PREFER)",
-                Preference::ChaCha20 => "prefers ChaCha20-Poly1305 (set by FILEAGENT_TLS_PREFER)",
-            };
-        }
-        match self {
-            Preference::AesGcm => "prefers AES-GCM (CPU has AES instructions)",
-            Preference::ChaCha20 => "prefers ChaCha20-Poly1305 (CPU has no AES instructions)",
-        }
+    /// Why, for the log and `fileagent status`; a value of [`PREFER_ENV`]
+    /// that is not a preference is said to be ignored.
+    pub(crate) fn describe(self) -> String {
+        let suite = match self {
+            Preference::AesGcm => "AES-GCM",
+            Preference::ChaCha20 => "ChaCha20-Poly1305",
+        };
+        let cpu = match self {
+            Preference::AesGcm => "CPU has AES instructions",
+            Preference::ChaCha20 => "CPU has no AES instructions",
+        };
+        let why = match std::env::var(PREFER_ENV) {
+            Ok(value) if Preference::named(&value) == Some(self) => format!("set by {PREFER_ENV}"),
+            Ok(value) => format!("{cpu}; {PREFER_ENV}={value:?} ignored: use chacha20 or aes-gcm"),
+            Err(_) => cpu.to_string(),
+        };
+        format!("prefers {suite} ({why})")
     }
 }
 

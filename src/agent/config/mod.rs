@@ -315,10 +315,7 @@ impl Config {
             ));
         }
         if let Err(e) = crate::logging::parse_filter(&self.log_level) {
-            return Err((
-                "log_level",
-                format!("is not a level or filter ({e}): use error, warn, info, debug or trace"),
-            ));
+            return Err(("log_level", format!("is not a level or filter: {e}")));
         }
         Ok(())
     }

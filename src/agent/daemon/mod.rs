@@ -114,7 +114,7 @@ impl Agent {
             %addr,
             spool = %config.spool_dir.display(),
             ca_fingerprint = %prepared.report.ca_fingerprint,
-            tls = crate::wire::tls::Preference::detect().describe(),
+            tls = crate::wire::tls::Preference::detect().describe().as_str(),
             "listening"
         );
         let (live, live_rx) = watch::channel(prepared.live);

@@ -90,14 +90,15 @@ impl BufferBudget {
         if remaining <= MIN_PIECE_LEN as u64 {
             return small((remaining as usize).max(1));
         }
-        let fills = |len: usize| remaining >= (PIECES * len) as u64;
-        for len in [MAX_PIECE_LEN, MID_PIECE_LEN] {
-            if (len == MID_PIECE_LEN || fills(len)) && self.take(PIECES * len) {
-                return BufferShare {
-                    budget: Some(self.clone()),
-                    piece_len: len,
-                };
-            }
+        let large = |piece_len| BufferShare {
+            budget: Some(self.clone()),
+            piece_len,
+        };
+        if remaining >= (PIECES * MAX_PIECE_LEN) as u64 && self.take(PIECES * MAX_PIECE_LEN) {
+            return large(MAX_PIECE_LEN);
+        }
+        if self.take(PIECES * MID_PIECE_LEN) {
+            return large(MID_PIECE_LEN);
         }
         small(MIN_PIECE_LEN)
     }

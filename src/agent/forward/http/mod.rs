@@ -11,21 +11,23 @@
 //! weigh (docs/performance.md, "Size").
 
 use std::io;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::{StreamExt as _, TryStreamExt as _};
-use http_body_util::{BodyExt, Empty, Full, StreamBody, combinators::UnsyncBoxBody};
-use hyper::body::{Frame, Incoming};
+use http_body_util::{BodyExt, Empty, Full, combinators::UnsyncBoxBody};
+use hyper::body::Incoming;
 use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST, USER_AGENT};
 pub(super) use hyper::{Method, StatusCode};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 
 use crate::agent::config::BaseUrl;
+
+mod form;
+mod watched;
+
+pub(super) use form::Form;
+use watched::Watched;
 
 /// What the agent calls itself.
 const AGENT: &str = concat!("fileagent/", env!("CARGO_PKG_VERSION"));
@@ -101,122 +103,6 @@ impl Request {
         self.body = Body::Form(form);
         self
     }
-}
-
-/// A `multipart/form-data` body: text fields and at most one file,
-/// in the order given, streamed.
-pub(super) struct Form {
-    boundary: String,
-    parts: Vec<Part>,
-}
-
-enum Part {
-    Text(&'static str, String),
-    File {
-        field: &'static str,
-        file_name: String,
-        handle: tokio::fs::File,
-        size: u64,
-        chunk: usize,
-    },
-}
-
-impl Form {
-    pub fn new() -> Form {
-        let mut random = [0u8; 16];
-        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut random)
-            .expect("the system's random source");
-        Form {
-            boundary: format!("fileagent-{}", hex::encode(random)),
-            parts: Vec::new(),
-        }
-    }
-
-    /// A text field.
-    pub fn text(mut self, name: &'static str, value: impl Into<String>) -> Form {
-        self.parts.push(Part::Text(name, value.into()));
-        self
-    }
-
-    /// The file behind `handle` (`size` bytes, read `chunk` bytes at a
-    /// time) as the field `field`, named `file_name`.
-    pub fn file(
-        mut self,
-        field: &'static str,
-        file_name: &str,
-        handle: tokio::fs::File,
-        size: u64,
-        chunk: usize,
-    ) -> Form {
-        self.parts.push(Part::File {
-            field,
-            file_name: file_name.to_string(),
-            handle,
-            size,
-            chunk,
-        });
-        self
-    }
-
-    fn content_type(&self) -> String {
-        format!("multipart/form-data; boundary={}", self.boundary)
-    }
-
-    /// The body as a stream of pieces, and its length.
-    fn into_body(self) -> (UnsyncBoxBody<Bytes, io::Error>, u64) {
-        let boundary = self.boundary;
-        let mut length = 0u64;
-        let mut pieces = Vec::new();
-        for part in self.parts {
-            let (head, content) = match part {
-                Part::Text(name, value) => {
-                    let head = format!(
-                        "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n"
-                    );
-                    length += value.len() as u64;
-                    let value = futures_util::stream::once(async move { Ok(Bytes::from(value)) });
-                    (head, value.boxed())
-                }
-                Part::File {
-                    field,
-                    file_name,
-                    handle,
-                    size,
-                    chunk,
-                } => {
-                    let head = format!(
-                        "--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"; \
-                         filename=\"{}\"\r\nContent-Type: application/octet-stream\r\n\r\n",
-                        quoted(&file_name)
-                    );
-                    length += size;
-                    let file = tokio_util::io::ReaderStream::with_capacity(handle, chunk);
-                    (head, file.boxed())
-                }
-            };
-            length += head.len() as u64 + 2;
-            pieces.push(futures_util::stream::once(async move { Ok(Bytes::from(head)) }).boxed());
-            pieces.push(content);
-            pieces.push(
-                futures_util::stream::once(async { Ok(Bytes::from_static(b"\r\n")) }).boxed(),
-            );
-        }
-        let tail = format!("--{boundary}--\r\n");
-        length += tail.len() as u64;
-        pieces.push(futures_util::stream::once(async move { Ok(Bytes::from(tail)) }).boxed());
-        let stream = futures_util::stream::iter(pieces)
-            .flatten()
-            .map_ok(Frame::data);
-        (StreamBody::new(stream).boxed_unsync(), length)
-    }
-}
-
-/// A file name inside a quoted header parameter, as browsers write it:
-/// `"`, CR and LF percent-encoded.
-fn quoted(name: &str) -> String {
-    name.replace('"', "%22")
-        .replace('\r', "%0D")
-        .replace('\n', "%0A")
 }
 
 /// An answer: its status, then its body as it comes.
@@ -382,86 +268,6 @@ async fn connect(base: &BaseUrl, limit: Duration) -> io::Result<TcpStream> {
             "no connection within the connect time",
         )
     })?
-}
-
-/// A stream that fails with `TimedOut` once it has made no progress,
-/// reading or writing, for `limit` while asked to.
-struct Watched<T> {
-    inner: T,
-    limit: Duration,
-    /// Armed when an operation waits; reset by any progress.
-    timer: Pin<Box<Sleep>>,
-    armed: bool,
-}
-
-impl<T> Watched<T> {
-    fn new(inner: T, limit: Duration) -> Watched<T> {
-        Watched {
-            inner,
-            limit,
-            timer: Box::pin(tokio::time::sleep(limit)),
-            armed: false,
-        }
-    }
-
-    /// Progress (bytes read or written) disarms; waiting arms the timer,
-    /// which fails the operation once it fires. Only the first wait arms
-    /// it: an operation that waits while another waits too does not move
-    /// the deadline.
-    fn watch<R>(&mut self, cx: &mut Context<'_>, poll: Poll<io::Result<R>>) -> Poll<io::Result<R>> {
-        if poll.is_ready() {
-            self.armed = false;
-            return poll;
-        }
-        if !self.armed {
-            self.armed = true;
-            let at = Instant::now() + self.limit;
-            self.timer.as_mut().reset(at);
-        }
-        match self.timer.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!("the server made no progress for {} s", self.limit.as_secs()),
-            ))),
-            Poll::Pending => Poll::Pending,
-        }
-    }
-}
-
-use std::future::Future as _;
-
-impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let poll = Pin::new(&mut this.inner).poll_read(cx, buf);
-        this.watch(cx, poll)
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        let poll = Pin::new(&mut this.inner).poll_write(cx, buf);
-        this.watch(cx, poll)
-    }
-
-    /// A flush moves no bytes (a socket has no buffer of its own to
-    /// flush): it neither counts as progress nor is watched.
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
-    }
 }
 
 #[cfg(test)]
