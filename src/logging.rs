@@ -93,8 +93,12 @@ pub fn parse_filter(directives: &str) -> Result<Targets, String> {
             .rsplit_once('=')
             .map_or(directive, |(_, level)| level);
         if level.parse::<LevelFilter>().is_err() {
+            let place = match level == directive {
+                true => String::new(),
+                false => format!("in {directive:?}, "),
+            };
             return Err(format!(
-                "in {directive:?}, {level:?} is not a level (error, warn, info, debug, trace or off)"
+                "{place}{level:?} is not a level (error, warn, info, debug, trace or off)"
             ));
         }
     }
@@ -153,7 +157,14 @@ mod tests {
 
     #[test]
     fn a_word_that_is_no_level_is_refused() {
-        assert!(parse_filter("loud").is_err());
-        assert!(parse_filter("fileagent=verbose").is_err());
+        assert_eq!(
+            parse_filter("loud").unwrap_err(),
+            "\"loud\" is not a level (error, warn, info, debug, trace or off)"
+        );
+        let e = parse_filter("info,fileagent=verbose").unwrap_err();
+        assert!(
+            e.starts_with("in \"fileagent=verbose\", \"verbose\" is not"),
+            "{e}"
+        );
     }
 }

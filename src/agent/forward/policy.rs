@@ -229,7 +229,10 @@ pub(super) fn why_waiting(
                 };
                 format!("{cause}, so it does not start by itself")
             } else if let Some(o) = older {
-                format!("{} came before it and waits too", o.name)
+                match o.state {
+                    FileState::Printing => format!("{} is printing before it", o.name),
+                    _ => format!("{} came before it and waits too", o.name),
+                }
             } else if printer_busy {
                 "the printer is busy".to_string()
             } else if let Some(occupied) = &bed.occupied {
@@ -521,6 +524,14 @@ mod tests {
         assert_eq!(
             why(3, &occupied, false).unwrap(),
             "waiting to be uploaded after d.gcode"
+        );
+        // An older file that prints is not said to wait (seen in a trial).
+        let mut printing = entries.clone();
+        printing[0].state = FileState::Printing;
+        let why = why_waiting(&printing, 1, WHEN_IDLE, &occupied, true, 1180).unwrap();
+        assert!(
+            why.contains(": b.gcode is printing before it; start it"),
+            "{why}"
         );
         // A held file says why once, whatever the bed and the order.
         let mut held = entries.clone();
