@@ -64,20 +64,15 @@ impl Forwarder {
         self.removed_while_stopped();
         loop {
             let now = Instant::now();
-            if now >= self.next_scan {
-                self.settler.scan(now);
-                self.next_scan = now + self.config.rescan_interval;
-            }
-            // Oldest first: files found at once (a backlog) keep their order.
-            let mut settled = self.settler.settled(now);
-            settled.sort_by_key(|a| (a.modified, a.name.clone()));
-            for appeared in settled {
-                self.appeared(appeared).await;
-            }
-            self.step(messages).await;
-            // Messages a step set aside (see `step`), in their order.
-            while let Some(message) = self.deferred.pop_front() {
-                self.handle(message).await;
+            // A stop does not wait for the print server: a request to one
+            // that hangs may take READ_TIMEOUT, longer than systemd waits.
+            // Stopping mid-step is stopping as a crash would, which the
+            // queue is made for (before an upload the agent asks the server
+            // whether it has the file already, so none is repeated).
+            tokio::select! {
+                biased;
+                () = &mut stop => break,
+                () = self.work(now, messages) => {}
             }
             let wake = [
                 Some(self.next_poll.max(self.retry_at)),
@@ -104,6 +99,25 @@ impl Forwarder {
                 }
                 () = tokio::time::sleep_until(wake.into()) => {}
             }
+        }
+    }
+
+    /// One round: rescans when due, takes the files that settled (oldest
+    /// first: files found at once, a backlog, keep their order), then a
+    /// step and the messages it set aside (see `step`), in their order.
+    async fn work(&mut self, now: Instant, messages: &mut mpsc::UnboundedReceiver<Message>) {
+        if now >= self.next_scan {
+            self.settler.scan(now);
+            self.next_scan = now + self.config.rescan_interval;
+        }
+        let mut settled = self.settler.settled(now);
+        settled.sort_by_key(|a| (a.modified, a.name.clone()));
+        for appeared in settled {
+            self.appeared(appeared).await;
+        }
+        self.step(messages).await;
+        while let Some(message) = self.deferred.pop_front() {
+            self.handle(message).await;
         }
     }
 
