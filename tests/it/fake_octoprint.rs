@@ -1,7 +1,8 @@
 //! A tiny in-process HTTP server speaking just enough of OctoPrint's API to
 //! produce faults a real OctoPrint will not produce on demand: 5xx answers
-//! and connections reset in the middle of an upload. It never replaces the
-//! real OctoPrint in the other forwarding tests.
+//! and connections reset in the middle of an upload, or a server that
+//! accepts and never answers. It never replaces the real OctoPrint in the
+//! other forwarding tests.
 
 use std::sync::{Arc, Mutex};
 
@@ -338,4 +339,41 @@ async fn a_version_replaced_before_its_upload_is_not_uploaded_in_its_name() {
 
 fn fileagent_sha(path: &std::path::Path) -> String {
     crate::support::sha256(&std::fs::read(path).unwrap())
+}
+
+/// A print server that accepts connections and never answers (hung, or a
+/// wrong port holding something else): the agent stops at once anyway,
+/// not after the request's time runs out (longer than systemd's stop
+/// timeout for a stalled upload).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_stops_at_once_while_the_print_server_hangs() {
+    let hung = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", hung.local_addr().unwrap());
+    let (accepted_tx, accepted) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for socket in hung.incoming().flatten() {
+            held.push(socket);
+            let _ = accepted_tx.send(());
+        }
+    });
+    let mut agent = Agent::start_with(forwarding(url, "k".into(), false)).await;
+    let mut client = agent.client("sender").await;
+    client
+        .send_file(&data("tiny.gcode"), "tiny.gcode", false, &mut ())
+        .await
+        .unwrap();
+    client.close().await;
+    // The forwarder's request is in flight, and will not be answered.
+    tokio::task::spawn_blocking(move || accepted.recv_timeout(GUARD).unwrap())
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    agent.stop().await;
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "stopping took {:?} (the state request's timeout is 10 s)",
+        started.elapsed()
+    );
+    assert_eq!(agent.ready(), vec!["tiny.gcode".to_string()]);
 }
