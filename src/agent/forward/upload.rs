@@ -62,11 +62,18 @@ impl Forwarder {
                     FileState::Printing => self.mark_printing(id),
                     _ => self.queue.set(id, after, reason),
                 }
+                // Published before the file leaves ready/: a send that
+                // replaces it meanwhile finds it in ready/ or held by the
+                // print server (`View::holds`), never in neither, and says
+                // it replaced it.
+                self.save();
                 self.move_out(&entry.name, &self.done.clone(), Some(inode));
             }
-            Err(e) => self.not_uploaded(&entry, e, state, inode),
+            Err(e) => {
+                self.not_uploaded(&entry, e, state, inode);
+                self.save();
+            }
         }
-        self.save();
     }
 
     /// Uploads the entry's file to `upload_folder` in OctoPrint, asking it
